@@ -1,0 +1,54 @@
+# vtrial: `make run` and `make test` work as the first command on a fresh machine:
+# each creates (or reuses) the virtual environment .venv and installs vtrial with
+# the pinned versions of constraints.txt (random streams and numerics are only
+# guaranteed for the same versions).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.vtrial-installed
+CORES ?= 2
+STUDY ?= config/config.yaml
+SNAKEMAKE_ARGS ?=
+
+.PHONY: help setup run test lint bench report clean
+
+help:
+	@echo "make run    - set up and run the default study end to end (local Dask cluster)"
+	@echo "make test   - set up and run the test suite"
+	@echo "make lint   - ruff check, ruff format --check, snakemake --lint, mypy src"
+	@echo "make bench  - benchmark harness"
+	@echo "make report - Snakemake HTML report of the default study"
+	@echo "variables: CORES=$(CORES) STUDY=$(STUDY) SNAKEMAKE_ARGS='...'"
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/snakemake --cores $(CORES) --config study=$(STUDY) --rerun-incomplete $(SNAKEMAKE_ARGS)
+	@$(BIN)/python -c "import json,sys; m=json.load(open(sys.argv[1])); print('outputs:', len(m['outputs']), 'files listed in', sys.argv[1])" \
+		$$($(BIN)/python -c "from vtrial.config import load_study; print('results/' + load_study('$(STUDY)').name + '/manifest.json')")
+
+test: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakemake --lint --config study=$(STUDY)
+	$(BIN)/mypy src
+
+bench: setup
+	$(BIN)/python benchmarks/run.py
+
+report: run
+	$(BIN)/snakemake --cores $(CORES) --config study=$(STUDY) --report \
+		$$($(BIN)/python -c "from vtrial.config import load_study; print('results/' + load_study('$(STUDY)').name + '/report.html')")
+
+clean:
+	rm -rf results .snakemake

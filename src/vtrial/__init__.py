@@ -1,0 +1,22 @@
+"""vtrial: in-silico drug trials on virtual populations.
+
+The public API re-exported here is small: load and compose models, simulate
+patients given as a table, and run or verify a study.
+"""
+
+from __future__ import annotations
+
+from vtrial.engine import Tolerances, simulate
+from vtrial.models import build_model, compose, list_models, load_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tolerances",
+    "__version__",
+    "build_model",
+    "compose",
+    "list_models",
+    "load_model",
+    "simulate",
+]

@@ -1,0 +1,475 @@
+"""Template of the compiled simulation kernel (numba).
+
+:mod:`vtrial.codegen` copies this file into the kernel cache and replaces the block
+between the ``MODEL BEGIN``/``MODEL END`` markers with functions generated from a
+model spec. As shipped, the block holds a pure-PK model (no ODE states, output
+``CP``), so this module is itself a working kernel, used by the tests.
+
+Numerical method (per patient, independent of every other patient):
+
+- Linear PK is solved exactly in modal coordinates: the compartment matrix ``A`` is
+  diagonalised on the host (``A = V diag(lam) V^-1``); between events each mode
+  evolves as ``m(t) = (m0 + u/lam) exp(lam dt) - u/lam`` (``u``: infusion input),
+  doses add ``amount * V^-1[:, cmt]``, and ``CP = sum(cmode * m)``. AUC is the
+  exact integral of that sum; Cmax is refined by golden-section search.
+- ODE states are integrated with the Dormand-Prince 5(4) pair (FSAL) with
+  per-patient adaptive steps, the 4th-order continuous extension for output times,
+  and exact stops at every event (dose, infusion start/stop). States declared
+  ``positive`` are integrated on the log scale.
+- Output times that coincide with a dose are taken before the dose (mrgsolve's
+  default; NONMEM with the observation record first).
+"""
+# ruff: noqa: N803, N806, PLR0913, E741
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+# --- MODEL BEGIN ---
+NS = 0  # number of ODE states
+NO = 1  # number of outputs
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _to_internal(y, z):  # pragma: no cover - compiled
+    for i in range(NS):
+        z[i] = y[i]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _rhs(t, z, p, cp, dz):  # pragma: no cover - compiled
+    for i in range(NS):
+        dz[i] = 0.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _outputs(t, z, p, cp, o):  # pragma: no cover - compiled
+    o[0] = cp
+
+
+# --- MODEL END ---
+
+# status codes (see vtrial.engine.STATUS)
+OK = 0
+MAX_STEPS = 1
+STEP_UNDERFLOW = 2
+NONFINITE = 3
+
+# event kinds
+EV_ORAL = 0  # bolus into the depot (lag and bioavailability apply)
+EV_BOLUS = 1  # bolus into the central compartment
+EV_RATE = 2  # change of the infusion rate into the central compartment
+EV_MARK = 3  # no dose: a time at which the pre-dose concentration is recorded (trough)
+
+# Dormand-Prince 5(4) tableau and the continuous extension (Hairer, Norsett & Wanner,
+# Solving ODE I, sec. II.5/II.6; Shampine 1986), the same constants as scipy's RK45.
+C2, C3, C4, C5 = 1.0 / 5.0, 3.0 / 10.0, 4.0 / 5.0, 8.0 / 9.0
+A21 = 1.0 / 5.0
+A31, A32 = 3.0 / 40.0, 9.0 / 40.0
+A41, A42, A43 = 44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0
+A51, A52, A53, A54 = 19372.0 / 6561.0, -25360.0 / 2187.0, 64448.0 / 6561.0, -212.0 / 729.0
+A61, A62, A63, A64, A65 = (
+    9017.0 / 3168.0,
+    -355.0 / 33.0,
+    46732.0 / 5247.0,
+    49.0 / 176.0,
+    -5103.0 / 18656.0,
+)
+B1, B3, B4, B5, B6 = 35.0 / 384.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0
+E1, E3, E4, E5, E6, E7 = (
+    71.0 / 57600.0,
+    -71.0 / 16695.0,
+    71.0 / 1920.0,
+    -17253.0 / 339200.0,
+    22.0 / 525.0,
+    -1.0 / 40.0,
+)
+P = np.array(
+    [
+        [1.0, -8048581381.0 / 2820520608.0, 8663915743.0 / 2820520608.0, -12715105075.0 / 11282082432.0],
+        [0.0, 0.0, 0.0, 0.0],
+        [0.0, 131558114200.0 / 32700410799.0, -68118460800.0 / 10900136933.0, 87487479700.0 / 32700410799.0],
+        [0.0, -1754552775.0 / 470086768.0, 14199869525.0 / 1410260304.0, -10690763975.0 / 1880347072.0],
+        [0.0, 127303824393.0 / 49829197408.0, -318862633887.0 / 49829197408.0, 701980252875.0 / 199316789632.0],
+        [0.0, -282668133.0 / 205662961.0, 2019193451.0 / 616988883.0, -1453857185.0 / 822651844.0],
+        [0.0, 40617522.0 / 29380423.0, -110615467.0 / 29380423.0, 69997945.0 / 29380423.0],
+    ]
+)
+GOLDEN = 0.3819660112501051
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _cp_at(dt, m, u, lam, cm):  # pragma: no cover - compiled
+    """Central concentration ``dt`` after the segment start (modal state m, input u)."""
+    s = 0.0
+    for k in range(m.shape[0]):
+        w = u[k] / lam[k]
+        s += cm[k] * ((m[k] + w) * math.exp(lam[k] * dt) - w)
+    return s
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _advance_modes(dt, m, u, lam, cm):  # pragma: no cover - compiled
+    """Advance the modal state by ``dt`` in place; return the exact AUC of CP over it."""
+    auc = 0.0
+    for k in range(m.shape[0]):
+        w = u[k] / lam[k]
+        em1 = math.expm1(lam[k] * dt)
+        auc += cm[k] * ((m[k] + w) * em1 / lam[k] - w * dt)
+        m[k] = (m[k] + w) * (em1 + 1.0) - w
+    return auc
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _rk_step(t, h, z, k, p, m, u, lam, cm, tseg, ztmp, znew):  # pragma: no cover - compiled
+    """One Dormand-Prince step from (t, z) with k[0] = f(t, z); fills k[1..6] and znew."""
+    ns = z.shape[0]
+    for i in range(ns):
+        ztmp[i] = z[i] + h * A21 * k[0, i]
+    _rhs(t + C2 * h, ztmp, p, _cp_at(t + C2 * h - tseg, m, u, lam, cm), k[1])
+    for i in range(ns):
+        ztmp[i] = z[i] + h * (A31 * k[0, i] + A32 * k[1, i])
+    _rhs(t + C3 * h, ztmp, p, _cp_at(t + C3 * h - tseg, m, u, lam, cm), k[2])
+    for i in range(ns):
+        ztmp[i] = z[i] + h * (A41 * k[0, i] + A42 * k[1, i] + A43 * k[2, i])
+    _rhs(t + C4 * h, ztmp, p, _cp_at(t + C4 * h - tseg, m, u, lam, cm), k[3])
+    for i in range(ns):
+        ztmp[i] = z[i] + h * (A51 * k[0, i] + A52 * k[1, i] + A53 * k[2, i] + A54 * k[3, i])
+    _rhs(t + C5 * h, ztmp, p, _cp_at(t + C5 * h - tseg, m, u, lam, cm), k[4])
+    for i in range(ns):
+        ztmp[i] = z[i] + h * (
+            A61 * k[0, i] + A62 * k[1, i] + A63 * k[2, i] + A64 * k[3, i] + A65 * k[4, i]
+        )
+    _rhs(t + h, ztmp, p, _cp_at(t + h - tseg, m, u, lam, cm), k[5])
+    for i in range(ns):
+        znew[i] = z[i] + h * (
+            B1 * k[0, i] + B3 * k[2, i] + B4 * k[3, i] + B5 * k[4, i] + B6 * k[5, i]
+        )
+    _rhs(t + h, znew, p, _cp_at(t + h - tseg, m, u, lam, cm), k[6])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _dense(theta, h, z, k, zout):  # pragma: no cover - compiled
+    """4th-order continuous extension at t + theta*h."""
+    ns = z.shape[0]
+    t1 = theta
+    t2 = theta * theta
+    t3 = t2 * theta
+    t4 = t3 * theta
+    for i in range(ns):
+        acc = 0.0
+        for s in range(7):
+            acc += k[s, i] * (P[s, 0] * t1 + P[s, 1] * t2 + P[s, 2] * t3 + P[s, 3] * t4)
+        zout[i] = z[i] + h * acc
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _record(
+    g, tg, zg, p, cp, i, o, oprev, t_grid, store_pos, store_out, probe_pos, mon_out, mon_thr,
+    mon_dir, omin, omax, targmin, targmax, probes, cross, store, cand,
+):  # pragma: no cover - compiled
+    """Evaluate the outputs at grid point g and update every per-patient reduction."""
+    _outputs(tg, zg, p, cp, o)
+    no = o.shape[0]
+    for j in range(no):
+        v = o[j]
+        if v < omin[i, j] or math.isnan(omin[i, j]):
+            omin[i, j] = v
+            targmin[i, j] = tg
+        if v > omax[i, j] or math.isnan(omax[i, j]):
+            omax[i, j] = v
+            targmax[i, j] = tg
+    sp = store_pos[g]
+    if sp >= 0:
+        for j in range(store_out.shape[0]):
+            store[i, sp, j] = o[store_out[j]]
+    pp = probe_pos[g]
+    if pp >= 0:
+        for j in range(no):
+            probes[i, pp, j] = o[j]
+    for q in range(mon_out.shape[0]):
+        if math.isnan(cross[i, q]):
+            v1 = o[mon_out[q]]
+            hit = v1 < mon_thr[q] if mon_dir[q] < 0 else v1 > mon_thr[q]
+            if hit:
+                if g == 0:
+                    cross[i, q] = tg
+                else:
+                    v0 = oprev[mon_out[q]]
+                    t0 = t_grid[g - 1]
+                    frac = (mon_thr[q] - v0) / (v1 - v0) if v1 != v0 else 1.0
+                    frac = min(max(frac, 0.0), 1.0)
+                    cross[i, q] = t0 + frac * (tg - t0)
+    if cp > cand[0]:
+        cand[0] = cp
+        cand[1] = tg
+    for j in range(no):
+        oprev[j] = o[j]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _refine_cmax(lo, hi, m, u, lam, cm, tseg):  # pragma: no cover - compiled
+    """Golden-section maximisation of CP on [lo, hi] (absolute times) within a segment."""
+    a = lo
+    b = hi
+    x1 = a + GOLDEN * (b - a)
+    x2 = b - GOLDEN * (b - a)
+    f1 = _cp_at(x1 - tseg, m, u, lam, cm)
+    f2 = _cp_at(x2 - tseg, m, u, lam, cm)
+    for _ in range(80):
+        if b - a <= 1e-10 * max(1.0, abs(b)):
+            break
+        if f1 < f2:
+            a = x1
+            x1 = x2
+            f1 = f2
+            x2 = b - GOLDEN * (b - a)
+            f2 = _cp_at(x2 - tseg, m, u, lam, cm)
+        else:
+            b = x2
+            x2 = x1
+            f2 = f1
+            x1 = a + GOLDEN * (b - a)
+            f1 = _cp_at(x1 - tseg, m, u, lam, cm)
+    if f1 > f2:
+        return x1, f1
+    return x2, f2
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _simulate_one(
+    i, P_, Y0, arm, dscale, lam_all, cm_all, bm_all, ev_time, ev_amt, ev_kind, ev_unit, ev_n,
+    tlag_idx, f_idx, t_grid, store_pos, store_out, probe_pos, mon_out, mon_thr, mon_dir,
+    rtol, atol, max_steps, h_max, status, nsteps, omin, omax, targmin, targmax, probes, cross,
+    store, pk_metrics,
+):  # pragma: no cover - compiled
+    ns = Y0.shape[1]
+    nm = lam_all.shape[1]
+    no = omin.shape[1]
+    p = P_[i]
+    lam = lam_all[i]
+    cm = cm_all[i]
+    a = arm[i]
+    # ---- this patient's events: lag and bioavailability on oral doses, dose scaling, sort
+    ne = ev_n[a]
+    et = np.empty(ne)
+    ek = np.empty(ne, dtype=np.int64)
+    ea = np.empty(ne)
+    tlag = p[tlag_idx] if tlag_idx >= 0 else 0.0
+    fbio = p[f_idx] if f_idx >= 0 else 1.0
+    for e in range(ne):
+        kind = ev_kind[a, e]
+        amt = ev_amt[a, e] * dscale[i, ev_unit[a, e]]
+        tt = ev_time[a, e]
+        if kind == EV_ORAL:
+            tt += tlag
+            amt *= fbio
+        et[e] = tt
+        ek[e] = kind
+        ea[e] = amt
+    for e in range(1, ne):  # stable insertion sort by time
+        j = e
+        while j > 0 and et[j - 1] > et[j]:
+            et[j - 1], et[j] = et[j], et[j - 1]
+            ek[j - 1], ek[j] = ek[j], ek[j - 1]
+            ea[j - 1], ea[j] = ea[j], ea[j - 1]
+            j -= 1
+    # ---- state
+    m = np.zeros(nm)
+    u = np.zeros(nm)
+    z = np.empty(ns)
+    _to_internal(Y0[i], z)
+    k = np.empty((7, ns))
+    ztmp = np.empty(ns)
+    znew = np.empty(ns)
+    zg = np.empty(ns)
+    o = np.empty(no)
+    oprev = np.empty(no)
+    cand = np.empty(2)
+    cand[0] = -np.inf
+    cand[1] = np.nan
+    best_m = np.zeros(nm)
+    best_u = np.zeros(nm)
+    best_seg = np.empty(3)  # segment start, segment end, grid spacing around the candidate
+    best_seg[:] = np.nan
+    for j in range(no):
+        omin[i, j] = np.nan
+        omax[i, j] = np.nan
+        targmin[i, j] = np.nan
+        targmax[i, j] = np.nan
+    t = t_grid[0]
+    t_end = t_grid[t_grid.shape[0] - 1]
+    ng = t_grid.shape[0]
+    g = 0
+    auc = 0.0
+    ctrough = np.nan
+    steps = 0
+    h = h_max
+    stat = OK
+    # grid points at the start are taken before any dose at that time
+    while g < ng and t_grid[g] <= t:
+        _record(g, t_grid[g], z if ns > 0 else zg, p, 0.0, i, o, oprev, t_grid, store_pos,
+                store_out, probe_pos, mon_out, mon_thr, mon_dir, omin, omax, targmin, targmax,
+                probes, cross, store, cand)
+        g += 1
+    ei = 0
+    first = True
+    while t < t_end and stat == OK:
+        # apply the events at time t
+        while ei < ne and et[ei] <= t:
+            kind = ek[ei]
+            if kind == EV_ORAL:
+                for q in range(nm):
+                    m[q] += ea[ei] * bm_all[i, q, 0]
+            elif kind == EV_BOLUS:
+                for q in range(nm):
+                    m[q] += ea[ei] * bm_all[i, q, 1]
+            elif kind == EV_RATE:
+                for q in range(nm):
+                    u[q] += ea[ei] * bm_all[i, q, 1]
+            else:
+                ctrough = _cp_at(0.0, m, u, lam, cm)
+            ei += 1
+        tb = t_end
+        if ei < ne and et[ei] < t_end:
+            tb = et[ei]
+        tseg = t
+        cp0 = _cp_at(0.0, m, u, lam, cm)
+        if cp0 > cand[0]:
+            cand[0] = cp0
+            cand[1] = t
+            best_m[:] = m
+            best_u[:] = u
+            best_seg[0] = t
+            best_seg[1] = tb
+            best_seg[2] = 0.0
+        # ---- integrate the ODE states over [t, tb]
+        if ns > 0:
+            _rhs(t, z, p, cp0, k[0])
+            if first:
+                # initial step (Hairer, Norsett & Wanner, sec. II.4, simplified)
+                d0 = 0.0
+                d1 = 0.0
+                for q in range(ns):
+                    sc = atol + rtol * abs(z[q])
+                    d0 += (z[q] / sc) ** 2
+                    d1 += (k[0, q] / sc) ** 2
+                d0 = math.sqrt(d0 / ns)
+                d1 = math.sqrt(d1 / ns)
+                h = 0.01 * d0 / d1 if (d0 > 1e-5 and d1 > 1e-5) else 1e-3
+                h = min(h, h_max)
+                first = False
+        while t < tb and stat == OK:
+            last = False
+            hs = min(h, h_max)
+            if t + hs >= tb or ns == 0:
+                hs = tb - t
+                last = True
+            if ns > 0:
+                _rk_step(t, hs, z, k, p, m, u, lam, cm, tseg, ztmp, znew)
+                err = 0.0
+                finite = True
+                for q in range(ns):
+                    sc = atol + rtol * max(abs(z[q]), abs(znew[q]))
+                    eq = hs * (
+                        E1 * k[0, q] + E3 * k[2, q] + E4 * k[3, q] + E5 * k[4, q]
+                        + E6 * k[5, q] + E7 * k[6, q]
+                    )
+                    err += (eq / sc) ** 2
+                    if not math.isfinite(znew[q]):
+                        finite = False
+                err = math.sqrt(err / ns)
+                if not finite or not math.isfinite(err):
+                    h = 0.25 * hs
+                    if h < 1e-12 * max(1.0, abs(t)):
+                        stat = NONFINITE
+                    continue
+                steps += 1
+                if steps > max_steps:
+                    stat = MAX_STEPS
+                    break
+                if err > 1.0:
+                    h = hs * max(0.2, 0.9 * err ** -0.2)
+                    if h < 1e-12 * max(1.0, abs(t)):
+                        stat = STEP_UNDERFLOW
+                    continue
+                fac = 10.0 if err == 0.0 else min(10.0, 0.9 * err ** -0.2)
+                hnew = hs * fac
+            else:
+                hnew = h
+            t1 = tb if last else t + hs
+            # outputs at grid points inside (t, t1]
+            while g < ng and t_grid[g] <= t1:
+                tg = t_grid[g]
+                if ns > 0:
+                    if tg == t1:
+                        zg[:] = znew
+                    else:
+                        _dense((tg - t) / hs, hs, z, k, zg)
+                cpg = _cp_at(tg - tseg, m, u, lam, cm)
+                before = cand[0]
+                _record(g, tg, zg, p, cpg, i, o, oprev, t_grid, store_pos, store_out,
+                        probe_pos, mon_out, mon_thr, mon_dir, omin, omax, targmin, targmax,
+                        probes, cross, store, cand)
+                if cand[0] > before:
+                    best_m[:] = m
+                    best_u[:] = u
+                    best_seg[0] = tseg
+                    best_seg[1] = tb
+                    best_seg[2] = max(tg - t_grid[g - 1] if g > 0 else 0.0,
+                                      t_grid[g + 1] - tg if g + 1 < ng else 0.0)
+                g += 1
+            if ns > 0:
+                z[:] = znew
+                k[0, :] = k[6, :]
+            t = t1
+            h = hnew
+        auc += _advance_modes(tb - tseg, m, u, lam, cm)
+    if stat != OK:
+        status[i] = stat
+        nsteps[i] = steps
+        for j in range(no):
+            omin[i, j] = np.nan
+            omax[i, j] = np.nan
+        for j in range(4):
+            pk_metrics[i, j] = np.nan
+        return
+    # exact Cmax: refine the best candidate inside its segment
+    cmax = cand[0]
+    tmax = cand[1]
+    if nm > 0 and math.isfinite(best_seg[0]):
+        w = best_seg[2]
+        lo = max(best_seg[0], tmax - w)
+        hi = min(best_seg[1], tmax + w)
+        if hi > lo:
+            tr, cr = _refine_cmax(lo, hi, best_m, best_u, lam, cm, best_seg[0])
+            if cr > cmax:
+                cmax = cr
+                tmax = tr
+    pk_metrics[i, 0] = cmax if nm > 0 else np.nan
+    pk_metrics[i, 1] = tmax if nm > 0 else np.nan
+    pk_metrics[i, 2] = auc if nm > 0 else np.nan
+    pk_metrics[i, 3] = ctrough
+    status[i] = OK
+    nsteps[i] = steps
+
+
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def simulate_batch(
+    P_, Y0, arm, dscale, lam, cm, bm, ev_time, ev_amt, ev_kind, ev_unit, ev_n, tlag_idx,
+    f_idx, t_grid, store_pos, store_out, probe_pos, mon_out, mon_thr, mon_dir, rtol, atol,
+    max_steps, h_max, status, nsteps, omin, omax, targmin, targmax, probes, cross, store,
+    pk_metrics,
+):  # pragma: no cover - compiled
+    """Simulate every patient of a batch; see :func:`vtrial.engine.run_kernel`."""
+    n = P_.shape[0]
+    for i in prange(n):
+        _simulate_one(
+            i, P_, Y0, arm, dscale, lam, cm, bm, ev_time, ev_amt, ev_kind, ev_unit, ev_n,
+            tlag_idx, f_idx, t_grid, store_pos, store_out, probe_pos, mon_out, mon_thr,
+            mon_dir, rtol, atol, max_steps, h_max, status, nsteps, omin, omax, targmin,
+            targmax, probes, cross, store, pk_metrics,
+        )

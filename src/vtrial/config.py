@@ -1,0 +1,618 @@
+"""Study files: loading, validation (schema, then semantics) and defaults.
+
+:func:`load_study` reads a YAML study, checks it against the JSON schema
+(``vtrial/schemas/study.schema.yaml``, ``additionalProperties: false`` at every level)
+and then semantically (names defined, OMEGA positive semi-definite, regimens feasible,
+expressions safe, ...). Every problem is collected and reported at once in a
+:class:`~vtrial.errors.ConfigError`, each naming the file, the key path, the rule and
+the value found. Nothing is computed or written before the study is valid.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache, cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import yaml
+
+from vtrial.dosing import DOSE_UNITS, Phase, phase_problems, regimen_phases
+from vtrial.errors import ConfigError, ExpressionError, ModelError, Problem
+from vtrial.expressions import parse_expression
+from vtrial.models import Model, build_model
+
+#: Built-in CTCAE v5 grading scales: thresholds for grades 1..4 as multiples of
+#: 10^9/L, grade 1 starting below the lower limit of normal (``lln``).
+GRADING_SCALES: dict[str, dict[str, Any]] = {
+    "ctcae_v5_neutrophil_count_decreased": {
+        "direction": "below",
+        "lln": 2.0,
+        "thresholds": [None, 1.5, 1.0, 0.5],
+    },
+    "ctcae_v5_platelet_count_decreased": {
+        "direction": "below",
+        "lln": 150.0,
+        "thresholds": [None, 75.0, 50.0, 25.0],
+    },
+}
+#: Derived covariates: name -> (covariates needed, unit).
+DERIVED: dict[str, tuple[tuple[str, ...], str]] = {
+    "bmi": (("weight", "height"), "kg/m2"),
+    "bsa": (("weight", "height"), "m2"),
+    "bsa_dubois": (("weight", "height"), "m2"),
+    "crcl": (("age", "weight", "scr", "sex"), "mL/min"),
+    "egfr": (("age", "scr", "sex"), "mL/min/1.73m2"),
+    "lbw": (("weight", "height", "sex"), "kg"),
+}
+_DISTRIBUTIONS = ("categorical", "normal", "lognormal", "uniform", "constant")
+_RESPONDER_KEYS = ("below", "below_or_equal", "above", "above_or_equal")
+
+
+@cache
+def _schema() -> dict[str, Any]:
+    text = resources.files("vtrial").joinpath("schemas/study.schema.yaml").read_text()
+    return dict(yaml.safe_load(text))
+
+
+def schema_path() -> Path:
+    """Path of the study JSON schema shipped with the package."""
+    return Path(str(resources.files("vtrial").joinpath("schemas/study.schema.yaml")))
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study with its defaults filled in.
+
+    Attributes
+    ----------
+    data : dict
+        The study as plain data (JSON-compatible), defaults filled in.
+    source : str
+        The file it came from (``"<dict>"`` for in-memory studies).
+    base_dir : Path
+        Folder against which relative paths in the study are resolved.
+    """
+
+    data: dict[str, Any]
+    source: str
+    base_dir: Path
+
+    @property
+    def name(self) -> str:
+        return str(self.data["study"]["name"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.data["study"]["seed"])
+
+    @property
+    def replicates(self) -> int:
+        return int(self.data["study"]["replicates"])
+
+    @property
+    def size(self) -> int:
+        """Patients per replicate trial."""
+        return int(self.data["population"]["size"])
+
+    @property
+    def n_patients(self) -> int:
+        """Patients in the whole study (all replicates)."""
+        return self.size * self.replicates
+
+    @property
+    def arm_names(self) -> list[str]:
+        return [a["name"] for a in self.data["arms"]]
+
+    @property
+    def control_arm(self) -> str | None:
+        c = self.data["study"].get("control_arm")
+        return str(c) if c is not None else None
+
+    @property
+    def execution(self) -> dict[str, Any]:
+        return dict(self.data["execution"])
+
+    @cached_property
+    def model(self) -> Model:
+        """The composed model."""
+        return build_model(self.data["model"], base_dir=self.base_dir, source=self.source)
+
+    def arm_phases(self) -> list[list[Phase]]:
+        """Dosing phases of every arm, in arm order."""
+        return [regimen_phases(a["regimen"]) for a in self.data["arms"]]
+
+    @cached_property
+    def sha256(self) -> str:
+        """Hash of the canonical study (defaults filled) and of every model file used."""
+        h = hashlib.sha256(canonical_json(self.data).encode())
+        for comp in self.model.components:
+            h.update(Path(comp.source).read_bytes())
+        return h.hexdigest()
+
+    def grid(self) -> np.ndarray:
+        """Evaluation grid (h): regular grid, stored time points and endpoint times."""
+        sim = self.data["simulation"]
+        end = float(sim["end"])
+        step = float(sim["grid"])
+        pts = [np.arange(0.0, end, step), [end], self.store_times()]
+        pts.append(np.array(self.probe_times()))
+        g = np.unique(np.concatenate([np.asarray(p, dtype=np.float64) for p in pts]))
+        return g[(g >= 0.0) & (g <= end)]
+
+    def store_times(self) -> np.ndarray:
+        """Time points of the stored time courses (h)."""
+        end = float(self.data["simulation"]["end"])
+        every = float(self.data["outputs"]["timecourse"]["every"])
+        t = np.arange(0.0, end + 1e-9 * end, every)
+        return np.unique(np.append(t[t <= end], end))
+
+    def probe_times(self) -> list[float]:
+        """Times at which every output is recorded for endpoints (baseline 0 first)."""
+        times = {0.0}
+        for ep in self.data["endpoints"].values():
+            if "at" in ep:
+                times.add(float(ep["at"]))
+        return sorted(times)
+
+    def grading(self, event: str) -> tuple[list[float], int]:
+        """Thresholds of grades 1.. and direction (-1 below, +1 above) of an AE."""
+        spec = self.data["adverse_events"][event]
+        if "grading" in spec:
+            scale = GRADING_SCALES[spec["grading"]]
+            lln = float(spec.get("lln", scale["lln"]))
+            thr = [lln, *(float(x) for x in scale["thresholds"][1:])]
+            return thr, -1 if scale["direction"] == "below" else 1
+        return [float(x) for x in spec["thresholds"]], (
+            -1 if spec.get("direction", "below") == "below" else 1
+        )
+
+    def endpoint_kinds(self) -> dict[str, str]:
+        """Endpoint name -> ``"continuous"`` or ``"binary"``."""
+        return {
+            k: ("binary" if v["type"] == "responder" else "continuous")
+            for k, v in self.data["endpoints"].items()
+        }
+
+
+def canonical_json(data: Any) -> str:
+    """Deterministic JSON text of plain data (sorted keys, no spaces)."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _path(parts: Any) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _schema_message(err: jsonschema.ValidationError) -> str:
+    v = err.instance
+    shown = json.dumps(v, default=str) if not isinstance(v, Mapping | list) else None
+    if err.validator == "additionalProperties":
+        extra = sorted(set(v) - set(err.schema.get("properties", {})))
+        allowed = sorted(err.schema.get("properties", {}))
+        return f"unknown key(s) {extra} (allowed: {allowed})"
+    if err.validator == "required":
+        return err.message.replace("is a required property", "is required")
+    if err.validator == "type":
+        return f"must be of type {err.validator_value}, got {shown if shown else type(v).__name__}"
+    if err.validator == "oneOf":
+        return f"does not match any allowed form, got {shown if shown else json.dumps(v)[:200]}"
+    if err.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        op = {
+            "minimum": ">=",
+            "exclusiveMinimum": ">",
+            "maximum": "<=",
+            "exclusiveMaximum": "<",
+        }[str(err.validator)]
+        return f"must be {op} {err.validator_value}, got {shown}"
+    if err.validator == "enum":
+        return f"must be one of {err.validator_value}, got {shown}"
+    if err.validator == "pattern":
+        return f"must match {err.validator_value!r}, got {shown}"
+    return f"{err.message}"
+
+
+def _best_errors(errors: list[jsonschema.ValidationError]) -> list[jsonschema.ValidationError]:
+    """Replace oneOf errors by their most specific sub-errors where one branch fits better."""
+    out = []
+    for e in errors:
+        if e.validator == "oneOf" and e.context:
+            # prefer the branch whose type matches (deepest context errors)
+            deepest = max(len(c.absolute_path) for c in e.context)
+            specific = [c for c in e.context if len(c.absolute_path) == deepest]
+            if deepest > len(e.absolute_path):
+                out.extend(specific)
+                continue
+        out.append(e)
+    return out
+
+
+def default_data(data: Mapping[str, Any], model: Model | None) -> dict[str, Any]:
+    """Fill in defaults (documented in config/README.md)."""
+    d = copy.deepcopy(dict(data))
+    d["study"].setdefault("replicates", 1)
+    d["study"].setdefault("control_arm", None)
+    d["study"].setdefault("description", "")
+    pop = d["population"]
+    pop.setdefault("covariates", {})
+    pop.setdefault("derived", [])
+    d["model"].setdefault("parameters", {})
+    d["model"].setdefault("iiv", {})
+    d["model"]["iiv"].setdefault("omega", {})
+    d["model"]["iiv"].setdefault("correlations", {})
+    d["model"]["iiv"].setdefault("distribution", {})
+    for arm in d["arms"]:
+        arm.setdefault("ratio", 1)
+    last_dose = 0.0
+    for arm in d["arms"]:
+        for ph in regimen_phases(arm["regimen"]):
+            times = ph.dose_times()
+            if times.size:
+                last_dose = max(last_dose, float(times[-1]) + ph.duration)
+    sim = d.setdefault("simulation", {})
+    sim.setdefault("end", last_dose + 168.0 if last_dose > 0 else 168.0)
+    sim.setdefault("grid", 1.0)
+    sim.setdefault("rtol", 1e-6)
+    sim.setdefault("atol", 1e-9)
+    sim.setdefault("max_steps", 200_000)
+    outs = list(model.outputs) if model is not None else []
+    exp = d.setdefault("exposure", {})
+    if "output" not in exp and "CP" in outs:
+        exp["output"] = "CP"
+    d.setdefault("adverse_events", {})
+    d.setdefault("endpoints", {})
+    o = d.setdefault("outputs", {})
+    tc = o.setdefault("timecourse", {})
+    tc.setdefault("every", max(float(sim["grid"]), float(sim["end"]) / 200.0))
+    tc.setdefault("outputs", outs)
+    o.setdefault("bands", [5, 50, 95])
+    ex = d.setdefault("execution", {})
+    ex.setdefault("shards", 1)
+    ex.setdefault("workers", 2)
+    ex.setdefault("chunk_size", 2000)
+    ex.setdefault("scheduler_address", None)
+    return d
+
+
+def load_study(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> Study:
+    """Load, validate and complete a study file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The study YAML file.
+    overrides : mapping, optional
+        Deep-merged into the file's content before validation (e.g. execution
+        settings from the command line).
+
+    Returns
+    -------
+    Study
+
+    Raises
+    ------
+    ConfigError
+        Every problem found, each naming the file, key path, rule and value.
+    """
+    p = Path(path)
+    src = str(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError([Problem(src, "", f"cannot read the study file: {exc}")]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem(src, "", f"not valid YAML: {exc}")]) from exc
+    if overrides:
+        data = deep_merge(data if isinstance(data, dict) else {}, overrides)
+    return study_from_dict(data, source=src, base_dir=p.resolve().parent)
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``over`` into a copy of ``base`` (mappings merge, others replace)."""
+    out = copy.deepcopy(dict(base))
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def study_from_dict(
+    data: Any, *, source: str = "<dict>", base_dir: str | Path | None = None
+) -> Study:
+    """Validate a study given as plain data; see :func:`load_study`."""
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            [Problem(source, "", f"a study must be a mapping, got {type(data).__name__}")]
+        )
+    validator = jsonschema.Draft202012Validator(_schema())
+    errs = _best_errors(list(validator.iter_errors(data)))
+    problems = [
+        Problem(source, _path(e.absolute_path), _schema_message(e))
+        for e in sorted(errs, key=lambda e: [str(x) for x in e.absolute_path])
+    ]
+    if problems:
+        raise ConfigError(_dedupe(problems))
+    model: Model | None = None
+    try:
+        model = build_model(data["model"], base_dir=base, source=source)
+    except ModelError as exc:
+        problems.append(Problem(source, "model", str(exc)))
+    except ExpressionError as exc:
+        problems.append(Problem(source, "model", str(exc)))
+    full = default_data(data, model)
+    problems += _semantic_problems(full, model, source)
+    if problems:
+        raise ConfigError(_dedupe(problems))
+    return Study(data=full, source=source, base_dir=base)
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    return list(dict.fromkeys(problems))
+
+
+def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list[Problem]:
+    out: list[Problem] = []
+
+    def bad(where: str, msg: str) -> None:
+        out.append(Problem(src, where, msg))
+
+    # ---- population
+    covs: dict[str, Any] = d["population"]["covariates"]
+    categories: dict[str, list[str]] = {}
+    for name, spec in covs.items():
+        where = f"population.covariates.{name}"
+        kinds = [k for k in _DISTRIBUTIONS if k in spec]
+        if len(kinds) != 1:
+            bad(where, f"needs exactly one distribution of {list(_DISTRIBUTIONS)}, got {kinds}")
+            continue
+        kind = kinds[0]
+        if kind == "categorical":
+            freq = spec["categorical"]
+            total = sum(freq.values())
+            if abs(total - 1.0) > 1e-6:
+                bad(f"{where}.categorical", f"frequencies must sum to 1, got {total:g}")
+            categories[name] = list(freq)
+            if "by" in spec or "bounds" in spec:
+                bad(where, "a categorical covariate takes no 'by' or 'bounds'")
+    for name, spec in covs.items():
+        where = f"population.covariates.{name}"
+        kinds = [k for k in _DISTRIBUTIONS if k in spec]
+        if len(kinds) != 1 or kinds[0] == "categorical":
+            continue
+        by = spec.get("by")
+        if by is not None and by not in categories:
+            bad(f"{where}.by", f"must name a categorical covariate {sorted(categories)}, got {by!r}")
+            continue
+        params = spec[kinds[0]] if isinstance(spec[kinds[0]], Mapping) else {}
+        for key, val in params.items():
+            if isinstance(val, Mapping):
+                if by is None:
+                    bad(f"{where}.{kinds[0]}.{key}", "a per-category value needs 'by'")
+                elif set(val) != set(categories[by]):
+                    bad(
+                        f"{where}.{kinds[0]}.{key}",
+                        f"needs a value for every category of {by} {categories[by]}, "
+                        f"got {sorted(val)}",
+                    )
+        if "bounds" in spec:
+            lo, hi = spec["bounds"]
+            if not lo < hi:
+                bad(f"{where}.bounds", f"lower bound must be < upper bound, got [{lo}, {hi}]")
+            if kinds[0] == "lognormal" and lo < 0:
+                bad(f"{where}.bounds", f"a log-normal covariate is > 0, got lower bound {lo}")
+        if kinds[0] == "uniform":
+            lo_v, hi_v = params.get("low"), params.get("high")
+            for c in categories.get(by, [None]) if by else [None]:
+                lv = lo_v[c] if isinstance(lo_v, Mapping) and c is not None else lo_v
+                hv = hi_v[c] if isinstance(hi_v, Mapping) and c is not None else hi_v
+                if isinstance(lv, int | float) and isinstance(hv, int | float) and not lv < hv:
+                    bad(f"{where}.uniform", f"low must be < high, got [{lv}, {hv}]")
+    derived = d["population"]["derived"]
+    for i, name in enumerate(derived):
+        needs, _ = DERIVED[name]
+        missing = [c for c in needs if c not in covs]
+        if missing:
+            bad(f"population.derived[{i}]", f"{name} needs covariate(s) {missing}")
+        if name in covs:
+            bad(f"population.derived[{i}]", f"{name} is also a sampled covariate")
+        if "sex" in needs and "sex" in categories and set(categories["sex"]) != {"F", "M"}:
+            bad(
+                f"population.derived[{i}]",
+                f"{name} needs sex with categories F and M, got {categories['sex']}",
+            )
+    cov_names = set(covs) | set(derived)
+
+    # ---- model parameters, covariate models and IIV
+    if model is not None:
+        clash = sorted(cov_names & set(model.parameters))
+        if clash:
+            bad("population.covariates", f"names {clash} are also model parameters")
+        for pname, spec in d["model"]["parameters"].items():
+            if "covariates" in spec:
+                try:
+                    parse_expression(
+                        spec["covariates"],
+                        where=f"{src}: model.parameters.{pname}.covariates",
+                        known_names=sorted(cov_names),
+                        categorical=categories,
+                    )
+                except ExpressionError as exc:
+                    bad(f"model.parameters.{pname}.covariates", exc.reason)
+        iiv = d["model"]["iiv"]
+        omega: dict[str, float] = iiv["omega"]
+        for k in omega:
+            if k not in model.parameters:
+                bad(
+                    f"model.iiv.omega.{k}",
+                    f"not a model parameter (parameters: {sorted(model.parameters)})",
+                )
+        for k, dist in iiv["distribution"].items():
+            if k not in omega:
+                bad(f"model.iiv.distribution.{k}", "has no omega (variance) entry")
+            elif dist == "logit" and k in model.parameters:
+                v = model.parameters[k].value
+                if not 0 < v < 1:
+                    bad(f"model.iiv.distribution.{k}", f"logit needs a value in (0, 1), got {v}")
+            elif dist == "lognormal" and k in model.parameters and model.parameters[k].value <= 0:
+                bad(
+                    f"model.iiv.distribution.{k}",
+                    f"log-normal needs a value > 0, got {model.parameters[k].value}",
+                )
+        for k in omega:
+            if iiv["distribution"].get(k, "lognormal") == "lognormal" and k in model.parameters:
+                if model.parameters[k].value <= 0:
+                    bad(
+                        f"model.iiv.omega.{k}",
+                        f"log-normal IIV needs a typical value > 0, got {model.parameters[k].value}",
+                    )
+        names = list(omega)
+        for pair, r in iiv["correlations"].items():
+            a, b = pair.split("~")
+            for x in (a, b):
+                if x not in omega:
+                    bad(f"model.iiv.correlations.{pair}", f"{x} has no omega (variance) entry")
+            if a == b:
+                bad(f"model.iiv.correlations.{pair}", "a correlation needs two different names")
+        if not any(p.where.startswith("model.iiv") for p in out) and names:
+            om = omega_matrix(iiv)
+            w = np.linalg.eigvalsh(om)
+            if w.min() < -1e-10 * max(1.0, float(w.max())):
+                bad(
+                    "model.iiv",
+                    f"OMEGA must be positive semi-definite, smallest eigenvalue {w.min():.3g}",
+                )
+
+    # ---- arms and regimens
+    arms = d["arms"]
+    names_seen: set[str] = set()
+    for i, arm in enumerate(arms):
+        if arm["name"] in names_seen:
+            bad(f"arms[{i}].name", f"arm names must be unique, {arm['name']!r} repeats")
+        names_seen.add(arm["name"])
+        reg = arm["regimen"]
+        phases = [] if reg == "none" else ([reg] if isinstance(reg, Mapping) else list(reg))
+        for j, ph in enumerate(phases):
+            where = f"arms[{i}].regimen" + (f"[{j}]" if isinstance(reg, list) else "")
+            for msg in phase_problems(ph, where):
+                loc, _, rule = msg.partition(": ")
+                bad(loc, rule)
+            unit = ph.get("unit", "mg")
+            if unit == "mg/kg" and "weight" not in cov_names:
+                bad(f"{where}.unit", "mg/kg dosing needs a 'weight' covariate")
+            if unit == "mg/m2" and "bsa" not in cov_names:
+                bad(f"{where}.unit", "mg/m2 dosing needs the derived covariate 'bsa'")
+            if unit not in DOSE_UNITS:  # pragma: no cover - schema guards
+                bad(f"{where}.unit", f"unknown unit {unit!r}")
+            if model is not None and model.pk_compartments is None:
+                bad(f"{where}.route", "the model has no PK macro to receive doses")
+    control = d["study"]["control_arm"]
+    if control is not None and control not in names_seen:
+        bad("study.control_arm", f"must be one of the arm names {sorted(names_seen)}, got {control!r}")
+    n_arms = len(arms)
+    if d["population"]["size"] < n_arms:
+        bad("population.size", f"must be >= the number of arms ({n_arms}), got {d['population']['size']}")
+
+    # ---- simulation, outputs, events, endpoints
+    sim = d["simulation"]
+    end = float(sim["end"])
+    if float(sim["grid"]) > end:
+        bad("simulation.grid", f"must be <= simulation.end ({end}), got {sim['grid']}")
+    if end / float(sim["grid"]) > 1_000_000:
+        bad("simulation.grid", f"gives {end / float(sim['grid']):.0f} grid points (limit 1e6)")
+    outputs = list(model.outputs) if model is not None else None
+    tc = d["outputs"]["timecourse"]
+    if float(tc["every"]) > end:
+        bad("outputs.timecourse.every", f"must be <= simulation.end ({end}), got {tc['every']}")
+    if outputs is not None:
+        for i, o in enumerate(tc["outputs"]):
+            if o not in outputs:
+                bad(f"outputs.timecourse.outputs[{i}]", f"not a model output {outputs}, got {o!r}")
+        exp_out = d["exposure"].get("output")
+        if exp_out is not None and exp_out not in outputs:
+            bad("exposure.output", f"not a model output {outputs}, got {exp_out!r}")
+        for ev, spec in d["adverse_events"].items():
+            where = f"adverse_events.{ev}"
+            if spec["output"] not in outputs:
+                bad(f"{where}.output", f"not a model output {outputs}, got {spec['output']!r}")
+            has_g, has_t = "grading" in spec, "thresholds" in spec
+            if has_g == has_t:
+                bad(where, "needs exactly one of 'grading' (a built-in scale) or 'thresholds'")
+            if has_t:
+                thr = spec["thresholds"]
+                below = spec.get("direction", "below") == "below"
+                mono = all((a > b) if below else (a < b) for a, b in zip(thr, thr[1:], strict=False))
+                if not mono:
+                    order = "decreasing" if below else "increasing"
+                    bad(f"{where}.thresholds", f"must be strictly {order} for grades 1.., got {thr}")
+            if has_g and "direction" in spec:
+                bad(f"{where}.direction", "is set by the built-in grading scale")
+            if "lln" in spec and not has_g:
+                bad(f"{where}.lln", "only applies to a built-in grading scale")
+        seen_ep: list[str] = []
+        for name, ep in d["endpoints"].items():
+            where = f"endpoints.{name}"
+            typ = ep["type"]
+            if typ == "responder":
+                ref = ep.get("endpoint")
+                if ref is None or ref not in seen_ep:
+                    bad(
+                        f"{where}.endpoint",
+                        f"a responder needs an endpoint defined before it {seen_ep}, got {ref!r}",
+                    )
+                elif d["endpoints"][ref]["type"] == "responder":
+                    bad(f"{where}.endpoint", f"{ref!r} is binary; a responder needs a continuous one")
+                keys = [k for k in _RESPONDER_KEYS if k in ep]
+                if len(keys) != 1:
+                    bad(where, f"needs exactly one of {list(_RESPONDER_KEYS)}, got {keys}")
+                if "output" in ep or "at" in ep:
+                    bad(where, "a responder takes 'endpoint' and a threshold, not 'output'/'at'")
+            else:
+                if ep.get("output") not in outputs:
+                    bad(f"{where}.output", f"not a model output {outputs}, got {ep.get('output')!r}")
+                needs_at = typ in ("value_at", "change_from_baseline", "percent_change_from_baseline")
+                if needs_at and "at" not in ep:
+                    bad(where, f"type {typ} needs 'at' (h)")
+                if not needs_at and "at" in ep:
+                    bad(f"{where}.at", f"type {typ} takes no 'at'")
+                if "at" in ep and float(ep["at"]) > end:
+                    bad(f"{where}.at", f"must be <= simulation.end ({end}), got {ep['at']}")
+                extra = [k for k in (*_RESPONDER_KEYS, "endpoint") if k in ep]
+                if extra:
+                    bad(where, f"keys {extra} only apply to type responder")
+            seen_ep.append(name)
+        clash = sorted(set(d["endpoints"]) & {"cmax", "tmax", "auc", "ctrough", "arm", "replicate"})
+        if clash:
+            bad("endpoints", f"names {clash} are reserved column names")
+
+    ex = d["execution"]
+    total = d["population"]["size"] * d["study"]["replicates"]
+    if ex["shards"] > total:
+        bad("execution.shards", f"must be <= the number of patients ({total}), got {ex['shards']}")
+    return out
+
+
+def omega_matrix(iiv: Mapping[str, Any]) -> np.ndarray:
+    """OMEGA (variance-covariance of the random effects) in the order of ``iiv['omega']``."""
+    names = list(iiv["omega"])
+    var = np.array([float(iiv["omega"][k]) for k in names])
+    om = np.diag(var)
+    for pair, r in (iiv.get("correlations") or {}).items():
+        a, b = pair.split("~")
+        i, j = names.index(a), names.index(b)
+        om[i, j] = om[j, i] = float(r) * np.sqrt(var[i] * var[j])
+    return om

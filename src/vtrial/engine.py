@@ -1,0 +1,433 @@
+"""Host side of the numerical engine: inputs of the compiled kernel and its results.
+
+:func:`run_kernel` is the single entry point used by the workflow (per chunk of
+patients, inside a Dask task) and by :func:`simulate` (the Python API). It
+
+1. evaluates derived constants and initial conditions (vectorised, safe evaluator),
+2. diagonalises each patient's linear compartment matrix (exact PK, modal form),
+3. calls the generated kernel, which loops over patients in compiled code.
+
+A patient's results depend only on its own parameters and regimen, never on the
+other patients of the batch or on the number of threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+import pandas as pd
+
+from vtrial.codegen import Layout, layout, load_kernel
+from vtrial.dosing import EventTable, event_table, regimen_phases
+from vtrial.errors import VtrialError
+from vtrial.expressions import evaluate
+from vtrial.models import Model
+
+#: kernel status code -> ``solver_status`` label
+STATUS = {0: "ok", 1: "max_steps", 2: "step_underflow", 3: "nonfinite", 4: "invalid_initial"}
+#: columns of the exact PK metrics
+PK_METRICS = ("cmax", "tmax", "auc", "ctrough")
+#: relative gap below which two PK eigenvalues are separated (KA nudged), see pk_modes
+EIGEN_GAP = 1e-7
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Integration controls of the ODE states.
+
+    ``rtol``/``atol`` bound the local error per step (log-scale states: ``atol`` is a
+    relative error); ``max_steps`` bounds attempted steps per patient; ``h_max`` (h)
+    bounds the step so no dynamics between outputs is stepped over.
+    """
+
+    rtol: float = 1e-6
+    atol: float = 1e-9
+    max_steps: int = 200_000
+    h_max: float = 24.0
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """First time output ``output`` goes below (``direction=-1``) or above ``threshold``."""
+
+    output: str
+    threshold: float
+    direction: int = -1
+
+
+@dataclass
+class KernelResult:
+    """Per-patient results of one batch (n patients, O outputs).
+
+    Attributes
+    ----------
+    status : ndarray of int8, (n,)
+    nsteps : ndarray of int32, (n,)
+    omin, omax, tmin, tmax : ndarray, (n, O)
+        Minimum/maximum of each output over the evaluation grid and their times (h).
+    probes : ndarray, (n, n_probes, O)
+        Every output at the probe times.
+    cross : ndarray, (n, n_monitors)
+        First crossing time (h, linear interpolation on the grid), NaN if never.
+    store : ndarray, (n, n_store_times, n_store_outputs)
+        Stored time courses (float32 unless asked otherwise).
+    pk : ndarray, (n, 4)
+        Exact ``cmax``, ``tmax``, ``auc`` (over the simulated horizon), ``ctrough``.
+    """
+
+    status: np.ndarray
+    nsteps: np.ndarray
+    omin: np.ndarray
+    omax: np.ndarray
+    tmin: np.ndarray
+    tmax: np.ndarray
+    probes: np.ndarray
+    cross: np.ndarray
+    store: np.ndarray
+    pk: np.ndarray
+
+
+def parameter_matrix(model: Model, lay: Layout, params: Mapping[str, Any], n: int) -> np.ndarray:
+    """Per-patient parameter matrix (parameters, then derived constants), shape (n, P)."""
+    env: dict[str, Any] = {}
+    for name, p in model.parameters.items():
+        v = params.get(name, p.value)
+        env[name] = np.broadcast_to(np.asarray(v, dtype=np.float64), (n,))
+    for name, expr in model.derived.items():
+        env[name] = np.broadcast_to(evaluate(expr, env, size=n).astype(np.float64), (n,))
+    return np.ascontiguousarray(np.column_stack([env[k] for k in lay.param_names]))
+
+
+def initial_states(model: Model, lay: Layout, pmat: np.ndarray) -> np.ndarray:
+    """Initial conditions, shape (n, S)."""
+    n = pmat.shape[0]
+    env = {k: pmat[:, i] for i, k in enumerate(lay.param_names)}
+    cols = [
+        np.broadcast_to(evaluate(model.states[s].init, env, size=n).astype(np.float64), (n,))
+        for s in lay.state_names
+    ]
+    if not cols:
+        return np.zeros((n, 0))
+    return np.ascontiguousarray(np.column_stack(cols))
+
+
+def pk_modes(
+    model: Model, lay: Layout, pmat: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Modal decomposition of each patient's linear compartment system.
+
+    The amounts ``x`` (depot, central, peripherals) obey ``dx/dt = A x + input``.
+    With ``A = V diag(lam) V^-1`` (real, negative eigenvalues for mammillary models),
+    modal amplitudes ``m = V^-1 x`` evolve independently.
+
+    Returns
+    -------
+    lam : ndarray, (n, M)
+        Eigenvalues (1/h).
+    cmode : ndarray, (n, M)
+        ``CP = cmode @ m`` (row of V for the central compartment divided by V1).
+    bmode : ndarray, (n, M, 2)
+        Modal amplitude added per unit dose into the depot (0) and central (1).
+
+    Notes
+    -----
+    When KA coincides with a disposition eigenvalue (relative gap < ``EIGEN_GAP``)
+    the matrix is defective; KA is then nudged by that relative amount, which changes
+    concentrations by less than ``EIGEN_GAP`` relative.
+    """
+    n = pmat.shape[0]
+    ncmt = model.pk_compartments
+    if ncmt is None:
+        return np.zeros((n, 0)), np.zeros((n, 0)), np.zeros((n, 0, 2))
+
+    def col(name: str) -> np.ndarray:
+        return pmat[:, lay.param_index(name)]
+
+    cl, v1, ka = col("CL"), col("V1"), col("KA").copy()
+    size = ncmt + 1
+    a = np.zeros((n, size, size))
+    # depot 0, central 1, peripherals 2..
+    a[:, 1, 1] = -cl / v1
+    for j, (q, v) in enumerate([("Q2", "V2"), ("Q3", "V3")][: ncmt - 1], start=2):
+        qq, vv = col(q), col(v)
+        a[:, 1, 1] -= qq / v1
+        a[:, 1, j] = qq / vv
+        a[:, j, 1] = qq / v1
+        a[:, j, j] = -qq / vv
+    disp = np.linalg.eigvals(a[:, 1:, 1:]).real
+    gap = np.abs(disp + ka[:, None]) <= EIGEN_GAP * ka[:, None]
+    if gap.any():
+        ka = np.where(gap.any(axis=1), ka * (1.0 + 4 * EIGEN_GAP), ka)
+    a[:, 0, 0] = -ka
+    a[:, 1, 0] = ka
+    lam, vec = np.linalg.eig(a)
+    if np.abs(lam.imag).max(initial=0.0) > 0 or np.abs(vec.imag).max(initial=0.0) > 0:
+        raise VtrialError("non-real PK eigenvalues: check the compartment parameters")
+    lam = np.ascontiguousarray(lam.real)
+    vec = vec.real
+    vinv = np.linalg.inv(vec)
+    cmode = np.ascontiguousarray(vec[:, 1, :] / v1[:, None])
+    bmode = np.ascontiguousarray(vinv[:, :, :2])
+    return lam, cmode, bmode
+
+
+def run_kernel(
+    model: Model,
+    params: Mapping[str, Any],
+    *,
+    n: int,
+    events: EventTable,
+    arm: np.ndarray,
+    dose_scale: np.ndarray,
+    grid: np.ndarray,
+    store_times: np.ndarray | None = None,
+    store_outputs: Sequence[str] = (),
+    probe_times: Sequence[float] = (),
+    monitors: Sequence[Monitor] = (),
+    tolerances: Tolerances | None = None,
+    threads: int | None = None,
+    store_dtype: type = np.float32,
+) -> KernelResult:
+    """Simulate ``n`` patients through the compiled kernel.
+
+    Parameters
+    ----------
+    model : Model
+        Composed model.
+    params : mapping
+        Parameter name -> scalar or array of shape (n,); missing ones take the
+        model's typical value.
+    n : int
+        Number of patients.
+    events : EventTable
+        Per-arm dose events (:func:`vtrial.dosing.event_table`).
+    arm : ndarray of int, shape (n,)
+        Row of ``events`` for each patient.
+    dose_scale : ndarray, shape (n, 3)
+        Dose multipliers for ``mg``, ``mg/kg`` and ``mg/m2`` doses (1, weight, BSA).
+    grid : ndarray, shape (G,)
+        Sorted evaluation times (h); the simulation runs from ``grid[0]`` to ``grid[-1]``.
+        Minima, maxima, probes and monitors are evaluated on this grid.
+    store_times : ndarray, optional
+        Subset of ``grid`` at which ``store_outputs`` are stored (float32).
+    probe_times : sequence of float
+        Times (members of ``grid``) at which all outputs are recorded.
+    monitors : sequence of Monitor
+        Threshold crossings to time.
+    tolerances : Tolerances, optional
+    threads : int, optional
+        Numba threads for this call (default: numba's current setting).
+    store_dtype : type
+        dtype of the stored time courses (float32 for files, float64 for the API).
+
+    Returns
+    -------
+    KernelResult
+    """
+    if n < 0:
+        raise ValueError(f"n: must be >= 0, got {n}")
+    grid = np.ascontiguousarray(grid, dtype=np.float64)
+    if grid.ndim != 1 or grid.size < 2 or np.any(np.diff(grid) <= 0):
+        raise ValueError("grid: must be a strictly increasing 1-D array of >= 2 times")
+    tol = tolerances or Tolerances()
+    lay = layout(model)
+    pmat = parameter_matrix(model, lay, params, n)
+    y0 = initial_states(model, lay, pmat)
+    lam, cmode, bmode = pk_modes(model, lay, pmat)
+    arm = np.ascontiguousarray(arm, dtype=np.int64)
+    dose_scale = np.ascontiguousarray(dose_scale, dtype=np.float64)
+    if arm.shape != (n,) or dose_scale.shape != (n, 3):
+        raise ValueError(f"arm/dose_scale: shapes must be ({n},) and ({n}, 3)")
+
+    def positions(times: Sequence[float] | np.ndarray | None) -> tuple[np.ndarray, int]:
+        pos = np.full(grid.size, -1, dtype=np.int64)
+        if times is None:
+            return pos, 0
+        idx = np.searchsorted(grid, np.asarray(times, dtype=np.float64))
+        ok = (idx < grid.size) & (grid[np.minimum(idx, grid.size - 1)] == np.asarray(times))
+        if not np.all(ok):
+            raise ValueError("store/probe times must be members of the evaluation grid")
+        pos[idx] = np.arange(idx.size)
+        return pos, idx.size
+
+    store_pos, n_store = positions(store_times)
+    probe_pos, n_probe = positions(list(probe_times))
+    outs = lay.output_names
+    store_out = np.array([outs.index(o) for o in store_outputs], dtype=np.int64)
+    mon_out = np.array([outs.index(m.output) for m in monitors], dtype=np.int64)
+    mon_thr = np.array([m.threshold for m in monitors], dtype=np.float64)
+    mon_dir = np.array([m.direction for m in monitors], dtype=np.int64)
+    no = len(outs)
+    res = KernelResult(
+        status=np.zeros(n, dtype=np.int8),
+        nsteps=np.zeros(n, dtype=np.int32),
+        omin=np.full((n, no), np.nan),
+        omax=np.full((n, no), np.nan),
+        tmin=np.full((n, no), np.nan),
+        tmax=np.full((n, no), np.nan),
+        probes=np.full((n, n_probe, no), np.nan),
+        cross=np.full((n, len(monitors)), np.nan),
+        store=np.full((n, n_store, len(store_out)), np.nan, dtype=store_dtype),
+        pk=np.full((n, 4), np.nan),
+    )
+    # states integrated on the log scale need positive initial values
+    pos_cols = [i for i, s in enumerate(lay.state_names) if model.states[s].positive]
+    bad = np.zeros(n, dtype=bool)
+    if pos_cols:
+        bad |= ~(y0[:, pos_cols] > 0).all(axis=1)
+    bad |= ~np.isfinite(pmat).all(axis=1) | ~np.isfinite(y0).all(axis=1)
+    run = np.flatnonzero(~bad)
+    if bad.any():
+        res.status[bad] = 4
+    if run.size == 0:
+        return res
+    kern = load_kernel(model)
+    sub = KernelResult(
+        status=np.zeros(run.size, dtype=np.int8),
+        nsteps=np.zeros(run.size, dtype=np.int32),
+        omin=np.empty((run.size, no)),
+        omax=np.empty((run.size, no)),
+        tmin=np.empty((run.size, no)),
+        tmax=np.empty((run.size, no)),
+        probes=np.full((run.size, n_probe, no), np.nan),
+        cross=np.full((run.size, len(monitors)), np.nan),
+        store=np.full((run.size, n_store, len(store_out)), np.nan, dtype=store_dtype),
+        pk=np.empty((run.size, 4)),
+    )
+    prev = numba.get_num_threads()
+    if threads is not None:
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        kern.simulate_batch(
+            np.ascontiguousarray(pmat[run]),
+            np.ascontiguousarray(y0[run]),
+            arm[run],
+            dose_scale[run],
+            lam[run],
+            cmode[run],
+            bmode[run],
+            events.time,
+            events.amount,
+            events.kind,
+            events.unit,
+            events.n,
+            lay.param_index("TLAG") if model.pk_compartments else -1,
+            lay.param_index("F") if model.pk_compartments else -1,
+            grid,
+            store_pos,
+            store_out,
+            probe_pos,
+            mon_out,
+            mon_thr,
+            mon_dir,
+            tol.rtol,
+            tol.atol,
+            tol.max_steps,
+            tol.h_max,
+            sub.status,
+            sub.nsteps,
+            sub.omin,
+            sub.omax,
+            sub.tmin,
+            sub.tmax,
+            sub.probes,
+            sub.cross,
+            sub.store,
+            sub.pk,
+        )
+    finally:
+        if threads is not None:
+            numba.set_num_threads(prev)
+    for name in ("status", "nsteps", "omin", "omax", "tmin", "tmax", "probes", "cross", "store"):
+        getattr(res, name)[run] = getattr(sub, name)
+    res.pk[run] = sub.pk
+    return res
+
+
+def simulate(
+    model: Model,
+    parameters: pd.DataFrame,
+    regimen: Any,
+    times: Sequence[float] | np.ndarray,
+    *,
+    tolerances: Tolerances | None = None,
+) -> pd.DataFrame:
+    """Simulate patients given as a table and return tidy time courses.
+
+    Parameters
+    ----------
+    model : Model
+        A composed model (:func:`vtrial.build_model` or :func:`vtrial.models.compose`).
+    parameters : DataFrame
+        One row per patient; columns named like model parameters (missing ones take
+        their typical value); optional ``patient_id``, ``weight`` (kg) and ``bsa`` (m²)
+        for ``mg/kg`` and ``mg/m2`` doses.
+    regimen : mapping or list of mappings or None
+        A regimen (see :mod:`vtrial.dosing`), the same for every patient.
+    times : array_like
+        Output times (h), sorted; the simulation runs from ``min(0, times[0])``.
+        An output at a dose time is taken before that dose.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``patient_id``, ``time`` and one column per model output,
+        ``len(parameters) * len(times)`` rows.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from vtrial import build_model
+    >>> m = build_model({"pk": "pk_1cmt"})
+    >>> out = simulate(m, pd.DataFrame({"CL": [5.0], "V1": [50.0]}),
+    ...                {"route": "iv_bolus", "dose": 100}, [0.0, 1.0, 10.0])
+    >>> [round(x, 6) for x in out["CP"]]  # 0 before the dose at t=0, then 2 exp(-0.1 t)
+    [0.0, 1.809675, 0.735759]
+    """
+    times = np.asarray(times, dtype=np.float64)
+    if times.ndim != 1 or times.size == 0 or np.any(np.diff(times) <= 0):
+        raise ValueError("times: must be a non-empty strictly increasing 1-D array")
+    n = len(parameters)
+    start = min(0.0, float(times[0]))
+    grid = np.unique(np.concatenate([[start], times]))
+    if grid.size < 2:
+        grid = np.array([start, start + 1.0])
+    events = event_table([regimen_phases(regimen)])
+    scale = np.ones((n, 3))
+    if "weight" in parameters:
+        scale[:, 1] = parameters["weight"].to_numpy(dtype=np.float64)
+    if "bsa" in parameters:
+        scale[:, 2] = parameters["bsa"].to_numpy(dtype=np.float64)
+    params = {c: parameters[c].to_numpy(dtype=np.float64) for c in model.parameters if c in parameters}
+    outs = list(model.outputs)
+    res = run_kernel(
+        model,
+        params,
+        n=n,
+        events=events,
+        arm=np.zeros(n, dtype=np.int64),
+        dose_scale=scale,
+        grid=grid,
+        store_times=times,
+        store_outputs=outs,
+        tolerances=tolerances,
+        store_dtype=np.float64,
+    )
+    ids = (
+        parameters["patient_id"].to_numpy()
+        if "patient_id" in parameters
+        else np.arange(1, n + 1, dtype=np.int64)
+    )
+    data: dict[str, Any] = {
+        "patient_id": np.repeat(ids, times.size),
+        "time": np.tile(times, n),
+    }
+    for j, o in enumerate(outs):
+        data[o] = res.store[:, :, j].astype(np.float64).ravel()
+    out = pd.DataFrame(data)
+    out["solver_status"] = np.repeat([STATUS[int(s)] for s in res.status], times.size)
+    return out

@@ -1,0 +1,170 @@
+"""Reading and writing result files: atomic Parquet with provenance, content hashes.
+
+Every Parquet file vtrial writes carries provenance in its footer metadata (key
+``vtrial``: vtrial version and git revision, study sha256, seed, shard, package
+versions) and is written atomically: to a hidden temporary name in the target folder,
+flushed and fsynced, then renamed with :func:`os.replace`. A reader therefore sees
+either the previous complete file or the new complete file, never a partial one,
+and writing the same content twice leaves one file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vtrial.errors import DataError
+
+PROVENANCE_KEY = b"vtrial"
+_PACKAGES = ("vtrial", "numpy", "scipy", "pandas", "pyarrow", "numba", "dask", "distributed")
+
+
+@cache
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that determine vtrial's numbers."""
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+@cache
+def git_revision() -> str:
+    """Git revision of the vtrial source tree (``unknown`` outside a checkout).
+
+    A ``-dirty`` suffix marks uncommitted changes to tracked files.
+    """
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{rev}-dirty" if dirty else rev
+
+
+def provenance(**extra: Any) -> dict[str, Any]:
+    """Provenance record: versions, git revision, host, plus ``extra`` fields."""
+    versions = package_versions()
+    return {
+        "vtrial_version": versions["vtrial"],
+        "git_revision": git_revision(),
+        "packages": versions,
+        "python": platform.python_version(),
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success fsync and rename it to ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left untouched.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, final)
+        dir_fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path, *, meta: Mapping[str, Any]) -> None:
+    """Write ``df`` atomically as Parquet with ``meta`` in the footer (key ``vtrial``)."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    existing = table.schema.metadata or {}
+    table = table.replace_schema_metadata(
+        {**existing, PROVENANCE_KEY: json.dumps(dict(meta), sort_keys=True, default=str).encode()}
+    )
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def write_text(text: str, path: str | Path) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def read_provenance(path: str | Path) -> dict[str, Any]:
+    """The ``vtrial`` footer metadata of a Parquet file written by :func:`write_parquet`."""
+    md = pq.read_schema(path).metadata or {}
+    if PROVENANCE_KEY not in md:
+        raise DataError(f"{path}: no vtrial provenance in the Parquet footer")
+    return dict(json.loads(md[PROVENANCE_KEY]))
+
+
+def read_parts(paths: Sequence[str | Path], columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Concatenate part files in the given order."""
+    frames = [pd.read_parquet(p, columns=list(columns) if columns else None) for p in paths]
+    if not frames:
+        raise DataError("no part files to read")
+    return pd.concat(frames, ignore_index=True)
+
+
+def table_hash(df: pd.DataFrame) -> str:
+    """SHA-256 of a table's content (column names, types and values), not of file bytes.
+
+    Two files with the same rows in the same order hash the same whatever their
+    compression, row-group layout or footer metadata.
+    """
+    h = hashlib.sha256()
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata(None)
+    h.update(str(table.schema).encode())
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        for batch in table.combine_chunks().to_batches(max_chunksize=1 << 30):
+            writer.write_batch(batch)
+    h.update(sink.getvalue().to_pybytes())
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (for inputs such as the study file)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,545 @@
+"""Models as data: loading, checking and composing PK/PD model specifications.
+
+A model is a YAML file (see ``vtrial/schemas/model.schema.yaml``) with
+
+- ``parameters``: name -> value, unit, description (declared once);
+- ``pk``: an optional linear compartment macro (1-3 compartments) solved exactly;
+  it provides the central concentration ``CP`` for every route (IV bolus,
+  zero-order infusion, first-order oral absorption with ``TLAG`` and ``F``);
+- ``inputs``: names read from another model's output (e.g. the drug
+  concentration driving an effect), bound in the study by ``links``;
+- ``derived``: per-patient constants (expressions of parameters and covariates);
+- ``states`` with initial conditions, ``equations`` (time-varying intermediates)
+  and ``odes`` (right-hand sides);
+- ``outputs``: algebraic expressions reported in time courses and endpoints.
+
+The built-in library is the folder ``vtrial/library``; :func:`list_models` lists it
+and :func:`load_model` loads a library name or a user's file of the same form.
+Models compose (:func:`compose`): a PK model plus PD/safety/efficacy components whose
+inputs are linked to named outputs.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from vtrial.errors import ExpressionError, ModelError
+from vtrial.expressions import Expression, parse_expression, topological_order
+
+#: Symbol for time (hours) usable in every expression.
+TIME = "t"
+#: Output provided by the linear PK macro: central concentration (amount / V1).
+PK_CONCENTRATION = "CP"
+#: Parameters that every PK macro model declares (per number of compartments).
+PK_PARAMETERS: dict[int, tuple[str, ...]] = {
+    1: ("CL", "V1", "KA", "F", "TLAG"),
+    2: ("CL", "V1", "Q2", "V2", "KA", "F", "TLAG"),
+    3: ("CL", "V1", "Q2", "V2", "Q3", "V3", "KA", "F", "TLAG"),
+}
+_RESERVED = frozenset({TIME})
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A model parameter: typical value, unit and meaning."""
+
+    name: str
+    value: float
+    unit: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class State:
+    """An ODE state with its initial condition (an expression of parameters)."""
+
+    name: str
+    init: Expression
+    unit: str = ""
+    positive: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Output:
+    """A reported quantity; ``expr`` is None for the PK macro's ``CP``."""
+
+    name: str
+    expr: Expression | None
+    unit: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model file, checked but not yet linked to other models."""
+
+    name: str
+    source: str
+    title: str = ""
+    description: str = ""
+    reference: str = ""
+    pk_compartments: int | None = None
+    inputs: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, Parameter] = field(default_factory=dict)
+    derived: dict[str, Expression] = field(default_factory=dict)
+    states: dict[str, State] = field(default_factory=dict)
+    equations: dict[str, Expression] = field(default_factory=dict)
+    odes: dict[str, Expression] = field(default_factory=dict)
+    outputs: dict[str, Output] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Model:
+    """A composed model ready for code generation.
+
+    Attributes
+    ----------
+    parameters : dict
+        Every structural parameter, in declaration order (PK first).
+    derived : dict
+        Per-patient constants, topologically ordered.
+    states, odes : dict
+        ODE states (non-PK) and their right-hand sides, same order.
+    equations : dict
+        Time-varying intermediates (links to inputs resolved), topologically ordered.
+    outputs : dict
+        Reported outputs; ``CP`` (if present) comes from the exact PK macro.
+    """
+
+    name: str
+    components: tuple[ModelSpec, ...]
+    pk_compartments: int | None
+    parameters: dict[str, Parameter]
+    derived: dict[str, Expression]
+    states: dict[str, State]
+    equations: dict[str, Expression]
+    odes: dict[str, Expression]
+    outputs: dict[str, Output]
+
+    @property
+    def output_units(self) -> dict[str, str]:
+        """Unit of every output."""
+        return {k: o.unit for k, o in self.outputs.items()}
+
+    def describe(self) -> str:
+        """One line per component with its reference."""
+        return "\n".join(f"{c.name}: {c.title} ({c.reference.strip()})" for c in self.components)
+
+
+@cache
+def _schema() -> dict[str, Any]:
+    text = resources.files("vtrial").joinpath("schemas/model.schema.yaml").read_text()
+    return dict(yaml.safe_load(text))
+
+
+def library_path() -> Path:
+    """Folder holding the built-in model library."""
+    return Path(str(resources.files("vtrial").joinpath("library")))
+
+
+def list_models() -> list[dict[str, str]]:
+    """List the built-in model library.
+
+    Returns
+    -------
+    list of dict
+        One dict per model with ``name``, ``title`` and ``reference``, sorted by name.
+
+    Examples
+    --------
+    >>> names = [m["name"] for m in list_models()]
+    >>> "pk_2cmt" in names and "friberg" in names
+    True
+    """
+    out = []
+    for path in sorted(library_path().glob("*.yaml")):
+        spec = load_model(str(path))
+        out.append({"name": spec.name, "title": spec.title, "reference": spec.reference.strip()})
+    return out
+
+
+def _resolve(name_or_path: str, base_dir: Path | None) -> Path:
+    lib = library_path() / f"{name_or_path}.yaml"
+    if "/" not in name_or_path and not name_or_path.endswith((".yaml", ".yml")):
+        if lib.exists():
+            return lib
+        known = ", ".join(p.stem for p in sorted(library_path().glob("*.yaml")))
+        raise ModelError(f"unknown library model {name_or_path!r} (library: {known})")
+    path = Path(name_or_path)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    return path
+
+
+def load_model(name_or_path: str, *, base_dir: str | Path | None = None) -> ModelSpec:
+    """Load and check one model spec.
+
+    Parameters
+    ----------
+    name_or_path : str
+        A library name (``"pk_2cmt"``) or the path of a YAML model file.
+    base_dir : str or Path, optional
+        Folder against which a relative path is resolved (the study file's folder).
+
+    Returns
+    -------
+    ModelSpec
+
+    Raises
+    ------
+    ModelError
+        Every problem in the file at once, each naming the file and key.
+
+    Examples
+    --------
+    >>> spec = load_model("friberg")
+    >>> sorted(spec.states)[:2], spec.inputs
+    (['CIRC', 'PROL'], {'DRUG': 'mg/L'})
+    """
+    path = _resolve(name_or_path, Path(base_dir) if base_dir is not None else None)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ModelError(f"{path}: not valid YAML: {exc}") from exc
+    return spec_from_dict(data, source=str(path))
+
+
+def spec_from_dict(data: Any, *, source: str = "<dict>") -> ModelSpec:
+    """Check a model given as a mapping (the parsed YAML) and build a :class:`ModelSpec`."""
+    if not isinstance(data, Mapping):
+        raise ModelError(f"{source}: a model file must be a mapping, got {type(data).__name__}")
+    validator = jsonschema.Draft202012Validator(_schema())
+    problems = [
+        f"{source}: {_path(e.absolute_path)}: {e.message}"
+        for e in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path)))
+    ]
+    if problems:
+        raise ModelError("\n".join(problems))
+    data = dict(data)
+    pk = data.get("pk")
+    ncmt = int(pk["compartments"]) if pk else None
+    params = {
+        k: Parameter(k, float(v["value"]), v.get("unit", ""), v.get("description", ""))
+        for k, v in data["parameters"].items()
+    }
+    inputs = {k: v.get("unit", "") for k, v in (data.get("inputs") or {}).items()}
+    states_raw = data.get("states") or {}
+    odes_raw = data.get("odes") or {}
+    derived_raw = data.get("derived") or {}
+    eq_raw = data.get("equations") or {}
+    outputs_raw = data.get("outputs") or {}
+    errors: list[str] = []
+
+    if ncmt is not None:
+        missing = [p for p in PK_PARAMETERS[ncmt] if p not in params]
+        if missing:
+            errors.append(f"{source}: parameters: the {ncmt}-compartment PK macro needs {missing}")
+    # name clashes between sections
+    seen: dict[str, str] = {}
+    sections: list[tuple[str, Sequence[str]]] = [
+        ("parameters", list(params)),
+        ("inputs", list(inputs)),
+        ("derived", list(derived_raw)),
+        ("states", list(states_raw)),
+        ("equations", list(eq_raw)),
+    ]
+    for sec, names in sections:
+        for n in names:
+            if n in _RESERVED:
+                errors.append(f"{source}: {sec}.{n}: {n!r} is reserved (time)")
+            if n in seen:
+                errors.append(f"{source}: {sec}.{n}: name already used in {seen[n]}")
+            seen.setdefault(n, sec)
+    if ncmt is not None and PK_CONCENTRATION in seen:
+        errors.append(f"{source}: {seen[PK_CONCENTRATION]}.CP: CP is provided by the PK macro")
+    if set(odes_raw) != set(states_raw):
+        errors.append(
+            f"{source}: odes: every state needs exactly one ode: states without one "
+            f"{sorted(set(states_raw) - set(odes_raw))}, odes without a state "
+            f"{sorted(set(odes_raw) - set(states_raw))}"
+        )
+    for name, o in outputs_raw.items():
+        if "expr" not in o and not (ncmt is not None and name == PK_CONCENTRATION):
+            errors.append(f"{source}: outputs.{name}: needs 'expr'")
+    if errors:
+        raise ModelError("\n".join(errors))
+
+    static = set(params) | set(inputs) | set(derived_raw)
+    dynamic = static | set(states_raw) | set(eq_raw) | {TIME}
+    if ncmt is not None:
+        dynamic.add(PK_CONCENTRATION)
+
+    def parse(text: Any, where: str, known: set[str]) -> Expression | None:
+        try:
+            return parse_expression(text, where=f"{source}: {where}", known_names=sorted(known))
+        except ExpressionError as exc:
+            errors.append(str(exc))
+            return None
+
+    derived = {k: parse(v, f"derived.{k}", (static - {k})) for k, v in derived_raw.items()}
+    states = {}
+    for k, v in states_raw.items():
+        init = parse(v["init"], f"states.{k}.init", set(params) | set(derived_raw))
+        states[k] = (init, v)
+    equations = {k: parse(v, f"equations.{k}", dynamic - {k}) for k, v in eq_raw.items()}
+    odes = {k: parse(v, f"odes.{k}", dynamic) for k, v in odes_raw.items()}
+    outputs = {}
+    for k, v in outputs_raw.items():
+        expr = parse(v["expr"], f"outputs.{k}.expr", dynamic) if "expr" in v else None
+        outputs[k] = (expr, v)
+    if errors:
+        raise ModelError("\n".join(errors))
+    try:
+        topological_order(
+            {k: v for k, v in derived.items() if v is not None}, where=f"{source}: derived"
+        )
+        topological_order(
+            {k: v for k, v in equations.items() if v is not None}, where=f"{source}: equations"
+        )
+    except ExpressionError as exc:
+        raise ModelError(str(exc)) from exc
+
+    out_specs = {
+        k: Output(k, e, v.get("unit", ""), v.get("description", "")) for k, (e, v) in outputs.items()
+    }
+    if ncmt is not None and PK_CONCENTRATION not in out_specs:
+        out_specs = {PK_CONCENTRATION: Output(PK_CONCENTRATION, None, "mg/L"), **out_specs}
+    return ModelSpec(
+        name=str(data["name"]),
+        source=source,
+        title=str(data.get("title", "")),
+        description=str(data.get("description", "")),
+        reference=str(data.get("reference", "")),
+        pk_compartments=ncmt,
+        inputs=inputs,
+        parameters=params,
+        derived={k: v for k, v in derived.items() if v is not None},
+        states={
+            k: State(
+                k, e, v.get("unit", ""), bool(v.get("positive", False)), v.get("description", "")
+            )
+            for k, (e, v) in states.items()
+            if e is not None
+        },
+        equations={k: v for k, v in equations.items() if v is not None},
+        odes={k: v for k, v in odes.items() if v is not None},
+        outputs=out_specs,
+    )
+
+
+def _path(parts: Any) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+class _Rename(ast.NodeTransformer):
+    def __init__(self, mapping: Mapping[str, str]):
+        self.mapping = mapping
+
+    def visit_Name(self, node: ast.Name) -> ast.Name:
+        return ast.copy_location(ast.Name(id=self.mapping.get(node.id, node.id), ctx=node.ctx), node)
+
+
+def rename(expr: Expression, mapping: Mapping[str, str]) -> Expression:
+    """Return ``expr`` with free names replaced according to ``mapping``."""
+    if not (expr.names & set(mapping)):
+        return expr
+    tree = _Rename(mapping).visit(copy.deepcopy(expr.tree))
+    names = frozenset(mapping.get(n, n) for n in expr.names)
+    return dataclasses.replace(expr, tree=tree, names=names)
+
+
+def compose(
+    pk: ModelSpec | None,
+    components: Mapping[str, tuple[ModelSpec, Mapping[str, str]]],
+    *,
+    name: str = "model",
+) -> Model:
+    """Compose a PK model and linked PD/safety/efficacy components into one model.
+
+    Parameters
+    ----------
+    pk : ModelSpec or None
+        The PK model (with a ``pk`` macro or its own ODEs), or None.
+    components : mapping
+        Component label -> (spec, links) where ``links`` maps each of the spec's
+        ``inputs`` to an output name of another component (e.g. ``{"DRUG": "CP"}``).
+    name : str
+        Name of the composed model.
+
+    Returns
+    -------
+    Model
+
+    Raises
+    ------
+    ModelError
+        Unlinked inputs, links to unknown outputs, or names defined twice.
+
+    Examples
+    --------
+    >>> m = compose(load_model("pk_2cmt"), {"anc": (load_model("friberg"), {"DRUG": "CP"})})
+    >>> list(m.outputs)
+    ['CP', 'ANC']
+    """
+    specs: list[tuple[str, ModelSpec, Mapping[str, str]]] = []
+    if pk is not None:
+        specs.append(("pk", pk, {}))
+    specs.extend((label, spec, links) for label, (spec, links) in components.items())
+    errors: list[str] = []
+    owner: dict[str, str] = {}
+    outputs: dict[str, Output] = {}
+    pk_cmt = [s.pk_compartments for _, s, _ in specs if s.pk_compartments is not None]
+    if len(pk_cmt) > 1:
+        errors.append("only one component may have a linear PK macro")
+    for label, spec, _ in specs:
+        names = [
+            *spec.parameters,
+            *spec.derived,
+            *spec.states,
+            *spec.equations,
+            *(o for o, v in spec.outputs.items() if v.expr is not None or o != PK_CONCENTRATION),
+        ]
+        for n in dict.fromkeys(names):
+            if n in owner and owner[n] != label:
+                errors.append(
+                    f"{spec.source}: {n!r} is defined by both {owner[n]!r} and {label!r}; "
+                    "rename it in one of the model files"
+                )
+            owner.setdefault(n, label)
+        for o, out in spec.outputs.items():
+            outputs.setdefault(o, out)
+    for label, spec, links in specs:
+        unknown = sorted(set(links) - set(spec.inputs))
+        if unknown:
+            errors.append(f"{label}: links {unknown} are not inputs of {spec.name}")
+        for inp in spec.inputs:
+            target = links.get(inp)
+            if target is None:
+                errors.append(
+                    f"{label}: input {inp!r} of {spec.name} is not linked "
+                    f"(add links: {{{inp}: <output>}}; outputs: {sorted(outputs)})"
+                )
+            elif target not in outputs:
+                errors.append(
+                    f"{label}: links.{inp}: {target!r} is not an output "
+                    f"(outputs: {sorted(outputs)})"
+                )
+    if errors:
+        raise ModelError("\n".join(errors))
+
+    parameters: dict[str, Parameter] = {}
+    derived: dict[str, Expression] = {}
+    states: dict[str, State] = {}
+    equations: dict[str, Expression] = {}
+    odes: dict[str, Expression] = {}
+    out_all: dict[str, Output] = {}
+    link_eqs: dict[str, Expression] = {}
+    for _label, spec, links in specs:
+        mapping = dict(links)
+        parameters.update(spec.parameters)
+        derived.update({k: rename(v, mapping) for k, v in spec.derived.items()})
+        for k, s in spec.states.items():
+            states[k] = dataclasses.replace(s, init=rename(s.init, mapping))
+        equations.update({k: rename(v, mapping) for k, v in spec.equations.items()})
+        odes.update({k: rename(v, mapping) for k, v in spec.odes.items()})
+        for k, o in spec.outputs.items():
+            expr = rename(o.expr, mapping) if o.expr is not None else None
+            out_all[k] = dataclasses.replace(o, expr=expr)
+        for target in links.values():
+            out = outputs[target]
+            if out.expr is not None and target not in spec.outputs:
+                link_eqs[target] = out.expr
+    # outputs used as inputs of another component become equations (time-varying)
+    for k, v in link_eqs.items():
+        equations.setdefault(k, v)
+    pk_out = out_all.pop(PK_CONCENTRATION, None)
+    if pk_out is not None:
+        out_all = {PK_CONCENTRATION: pk_out, **out_all}
+    try:
+        eq_order = topological_order(equations, where=f"{name}: equations")
+        der_order = topological_order(derived, where=f"{name}: derived")
+    except ExpressionError as exc:
+        raise ModelError(str(exc)) from exc
+    return Model(
+        name=name,
+        components=tuple(s for _, s, _ in specs),
+        pk_compartments=pk_cmt[0] if pk_cmt else None,
+        parameters=parameters,
+        derived={k: derived[k] for k in der_order},
+        states=states,
+        equations={k: equations[k] for k in eq_order},
+        odes={k: odes[k] for k in states},
+        outputs=out_all,
+    )
+
+
+def build_model(
+    section: Mapping[str, Any], *, base_dir: str | Path | None = None, source: str = "<dict>"
+) -> Model:
+    """Build the composed model of a study's ``model`` section.
+
+    Parameters
+    ----------
+    section : mapping
+        ``{"pk": <library name or file>, "components": {label: {"model": ...,
+        "links": {INPUT: OUTPUT}}}, "parameters": {NAME: {"value": ...}}}``; ``pk`` and
+        ``components`` are optional (but not both absent). ``parameters`` override the
+        typical values of the model files (other keys of each entry, such as
+        ``covariates``, are used by the population sampler).
+    base_dir : str or Path, optional
+        Folder for relative model file paths (the study file's folder).
+    source : str
+        Name of the study file, for error messages.
+
+    Returns
+    -------
+    Model
+
+    Examples
+    --------
+    >>> m = build_model({"pk": "pk_2cmt", "parameters": {"CL": {"value": 7.5}}})
+    >>> m.parameters["CL"].value, m.parameters["V1"].unit
+    (7.5, 'L')
+    """
+    pk_name = section.get("pk")
+    pk = load_model(pk_name, base_dir=base_dir) if pk_name else None
+    comps: dict[str, tuple[ModelSpec, Mapping[str, str]]] = {}
+    for label, comp in (section.get("components") or {}).items():
+        comps[label] = (load_model(comp["model"], base_dir=base_dir), comp.get("links") or {})
+    if pk is None and not comps:
+        raise ModelError(f"{source}: model: needs a 'pk' model or at least one component")
+    model = compose(pk, comps, name=str(section.get("name", "model")))
+    overrides = section.get("parameters") or {}
+    unknown = sorted(set(overrides) - set(model.parameters))
+    if unknown:
+        raise ModelError(
+            f"{source}: model.parameters: {unknown} are not parameters of the model "
+            f"(parameters: {sorted(model.parameters)})"
+        )
+    params = dict(model.parameters)
+    for name, ov in overrides.items():
+        if "value" in ov:
+            params[name] = dataclasses.replace(params[name], value=float(ov["value"]))
+        if "unit" in ov and params[name].unit and ov["unit"] != params[name].unit:
+            raise ModelError(
+                f"{source}: model.parameters.{name}.unit: the model declares "
+                f"{params[name].unit!r}, got {ov['unit']!r}"
+            )
+    return dataclasses.replace(model, parameters=params)

@@ -1,0 +1,23 @@
+rule aggregate:
+    input:
+        patients=PATIENT_PARTS,
+        timecourse=TIMECOURSE_PARTS,
+    output:
+        exposure=report(
+            SUMMARY["exposure"], caption="../report/exposure.rst", category="Summary tables"
+        ),
+        efficacy=report(
+            SUMMARY["efficacy"], caption="../report/efficacy.rst", category="Summary tables"
+        ),
+        safety=report(
+            SUMMARY["safety"], caption="../report/safety.rst", category="Summary tables"
+        ),
+        bands=report(SUMMARY["bands"], caption="../report/bands.rst", category="Summary tables"),
+    params:
+        **STUDY_PARAMS,
+    log:
+        f"{RESULTS}/logs/aggregate.log",
+    message:
+        "Aggregating exposure, efficacy, safety and percentile bands by arm"
+    script:
+        "../scripts/aggregate.py"

@@ -1,0 +1,66 @@
+# Helpers shared by the rule files (no rules here).
+#
+# The study comes from `--config study=PATH` (default config/config.yaml) or from
+# `--configfile PATH`. It is loaded and validated by vtrial itself, so that error
+# messages name the real file and key, and so that one study file is never
+# deep-merged with another. Execution settings may be overridden with
+# `--config shards=N workers=N chunk_size=N scheduler_address=ADDR results=DIR`.
+
+import sys
+from pathlib import Path
+
+import vtrial
+from vtrial.config import load_study
+from vtrial.errors import ConfigError
+from vtrial.pipeline import report_files, shard_name
+
+
+def _study_path():
+    if isinstance(config.get("study"), str):
+        return config["study"]
+    if workflow.overwrite_configfiles:
+        return str(workflow.overwrite_configfiles[-1])
+    return "config/config.yaml"
+
+
+def _overrides():
+    keys = ("shards", "workers", "chunk_size", "scheduler_address")
+    ex = {k: config[k] for k in keys if k in config}
+    return {"execution": ex} if ex else {}
+
+
+STUDY_PATH = _study_path()
+OVERRIDES = _overrides()
+try:
+    STUDY = load_study(STUDY_PATH, overrides=OVERRIDES)
+except ConfigError as err:
+    sys.stderr.write(f"vtrial: the study {STUDY_PATH} is not valid, nothing was run.\n{err}\n")
+    sys.exit(1)
+
+RESULTS = str(Path(config.get("results", "results")) / STUDY.name)
+SHARDS = [shard_name(i) for i in range(int(STUDY.execution["shards"]))]
+WORKERS = int(STUDY.execution["workers"])
+VERSION = vtrial.__version__
+
+POPULATION = f"{RESULTS}/population.parquet"
+PATIENT_PARTS = expand(f"{RESULTS}/patients/{{shard}}.parquet", shard=SHARDS)
+TIMECOURSE_PARTS = expand(f"{RESULTS}/timecourse/{{shard}}.parquet", shard=SHARDS)
+SUMMARY = {
+    name: f"{RESULTS}/summary/{name}.parquet"
+    for name in ("exposure", "efficacy", "safety", "bands")
+}
+PLOTS = [f"{RESULTS}/report/{name}" for name in report_files(STUDY)]
+MANIFEST = f"{RESULTS}/manifest.json"
+
+# What every rule re-runs on: the study content (with the model files it uses) and
+# the vtrial version. Snakemake does not track imported modules, so these go to params.
+STUDY_PARAMS = dict(
+    study=STUDY_PATH,
+    overrides=OVERRIDES,
+    study_sha256=STUDY.sha256,
+    vtrial_version=VERSION,
+)
+
+
+wildcard_constraints:
+    shard=r"part-\d{5}",

@@ -1,0 +1,11 @@
+rule sample_population:
+    output:
+        POPULATION,
+    params:
+        **STUDY_PARAMS,
+    log:
+        f"{RESULTS}/logs/sample_population.log",
+    message:
+        f"Sampling {STUDY.n_patients} virtual patients ({STUDY.replicates} replicate(s)) of {STUDY.name}"
+    script:
+        "../scripts/sample_population.py"

@@ -1,0 +1,38 @@
+rule report:
+    input:
+        **SUMMARY,
+        patients=PATIENT_PARTS,
+    output:
+        plots=report(
+            PLOTS,
+            caption="../report/plots.rst",
+            category="Plots",
+        ),
+    params:
+        **STUDY_PARAMS,
+        outdir=f"{RESULTS}/report",
+    log:
+        f"{RESULTS}/logs/report.log",
+    message:
+        "Plotting the study report"
+    script:
+        "../scripts/report.py"
+
+
+rule manifest:
+    input:
+        POPULATION,
+        PATIENT_PARTS,
+        TIMECOURSE_PARTS,
+        list(SUMMARY.values()),
+        PLOTS,
+    output:
+        MANIFEST,
+    params:
+        **STUDY_PARAMS,
+    log:
+        f"{RESULTS}/logs/manifest.log",
+    message:
+        "Writing the manifest (row counts and content hashes of every output)"
+    script:
+        "../scripts/manifest.py"

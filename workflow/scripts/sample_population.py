@@ -1,0 +1,10 @@
+"""Snakemake adapter of rule sample_population: calls vtrial.pipeline.run_sample_population."""
+
+from vtrial.config import load_study
+from vtrial.pipeline import run_sample_population, setup_logging
+
+# Dask starts worker processes with "spawn", which re-imports this script: guard it.
+if __name__ == "__main__":
+    sm = snakemake  # type: ignore[name-defined]  # noqa: F821 - injected by Snakemake
+    setup_logging(sm.log[0])
+    run_sample_population(load_study(sm.params.study, overrides=sm.params.overrides), sm.output[0])

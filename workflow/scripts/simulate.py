@@ -1,0 +1,17 @@
+"""Snakemake adapter of rule simulate: calls vtrial.pipeline.run_simulate for one shard."""
+
+from vtrial.config import load_study
+from vtrial.pipeline import run_simulate, setup_logging
+
+# Dask starts worker processes with "spawn", which re-imports this script: guard it.
+if __name__ == "__main__":
+    sm = snakemake  # type: ignore[name-defined]  # noqa: F821 - injected by Snakemake
+    setup_logging(sm.log[0])
+    run_simulate(
+        load_study(sm.params.study, overrides=sm.params.overrides),
+        sm.input.population,
+        int(sm.wildcards.shard.removeprefix("part-")),
+        sm.output.patients,
+        sm.output.timecourse,
+        threads=sm.threads,
+    )
