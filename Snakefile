@@ -16,6 +16,10 @@ min_version("9.0")
 include: "workflow/rules/common.smk"
 
 
+wildcard_constraints:
+    shard=r"part-\d{5}",
+
+
 rule all:
     input:
         MANIFEST,

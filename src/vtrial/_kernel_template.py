@@ -19,7 +19,6 @@ Numerical method (per patient, independent of every other patient):
 - Output times that coincide with a dose are taken before the dose (mrgsolve's
   default; NONMEM with the observation record first).
 """
-# ruff: noqa: N803, N806, PLR0913, E741
 
 from __future__ import annotations
 
@@ -89,11 +88,31 @@ E1, E3, E4, E5, E6, E7 = (
 )
 P = np.array(
     [
-        [1.0, -8048581381.0 / 2820520608.0, 8663915743.0 / 2820520608.0, -12715105075.0 / 11282082432.0],
+        [
+            1.0,
+            -8048581381.0 / 2820520608.0,
+            8663915743.0 / 2820520608.0,
+            -12715105075.0 / 11282082432.0,
+        ],
         [0.0, 0.0, 0.0, 0.0],
-        [0.0, 131558114200.0 / 32700410799.0, -68118460800.0 / 10900136933.0, 87487479700.0 / 32700410799.0],
-        [0.0, -1754552775.0 / 470086768.0, 14199869525.0 / 1410260304.0, -10690763975.0 / 1880347072.0],
-        [0.0, 127303824393.0 / 49829197408.0, -318862633887.0 / 49829197408.0, 701980252875.0 / 199316789632.0],
+        [
+            0.0,
+            131558114200.0 / 32700410799.0,
+            -68118460800.0 / 10900136933.0,
+            87487479700.0 / 32700410799.0,
+        ],
+        [
+            0.0,
+            -1754552775.0 / 470086768.0,
+            14199869525.0 / 1410260304.0,
+            -10690763975.0 / 1880347072.0,
+        ],
+        [
+            0.0,
+            127303824393.0 / 49829197408.0,
+            -318862633887.0 / 49829197408.0,
+            701980252875.0 / 199316789632.0,
+        ],
         [0.0, -282668133.0 / 205662961.0, 2019193451.0 / 616988883.0, -1453857185.0 / 822651844.0],
         [0.0, 40617522.0 / 29380423.0, -110615467.0 / 29380423.0, 69997945.0 / 29380423.0],
     ]
@@ -168,8 +187,29 @@ def _dense(theta, h, z, k, zout):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _record(
-    g, tg, zg, p, cp, i, o, oprev, t_grid, store_pos, store_out, probe_pos, mon_out, mon_thr,
-    mon_dir, omin, omax, targmin, targmax, probes, cross, store, cand,
+    g,
+    tg,
+    zg,
+    p,
+    cp,
+    i,
+    o,
+    oprev,
+    t_grid,
+    store_pos,
+    store_out,
+    probe_pos,
+    mon_out,
+    mon_thr,
+    mon_dir,
+    omin,
+    omax,
+    targmin,
+    targmax,
+    probes,
+    cross,
+    store,
+    cand,
 ):  # pragma: no cover - compiled
     """Evaluate the outputs at grid point g and update every per-patient reduction."""
     _outputs(tg, zg, p, cp, o)
@@ -241,10 +281,42 @@ def _refine_cmax(lo, hi, m, u, lam, cm, tseg):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _simulate_one(
-    i, P_, Y0, arm, dscale, lam_all, cm_all, bm_all, ev_time, ev_amt, ev_kind, ev_unit, ev_n,
-    tlag_idx, f_idx, t_grid, store_pos, store_out, probe_pos, mon_out, mon_thr, mon_dir,
-    rtol, atol, max_steps, h_max, status, nsteps, omin, omax, targmin, targmax, probes, cross,
-    store, pk_metrics,
+    i,
+    P_,
+    Y0,
+    arm,
+    dscale,
+    lam_all,
+    cm_all,
+    bm_all,
+    ev_time,
+    ev_amt,
+    ev_kind,
+    ev_unit,
+    ev_n,
+    tlag_idx,
+    f_idx,
+    t_grid,
+    store_pos,
+    store_out,
+    probe_pos,
+    mon_out,
+    mon_thr,
+    mon_dir,
+    rtol,
+    atol,
+    max_steps,
+    h_max,
+    status,
+    nsteps,
+    omin,
+    omax,
+    targmin,
+    targmax,
+    probes,
+    cross,
+    store,
+    pk_metrics,
 ):  # pragma: no cover - compiled
     ns = Y0.shape[1]
     nm = lam_all.shape[1]
@@ -311,9 +383,31 @@ def _simulate_one(
     stat = OK
     # grid points at the start are taken before any dose at that time
     while g < ng and t_grid[g] <= t:
-        _record(g, t_grid[g], z if ns > 0 else zg, p, 0.0, i, o, oprev, t_grid, store_pos,
-                store_out, probe_pos, mon_out, mon_thr, mon_dir, omin, omax, targmin, targmax,
-                probes, cross, store, cand)
+        _record(
+            g,
+            t_grid[g],
+            z if ns > 0 else zg,
+            p,
+            0.0,
+            i,
+            o,
+            oprev,
+            t_grid,
+            store_pos,
+            store_out,
+            probe_pos,
+            mon_out,
+            mon_thr,
+            mon_dir,
+            omin,
+            omax,
+            targmin,
+            targmax,
+            probes,
+            cross,
+            store,
+            cand,
+        )
         g += 1
     ei = 0
     first = True
@@ -375,8 +469,12 @@ def _simulate_one(
                 for q in range(ns):
                     sc = atol + rtol * max(abs(z[q]), abs(znew[q]))
                     eq = hs * (
-                        E1 * k[0, q] + E3 * k[2, q] + E4 * k[3, q] + E5 * k[4, q]
-                        + E6 * k[5, q] + E7 * k[6, q]
+                        E1 * k[0, q]
+                        + E3 * k[2, q]
+                        + E4 * k[3, q]
+                        + E5 * k[4, q]
+                        + E6 * k[5, q]
+                        + E7 * k[6, q]
                     )
                     err += (eq / sc) ** 2
                     if not math.isfinite(znew[q]):
@@ -392,11 +490,11 @@ def _simulate_one(
                     stat = MAX_STEPS
                     break
                 if err > 1.0:
-                    h = hs * max(0.2, 0.9 * err ** -0.2)
+                    h = hs * max(0.2, 0.9 * err**-0.2)
                     if h < 1e-12 * max(1.0, abs(t)):
                         stat = STEP_UNDERFLOW
                     continue
-                fac = 10.0 if err == 0.0 else min(10.0, 0.9 * err ** -0.2)
+                fac = 10.0 if err == 0.0 else min(10.0, 0.9 * err**-0.2)
                 hnew = hs * fac
             else:
                 hnew = h
@@ -411,16 +509,40 @@ def _simulate_one(
                         _dense((tg - t) / hs, hs, z, k, zg)
                 cpg = _cp_at(tg - tseg, m, u, lam, cm)
                 before = cand[0]
-                _record(g, tg, zg, p, cpg, i, o, oprev, t_grid, store_pos, store_out,
-                        probe_pos, mon_out, mon_thr, mon_dir, omin, omax, targmin, targmax,
-                        probes, cross, store, cand)
+                _record(
+                    g,
+                    tg,
+                    zg,
+                    p,
+                    cpg,
+                    i,
+                    o,
+                    oprev,
+                    t_grid,
+                    store_pos,
+                    store_out,
+                    probe_pos,
+                    mon_out,
+                    mon_thr,
+                    mon_dir,
+                    omin,
+                    omax,
+                    targmin,
+                    targmax,
+                    probes,
+                    cross,
+                    store,
+                    cand,
+                )
                 if cand[0] > before:
                     best_m[:] = m
                     best_u[:] = u
                     best_seg[0] = tseg
                     best_seg[1] = tb
-                    best_seg[2] = max(tg - t_grid[g - 1] if g > 0 else 0.0,
-                                      t_grid[g + 1] - tg if g + 1 < ng else 0.0)
+                    best_seg[2] = max(
+                        tg - t_grid[g - 1] if g > 0 else 0.0,
+                        t_grid[g + 1] - tg if g + 1 < ng else 0.0,
+                    )
                 g += 1
             if ns > 0:
                 z[:] = znew
@@ -459,17 +581,80 @@ def _simulate_one(
 
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def simulate_batch(
-    P_, Y0, arm, dscale, lam, cm, bm, ev_time, ev_amt, ev_kind, ev_unit, ev_n, tlag_idx,
-    f_idx, t_grid, store_pos, store_out, probe_pos, mon_out, mon_thr, mon_dir, rtol, atol,
-    max_steps, h_max, status, nsteps, omin, omax, targmin, targmax, probes, cross, store,
+    P_,
+    Y0,
+    arm,
+    dscale,
+    lam,
+    cm,
+    bm,
+    ev_time,
+    ev_amt,
+    ev_kind,
+    ev_unit,
+    ev_n,
+    tlag_idx,
+    f_idx,
+    t_grid,
+    store_pos,
+    store_out,
+    probe_pos,
+    mon_out,
+    mon_thr,
+    mon_dir,
+    rtol,
+    atol,
+    max_steps,
+    h_max,
+    status,
+    nsteps,
+    omin,
+    omax,
+    targmin,
+    targmax,
+    probes,
+    cross,
+    store,
     pk_metrics,
 ):  # pragma: no cover - compiled
     """Simulate every patient of a batch; see :func:`vtrial.engine.run_kernel`."""
     n = P_.shape[0]
     for i in prange(n):
         _simulate_one(
-            i, P_, Y0, arm, dscale, lam, cm, bm, ev_time, ev_amt, ev_kind, ev_unit, ev_n,
-            tlag_idx, f_idx, t_grid, store_pos, store_out, probe_pos, mon_out, mon_thr,
-            mon_dir, rtol, atol, max_steps, h_max, status, nsteps, omin, omax, targmin,
-            targmax, probes, cross, store, pk_metrics,
+            i,
+            P_,
+            Y0,
+            arm,
+            dscale,
+            lam,
+            cm,
+            bm,
+            ev_time,
+            ev_amt,
+            ev_kind,
+            ev_unit,
+            ev_n,
+            tlag_idx,
+            f_idx,
+            t_grid,
+            store_pos,
+            store_out,
+            probe_pos,
+            mon_out,
+            mon_thr,
+            mon_dir,
+            rtol,
+            atol,
+            max_steps,
+            h_max,
+            status,
+            nsteps,
+            omin,
+            omax,
+            targmin,
+            targmax,
+            probes,
+            cross,
+            store,
+            pk_metrics,
         )

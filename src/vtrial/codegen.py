@@ -9,6 +9,7 @@ numba's on-disk cache (``cache=True``) is shared by every process and every reru
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -97,7 +98,7 @@ def _prologue(model: Model, lay: Layout, names: dict[str, str], ind: str) -> lis
 
 
 def model_source(model: Model) -> str:
-    """Python source of the model block (``NS``, ``NO``, ``_to_internal``, ``_rhs``, ``_outputs``)."""
+    """Source of the model block: ``NS``, ``NO``, ``_to_internal``, ``_rhs``, ``_outputs``."""
     lay = layout(model)
     names = _name_map(model, lay)
     ind = "    "
@@ -164,10 +165,8 @@ def _write_once(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        try:
+        with contextlib.suppress(FileExistsError):
             os.link(tmp, path)
-        except FileExistsError:
-            pass
     finally:
         os.unlink(tmp)
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema
 import numpy as np
@@ -174,7 +175,7 @@ class Study:
             -1 if spec.get("direction", "below") == "below" else 1
         )
 
-    def endpoint_kinds(self) -> dict[str, str]:
+    def endpoint_kinds(self) -> dict[str, Literal["continuous", "binary"]]:
         """Endpoint name -> ``"continuous"`` or ``"binary"``."""
         return {
             k: ("binary" if v["type"] == "responder" else "continuous")
@@ -195,18 +196,22 @@ def _path(parts: Any) -> str:
 
 
 def _schema_message(err: jsonschema.ValidationError) -> str:
-    v = err.instance
+    v: Any = err.instance
     shown = json.dumps(v, default=str) if not isinstance(v, Mapping | list) else None
+    schema: Mapping[str, Any] = err.schema if isinstance(err.schema, Mapping) else {}
     if err.validator == "additionalProperties":
-        extra = sorted(set(v) - set(err.schema.get("properties", {})))
-        allowed = sorted(err.schema.get("properties", {}))
+        props: Mapping[str, Any] = schema.get("properties") or {}
+        extra = sorted(set(v) - set(props))
+        allowed = sorted(props)
         return f"unknown key(s) {extra} (allowed: {allowed})"
     if err.validator == "required":
         return err.message.replace("is a required property", "is required")
     if err.validator == "type":
         return f"must be of type {err.validator_value}, got {shown if shown else type(v).__name__}"
     if err.validator == "oneOf":
-        return f"does not match any allowed form, got {shown if shown else json.dumps(v)[:200]}"
+        form = f" ({schema['description']})" if "description" in schema else ""
+        got = shown if shown else json.dumps(v, default=str)[:200]
+        return f"must be {form.strip(' ()') or 'one of the allowed forms'}, got {got}"
     if err.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         op = {
             "minimum": ">=",
@@ -224,14 +229,19 @@ def _schema_message(err: jsonschema.ValidationError) -> str:
 
 def _best_errors(errors: list[jsonschema.ValidationError]) -> list[jsonschema.ValidationError]:
     """Replace oneOf errors by their most specific sub-errors where one branch fits better."""
-    out = []
+    out: list[jsonschema.ValidationError] = []
     for e in errors:
         if e.validator == "oneOf" and e.context:
-            # prefer the branch whose type matches (deepest context errors)
-            deepest = max(len(c.absolute_path) for c in e.context)
-            specific = [c for c in e.context if len(c.absolute_path) == deepest]
-            if deepest > len(e.absolute_path):
-                out.extend(specific)
+            # errors of the branches whose form (type/const) the value does not have at all
+            # are noise; if the value has the form of some branches, report their errors
+            wrong_form = {
+                c.relative_schema_path[0]
+                for c in e.context
+                if c.validator in ("type", "const") and len(c.relative_schema_path) <= 2
+            }
+            fitting = [c for c in e.context if c.relative_schema_path[0] not in wrong_form]
+            if fitting:
+                out.extend(_best_errors(fitting))
                 continue
         out.append(e)
     return out
@@ -396,7 +406,9 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
             continue
         by = spec.get("by")
         if by is not None and by not in categories:
-            bad(f"{where}.by", f"must name a categorical covariate {sorted(categories)}, got {by!r}")
+            bad(
+                f"{where}.by", f"must name a categorical covariate {sorted(categories)}, got {by!r}"
+            )
             continue
         params = spec[kinds[0]] if isinstance(spec[kinds[0]], Mapping) else {}
         for key, val in params.items():
@@ -468,20 +480,15 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
                 v = model.parameters[k].value
                 if not 0 < v < 1:
                     bad(f"model.iiv.distribution.{k}", f"logit needs a value in (0, 1), got {v}")
-            elif dist == "lognormal" and k in model.parameters and model.parameters[k].value <= 0:
-                bad(
-                    f"model.iiv.distribution.{k}",
-                    f"log-normal needs a value > 0, got {model.parameters[k].value}",
-                )
         for k in omega:
-            if iiv["distribution"].get(k, "lognormal") == "lognormal" and k in model.parameters:
-                if model.parameters[k].value <= 0:
-                    bad(
-                        f"model.iiv.omega.{k}",
-                        f"log-normal IIV needs a typical value > 0, got {model.parameters[k].value}",
-                    )
+            lognormal = iiv["distribution"].get(k, "lognormal") == "lognormal"
+            if lognormal and k in model.parameters and model.parameters[k].value <= 0:
+                value = model.parameters[k].value
+                bad(
+                    f"model.iiv.omega.{k}", f"log-normal IIV needs a typical value > 0, got {value}"
+                )
         names = list(omega)
-        for pair, r in iiv["correlations"].items():
+        for pair in iiv["correlations"]:
             a, b = pair.split("~")
             for x in (a, b):
                 if x not in omega:
@@ -522,10 +529,16 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
                 bad(f"{where}.route", "the model has no PK macro to receive doses")
     control = d["study"]["control_arm"]
     if control is not None and control not in names_seen:
-        bad("study.control_arm", f"must be one of the arm names {sorted(names_seen)}, got {control!r}")
+        bad(
+            "study.control_arm",
+            f"must be one of the arm names {sorted(names_seen)}, got {control!r}",
+        )
     n_arms = len(arms)
     if d["population"]["size"] < n_arms:
-        bad("population.size", f"must be >= the number of arms ({n_arms}), got {d['population']['size']}")
+        bad(
+            "population.size",
+            f"must be >= the number of arms ({n_arms}), got {d['population']['size']}",
+        )
 
     # ---- simulation, outputs, events, endpoints
     sim = d["simulation"]
@@ -555,10 +568,12 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
             if has_t:
                 thr = spec["thresholds"]
                 below = spec.get("direction", "below") == "below"
-                mono = all((a > b) if below else (a < b) for a, b in zip(thr, thr[1:], strict=False))
+                mono = all((a > b) if below else (a < b) for a, b in itertools.pairwise(thr))
                 if not mono:
                     order = "decreasing" if below else "increasing"
-                    bad(f"{where}.thresholds", f"must be strictly {order} for grades 1.., got {thr}")
+                    bad(
+                        f"{where}.thresholds", f"must be strictly {order} for grades 1.., got {thr}"
+                    )
             if has_g and "direction" in spec:
                 bad(f"{where}.direction", "is set by the built-in grading scale")
             if "lln" in spec and not has_g:
@@ -575,7 +590,10 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
                         f"a responder needs an endpoint defined before it {seen_ep}, got {ref!r}",
                     )
                 elif d["endpoints"][ref]["type"] == "responder":
-                    bad(f"{where}.endpoint", f"{ref!r} is binary; a responder needs a continuous one")
+                    bad(
+                        f"{where}.endpoint",
+                        f"{ref!r} is binary; a responder needs a continuous one",
+                    )
                 keys = [k for k in _RESPONDER_KEYS if k in ep]
                 if len(keys) != 1:
                     bad(where, f"needs exactly one of {list(_RESPONDER_KEYS)}, got {keys}")
@@ -583,8 +601,14 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
                     bad(where, "a responder takes 'endpoint' and a threshold, not 'output'/'at'")
             else:
                 if ep.get("output") not in outputs:
-                    bad(f"{where}.output", f"not a model output {outputs}, got {ep.get('output')!r}")
-                needs_at = typ in ("value_at", "change_from_baseline", "percent_change_from_baseline")
+                    bad(
+                        f"{where}.output", f"not a model output {outputs}, got {ep.get('output')!r}"
+                    )
+                needs_at = typ in (
+                    "value_at",
+                    "change_from_baseline",
+                    "percent_change_from_baseline",
+                )
                 if needs_at and "at" not in ep:
                     bad(where, f"type {typ} needs 'at' (h)")
                 if not needs_at and "at" in ep:

@@ -127,7 +127,7 @@ def arm_events(phases: Sequence[Phase]) -> list[tuple[float, int, float, int]]:
     Infusions become a rate increase at the start and a decrease at the end. A
     trough marker is placed at the last nominal dose time, before that dose.
     """
-    events: list[tuple[float, int, float, int, int]] = []  # (time, order, ...) for sorting
+    events: list[tuple[float, int, int, float, int]] = []  # (time, order, kind, amount, unit)
     last = -np.inf
     for ph in phases:
         ucol = DOSE_UNITS[ph.unit]

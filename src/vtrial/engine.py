@@ -300,7 +300,8 @@ def run_kernel(
     )
     prev = numba.get_num_threads()
     if threads is not None:
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        limit = int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))
+        numba.set_num_threads(max(1, min(threads, limit)))
     try:
         kern.simulate_batch(
             np.ascontiguousarray(pmat[run]),
@@ -402,7 +403,9 @@ def simulate(
         scale[:, 1] = parameters["weight"].to_numpy(dtype=np.float64)
     if "bsa" in parameters:
         scale[:, 2] = parameters["bsa"].to_numpy(dtype=np.float64)
-    params = {c: parameters[c].to_numpy(dtype=np.float64) for c in model.parameters if c in parameters}
+    params = {
+        c: parameters[c].to_numpy(dtype=np.float64) for c in model.parameters if c in parameters
+    }
     outs = list(model.outputs)
     res = run_kernel(
         model,

@@ -314,7 +314,8 @@ def spec_from_dict(data: Any, *, source: str = "<dict>") -> ModelSpec:
         raise ModelError(str(exc)) from exc
 
     out_specs = {
-        k: Output(k, e, v.get("unit", ""), v.get("description", "")) for k, (e, v) in outputs.items()
+        k: Output(k, e, v.get("unit", ""), v.get("description", ""))
+        for k, (e, v) in outputs.items()
     }
     if ncmt is not None and PK_CONCENTRATION not in out_specs:
         out_specs = {PK_CONCENTRATION: Output(PK_CONCENTRATION, None, "mg/L"), **out_specs}
@@ -353,7 +354,9 @@ class _Rename(ast.NodeTransformer):
         self.mapping = mapping
 
     def visit_Name(self, node: ast.Name) -> ast.Name:
-        return ast.copy_location(ast.Name(id=self.mapping.get(node.id, node.id), ctx=node.ctx), node)
+        return ast.copy_location(
+            ast.Name(id=self.mapping.get(node.id, node.id), ctx=node.ctx), node
+        )
 
 
 def rename(expr: Expression, mapping: Mapping[str, str]) -> Expression:
@@ -459,9 +462,9 @@ def compose(
             states[k] = dataclasses.replace(s, init=rename(s.init, mapping))
         equations.update({k: rename(v, mapping) for k, v in spec.equations.items()})
         odes.update({k: rename(v, mapping) for k, v in spec.odes.items()})
-        for k, o in spec.outputs.items():
-            expr = rename(o.expr, mapping) if o.expr is not None else None
-            out_all[k] = dataclasses.replace(o, expr=expr)
+        for k, spec_out in spec.outputs.items():
+            expr = rename(spec_out.expr, mapping) if spec_out.expr is not None else None
+            out_all[k] = dataclasses.replace(spec_out, expr=expr)
         for target in links.values():
             out = outputs[target]
             if out.expr is not None and target not in spec.outputs:

@@ -113,8 +113,7 @@ def run_simulate(
     if bounds:
         with dask_client(study.execution, threads=threads) as client:
             futures = [
-                client.submit(_simulate_chunk, study, rows.iloc[a:b], pure=False)
-                for a, b in bounds
+                client.submit(_simulate_chunk, study, rows.iloc[a:b], pure=False) for a, b in bounds
             ]
             for k, fut in enumerate(futures):
                 parts.append(fut.result())
@@ -249,7 +248,9 @@ def run_manifest(
     entries = []
     root = Path(out).parent
     for p in sorted(Path(x) for x in outputs):
-        entry: dict[str, Any] = {"path": str(p.relative_to(root)) if p.is_relative_to(root) else str(p)}
+        entry: dict[str, Any] = {
+            "path": str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+        }
         if p.suffix == ".parquet":
             df = pd.read_parquet(p)
             entry.update(rows=len(df), content_sha256=table_hash(df))

@@ -47,6 +47,7 @@ from matplotlib.figure import Figure
 from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import LogFormatter, MultipleLocator
 
 from vtrial import stats
 from vtrial.errors import DataError
@@ -224,6 +225,24 @@ def _check_names(names: Sequence[str], what: str) -> list[str]:
 def _ok_rows(patients: pd.DataFrame) -> npt.NDArray[np.bool_]:
     status = patients["solver_status"].to_numpy(dtype=object)
     return np.asarray(status == "ok", dtype=bool)
+
+
+class _PlainLogFormatter(LogFormatter):
+    """Log-axis labels as plain numbers (``0.01``, ``60``), not powers of ten.
+
+    Which ticks get a label is left to :class:`~matplotlib.ticker.LogFormatter`.
+    """
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        if not super().__call__(x, pos):
+            return ""
+        return f"{x:g}".replace("-", "\u2212")
+
+
+def _plain_log_ticks(axis: Any) -> None:
+    """Label a log axis with plain numbers."""
+    axis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
+    axis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
 def _new_figure(figsize: tuple[float, float] = FIGSIZE) -> Figure:
@@ -416,6 +435,9 @@ def _bands_figure(
 
     if log:
         ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
+    if in_days and 14.0 <= horizon / HOURS_PER_DAY <= 70.0:
+        ax.xaxis.set_major_locator(MultipleLocator(7.0))  # weeks
     ax.set_xlabel("Time (days)" if in_days else "Time (h)")
     ax.set_ylabel(_with_unit(output, unit))
     ax.set_xlim(left=min(0.0, min(float(np.min(t)) for _, _, t, _ in series) * scale))
@@ -725,6 +747,7 @@ def _exposure_figure(
         flier.set_markerfacecolor("none")
     if log:
         ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
     label = _metric_label(metric)
     subtitle = "box: quartiles and median, whiskers: 5th–95th percentiles"
     if target is not None:
@@ -742,7 +765,7 @@ def _exposure_figure(
             zorder=0,
         )
         ax.set_ylim(min(y0, span_lo) if log else min(y0, lo), max(y1, hi * (1.15 if log else 1.05)))
-        subtitle += f"; shaded: target {_num(lo)}–{_num(hi)} {_unit_text(unit)}"
+        subtitle += f"; shaded: target {lo:g}–{hi:g} {_unit_text(unit)}"
     ax.set_ylabel(_with_unit(label, unit))
     ax.set_title(f"{_text(label)} by arm\n", fontsize=11)
     ax.text(0.5, 1.01, subtitle, transform=ax.transAxes, ha="center", va="bottom", fontsize=8)
@@ -936,7 +959,8 @@ def _forest_figure(
         tx.set_xlim(0.0, 1.0)
         tx.axis("off")
         if k == 0:
-            tx.set_title(f"Difference [{conf} CI]    p", loc="left", fontsize=8.5)
+            for xt, head in ((0.0, f"Difference [{conf} CI]"), (0.68, "p-value")):
+                tx.text(xt, 1.0, head, transform=tx.transAxes, ha="left", va="bottom", fontsize=8.5)
     fig.suptitle(f"Treatment effect vs {_text(control)} (replicate {used})", fontsize=11)
     return fig
 
@@ -1112,6 +1136,7 @@ def _exposure_response_figure(
             fontsize=8,
         )
     ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
     ax.set_ylim(0.0, min(105.0, max(float(np.max(hi)), 10.0) * 1.2 + 3.0))
     label = _metric_label(metric)
     ax.set_xlabel(f"{_with_unit(label, unit)}, median of quantile bin")
@@ -1160,8 +1185,8 @@ def make_report(
        has them and some arm has non-zero values (``exposure_<metric>.png``);
     4. the forest plot when `control` is given and ``tables["efficacy"]``
        has non-control rows (``forest.png``);
-    5. exposure-response of every event against ``auc``
-       (``exposure_response_<event>.png``).
+    5. exposure-response of every event against ``auc``, over the patients
+       of `arms` (``exposure_response_<event>.png``).
 
     Figures that do not apply (table or column missing, no data for the
     arms) are skipped and logged at INFO level.  Characters other than
@@ -1295,20 +1320,22 @@ def make_report(
             )
         )
 
-    # 5. exposure-response
+    # 5. exposure-response (patients of the requested arms only)
+    in_arms = np.isin(_as_str(patients["arm"]), np.array(arms, dtype=object))
+    arm_patients = patients.loc[in_arms]
     for event, column in events.items():
         if "auc" not in patients.columns or column not in patients.columns:
             skip(f"exposure-response of {event!r}", "column missing")
             continue
-        auc = _as_float(patients["auc"])
-        grade = _as_float(patients[column])
-        dosed = _ok_rows(patients) & np.isfinite(auc) & (auc > 0) & np.isfinite(grade)
+        auc = _as_float(arm_patients["auc"])
+        grade = _as_float(arm_patients[column])
+        dosed = _ok_rows(arm_patients) & np.isfinite(auc) & (auc > 0) & np.isfinite(grade)
         if not np.any(dosed):
             skip(f"exposure-response of {event!r}", "no dosed patient")
             continue
         written.append(
             plot_exposure_response(
-                patients,
+                arm_patients,
                 metric="auc",
                 event_grade_column=column,
                 unit=_exposure_metric_unit("auc", exposure_unit),

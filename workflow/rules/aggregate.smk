@@ -15,6 +15,8 @@ rule aggregate:
         bands=report(SUMMARY["bands"], caption="../report/bands.rst", category="Summary tables"),
     params:
         **STUDY_PARAMS,
+    conda:
+        "../envs/vtrial.yaml"
     log:
         f"{RESULTS}/logs/aggregate.log",
     message:

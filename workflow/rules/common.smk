@@ -1,4 +1,4 @@
-# Helpers shared by the rule files (no rules here).
+# Helpers shared by the workflow files; no rules are declared here.
 #
 # The study comes from `--config study=PATH` (default config/config.yaml) or from
 # `--configfile PATH`. It is loaded and validated by vtrial itself, so that error
@@ -52,7 +52,7 @@ SUMMARY = {
 PLOTS = [f"{RESULTS}/report/{name}" for name in report_files(STUDY)]
 MANIFEST = f"{RESULTS}/manifest.json"
 
-# What every rule re-runs on: the study content (with the model files it uses) and
+# Every job re-runs when these change: the study content (with the model files it uses) and
 # the vtrial version. Snakemake does not track imported modules, so these go to params.
 STUDY_PARAMS = dict(
     study=STUDY_PATH,
@@ -61,6 +61,3 @@ STUDY_PARAMS = dict(
     vtrial_version=VERSION,
 )
 
-
-wildcard_constraints:
-    shard=r"part-\d{5}",

@@ -3,6 +3,8 @@ rule sample_population:
         POPULATION,
     params:
         **STUDY_PARAMS,
+    conda:
+        "../envs/vtrial.yaml"
     log:
         f"{RESULTS}/logs/sample_population.log",
     message:

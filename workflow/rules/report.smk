@@ -10,7 +10,9 @@ rule report:
         ),
     params:
         **STUDY_PARAMS,
-        outdir=f"{RESULTS}/report",
+        outdir=lambda wildcards, output: str(Path(output.plots[0]).parent),
+    conda:
+        "../envs/vtrial.yaml"
     log:
         f"{RESULTS}/logs/report.log",
     message:
@@ -30,6 +32,8 @@ rule manifest:
         MANIFEST,
     params:
         **STUDY_PARAMS,
+    conda:
+        "../envs/vtrial.yaml"
     log:
         f"{RESULTS}/logs/manifest.log",
     message:

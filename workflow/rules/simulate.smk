@@ -10,6 +10,8 @@ rule simulate:
     resources:
         mem_mb=lambda wc, threads: 2048 * threads,
         runtime=60,
+    conda:
+        "../envs/vtrial.yaml"
     log:
         f"{RESULTS}/logs/simulate/{{shard}}.log",
     message:

@@ -1,0 +1,49 @@
+"""Shared fixtures: small studies derived from the default study."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_STUDY = ROOT / "config" / "config.yaml"
+
+
+def default_study_data() -> dict[str, Any]:
+    """The default study as plain data."""
+    return dict(yaml.safe_load(DEFAULT_STUDY.read_text()))
+
+
+def small_study_data(**changes: Any) -> dict[str, Any]:
+    """The default study, small and short (same model, so the same compiled kernel)."""
+    d = copy.deepcopy(default_study_data())
+    d["study"]["name"] = "small"
+    d["population"]["size"] = 150
+    d["study"]["replicates"] = 2
+    for arm in d["arms"]:
+        if isinstance(arm["regimen"], dict):
+            arm["regimen"]["cycles"]["count"] = 1
+    d["simulation"]["end"] = 504
+    d["endpoints"]["tumour_change"]["at"] = 504
+    d["execution"] = {"shards": 1, "workers": 1, "chunk_size": 64}
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        d[section][field] = value
+    return d
+
+
+@pytest.fixture
+def write_study(tmp_path: Path) -> Callable[[dict[str, Any], str], Path]:
+    """Write a study dict to a YAML file in tmp_path and return its path."""
+
+    def write(data: dict[str, Any], name: str = "study.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write

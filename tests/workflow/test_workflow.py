@@ -1,0 +1,157 @@
+"""End-to-end Snakemake runs of a small study: the output contract, reproducibility
+across execution layouts, and refusal of a bad study before any compute."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import ROOT, small_study_data
+from vtrial.io import read_provenance, table_hash
+
+pytestmark = pytest.mark.workflow
+
+
+def snakemake(workdir: Path, study: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--config",
+        f"study={study}",
+        *extra,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same small study run twice: 1 shard / 1 worker and 7 shards / 2 workers."""
+    base = tmp_path_factory.mktemp("wf")
+    study = base / "small.yaml"
+    study.write_text(yaml.safe_dump(small_study_data(), sort_keys=False))
+    out = {}
+    for label, shards, workers in (("a", 1, 1), ("b", 7, 2)):
+        wd = base / label
+        wd.mkdir()
+        res = snakemake(wd, study, f"shards={shards}", f"workers={workers}")
+        assert res.returncode == 0, res.stderr[-4000:]
+        out[label] = wd / "results" / "small"
+    return out
+
+
+def test_output_contract(runs: dict[str, Path]) -> None:
+    res = runs["b"]
+    pop = pd.read_parquet(res / "population.parquet")
+    assert len(pop) == 300  # 2 replicates x 150
+    parts = sorted((res / "patients").glob("part-*.parquet"))
+    assert [p.name for p in parts] == [f"part-{i:05d}.parquet" for i in range(7)]
+    patients = pd.read_parquet(res / "patients")
+    assert len(patients) == 300
+    assert not patients.duplicated(["replicate", "patient_id"]).any()
+    required = {
+        "patient_id",
+        "replicate",
+        "arm",
+        "solver_status",
+        "cmax",
+        "tmax",
+        "auc",
+        "ctrough",
+        "tumour_change",
+        "objective_response",
+        "ae_neutropenia_grade",
+        "ae_neutropenia_time_grade3",
+    }
+    assert required <= set(patients.columns)
+    assert (patients["solver_status"] == "ok").all()
+    grades = patients["ae_neutropenia_grade"].astype(int)
+    assert grades.between(0, 5).all()
+    # time of first grade >= 3 is set exactly for patients with grade >= 3
+    assert (patients["ae_neutropenia_time_grade3"].notna() == (grades >= 3)).all()
+    tc = pd.read_parquet(res / "timecourse")
+    assert tc["CP"].dtype == "float32"
+    assert set(tc["arm"]) == set(patients["arm"])
+    for name in ("exposure", "efficacy", "safety", "bands"):
+        df = pd.read_parquet(res / "summary" / f"{name}.parquet")
+        assert len(df) > 0
+        assert (res / "summary" / f"{name}.csv").exists()
+    eff = pd.read_parquet(res / "summary" / "efficacy.parquet")
+    treated = eff[(eff["arm"] != "placebo") & (eff["replicate"] == 0)]
+    assert treated["p_value"].notna().all()
+    assert sorted(p.name for p in (res / "report").glob("*.png")) == sorted(
+        [
+            "bands_ANC.png",
+            "bands_CP.png",
+            "bands_TUMOUR.png",
+            "exposure_auc.png",
+            "exposure_cmax.png",
+            "exposure_response_neutropenia.png",
+            "forest.png",
+            "safety_neutropenia.png",
+        ]
+    )
+    manifest = json.loads((res / "manifest.json").read_text())
+    listed = {e["path"]: e for e in manifest["outputs"]}
+    assert listed["population.parquet"]["rows"] == 300
+    assert listed["population.parquet"]["content_sha256"] == table_hash(pop)
+    assert manifest["seed"] == 20261122
+    assert len(manifest["study_sha256"]) == 64
+    prov = read_provenance(parts[3])
+    assert prov["shard"] == 3
+    assert prov["study_sha256"] == manifest["study_sha256"]
+    assert prov["packages"]["numpy"]
+
+
+def test_bit_identical_across_layouts(runs: dict[str, Path]) -> None:
+    """Same study and seed: identical tables with 1 shard/1 worker and 7 shards/2 workers."""
+    for table in ("population.parquet", "patients", "timecourse"):
+        a = pd.read_parquet(runs["a"] / table)
+        b = pd.read_parquet(runs["b"] / table)
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+        assert table_hash(a) == table_hash(b)
+    for name in ("exposure", "efficacy", "safety", "bands"):
+        a = pd.read_parquet(runs["a"] / "summary" / f"{name}.parquet")
+        b = pd.read_parquet(runs["b"] / "summary" / f"{name}.parquet")
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_bad_study_refused_before_compute(tmp_path: Path) -> None:
+    data = small_study_data()
+    data["arms"][1]["regimen"]["dose"] = -5
+    data["population"]["size"] = "many"
+    data["arms"][2]["regimen"]["dosee"] = 3
+    del data["model"]["parameters"]["CL"]["value"]
+    data["model"]["parameters"]["CLX"] = {"value": 1.0}
+    study = tmp_path / "bad.yaml"
+    study.write_text(yaml.safe_dump(data, sort_keys=False))
+    res = snakemake(tmp_path, study)
+    assert res.returncode != 0
+    err = res.stderr
+    assert f"{study}: arms[1].regimen.dose: must be > 0, got -5" in err
+    assert f'{study}: population.size: must be of type integer, got "many"' in err
+    assert "arms[2].regimen: unknown key(s) ['dosee']" in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_model_problem_refused(tmp_path: Path) -> None:
+    data = small_study_data()
+    data["model"]["parameters"]["CLX"] = {"value": 1.0}
+    study = tmp_path / "bad.yaml"
+    study.write_text(yaml.safe_dump(data, sort_keys=False))
+    res = snakemake(tmp_path, study)
+    assert res.returncode != 0
+    assert "['CLX'] are not parameters of the model" in res.stderr
+    assert not (tmp_path / "results").exists()
