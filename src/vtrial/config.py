@@ -26,9 +26,10 @@ import numpy as np
 import yaml
 
 from vtrial.dosing import DOSE_UNITS, Phase, phase_problems, regimen_phases
-from vtrial.errors import ConfigError, ExpressionError, ModelError, Problem
+from vtrial.errors import ConfigError, ExpressionError, Problem
 from vtrial.expressions import parse_expression
-from vtrial.models import Model, build_model
+from vtrial.models import Model, build_model, check_model_section
+from vtrial.yamlsafe import load_yaml
 
 #: Built-in CTCAE v5 grading scales: thresholds for grades 1..4 as multiples of
 #: 10^9/L, grade 1 starting below the lower limit of normal (``lln``).
@@ -183,6 +184,20 @@ class Study:
         }
 
 
+def _non_finite(data: Any, path: list[Any]) -> list[tuple[str, float]]:
+    """Key paths of non-finite numbers (.inf, .nan) anywhere in plain data."""
+    out: list[tuple[str, float]] = []
+    if isinstance(data, float) and not np.isfinite(data):
+        out.append((_path(path), data))
+    elif isinstance(data, Mapping):
+        for k, v in data.items():
+            out += _non_finite(v, [*path, k])
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            out += _non_finite(v, [*path, i])
+    return out
+
+
 def canonical_json(data: Any) -> str:
     """Deterministic JSON text of plain data (sorted keys, no spaces)."""
     return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
@@ -321,7 +336,7 @@ def load_study(path: str | Path, *, overrides: Mapping[str, Any] | None = None) 
     except OSError as exc:
         raise ConfigError([Problem(src, "", f"cannot read the study file: {exc}")]) from exc
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(src, "", f"not valid YAML: {exc}")]) from exc
     if overrides:
@@ -355,15 +370,14 @@ def study_from_dict(
         Problem(source, _path(e.absolute_path), _schema_message(e))
         for e in sorted(errs, key=lambda e: [str(x) for x in e.absolute_path])
     ]
+    problems += [
+        Problem(source, where, f"must be a finite number, got {value}")
+        for where, value in _non_finite(data, [])
+    ]
     if problems:
         raise ConfigError(_dedupe(problems))
-    model: Model | None = None
-    try:
-        model = build_model(data["model"], base_dir=base, source=source)
-    except ModelError as exc:
-        problems.append(Problem(source, "model", str(exc)))
-    except ExpressionError as exc:
-        problems.append(Problem(source, "model", str(exc)))
+    model, model_problems = check_model_section(data["model"], base_dir=base)
+    problems += [Problem(source, f"model.{w}" if w else "model", m) for w, m in model_problems]
     full = default_data(data, model)
     problems += _semantic_problems(full, model, source)
     if problems:
@@ -410,17 +424,26 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
                 f"{where}.by", f"must name a categorical covariate {sorted(categories)}, got {by!r}"
             )
             continue
+        if kinds[0] in ("uniform", "constant") and "bounds" in spec:
+            bad(f"{where}.bounds", f"a {kinds[0]} covariate takes no 'bounds'")
+        if kinds[0] == "constant" and by is not None:
+            bad(f"{where}.by", "a constant covariate takes no 'by'")
         params = spec[kinds[0]] if isinstance(spec[kinds[0]], Mapping) else {}
+        complete = True
         for key, val in params.items():
             if isinstance(val, Mapping):
                 if by is None:
                     bad(f"{where}.{kinds[0]}.{key}", "a per-category value needs 'by'")
+                    complete = False
                 elif set(val) != set(categories[by]):
                     bad(
                         f"{where}.{kinds[0]}.{key}",
                         f"needs a value for every category of {by} {categories[by]}, "
                         f"got {sorted(val)}",
                     )
+                    complete = False
+        if not complete:
+            continue
         if "bounds" in spec:
             lo, hi = spec["bounds"]
             if not lo < hi:
@@ -464,7 +487,10 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
                         categorical=categories,
                     )
                 except ExpressionError as exc:
-                    bad(f"model.parameters.{pname}.covariates", exc.reason)
+                    bad(
+                        f"model.parameters.{pname}.covariates",
+                        f"{exc.reason} in expression {exc.expression!r}",
+                    )
         iiv = d["model"]["iiv"]
         omega: dict[str, float] = iiv["omega"]
         for k in omega:
@@ -488,8 +514,13 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
                     f"model.iiv.omega.{k}", f"log-normal IIV needs a typical value > 0, got {value}"
                 )
         names = list(omega)
+        seen_pairs: dict[frozenset[str], str] = {}
         for pair in iiv["correlations"]:
             a, b = pair.split("~")
+            key = frozenset((a, b))
+            if key in seen_pairs:
+                bad(f"model.iiv.correlations.{pair}", f"repeats {seen_pairs[key]}")
+            seen_pairs.setdefault(key, pair)
             for x in (a, b):
                 if x not in omega:
                     bad(f"model.iiv.correlations.{pair}", f"{x} has no omega (variance) entry")
@@ -551,6 +582,12 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
     tc = d["outputs"]["timecourse"]
     if float(tc["every"]) > end:
         bad("outputs.timecourse.every", f"must be <= simulation.end ({end}), got {tc['every']}")
+    if end / float(tc["every"]) > 100_000:
+        bad(
+            "outputs.timecourse.every",
+            f"gives {end / float(tc['every']):.0f} stored times per patient (limit 1e5), "
+            f"got {tc['every']}",
+        )
     if outputs is not None:
         for i, o in enumerate(tc["outputs"]):
             if o not in outputs:
@@ -578,6 +615,17 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
                 bad(f"{where}.direction", "is set by the built-in grading scale")
             if "lln" in spec and not has_g:
                 bad(f"{where}.lln", "only applies to a built-in grading scale")
+            if "lln" in spec and has_g:
+                scale = GRADING_SCALES[spec["grading"]]
+                g2 = float(scale["thresholds"][1])
+                low = scale["direction"] == "below"
+                if (low and not spec["lln"] > g2) or (not low and not spec["lln"] < g2):
+                    rel = ">" if low else "<"
+                    bad(
+                        f"{where}.lln",
+                        f"must be {rel} the grade-2 limit {g2} of {spec['grading']}, "
+                        f"got {spec['lln']}",
+                    )
         seen_ep: list[str] = []
         for name, ep in d["endpoints"].items():
             where = f"endpoints.{name}"
@@ -619,9 +667,22 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
                 if extra:
                     bad(where, f"keys {extra} only apply to type responder")
             seen_ep.append(name)
-        clash = sorted(set(d["endpoints"]) & {"cmax", "tmax", "auc", "ctrough", "arm", "replicate"})
+        reserved = {
+            "replicate",
+            "patient_id",
+            "arm",
+            "arm_index",
+            "solver_status",
+            "n_steps",
+            "cmax",
+            "tmax",
+            "auc",
+            "ctrough",
+        }
+        clash = sorted(set(d["endpoints"]) & reserved)
+        clash += sorted(n for n in d["endpoints"] if n.startswith("ae_"))
         if clash:
-            bad("endpoints", f"names {clash} are reserved column names")
+            bad("endpoints", f"names {clash} are reserved for patient-table columns")
 
     ex = d["execution"]
     total = d["population"]["size"] * d["study"]["replicates"]

@@ -90,12 +90,15 @@ def phase_problems(d: Mapping[str, Any], where: str) -> list[str]:
     count = int(d.get("count", 1))
     interval = float(d.get("interval", 24.0))
     cycles = d.get("cycles")
-    if cycles and count > 1:
-        span = (count - 1) * interval + float(d.get("duration", 0.0))
-        if span > float(cycles["length_days"]) * 24.0:
+    if cycles:
+        length = float(cycles["length_days"]) * 24.0
+        last = (count - 1) * interval
+        end = last + float(d.get("duration", 0.0))
+        if not (last < length and end <= length):
             out.append(
-                f"{where}.cycles.length_days: {count} doses every {interval} h "
-                f"({span} h) do not fit in a {cycles['length_days']}-day cycle"
+                f"{where}.cycles.length_days: {count} doses every {interval} h (the last at "
+                f"{last:g} h, ending at {end:g} h) do not fit in a {cycles['length_days']}-day "
+                f"cycle ({length:g} h)"
             )
     return out
 

@@ -51,7 +51,15 @@ class ConfigError(VtrialError, ValueError):
 
 
 class ModelError(VtrialError, ValueError):
-    """A problem in a model specification (built-in or user file)."""
+    """A problem in a model specification (built-in or user file).
+
+    ``problems`` holds ``(where, message)`` pairs when the error concerns a study's
+    ``model`` section (``where`` relative to it, e.g. ``components.anc.links.DRUG``).
+    """
+
+    def __init__(self, message: str, problems: Iterable[tuple[str, str]] = ()):
+        self.problems: list[tuple[str, str]] = list(problems)
+        super().__init__(message)
 
 
 class ExpressionError(VtrialError, ValueError):

@@ -36,6 +36,7 @@ import yaml
 
 from vtrial.errors import ExpressionError, ModelError
 from vtrial.expressions import Expression, parse_expression, topological_order
+from vtrial.yamlsafe import load_yaml
 
 #: Symbol for time (hours) usable in every expression.
 TIME = "t"
@@ -212,7 +213,7 @@ def load_model(name_or_path: str, *, base_dir: str | Path | None = None) -> Mode
     """
     path = _resolve(name_or_path, Path(base_dir) if base_dir is not None else None)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ModelError(f"{path}: not valid YAML: {exc}") from exc
     return spec_from_dict(data, source=str(path))
@@ -368,6 +369,11 @@ def rename(expr: Expression, mapping: Mapping[str, str]) -> Expression:
     return dataclasses.replace(expr, tree=tree, names=names)
 
 
+def _where(label: str) -> str:
+    """Location of a component in a study's model section."""
+    return "pk" if label == "pk" else f"components.{label}"
+
+
 def compose(
     pk: ModelSpec | None,
     components: Mapping[str, tuple[ModelSpec, Mapping[str, str]]],
@@ -405,12 +411,12 @@ def compose(
     if pk is not None:
         specs.append(("pk", pk, {}))
     specs.extend((label, spec, links) for label, (spec, links) in components.items())
-    errors: list[str] = []
+    errors: list[tuple[str, str]] = []
     owner: dict[str, str] = {}
     outputs: dict[str, Output] = {}
     pk_cmt = [s.pk_compartments for _, s, _ in specs if s.pk_compartments is not None]
     if len(pk_cmt) > 1:
-        errors.append("only one component may have a linear PK macro")
+        errors.append(("components", "only one component may have a linear PK macro"))
     for label, spec, _ in specs:
         names = [
             *spec.parameters,
@@ -422,30 +428,40 @@ def compose(
         for n in dict.fromkeys(names):
             if n in owner and owner[n] != label:
                 errors.append(
-                    f"{spec.source}: {n!r} is defined by both {owner[n]!r} and {label!r}; "
-                    "rename it in one of the model files"
+                    (
+                        _where(label),
+                        f"{n!r} is defined by both {owner[n]!r} and {label!r} "
+                        f"({spec.source}); rename it in one of the model files",
+                    )
                 )
             owner.setdefault(n, label)
         for o, out in spec.outputs.items():
             outputs.setdefault(o, out)
     for label, spec, links in specs:
         unknown = sorted(set(links) - set(spec.inputs))
-        if unknown:
-            errors.append(f"{label}: links {unknown} are not inputs of {spec.name}")
+        for inp in unknown:
+            errors.append(
+                (f"{_where(label)}.links.{inp}", f"not an input of {spec.name} {list(spec.inputs)}")
+            )
         for inp in spec.inputs:
             target = links.get(inp)
             if target is None:
                 errors.append(
-                    f"{label}: input {inp!r} of {spec.name} is not linked "
-                    f"(add links: {{{inp}: <output>}}; outputs: {sorted(outputs)})"
+                    (
+                        f"{_where(label)}.links",
+                        f"input {inp!r} of {spec.name} is not linked "
+                        f"(add {inp}: <output>; outputs: {sorted(outputs)})",
+                    )
                 )
             elif target not in outputs:
                 errors.append(
-                    f"{label}: links.{inp}: {target!r} is not an output "
-                    f"(outputs: {sorted(outputs)})"
+                    (
+                        f"{_where(label)}.links.{inp}",
+                        f"{target!r} is not an output (outputs: {sorted(outputs)})",
+                    )
                 )
     if errors:
-        raise ModelError("\n".join(errors))
+        raise ModelError("\n".join(f"{w}: {m}" for w, m in errors), errors)
 
     parameters: dict[str, Parameter] = {}
     derived: dict[str, Expression] = {}
@@ -521,28 +537,65 @@ def build_model(
     >>> m.parameters["CL"].value, m.parameters["V1"].unit
     (7.5, 'L')
     """
+    model, problems = check_model_section(section, base_dir=base_dir)
+    if problems or model is None:
+        text = "\n".join(f"{source}: model.{w}: {m}" for w, m in problems)
+        raise ModelError(text, problems)
+    return model
+
+
+def check_model_section(
+    section: Mapping[str, Any], *, base_dir: str | Path | None = None
+) -> tuple[Model | None, list[tuple[str, str]]]:
+    """Build a study's model, collecting every problem instead of stopping at the first.
+
+    Returns
+    -------
+    model : Model or None
+        The model (with valid overrides applied), None if it cannot be built.
+    problems : list of (where, message)
+        ``where`` is relative to the model section (``pk``, ``components.anc.model``,
+        ``parameters.CLX``, ...).
+    """
+    problems: list[tuple[str, str]] = []
+    pk = None
     pk_name = section.get("pk")
-    pk = load_model(pk_name, base_dir=base_dir) if pk_name else None
+    if pk_name:
+        try:
+            pk = load_model(pk_name, base_dir=base_dir)
+        except ModelError as exc:
+            problems.append(("pk", str(exc)))
     comps: dict[str, tuple[ModelSpec, Mapping[str, str]]] = {}
     for label, comp in (section.get("components") or {}).items():
-        comps[label] = (load_model(comp["model"], base_dir=base_dir), comp.get("links") or {})
-    if pk is None and not comps:
-        raise ModelError(f"{source}: model: needs a 'pk' model or at least one component")
-    model = compose(pk, comps, name=str(section.get("name", "model")))
-    overrides = section.get("parameters") or {}
-    unknown = sorted(set(overrides) - set(model.parameters))
-    if unknown:
-        raise ModelError(
-            f"{source}: model.parameters: {unknown} are not parameters of the model "
-            f"(parameters: {sorted(model.parameters)})"
-        )
+        try:
+            comps[label] = (load_model(comp["model"], base_dir=base_dir), comp.get("links") or {})
+        except ModelError as exc:
+            problems.append((f"components.{label}.model", str(exc)))
+    if not pk_name and not section.get("components"):
+        problems.append(("", "needs a 'pk' model or at least one component"))
+    if problems:
+        return None, problems
+    try:
+        model = compose(pk, comps, name=str(section.get("name", "model")))
+    except ModelError as exc:
+        return None, exc.problems or [("", str(exc))]
     params = dict(model.parameters)
-    for name, ov in overrides.items():
+    for name, ov in (section.get("parameters") or {}).items():
+        if name not in params:
+            problems.append(
+                (
+                    f"parameters.{name}",
+                    f"not a parameter of the model (parameters: {sorted(model.parameters)})",
+                )
+            )
+            continue
         if "value" in ov:
             params[name] = dataclasses.replace(params[name], value=float(ov["value"]))
         if "unit" in ov and params[name].unit and ov["unit"] != params[name].unit:
-            raise ModelError(
-                f"{source}: model.parameters.{name}.unit: the model declares "
-                f"{params[name].unit!r}, got {ov['unit']!r}"
+            problems.append(
+                (
+                    f"parameters.{name}.unit",
+                    f"the model declares {params[name].unit!r}, got {ov['unit']!r}",
+                )
             )
-    return dataclasses.replace(model, parameters=params)
+    return dataclasses.replace(model, parameters=params), problems

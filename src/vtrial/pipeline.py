@@ -144,6 +144,11 @@ def summaries(
     events = list(study.data["adverse_events"])
     patients = patients.sort_values(["replicate", "patient_id"], kind="stable")
     eps = study.endpoint_kinds()
+    # bands only from patients whose solve succeeded (failures are counted elsewhere)
+    failed = patients.loc[patients["solver_status"] != "ok", ["replicate", "patient_id"]]
+    if len(failed):
+        key = pd.MultiIndex.from_frame(timecourse[["replicate", "patient_id"]])
+        timecourse = timecourse[~key.isin(pd.MultiIndex.from_frame(failed))]
     out = {
         "exposure": stats.exposure_summary(
             patients, metrics=["cmax", "tmax", "auc", "ctrough"], arms=arms

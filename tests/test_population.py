@@ -1,0 +1,131 @@
+"""Virtual population: distributions, derived covariates, allocation, keyed invariance."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from tests.conftest import small_study_data
+from vtrial.config import study_from_dict
+from vtrial.population import derive_covariates, sample_population
+from vtrial.rng import keyed_uniforms, purpose_code
+
+
+def study(**changes: object):  # type: ignore[no-untyped-def]
+    return study_from_dict(small_study_data(**changes))
+
+
+def big_study(n: int = 20000):  # type: ignore[no-untyped-def]
+    d = small_study_data()
+    d["population"]["size"] = n
+    d["study"]["replicates"] = 1
+    return study_from_dict(d)
+
+
+def test_keyed_uniforms_are_prefix_stable_and_keyed() -> None:
+    a = keyed_uniforms(7, "eta", 0, 10, 3)
+    b = keyed_uniforms(7, "eta", 0, 1000, 3)
+    assert np.array_equal(a, b[:10])
+    assert not np.array_equal(a, keyed_uniforms(7, "eta", 1, 10, 3))
+    assert not np.array_equal(a, keyed_uniforms(8, "eta", 0, 10, 3))
+    assert not np.array_equal(a, keyed_uniforms(7, "covariate:age", 0, 10, 3))
+    assert ((a > 0) & (a < 1)).all()
+    # purpose codes are stable across processes and sessions (sha256, not hash())
+    assert purpose_code("eta") == int.from_bytes(hashlib.sha256(b"eta").digest()[:8], "little")
+
+
+def test_population_columns_and_order() -> None:
+    s = study()
+    pop = sample_population(s)
+    assert len(pop) == 300
+    assert list(pop.columns[:4]) == ["replicate", "patient_id", "arm", "arm_index"]
+    assert pop["patient_id"].tolist() == list(range(1, 151)) * 2
+    assert {"weight", "bsa", "crcl", "eta_CL", "CL", "V1", "MTT"} <= set(pop.columns)
+    assert pop.groupby("replicate").size().tolist() == [150, 150]
+
+
+def test_sampling_is_deterministic() -> None:
+    a = sample_population(study())
+    b = sample_population(study())
+    assert a.equals(b)
+
+
+def test_adding_replicates_or_arms_keeps_existing_patients() -> None:
+    base = sample_population(study())
+    more = small_study_data()
+    more["study"]["replicates"] = 3
+    pop3 = sample_population(study_from_dict(more))
+    first_two = pop3[pop3["replicate"] < 2].reset_index(drop=True)
+    assert first_two.equals(base)
+    arms = small_study_data()
+    arms["arms"].append({"name": "300mg_qd", "regimen": {"route": "oral", "dose": 300}})
+    pop_arms = sample_population(study_from_dict(arms))
+    cols = [c for c in base.columns if c not in ("arm", "arm_index")]
+    assert pop_arms[cols].equals(base[cols])
+
+
+def test_allocation_is_balanced_by_blocks() -> None:
+    pop = sample_population(big_study(3000))
+    counts = pop["arm"].value_counts()
+    assert counts.max() - counts.min() <= 2  # permuted blocks of 6 (ratio 1:1:1)
+    d = small_study_data()
+    d["arms"][0]["ratio"] = 2
+    d["population"]["size"] = 400
+    pop = sample_population(study_from_dict(d))
+    share = (pop[pop["replicate"] == 0]["arm"] == "placebo").mean()
+    assert share == pytest.approx(0.5, abs=0.01)
+
+
+def test_covariate_distributions_match_the_request() -> None:
+    """Moments within sampling error at N = 20,000 (tolerances ~5 standard errors)."""
+    pop = sample_population(big_study())
+    n = len(pop)
+    female = pop["sex"] == "F"
+    assert female.mean() == pytest.approx(0.45, abs=5 * np.sqrt(0.45 * 0.55 / n))
+    # age: normal(61, 10) truncated to [18, 85]: compare with scipy's truncnorm moments
+    a, b = (18 - 61) / 10, (85 - 61) / 10
+    tn = sps.truncnorm(a, b, loc=61, scale=10)
+    assert pop["age"].mean() == pytest.approx(tn.mean(), abs=5 * tn.std() / np.sqrt(n))
+    assert pop["age"].between(18, 85).all()
+    # weight: log-normal by sex, median 68 (F) / 82 (M), CV 20 % -> sd(log) = sqrt(log(1.04))
+    sdlog = np.sqrt(np.log1p(0.2**2))
+    wf = np.log(pop.loc[female, "weight"])
+    assert np.exp(np.median(wf)) == pytest.approx(68, rel=0.02)
+    assert wf.std() == pytest.approx(sdlog, rel=0.05)
+    # IIV: eta_CL and eta_V1 with variances 0.09 and correlation 0.3
+    eta = pop[["eta_CL", "eta_V1"]].to_numpy()
+    assert eta.var(axis=0) == pytest.approx([0.09, 0.09], rel=0.05)
+    assert np.corrcoef(eta.T)[0, 1] == pytest.approx(0.3, abs=0.03)
+    # the individual CL applies the covariate model and the random effect
+    expected = (
+        5.0 * (pop["weight"] / 70) ** 0.75 * (pop["crcl"] / 100) ** 0.25 * np.exp(pop["eta_CL"])
+    )
+    np.testing.assert_allclose(pop["CL"], expected, rtol=1e-14)
+
+
+def test_derived_covariates_hand_checked() -> None:
+    c = {
+        "weight": np.array([70.0, 60.0]),
+        "height": np.array([175.0, 160.0]),
+        "age": np.array([40.0, 70.0]),
+        "scr": np.array([1.0, 0.8]),
+        "sex": np.array(["M", "F"], dtype=object),
+    }
+    d = derive_covariates(["bmi", "bsa", "bsa_dubois", "crcl", "egfr", "lbw"], c)
+    np.testing.assert_allclose(d["bmi"], [70 / 1.75**2, 60 / 1.6**2], rtol=1e-14)
+    np.testing.assert_allclose(d["bsa"], np.sqrt([175 * 70 / 3600, 160 * 60 / 3600]), rtol=1e-14)
+    np.testing.assert_allclose(
+        d["bsa_dubois"], 0.007184 * np.array([70, 60]) ** 0.425 * np.array([175, 160]) ** 0.725
+    )
+    # Cockcroft-Gault: (140-40)*70/72 = 97.22 mL/min; female (140-70)*60/(72*0.8)*0.85
+    np.testing.assert_allclose(d["crcl"], [100 * 70 / 72, 70 * 60 / 57.6 * 0.85], rtol=1e-14)
+    # CKD-EPI 2021, male scr 1.0 (> kappa 0.9): 142 * (1/0.9)^-1.2 * 0.9938^40
+    m = 142 * (1 / 0.9) ** -1.2 * 0.9938**40
+    f = 142 * (0.8 / 0.7) ** -1.2 * 0.9938**70 * 1.012
+    np.testing.assert_allclose(d["egfr"], [m, f], rtol=1e-12)
+    bmi = d["bmi"]
+    lbw = [9270 * 70 / (6680 + 216 * bmi[0]), 9270 * 60 / (8780 + 244 * bmi[1])]
+    np.testing.assert_allclose(d["lbw"], lbw, rtol=1e-14)
