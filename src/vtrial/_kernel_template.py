@@ -30,6 +30,7 @@ from numba import njit, prange
 # --- MODEL BEGIN ---
 NS = 0  # number of ODE states
 NO = 1  # number of outputs
+LOGSCALE = np.zeros(NS, dtype=np.bool_)  # states integrated on the log scale
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -367,6 +368,15 @@ def _simulate_one(
     best_u = np.zeros(nm)
     best_seg = np.empty(3)  # segment start, segment end, grid spacing around the candidate
     best_seg[:] = np.nan
+    # a candidate at an event time may sit next to a peak in the segment before it
+    prev_m = np.zeros(nm)
+    prev_u = np.zeros(nm)
+    prev_seg = np.empty(2)  # previous segment start, window start
+    prev_seg[:] = np.nan
+    best_pm = np.zeros(nm)
+    best_pu = np.zeros(nm)
+    best_pseg = np.empty(2)
+    best_pseg[:] = np.nan
     for j in range(no):
         omin[i, j] = np.nan
         omax[i, j] = np.nan
@@ -439,7 +449,15 @@ def _simulate_one(
             best_u[:] = u
             best_seg[0] = t
             best_seg[1] = tb
-            best_seg[2] = 0.0
+            # forward window: to the next grid point; backward: the previous segment
+            best_seg[2] = (t_grid[g] - t) if g < ng else (tb - t)
+            best_pm[:] = prev_m
+            best_pu[:] = prev_u
+            best_pseg[0] = prev_seg[0]
+            gb = g - 1
+            while gb >= 0 and t_grid[gb] >= t:
+                gb -= 1
+            best_pseg[1] = max(prev_seg[0], t_grid[gb]) if gb >= 0 else prev_seg[0]
         # ---- integrate the ODE states over [t, tb]
         if ns > 0:
             _rhs(t, z, p, cp0, k[0])
@@ -448,7 +466,7 @@ def _simulate_one(
                 d0 = 0.0
                 d1 = 0.0
                 for q in range(ns):
-                    sc = atol + rtol * abs(z[q])
+                    sc = atol + rtol if LOGSCALE[q] else atol + rtol * abs(z[q])
                     d0 += (z[q] / sc) ** 2
                     d1 += (k[0, q] / sc) ** 2
                 d0 = math.sqrt(d0 / ns)
@@ -467,7 +485,11 @@ def _simulate_one(
                 err = 0.0
                 finite = True
                 for q in range(ns):
-                    sc = atol + rtol * max(abs(z[q]), abs(znew[q]))
+                    # an error in log(y) is a relative error in y: scale it by rtol alone
+                    if LOGSCALE[q]:
+                        sc = atol + rtol
+                    else:
+                        sc = atol + rtol * max(abs(z[q]), abs(znew[q]))
                     eq = hs * (
                         E1 * k[0, q]
                         + E3 * k[2, q]
@@ -537,6 +559,7 @@ def _simulate_one(
                 if cand[0] > before:
                     best_m[:] = m
                     best_u[:] = u
+                    best_pseg[:] = np.nan
                     best_seg[0] = tseg
                     best_seg[1] = tb
                     best_seg[2] = max(
@@ -549,7 +572,15 @@ def _simulate_one(
                 k[0, :] = k[6, :]
             t = t1
             h = hnew
+        prev_m[:] = m
+        prev_u[:] = u
+        prev_seg[0] = tseg
         auc += _advance_modes(tb - tseg, m, u, lam, cm)
+    # events at the very end of the horizon: only the trough marker matters
+    while ei < ne and et[ei] <= t_end:
+        if ek[ei] == EV_MARK:
+            ctrough = _cp_at(0.0, m, u, lam, cm)
+        ei += 1
     if stat != OK:
         status[i] = stat
         nsteps[i] = steps
@@ -568,6 +599,13 @@ def _simulate_one(
         hi = min(best_seg[1], tmax + w)
         if hi > lo:
             tr, cr = _refine_cmax(lo, hi, best_m, best_u, lam, cm, best_seg[0])
+            if cr > cmax:
+                cmax = cr
+                tmax = tr
+        # a candidate at an event time: also search the end of the segment before it
+        t_ev = cand[1]
+        if math.isfinite(best_pseg[0]) and t_ev > best_pseg[1]:
+            tr, cr = _refine_cmax(best_pseg[1], t_ev, best_pm, best_pu, lam, cm, best_pseg[0])
             if cr > cmax:
                 cmax = cr
                 tmax = tr

@@ -104,7 +104,14 @@ def model_source(model: Model) -> str:
     ind = "    "
     ns = len(lay.state_names)
     dec = '@njit(cache=True, nogil=True, error_model="numpy")'
-    lines = [f"NS = {ns}", f"NO = {len(lay.output_names)}", "", ""]
+    flags = ", ".join(str(model.states[s].positive) for s in lay.state_names)
+    lines = [
+        f"NS = {ns}",
+        f"NO = {len(lay.output_names)}",
+        f"LOGSCALE = np.array([{flags}], dtype=np.bool_)",
+        "",
+        "",
+    ]
     lines += [dec, "def _to_internal(y, z):  # pragma: no cover - compiled"]
     for i, s in enumerate(lay.state_names):
         if model.states[s].positive:

@@ -136,8 +136,10 @@ def pk_modes(
     Notes
     -----
     When KA coincides with a disposition eigenvalue (relative gap < ``EIGEN_GAP``)
-    the matrix is defective; KA is then nudged by that relative amount, which changes
-    concentrations by less than ``EIGEN_GAP`` relative.
+    the matrix is defective; KA is then nudged by ``4 * EIGEN_GAP`` relative. The
+    concentrations change by about ``8 * EIGEN_GAP * k * t`` relative at time ``t``
+    (``k`` the eliminating eigenvalue): measured 3.6e-6 at ``k * t = 20``, against the
+    exact degenerate solution ``D * KA / V * t * exp(-k t)``.
     """
     n = pmat.shape[0]
     ncmt = model.pk_compartments

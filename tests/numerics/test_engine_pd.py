@@ -45,7 +45,7 @@ REF_OPTS: dict[str, Any] = {"method": "DOP853", "rtol": 1e-12}
 #: reference absolute tolerance: 1e-14 mg on the PK amounts; on the (strictly positive)
 #: PD states a negligible one, i.e. pure relative control: with atol 1e-14 on them the
 #: reference itself is off by 1.6 % for the extreme patient (ANC nadir ~1e-9 10^9/L,
-#: PROL far below 1e-14), where vtrial's log-scale states stay accurate
+#: PROL down to ~1e-89), where vtrial's log-scale states stay accurate
 REF_ATOL_PK, REF_ATOL_PD = 1e-14, 1e-300
 REF_TOL = 1e-5  # vs the DOP853 reference, relative (trajectory scaled by its max)
 SV_TOL = 1e-3  # solution verification: default vs 10x tighter tolerances
@@ -261,3 +261,24 @@ def test_ode_patients_independent_of_batch_and_threads(pd_models: dict[str, Mode
     assert np.array_equal(one.store[:, :, 0], anc)
     for name in ("status", "nsteps", "omin", "omax", "tmin", "tmax", "store", "pk"):
         assert np.array_equal(getattr(one, name), getattr(two, name), equal_nan=True), name
+
+
+def test_log_scale_accuracy_independent_of_state_unit(
+    pd_models: dict[str, Model], record_error: Record
+) -> None:
+    """The same tumour in mm (TS0 80) and in nm (TS0 8e7): TS/TS0 obeys the same ODE, so
+    the default tolerances must give the same relative accuracy in both units."""
+    p = {**PK_TYPICAL, **PD_TYPICAL["tgi_claret"]}
+    ref = reference("tgi_claret", p, TIMES)["TUMOUR"] / p["TS0"]
+    rel_ts = {}
+    for unit, factor in (("mm", 1.0), ("nm", 1e6)):
+        q = {**p, "TS0": p["TS0"] * factor}
+        out = simulate(
+            pd_models["tgi_claret"], pd.DataFrame({k: [v] for k, v in q.items()}), REGIMEN, TIMES
+        )
+        assert (out["solver_status"] == "ok").all()
+        rel_ts[unit] = out["TUMOUR"].to_numpy() / q["TS0"]
+        err = scaled_err(rel_ts[unit], ref)
+        record_error(f"TUMOUR at default tolerances vs DOP853, TS in {unit}", err, SV_TOL)
+    assert scaled_err(rel_ts["nm"], ref) < SV_TOL
+    assert scaled_err(rel_ts["nm"], rel_ts["mm"]) < 1e-4
