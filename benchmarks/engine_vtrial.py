@@ -14,7 +14,6 @@ import time
 from collections.abc import Mapping
 
 import numpy as np
-
 import workload as W
 
 #: the workload's model: library pk_2cmt + friberg, typical values of the issue

@@ -18,13 +18,13 @@ such an engine as unavailable.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
-
 import workload as W
 
 _V1 = W.PVEC.index("V1")
@@ -34,7 +34,7 @@ _F = W.PVEC.index("F")
 def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
     """``parts`` contiguous index ranges covering ``range(n)`` (none empty)."""
     edges = np.linspace(0, n, min(parts, max(n, 1)) + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+    return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
@@ -85,7 +85,7 @@ class LsodaEngine:
 
     name = "lsoda"
 
-    def __init__(self, rtol: float = 1e-8, atol: float = 1e-10, workers: int = 2):
+    def __init__(self, rtol: float = 3e-6, atol: float = 3e-8, workers: int = 2):
         import scipy  # noqa: F401 - availability check
 
         self.rtol, self.atol, self.workers = rtol, atol, workers
@@ -119,27 +119,37 @@ class Rk45StackedEngine:
 
     name = "rk45"
 
-    def __init__(self, rtol: float = 1e-9, atol: float = 1e-12):
+    def __init__(self, rtol: float = 1e-5, atol: float = 1e-7):
         import scipy  # noqa: F401 - availability check
 
         self.rtol, self.atol = rtol, atol
         self.setting = f"rtol={rtol:g} atol={atol:g}, 1 process, stacked"
 
     def run(self, params: Mapping[str, np.ndarray]) -> W.Outputs:
-        from scipy.integrate import solve_ivp
-
         pm = W.param_matrix(params)
         n = pm.shape[0]
         y = np.zeros((W.NSTATE, n))
         y[3:8] = np.log(pm[:, W.PVEC.index("CIRC0")])
         states = np.empty((W.NSTATE, n, W.GRID.size))
         states[:, :, 0] = y
-        ok = True
         dose = W.DOSE * pm[:, _F]
 
         def fun(t: float, yflat: np.ndarray) -> np.ndarray:
             return W.rhs_batch(yflat.reshape(W.NSTATE, n), pm).ravel()
 
+        # trial stages of a too-long step can overflow exp for some patient; the step
+        # is then rejected (non-finite error estimate) and retried shorter
+        with np.errstate(over="ignore", invalid="ignore"):
+            ok = self._segments(fun, y, dose, states)
+        return W.outputs_from_states(
+            states.transpose(1, 0, 2), pm[:, _V1], np.full(n, ok, dtype=bool)
+        )
+
+    def _segments(self, fun: Any, y: np.ndarray, dose: np.ndarray, states: np.ndarray) -> bool:
+        """Integrate dose to dose, filling ``states`` (NSTATE, n, G); False on failure."""
+        from scipy.integrate import solve_ivp
+
+        n = y.shape[1]
         for t0, t1 in W.SEGMENTS:
             y = y.copy()
             y[0] += dose
@@ -154,14 +164,11 @@ class Rk45StackedEngine:
                 atol=self.atol,
             )
             if sol.status != 0 or sol.y.shape[1] != i1 - i0:
-                ok = False
                 states[:, :, i0:] = np.nan
-                break
+                return False
             states[:, :, i0:i1] = sol.y.reshape(W.NSTATE, n, i1 - i0)
             y = sol.y[:, -1].reshape(W.NSTATE, n)
-        return W.outputs_from_states(
-            states.transpose(1, 0, 2), pm[:, _V1], np.full(n, ok, dtype=bool)
-        )
+        return True
 
     def close(self) -> None:
         pass
@@ -311,7 +318,7 @@ class RoadrunnerEngine:
     name = "roadrunner"
 
     def __init__(
-        self, rtol: float = 1e-8, atol: float = 1e-10, stiff: bool = False, workers: int = 2
+        self, rtol: float = 3e-6, atol: float = 3e-8, stiff: bool = False, workers: int = 2
     ):
         import roadrunner  # noqa: F401 - availability check
 
@@ -416,7 +423,7 @@ class NumbalsodaEngine:
 
     name = "numbalsoda"
 
-    def __init__(self, rtol: float = 1e-8, atol: float = 1e-10, threads: int = 2):
+    def __init__(self, rtol: float = 3e-6, atol: float = 3e-8, threads: int = 2):
         import numba
         import numbalsoda  # noqa: F401 - availability check
 

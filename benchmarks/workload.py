@@ -325,7 +325,7 @@ def errors(out: Outputs, ref: Reference) -> dict[str, float]:
     good = ~o.failed()
     res: dict[str, float] = {}
     if not good.any():
-        return {key: math.nan for key in (*ERROR_KEYS, "worst")}
+        return dict.fromkeys((*ERROR_KEYS, "worst"), math.nan)
     cref = ref.cmax if o.cmax_kind == "exact" else ref.cmax_grid
 
     def rel(x: np.ndarray, r: np.ndarray) -> float:

@@ -165,7 +165,7 @@ def test_minimal_study_gets_every_default(tmp_path: Path) -> None:
         "exposure": {"output": "CP"},
         "adverse_events": {},
         "endpoints": {},
-        "outputs": {"timecourse": {"every": 1.0, "outputs": ["CP"]}, "bands": [5, 50, 95]},
+        "outputs": {"timecourse": {"every": 1.0, "outputs": ["CP"], "patients": "all"}},
         "execution": {"shards": 1, "workers": 2, "chunk_size": 2000, "scheduler_address": None},
     }
     assert study.base_dir == tmp_path.resolve()
@@ -284,8 +284,7 @@ endpoints:
   high_peak: {type: responder, endpoint: cp_peak, above: 10}
   no_fall: {type: responder, endpoint: anc_change, above_or_equal: 0}
 outputs:
-  timecourse: {every: 12, outputs: [ANC]}
-  bands: [10, 50, 90]
+  timecourse: {every: 12, outputs: [ANC], patients: 20}
 execution: {shards: 3, workers: 1, chunk_size: 7, scheduler_address: "tcp://127.0.0.1:8786"}
 """
 
@@ -514,7 +513,9 @@ DEFAULT_CASES = [
         id="max-steps",
     ),
     pytest.param(
-        {"outputs.bands": [0, 50]}, ["outputs.bands[0]", "must be > 0", "got 0"], id="band-range"
+        {"outputs.timecourse.patients": -1},
+        ["outputs.timecourse.patients", "must be 'all', or the number of patients", "got -1"],
+        id="timecourse-patients",
     ),
     pytest.param(
         {"adverse_events.neutropenia.grading": "ctcae_v4_anc"},

@@ -300,7 +300,7 @@ def default_data(data: Mapping[str, Any], model: Model | None) -> dict[str, Any]
     tc = o.setdefault("timecourse", {})
     tc.setdefault("every", max(float(sim["grid"]), float(sim["end"]) / 200.0))
     tc.setdefault("outputs", outs)
-    o.setdefault("bands", [5, 50, 95])
+    tc.setdefault("patients", "all")
     ex = d.setdefault("execution", {})
     ex.setdefault("shards", 1)
     ex.setdefault("workers", 2)

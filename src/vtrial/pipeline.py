@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vtrial import stats
+from vtrial import sketch, stats
 from vtrial.config import Study, canonical_json
 from vtrial.io import file_sha256, provenance, read_parts, table_hash, write_parquet, write_text
 from vtrial.parallel import dask_client
 from vtrial.population import sample_population
-from vtrial.trial import simulate_patients
+from vtrial.trial import bands_table, simulate_patients
 
 log = logging.getLogger("vtrial")
 
@@ -70,7 +70,9 @@ def run_sample_population(study: Study, out: str | Path) -> int:
     return len(pop)
 
 
-def _simulate_chunk(study: Study, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _simulate_chunk(
+    study: Study, rows: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, sketch.Sketch]:
     """Dask task: simulate one chunk of population rows with one numba thread."""
     return simulate_patients(study, rows, threads=1)
 
@@ -81,6 +83,7 @@ def run_simulate(
     shard: int,
     out_patients: str | Path,
     out_timecourse: str | Path,
+    out_bands: str | Path,
     *,
     threads: int = 1,
 ) -> int:
@@ -109,7 +112,7 @@ def run_simulate(
     t_c = time.perf_counter()
     simulate_patients(study, rows.iloc[:1], threads=1)
     log.info("kernel ready in %.2f s (compile or cache load)", time.perf_counter() - t_c)
-    parts: list[tuple[pd.DataFrame, pd.DataFrame]] = []
+    parts: list[tuple[pd.DataFrame, pd.DataFrame, sketch.Sketch]] = []
     if bounds:
         with dask_client(study.execution, threads=threads) as client:
             futures = [
@@ -118,10 +121,12 @@ def run_simulate(
             for k, fut in enumerate(futures):
                 parts.append(fut.result())
                 log.info("chunk %d/%d done (%d patients)", k + 1, len(futures), len(parts[-1][0]))
-    patients = pd.concat([p for p, _ in parts], ignore_index=True)
-    timecourse = pd.concat([t for _, t in parts], ignore_index=True)
+    patients = pd.concat([p for p, _, _ in parts], ignore_index=True)
+    timecourse = pd.concat([t for _, t, _ in parts], ignore_index=True)
+    bands = sketch.merge([b for _, _, b in parts])
     meta = _meta(study, stage="simulate", shard=shard, shards=n_shards, rows=[start, stop])
     write_parquet(timecourse, out_timecourse, meta=meta)
+    write_parquet(sketch.to_frame(bands), out_bands, meta=meta)
     write_parquet(patients, out_patients, meta=meta)
     failed = int((patients["solver_status"] != "ok").sum())
     dt = time.perf_counter() - t0
@@ -137,18 +142,13 @@ def run_simulate(
 
 
 def summaries(
-    study: Study, patients: pd.DataFrame, timecourse: pd.DataFrame
+    study: Study, patients: pd.DataFrame, bands: sketch.Sketch
 ) -> dict[str, pd.DataFrame]:
-    """Compute the summary tables from the full patients and time-course tables."""
+    """Compute the summary tables from the full patients table and the merged band sketch."""
     arms = study.arm_names
     events = list(study.data["adverse_events"])
     patients = patients.sort_values(["replicate", "patient_id"], kind="stable")
     eps = study.endpoint_kinds()
-    # bands only from patients whose solve succeeded (failures are counted elsewhere)
-    failed = patients.loc[patients["solver_status"] != "ok", ["replicate", "patient_id"]]
-    if len(failed):
-        key = pd.MultiIndex.from_frame(timecourse[["replicate", "patient_id"]])
-        timecourse = timecourse[~key.isin(pd.MultiIndex.from_frame(failed))]
     out = {
         "exposure": stats.exposure_summary(
             patients, metrics=["cmax", "tmax", "auc", "ctrough"], arms=arms
@@ -162,12 +162,7 @@ def summaries(
             arms=arms,
             horizon=float(study.data["simulation"]["end"]),
         ),
-        "bands": stats.percentile_bands(
-            timecourse.sort_values(["replicate", "patient_id", "time"], kind="stable"),
-            outputs=list(study.data["outputs"]["timecourse"]["outputs"]),
-            arms=arms,
-            percentiles=tuple(study.data["outputs"]["bands"]),
-        ),
+        "bands": bands_table(study, bands),
     }
     return out
 
@@ -184,13 +179,16 @@ def _grades_as_int(patients: pd.DataFrame, events: Sequence[str]) -> pd.DataFram
 def run_aggregate(
     study: Study,
     patient_parts: Sequence[str | Path],
-    timecourse_parts: Sequence[str | Path],
+    band_parts: Sequence[str | Path],
     outputs: Mapping[str, str | Path],
 ) -> dict[str, int]:
-    """Stage 3: summary tables (Parquet, with a CSV copy beside each)."""
+    """Stage 3: summary tables (Parquet, with a CSV copy beside each).
+
+    Band sketches are merged in shard order (exact counts; sums in a fixed order).
+    """
     patients = read_parts(patient_parts)
-    timecourse = read_parts(timecourse_parts)
-    tables = summaries(study, patients, timecourse)
+    bands = sketch.merge([sketch.from_frame(pd.read_parquet(p)) for p in band_parts])
+    tables = summaries(study, patients, bands)
     meta = _meta(study, stage="aggregate")
     rows = {}
     for name, df in tables.items():

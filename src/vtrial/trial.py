@@ -18,6 +18,7 @@ from vtrial.config import Study
 from vtrial.dosing import event_table
 from vtrial.engine import PK_METRICS, STATUS, KernelResult, Monitor, Tolerances, run_kernel
 from vtrial.models import PK_CONCENTRATION
+from vtrial.sketch import Sketch, quantiles, sketch_block
 
 #: columns of the patients table before endpoints and adverse events
 ID_COLUMNS = ("replicate", "patient_id", "arm", "solver_status", "n_steps")
@@ -72,9 +73,43 @@ def run_population(study: Study, pop: pd.DataFrame, *, threads: int | None = Non
     )
 
 
+def band_groups(study: Study, arm_index: np.ndarray) -> tuple[np.ndarray, int]:
+    """Sketch group id of every stored value, shape (n, S, O): (arm, time, output)."""
+    s = study.store_times().size
+    o = len(study.data["outputs"]["timecourse"]["outputs"])
+    a = len(study.arm_names)
+    g = (arm_index.astype(np.int64)[:, None, None] * s + np.arange(s)[None, :, None]) * o
+    return g + np.arange(o)[None, None, :], a * s * o
+
+
+def bands_table(study: Study, sk: Sketch) -> pd.DataFrame:
+    """5/50/95 % bands by (arm, output, time) from a merged sketch."""
+    times = study.store_times()
+    outs = list(study.data["outputs"]["timecourse"]["outputs"])
+    arms = study.arm_names
+    q = quantiles(sk, (0.05, 0.5, 0.95))
+    a_idx, t_idx, o_idx = np.unravel_index(
+        np.arange(len(arms) * times.size * len(outs)), (len(arms), times.size, len(outs))
+    )
+    df = pd.DataFrame(
+        {
+            "arm": np.asarray(arms, dtype=object)[a_idx],
+            "output": np.asarray(outs, dtype=object)[o_idx],
+            "time": times[t_idx],
+            "n": sk.group_n,
+            "p5": q[:, 0],
+            "p50": q[:, 1],
+            "p95": q[:, 2],
+        }
+    )
+    df = df[df["n"] > 0]
+    order = np.lexsort((df["time"].to_numpy(), o_idx[df.index], a_idx[df.index]))
+    return df.iloc[order].reset_index(drop=True)
+
+
 def simulate_patients(
     study: Study, pop: pd.DataFrame, *, threads: int | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, Sketch]:
     """Simulate population rows; return the patients and time-course tables.
 
     Parameters
@@ -96,7 +131,10 @@ def simulate_patients(
         if none), then one column per endpoint (float; responders 0/1).
     timecourse : DataFrame
         Long format: ``replicate, patient_id, arm, time`` and the stored outputs
-        (float32).
+        (float32), for the patients selected by ``outputs.timecourse.patients``.
+    bands : Sketch
+        Mergeable quantile sketch of every stored output by (arm, time), over all
+        patients whose solve succeeded (see :mod:`vtrial.sketch`).
     """
     res = run_population(study, pop, threads=threads)
     model = study.model
@@ -182,15 +220,21 @@ def simulate_patients(
             values[name] = val
             cols[name] = val
     patients = pd.DataFrame(cols)
-    # ---- time courses (long)
+    # ---- percentile-band sketch over every successful patient
+    groups, n_groups = band_groups(study, pop["arm_index"].to_numpy())
+    sk = sketch_block(res.store[ok], groups[ok], n_groups)
+    # ---- time courses (long) of the selected patients
+    keep = study.data["outputs"]["timecourse"]["patients"]
+    sel = np.ones(n, dtype=bool) if keep == "all" else cols["patient_id"] <= int(keep)
     times = study.store_times()
     s = times.size
+    m = int(sel.sum())
     tc_cols: dict[str, Any] = {
-        "replicate": np.repeat(cols["replicate"], s),
-        "patient_id": np.repeat(cols["patient_id"], s),
-        "arm": np.repeat(cols["arm"], s),
-        "time": np.tile(times.astype(np.float32), n),
+        "replicate": np.repeat(cols["replicate"][sel], s),
+        "patient_id": np.repeat(cols["patient_id"][sel], s),
+        "arm": np.repeat(cols["arm"][sel], s),
+        "time": np.tile(times.astype(np.float32), m),
     }
     for j, o in enumerate(study.data["outputs"]["timecourse"]["outputs"]):
-        tc_cols[o] = res.store[:, :, j].ravel()
-    return patients, pd.DataFrame(tc_cols)
+        tc_cols[o] = res.store[sel, :, j].ravel()
+    return patients, pd.DataFrame(tc_cols), sk

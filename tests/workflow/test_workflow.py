@@ -14,6 +14,7 @@ import yaml
 
 from tests.conftest import ROOT, small_study_data
 from vtrial.io import read_provenance, table_hash
+from vtrial.sketch import ALPHA
 
 pytestmark = pytest.mark.workflow
 
@@ -88,6 +89,22 @@ def test_output_contract(runs: dict[str, Path]) -> None:
         df = pd.read_parquet(res / "summary" / f"{name}.parquet")
         assert len(df) > 0
         assert (res / "summary" / f"{name}.csv").exists()
+    # bands come from mergeable sketches: within 0.5 % of the exact order statistics
+    bands = pd.read_parquet(res / "summary" / "bands.parquet")
+    long = tc.melt(id_vars=["replicate", "patient_id", "arm", "time"], var_name="output")
+    grouped = long.groupby(["arm", "output", "time"])["value"]
+    for q, col in ((0.05, "p5"), (0.5, "p50"), (0.95, "p95")):
+        exact = grouped.quantile(q, interpolation="lower").rename("exact").reset_index()
+        both = bands.merge(exact, on=["arm", "output", "time"], validate="one_to_one")
+        assert len(both) == len(bands)
+        tol = ALPHA * both["exact"].abs() * (1 + 1e-6) + 1e-30
+        assert ((both[col] - both["exact"]).abs() <= tol).all(), col
+    assert (
+        bands["n"]
+        == grouped.size()
+        .reindex(pd.MultiIndex.from_frame(bands[["arm", "output", "time"]]))
+        .to_numpy()
+    ).all()
     eff = pd.read_parquet(res / "summary" / "efficacy.parquet")
     treated = eff[(eff["arm"] != "placebo") & (eff["replicate"] == 0)]
     assert treated["p_value"].notna().all()
@@ -133,6 +150,7 @@ def test_bad_study_refused_before_compute(tmp_path: Path) -> None:
     data["arms"][1]["regimen"]["dose"] = -5
     data["population"]["size"] = "many"
     data["arms"][2]["regimen"]["dosee"] = 3
+    del data["arms"][1]["regimen"]["route"]
     del data["model"]["parameters"]["CL"]["value"]
     data["model"]["parameters"]["CLX"] = {"value": 1.0}
     study = tmp_path / "bad.yaml"
@@ -143,6 +161,7 @@ def test_bad_study_refused_before_compute(tmp_path: Path) -> None:
     assert f"{study}: arms[1].regimen.dose: must be > 0, got -5" in err
     assert f'{study}: population.size: must be of type integer, got "many"' in err
     assert "arms[2].regimen: unknown key(s) ['dosee']" in err
+    assert f"{study}: arms[1].regimen: 'route' is required" in err
     assert not (tmp_path / "results").exists()
 
 
@@ -153,5 +172,5 @@ def test_model_problem_refused(tmp_path: Path) -> None:
     study.write_text(yaml.safe_dump(data, sort_keys=False))
     res = snakemake(tmp_path, study)
     assert res.returncode != 0
-    assert "['CLX'] are not parameters of the model" in res.stderr
+    assert f"{study}: model.parameters.CLX: not a parameter of the model" in res.stderr
     assert not (tmp_path / "results").exists()

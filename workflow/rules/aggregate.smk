@@ -1,7 +1,7 @@
 rule aggregate:
     input:
         patients=PATIENT_PARTS,
-        timecourse=TIMECOURSE_PARTS,
+        bands=BAND_PARTS,
     output:
         exposure=report(
             SUMMARY["exposure"], caption="../report/exposure.rst", category="Summary tables"

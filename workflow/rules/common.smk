@@ -45,6 +45,7 @@ VERSION = vtrial.__version__
 POPULATION = f"{RESULTS}/population.parquet"
 PATIENT_PARTS = expand(f"{RESULTS}/patients/{{shard}}.parquet", shard=SHARDS)
 TIMECOURSE_PARTS = expand(f"{RESULTS}/timecourse/{{shard}}.parquet", shard=SHARDS)
+BAND_PARTS = expand(f"{RESULTS}/bands/{{shard}}.parquet", shard=SHARDS)
 SUMMARY = {
     name: f"{RESULTS}/summary/{name}.parquet"
     for name in ("exposure", "efficacy", "safety", "bands")

@@ -26,6 +26,7 @@ rule manifest:
         POPULATION,
         PATIENT_PARTS,
         TIMECOURSE_PARTS,
+        BAND_PARTS,
         list(SUMMARY.values()),
         PLOTS,
     output:

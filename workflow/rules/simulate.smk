@@ -4,6 +4,7 @@ rule simulate:
     output:
         patients=f"{RESULTS}/patients/{{shard}}.parquet",
         timecourse=f"{RESULTS}/timecourse/{{shard}}.parquet",
+        bands=f"{RESULTS}/bands/{{shard}}.parquet",
     params:
         **STUDY_PARAMS,
     threads: WORKERS

@@ -10,6 +10,6 @@ if __name__ == "__main__":
     run_aggregate(
         load_study(sm.params.study, overrides=sm.params.overrides),
         list(sm.input.patients),
-        list(sm.input.timecourse),
+        list(sm.input.bands),
         {name: sm.output[name] for name in SUMMARY_TABLES},
     )

@@ -13,5 +13,6 @@ if __name__ == "__main__":
         int(sm.wildcards.shard.removeprefix("part-")),
         sm.output.patients,
         sm.output.timecourse,
+        sm.output.bands,
         threads=sm.threads,
     )
