@@ -103,7 +103,7 @@ def merge(sketches: Sequence[Sketch]) -> Sketch:
     counts = np.concatenate([s.counts for s in sketches])
     uk, inv = np.unique(keys, return_inverse=True)
     merged = np.bincount(inv, weights=counts, minlength=uk.size).astype(np.int64)
-    gn = np.sum([s.group_n for s in sketches], axis=0, dtype=np.int64)
+    gn = np.asarray(np.sum([s.group_n for s in sketches], axis=0, dtype=np.int64))
     return Sketch(uk, merged, gn, alpha)
 
 
