@@ -146,6 +146,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         "patients/s",
         "vtrial/x",
         "CPU ms/pt",
+        "cores",
         "cmax err",
         "auc err",
         "nadir err",
@@ -172,6 +173,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                 fmt(r["patients_per_s"], ",.0f"),
                 fmt(r.get("ratio_vs_vtrial"), ".2f"),
                 fmt(r.get("cpu_ms_per_patient"), ".3f"),
+                fmt(r.get("cores_used"), ".2f"),
                 cmax,
                 fmt(e.get("auc")),
                 fmt(e.get("nadir")),
@@ -386,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         "patients/s: median of the repeats (compile and process start excluded)",
         "vtrial/x: vtrial (default) patients/s divided by the engine's patients/s",
         "CPU ms/pt: CPU time of all threads and processes per patient (median repeat)",
+        "cores: CPU time / wall time (about 2 for a 2-core engine on an idle machine; "
+        "lower when other work competes for the cores)",
         f"errors: worst relative error over the first {nref} patients vs the DOP853 "
         "reference (traj: scaled by each patient's maximum)",
         "g: Cmax taken on the hourly grid, compared with the reference's grid maximum "
@@ -407,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         print("vtrial (loose): no setting of the ladder met the worst-error target")
     if result["scaling"]:
         print("\nscaling (vtrial default tolerances, one process, 2 threads)")
-        cols = ("patients", "chunk", "seconds", "patients/s", "peak MB")
+        cols = ("patients", "chunk", "seconds", "patients/s", "CPU ms/pt", "cores", "peak MB")
         print("  ".join(f"{c:>10}" for c in cols) + "  fails")
         for s in result["scaling"]:
             if "median_s" not in s:
@@ -416,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{s['patients']:>10,}  {min(s['chunk'], s['patients']):>10,}  "
                 f"{s['median_s']:>10.2f}  {s['patients_per_s']:>10,.0f}  "
+                f"{s['cpu_ms_per_patient']:>10.3f}  {s['cores_used']:>10.2f}  "
                 f"{s['peak_mb']:>10,.0f}  {s['failures']}"
             )
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import resource
 import threading
 import time
@@ -160,6 +161,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         times_s=times,
         cpu_s=cpu,
         cpu_ms_per_patient=1e3 * float(np.median(cpu)) / n,
+        cores_used=float(np.median(np.array(cpu) / np.array(times))),
+        load_average=list(os.getloadavg()),
         median_s=med,
         patients_per_s=n / med,
         failures=failures,

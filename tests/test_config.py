@@ -121,7 +121,11 @@ def test_default_study_loads_with_defaults_filled() -> None:
         "scheduler_address": None,
     }
     assert d["simulation"]["end"] == 2016
-    assert d["outputs"]["timecourse"] == {"every": 6, "outputs": ["CP", "ANC", "TUMOUR"]}
+    assert d["outputs"]["timecourse"] == {
+        "every": 6,
+        "outputs": ["CP", "ANC", "TUMOUR"],
+        "patients": "all",
+    }
     # filled in
     assert d["simulation"]["max_steps"] == 200_000
     assert d["model"]["iiv"]["distribution"] == {}
@@ -514,7 +518,7 @@ DEFAULT_CASES = [
     ),
     pytest.param(
         {"outputs.timecourse.patients": -1},
-        ["outputs.timecourse.patients", "must be 'all', or the number of patients", "got -1"],
+        ["outputs.timecourse.patients", "must be >= 0", "got -1"],
         id="timecourse-patients",
     ),
     pytest.param(

@@ -57,6 +57,12 @@ OK = 0
 MAX_STEPS = 1
 STEP_UNDERFLOW = 2
 NONFINITE = 3
+INVALID_INITIAL = 4  # set on the host
+STIFF = 5  # Dormand-Prince detected stiffness: the patient is re-solved with Rosenbrock
+
+# integration methods
+DOPRI5 = 0
+ROSENBROCK23 = 1
 
 # event kinds
 EV_ORAL = 0  # bolus into the depot (lag and bioavailability apply)
@@ -119,6 +125,10 @@ P = np.array(
     ]
 )
 GOLDEN = 0.3819660112501051
+# Rosenbrock 2(3) of Shampine & Reichelt (SIAM J Sci Comput 1997, "The MATLAB ODE
+# suite", the method of ode23s): L-stable, W = I - h d J, 2nd-order dense output.
+D_ROS = 1.0 / (2.0 + math.sqrt(2.0))
+E32_ROS = 6.0 + math.sqrt(2.0)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -169,6 +179,112 @@ def _rk_step(t, h, z, k, p, m, u, lam, cm, tseg, ztmp, znew):  # pragma: no cove
             B1 * k[0, i] + B3 * k[2, i] + B4 * k[3, i] + B5 * k[4, i] + B6 * k[5, i]
         )
     _rhs(t + h, znew, p, _cp_at(t + h - tseg, m, u, lam, cm), k[6])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _lu_solve_inplace(a, b):  # pragma: no cover - compiled
+    """Solve a x = b for one small system by Gaussian elimination with partial pivoting.
+
+    ``a`` and ``b`` are overwritten (``b`` becomes x). Returns False if ``a`` is
+    singular. Written out because numpy's solvers raise inside compiled loops, where a
+    singular matrix must instead become a per-patient solver failure.
+    """
+    n = b.shape[0]
+    for c in range(n):
+        piv = c
+        best = abs(a[c, c])
+        for r in range(c + 1, n):
+            if abs(a[r, c]) > best:
+                best = abs(a[r, c])
+                piv = r
+        if not best > 0.0:
+            return False
+        if piv != c:
+            for j in range(n):
+                a[c, j], a[piv, j] = a[piv, j], a[c, j]
+            b[c], b[piv] = b[piv], b[c]
+        for r in range(c + 1, n):
+            f = a[r, c] / a[c, c]
+            if f != 0.0:
+                for j in range(c, n):
+                    a[r, j] -= f * a[c, j]
+                b[r] -= f * b[c]
+    for c in range(n - 1, -1, -1):
+        s = b[c]
+        for j in range(c + 1, n):
+            s -= a[c, j] * b[j]
+        b[c] = s / a[c, c]
+    return True
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _ros_step(
+    t, h, z, k, p, m, u, lam, cm, tseg, ztmp, znew, jac, w, rhs, errv
+):  # pragma: no cover
+    """One Rosenbrock 2(3) step (ode23s) with a finite-difference Jacobian.
+
+    Fills k[0] = f(t, z), k[1] = k1, k[2] = k2 (used by the dense output), znew and
+    the local error estimate errv. Returns False if W is singular.
+    """
+    ns = z.shape[0]
+    cp_t = _cp_at(t - tseg, m, u, lam, cm)
+    _rhs(t, z, p, cp_t, k[0])
+    dt = 1.5e-8 * max(abs(t), 1.0)
+    _rhs(t + dt, z, p, _cp_at(t + dt - tseg, m, u, lam, cm), k[6])
+    for q in range(ns):
+        k[6, q] = (k[6, q] - k[0, q]) / dt  # df/dt
+    for j in range(ns):
+        for q in range(ns):
+            ztmp[q] = z[q]
+        dz = 1.5e-8 * max(abs(z[j]), 1.0)
+        ztmp[j] += dz
+        _rhs(t, ztmp, p, cp_t, k[4])
+        for q in range(ns):
+            jac[q, j] = (k[4, q] - k[0, q]) / dz
+    hd = h * D_ROS
+    # k1 = W^-1 (F0 + h d T)
+    for q in range(ns):
+        for j in range(ns):
+            w[q, j] = (1.0 if q == j else 0.0) - hd * jac[q, j]
+        rhs[q] = k[0, q] + hd * k[6, q]
+    if not _lu_solve_inplace(w, rhs):
+        return False
+    for q in range(ns):
+        k[1, q] = rhs[q]
+        ztmp[q] = z[q] + 0.5 * h * k[1, q]
+    _rhs(t + 0.5 * h, ztmp, p, _cp_at(t + 0.5 * h - tseg, m, u, lam, cm), k[3])
+    # k2 = W^-1 (F1 - k1) + k1
+    for q in range(ns):
+        for j in range(ns):
+            w[q, j] = (1.0 if q == j else 0.0) - hd * jac[q, j]
+        rhs[q] = k[3, q] - k[1, q]
+    if not _lu_solve_inplace(w, rhs):
+        return False
+    for q in range(ns):
+        k[2, q] = rhs[q] + k[1, q]
+        znew[q] = z[q] + h * k[2, q]
+    _rhs(t + h, znew, p, _cp_at(t + h - tseg, m, u, lam, cm), k[4])
+    # k3 = W^-1 (F2 - e32 (k2 - F1) - 2 (k1 - F0) + h d T)
+    for q in range(ns):
+        for j in range(ns):
+            w[q, j] = (1.0 if q == j else 0.0) - hd * jac[q, j]
+        rhs[q] = k[4, q] - E32_ROS * (k[2, q] - k[3, q]) - 2.0 * (k[1, q] - k[0, q]) + hd * k[6, q]
+    if not _lu_solve_inplace(w, rhs):
+        return False
+    for q in range(ns):
+        k[5, q] = rhs[q]
+        errv[q] = h / 6.0 * (k[1, q] - 2.0 * k[2, q] + k[5, q])
+    return True
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _dense_ros(theta, h, z, k, zout):  # pragma: no cover - compiled
+    """2nd-order continuous extension of the Rosenbrock 2(3) step at t + theta*h."""
+    c = 1.0 / (1.0 - 2.0 * D_ROS)
+    a1 = theta * (1.0 - theta) * c
+    a2 = theta * (theta - 2.0 * D_ROS) * c
+    for q in range(z.shape[0]):
+        zout[q] = z[q] + h * (a1 * k[1, q] + a2 * k[2, q])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -308,6 +424,7 @@ def _simulate_one(
     atol,
     max_steps,
     h_max,
+    method,
     status,
     nsteps,
     omin,
@@ -359,6 +476,21 @@ def _simulate_one(
     ztmp = np.empty(ns)
     znew = np.empty(ns)
     zg = np.empty(ns)
+    errv = np.empty(ns)
+    jac = np.empty((ns, ns))
+    wmat = np.empty((ns, ns))
+    rvec = np.empty(ns)
+    nstiff = 0
+    nonstiff = 0
+    # a retry starts from clean per-patient outputs
+    for j in range(cross.shape[1]):
+        cross[i, j] = np.nan
+    for s_ in range(probes.shape[1]):
+        for j in range(probes.shape[2]):
+            probes[i, s_, j] = np.nan
+    for s_ in range(store.shape[1]):
+        for j in range(store.shape[2]):
+            store[i, s_, j] = np.nan
     o = np.empty(no)
     oprev = np.empty(no)
     cand = np.empty(2)
@@ -481,24 +613,30 @@ def _simulate_one(
                 hs = tb - t
                 last = True
             if ns > 0:
-                _rk_step(t, hs, z, k, p, m, u, lam, cm, tseg, ztmp, znew)
-                err = 0.0
                 finite = True
+                if method == DOPRI5:
+                    _rk_step(t, hs, z, k, p, m, u, lam, cm, tseg, ztmp, znew)
+                    for q in range(ns):
+                        errv[q] = hs * (
+                            E1 * k[0, q]
+                            + E3 * k[2, q]
+                            + E4 * k[3, q]
+                            + E5 * k[4, q]
+                            + E6 * k[5, q]
+                            + E7 * k[6, q]
+                        )
+                else:
+                    finite = _ros_step(
+                        t, hs, z, k, p, m, u, lam, cm, tseg, ztmp, znew, jac, wmat, rvec, errv
+                    )
+                err = 0.0
                 for q in range(ns):
                     # an error in log(y) is a relative error in y: scale it by rtol alone
                     if LOGSCALE[q]:
                         sc = atol + rtol
                     else:
                         sc = atol + rtol * max(abs(z[q]), abs(znew[q]))
-                    eq = hs * (
-                        E1 * k[0, q]
-                        + E3 * k[2, q]
-                        + E4 * k[3, q]
-                        + E5 * k[4, q]
-                        + E6 * k[5, q]
-                        + E7 * k[6, q]
-                    )
-                    err += (eq / sc) ** 2
+                    err += (errv[q] / sc) ** 2
                     if not math.isfinite(znew[q]):
                         finite = False
                 err = math.sqrt(err / ns)
@@ -511,13 +649,32 @@ def _simulate_one(
                 if steps > max_steps:
                     stat = MAX_STEPS
                     break
+                expo = -0.2 if method == DOPRI5 else -1.0 / 3.0
                 if err > 1.0:
-                    h = hs * max(0.2, 0.9 * err**-0.2)
+                    h = hs * max(0.2, 0.9 * err**expo)
                     if h < 1e-12 * max(1.0, abs(t)):
                         stat = STEP_UNDERFLOW
                     continue
-                fac = 10.0 if err == 0.0 else min(10.0, 0.9 * err**-0.2)
+                fac = 10.0 if err == 0.0 else min(10.0, 0.9 * err**expo)
                 hnew = hs * fac
+                if method == DOPRI5:
+                    # stiffness detection of Hairer's DOPRI5: h*|lambda| estimated from the
+                    # last two stages; 15 accepted steps near the stability boundary -> stiff
+                    stnum = 0.0
+                    stden = 0.0
+                    for q in range(ns):
+                        stnum += (k[6, q] - k[5, q]) ** 2
+                        stden += (znew[q] - ztmp[q]) ** 2
+                    if stden > 0.0 and hs * math.sqrt(stnum / stden) > 3.25:
+                        nonstiff = 0
+                        nstiff += 1
+                        if nstiff >= 15:
+                            stat = STIFF
+                            break
+                    else:
+                        nonstiff += 1
+                        if nonstiff >= 6:
+                            nstiff = 0
             else:
                 hnew = h
             t1 = tb if last else t + hs
@@ -527,8 +684,10 @@ def _simulate_one(
                 if ns > 0:
                     if tg == t1:
                         zg[:] = znew
-                    else:
+                    elif method == DOPRI5:
                         _dense((tg - t) / hs, hs, z, k, zg)
+                    else:
+                        _dense_ros((tg - t) / hs, hs, z, k, zg)
                 cpg = _cp_at(tg - tseg, m, u, lam, cm)
                 before = cand[0]
                 _record(
@@ -644,6 +803,7 @@ def simulate_batch(
     atol,
     max_steps,
     h_max,
+    method0,
     status,
     nsteps,
     omin,
@@ -654,6 +814,7 @@ def simulate_batch(
     cross,
     store,
     pk_metrics,
+    method_used,
 ):  # pragma: no cover - compiled
     """Simulate every patient of a batch; see :func:`vtrial.engine.run_kernel`."""
     n = P_.shape[0]
@@ -685,6 +846,7 @@ def simulate_batch(
             atol,
             max_steps,
             h_max,
+            method0,
             status,
             nsteps,
             omin,
@@ -696,3 +858,46 @@ def simulate_batch(
             store,
             pk_metrics,
         )
+        method_used[i] = method0
+        # a failed or stiff Dormand-Prince solve is retried with the L-stable method
+        if method0 == DOPRI5 and status[i] != OK:
+            _simulate_one(
+                i,
+                P_,
+                Y0,
+                arm,
+                dscale,
+                lam,
+                cm,
+                bm,
+                ev_time,
+                ev_amt,
+                ev_kind,
+                ev_unit,
+                ev_n,
+                tlag_idx,
+                f_idx,
+                t_grid,
+                store_pos,
+                store_out,
+                probe_pos,
+                mon_out,
+                mon_thr,
+                mon_dir,
+                rtol,
+                atol,
+                max_steps,
+                h_max,
+                ROSENBROCK23,
+                status,
+                nsteps,
+                omin,
+                omax,
+                targmin,
+                targmax,
+                probes,
+                cross,
+                store,
+                pk_metrics,
+            )
+            method_used[i] = 2

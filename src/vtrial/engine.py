@@ -28,7 +28,16 @@ from vtrial.expressions import evaluate
 from vtrial.models import Model
 
 #: kernel status code -> ``solver_status`` label
-STATUS = {0: "ok", 1: "max_steps", 2: "step_underflow", 3: "nonfinite", 4: "invalid_initial"}
+STATUS = {
+    0: "ok",
+    1: "max_steps",
+    2: "step_underflow",
+    3: "nonfinite",
+    4: "invalid_initial",
+    5: "stiff",
+}
+#: kernel method code -> ``solver`` label (2: Dormand-Prince failed, Rosenbrock retry)
+METHODS = {0: "dopri5", 1: "rosenbrock23", 2: "dopri5+rosenbrock23"}
 #: columns of the exact PK metrics
 PK_METRICS = ("cmax", "tmax", "auc", "ctrough")
 #: relative gap below which two PK eigenvalues are separated (KA nudged), see pk_modes
@@ -39,15 +48,27 @@ EIGEN_GAP = 1e-7
 class Tolerances:
     """Integration controls of the ODE states.
 
-    ``rtol``/``atol`` bound the local error per step (log-scale states: ``atol`` is a
-    relative error); ``max_steps`` bounds attempted steps per patient; ``h_max`` (h)
-    bounds the step so no dynamics between outputs is stepped over.
+    ``rtol``/``atol`` bound the local error per step (for log-scale states the error
+    is relative and scaled by ``atol + rtol``); ``max_steps`` bounds attempted steps
+    per patient; ``h_max`` (h) bounds the step so no dynamics between outputs is
+    stepped over. ``method``: ``auto`` uses the model's choice (``solver: stiff`` in a
+    model file selects Rosenbrock 2(3) from the start) and otherwise Dormand-Prince
+    5(4), which re-solves a patient with the L-stable Rosenbrock 2(3) method when it
+    detects stiffness or fails; ``dopri5`` starts with Dormand-Prince whatever the
+    model says (the Rosenbrock retry stays) and ``rosenbrock23`` uses Rosenbrock only.
     """
 
     rtol: float = 1e-6
     atol: float = 1e-9
     max_steps: int = 200_000
     h_max: float = 24.0
+    method: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.method not in ("auto", "dopri5", "rosenbrock23"):
+            raise ValueError(
+                f"method: must be 'auto', 'dopri5' or 'rosenbrock23', got {self.method!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,8 @@ class KernelResult:
         Stored time courses (float32 unless asked otherwise).
     pk : ndarray, (n, 4)
         Exact ``cmax``, ``tmax``, ``auc`` (over the simulated horizon), ``ctrough``.
+    method : ndarray of int8, (n,)
+        Integration method used (see ``METHODS``).
     """
 
     status: np.ndarray
@@ -89,6 +112,7 @@ class KernelResult:
     cross: np.ndarray
     store: np.ndarray
     pk: np.ndarray
+    method: np.ndarray
 
 
 def parameter_matrix(model: Model, lay: Layout, params: Mapping[str, Any], n: int) -> np.ndarray:
@@ -175,6 +199,12 @@ def pk_modes(
     cmode = np.ascontiguousarray(vec[:, 1, :] / v1[:, None])
     bmode = np.ascontiguousarray(vinv[:, :, :2])
     return lam, cmode, bmode
+
+
+def _method_code(model: Model, tol: Tolerances) -> int:
+    if tol.method == "rosenbrock23" or (tol.method == "auto" and model.solver == "stiff"):
+        return 1
+    return 0
 
 
 def run_kernel(
@@ -275,6 +305,7 @@ def run_kernel(
         cross=np.full((n, len(monitors)), np.nan),
         store=np.full((n, n_store, len(store_out)), np.nan, dtype=store_dtype),
         pk=np.full((n, 4), np.nan),
+        method=np.zeros(n, dtype=np.int8),
     )
     # states integrated on the log scale need positive initial values
     pos_cols = [i for i, s in enumerate(lay.state_names) if model.states[s].positive]
@@ -299,6 +330,7 @@ def run_kernel(
         cross=np.full((run.size, len(monitors)), np.nan),
         store=np.full((run.size, n_store, len(store_out)), np.nan, dtype=store_dtype),
         pk=np.empty((run.size, 4)),
+        method=np.zeros(run.size, dtype=np.int8),
     )
     prev = numba.get_num_threads()
     if threads is not None:
@@ -331,6 +363,7 @@ def run_kernel(
             tol.atol,
             tol.max_steps,
             tol.h_max,
+            _method_code(model, tol),
             sub.status,
             sub.nsteps,
             sub.omin,
@@ -341,11 +374,24 @@ def run_kernel(
             sub.cross,
             sub.store,
             sub.pk,
+            sub.method,
         )
     finally:
         if threads is not None:
             numba.set_num_threads(prev)
-    for name in ("status", "nsteps", "omin", "omax", "tmin", "tmax", "probes", "cross", "store"):
+    names = (
+        "status",
+        "nsteps",
+        "omin",
+        "omax",
+        "tmin",
+        "tmax",
+        "probes",
+        "cross",
+        "store",
+        "method",
+    )
+    for name in names:
         getattr(res, name)[run] = getattr(sub, name)
     res.pk[run] = sub.pk
     return res
@@ -378,8 +424,9 @@ def simulate(
     Returns
     -------
     DataFrame
-        Columns ``patient_id``, ``time`` and one column per model output,
-        ``len(parameters) * len(times)`` rows.
+        Columns ``patient_id``, ``time``, one column per model output,
+        ``solver_status`` and ``solver`` (method used), ``len(parameters) * len(times)``
+        rows.
 
     Examples
     --------
@@ -435,4 +482,5 @@ def simulate(
         data[o] = res.store[:, :, j].astype(np.float64).ravel()
     out = pd.DataFrame(data)
     out["solver_status"] = np.repeat([STATUS[int(s)] for s in res.status], times.size)
+    out["solver"] = np.repeat([METHODS[int(m)] for m in res.method], times.size)
     return out

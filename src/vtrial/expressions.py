@@ -417,7 +417,12 @@ class _Validator:
         self.shift = shift
         self.where = where
         self.categorical = (
-            None if categorical is None else {k: tuple(v) for k, v in categorical.items()}
+            None
+            if categorical is None
+            else {
+                k: (tuple(v) if isinstance(v, Sequence) else tuple(sorted(v)))
+                for k, v in categorical.items()
+            }
         )
         if known_names is None:
             self.known: frozenset[str] | None = None

@@ -92,6 +92,7 @@ class ModelSpec:
     description: str = ""
     reference: str = ""
     pk_compartments: int | None = None
+    solver: str = "auto"
     inputs: dict[str, str] = field(default_factory=dict)
     parameters: dict[str, Parameter] = field(default_factory=dict)
     derived: dict[str, Expression] = field(default_factory=dict)
@@ -128,6 +129,7 @@ class Model:
     equations: dict[str, Expression]
     odes: dict[str, Expression]
     outputs: dict[str, Output]
+    solver: str = "auto"
 
     @property
     def output_units(self) -> dict[str, str]:
@@ -327,6 +329,7 @@ def spec_from_dict(data: Any, *, source: str = "<dict>") -> ModelSpec:
         description=str(data.get("description", "")),
         reference=str(data.get("reference", "")),
         pk_compartments=ncmt,
+        solver=str(data.get("solver", "auto")),
         inputs=inputs,
         parameters=params,
         derived={k: v for k, v in derived.items() if v is not None},
@@ -506,6 +509,7 @@ def compose(
         equations={k: equations[k] for k in eq_order},
         odes={k: odes[k] for k in states},
         outputs=out_all,
+        solver="stiff" if any(s.solver == "stiff" for _, s, _ in specs) else "auto",
     )
 
 

@@ -16,7 +16,15 @@ import pandas as pd
 
 from vtrial.config import Study
 from vtrial.dosing import event_table
-from vtrial.engine import PK_METRICS, STATUS, KernelResult, Monitor, Tolerances, run_kernel
+from vtrial.engine import (
+    METHODS,
+    PK_METRICS,
+    STATUS,
+    KernelResult,
+    Monitor,
+    Tolerances,
+    run_kernel,
+)
 from vtrial.models import PK_CONCENTRATION
 from vtrial.sketch import Sketch, quantiles, sketch_block
 
@@ -147,6 +155,7 @@ def simulate_patients(
         "arm": pop["arm"].to_numpy(dtype=object),
         "solver_status": np.array([STATUS[int(s)] for s in res.status], dtype=object),
         "n_steps": res.nsteps.astype(np.int32),
+        "solver": np.array([METHODS[int(m)] for m in res.method], dtype=object),
     }
     # ---- exposure
     exp_out = study.data["exposure"].get("output")
