@@ -45,17 +45,28 @@ def _pool(workers: int) -> ProcessPoolExecutor:
 # ---------------------------------------------------------------------------
 # scipy LSODA, per patient, 2 processes
 # ---------------------------------------------------------------------------
-def _lsoda_chunk(pm: np.ndarray, rtol: float, atol: float) -> tuple[np.ndarray, np.ndarray]:
-    """Hourly states (k, NSTATE, G) and success flags of a chunk of patients."""
+Chunk = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _gather(parts: list[Chunk], v1: np.ndarray) -> W.Outputs:
+    """Outputs from the (hourly KEEP states, AUC, success) of consecutive chunks."""
+    hourly, auc, ok = (np.concatenate([p[j] for p in parts]) for j in range(3))
+    return W.outputs_from_states(hourly, auc, v1, ok)
+
+
+def _lsoda_chunk(pm: np.ndarray, rtol: float, atol: float) -> Chunk:
+    """Hourly KEEP states (k, 2, G), AUC (k,) and success flags of a chunk of patients."""
     from scipy.integrate import solve_ivp
 
     k = pm.shape[0]
-    out = np.empty((k, W.NSTATE, W.GRID.size))
+    keep = list(W.KEEP)
+    out = np.empty((k, len(keep), W.GRID.size))
+    auc = np.full(k, np.nan)
     ok = np.ones(k, dtype=bool)
     for i in range(k):
         p = tuple(float(x) for x in pm[i])
         y = W.initial_state(p)
-        out[i, :, 0] = y
+        out[i, :, 0] = y[keep]
         dose = W.DOSE * p[_F]
         for t0, t1 in W.SEGMENTS:
             y = y.copy()
@@ -75,9 +86,11 @@ def _lsoda_chunk(pm: np.ndarray, rtol: float, atol: float) -> tuple[np.ndarray, 
                 ok[i] = False
                 out[i, :, i0:] = np.nan
                 break
-            out[i, :, i0:i1] = sol.y
+            out[i, :, i0:i1] = sol.y[keep]
             y = sol.y[:, -1]
-    return out, ok
+        else:
+            auc[i] = y[8]
+    return out, auc, ok
 
 
 class LsodaEngine:
@@ -97,10 +110,7 @@ class LsodaEngine:
         # a few chunks per process balance patients of unequal cost
         parts = _chunks(pm.shape[0], 4 * self.workers)
         futs = [self.pool.submit(_lsoda_chunk, pm[a:b], self.rtol, self.atol) for a, b in parts]
-        res = [f.result() for f in futs]
-        states = np.concatenate([r[0] for r in res])
-        ok = np.concatenate([r[1] for r in res])
-        return W.outputs_from_states(states, pm[:, _V1], ok)
+        return _gather([f.result() for f in futs], pm[:, _V1])
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -130,8 +140,8 @@ class Rk45StackedEngine:
         n = pm.shape[0]
         y = np.zeros((W.NSTATE, n))
         y[3:8] = np.log(pm[:, W.PVEC.index("CIRC0")])
-        states = np.empty((W.NSTATE, n, W.GRID.size))
-        states[:, :, 0] = y
+        hourly = np.empty((len(W.KEEP), n, W.GRID.size))
+        hourly[:, :, 0] = y[list(W.KEEP)]
         dose = W.DOSE * pm[:, _F]
 
         def fun(t: float, yflat: np.ndarray) -> np.ndarray:
@@ -140,16 +150,18 @@ class Rk45StackedEngine:
         # trial stages of a too-long step can overflow exp for some patient; the step
         # is then rejected (non-finite error estimate) and retried shorter
         with np.errstate(over="ignore", invalid="ignore"):
-            ok = self._segments(fun, y, dose, states)
-        return W.outputs_from_states(
-            states.transpose(1, 0, 2), pm[:, _V1], np.full(n, ok, dtype=bool)
-        )
+            y = self._segments(fun, y, dose, hourly)
+        ok = np.full(n, np.isfinite(y).all(), dtype=bool)
+        return W.outputs_from_states(hourly.transpose(1, 0, 2), y[8], pm[:, _V1], ok)
 
-    def _segments(self, fun: Any, y: np.ndarray, dose: np.ndarray, states: np.ndarray) -> bool:
-        """Integrate dose to dose, filling ``states`` (NSTATE, n, G); False on failure."""
+    def _segments(
+        self, fun: Any, y: np.ndarray, dose: np.ndarray, hourly: np.ndarray
+    ) -> np.ndarray:
+        """Integrate dose to dose, filling ``hourly`` (2, n, G); final state (NaN on failure)."""
         from scipy.integrate import solve_ivp
 
         n = y.shape[1]
+        keep = list(W.KEEP)
         for t0, t1 in W.SEGMENTS:
             y = y.copy()
             y[0] += dose
@@ -164,11 +176,11 @@ class Rk45StackedEngine:
                 atol=self.atol,
             )
             if sol.status != 0 or sol.y.shape[1] != i1 - i0:
-                states[:, :, i0:] = np.nan
-                return False
-            states[:, :, i0:i1] = sol.y.reshape(W.NSTATE, n, i1 - i0)
+                hourly[:, :, i0:] = np.nan
+                return np.full_like(y, np.nan)
+            hourly[:, :, i0:i1] = sol.y.reshape(W.NSTATE, n, i1 - i0)[keep]
             y = sol.y[:, -1].reshape(W.NSTATE, n)
-        return True
+        return y
 
     def close(self) -> None:
         pass
@@ -278,18 +290,20 @@ def _rr_init(rtol: float, atol: float, stiff: bool) -> None:
     rr.integrator.stiff = stiff
     rr.integrator.maximum_num_steps = 100_000
     rr.integrator.variable_step_size = False
-    rr.timeCourseSelections = ["A_CENT", "log_CIRC", "AUC"]
+    rr.timeCourseSelections = [W.STATES[j] for j in W.KEEP]
     _RR = rr
 
 
 _RR_PARAMS = ("KA", "CL", "V1", "Q2", "V2", "KTR", "SLOPE", "CIRC0", "GAMMA")
 
 
-def _rr_chunk(pm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Hourly states (k, NSTATE, G) (only central, log Circ, AUC filled) and flags."""
+def _rr_chunk(pm: np.ndarray) -> Chunk:
+    """Hourly KEEP states (k, 2, G), AUC (k,) and success flags of a chunk of patients."""
     rr = _RR
     k = pm.shape[0]
-    out = np.full((k, W.NSTATE, W.GRID.size), np.nan)
+    keep = list(W.KEEP)
+    out = np.full((k, len(keep), W.GRID.size), np.nan)
+    auc = np.full(k, np.nan)
     ok = np.ones(k, dtype=bool)
     cols = [W.PVEC.index(name) for name in _RR_PARAMS]
     for i in range(k):
@@ -299,17 +313,18 @@ def _rr_chunk(pm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         y0 = W.initial_state(p)
         for s, v in zip(W.STATES, y0, strict=True):
             rr[s] = float(v)
-        out[i, [1, 7, 8], 0] = y0[[1, 7, 8]]
+        out[i, :, 0] = y0[keep]
         dose = W.DOSE * float(p[_F])
         try:
             for t0, t1 in W.SEGMENTS:
                 rr["A_DEPOT"] = rr["A_DEPOT"] + dose
                 i0, i1 = int(t0), int(t1) + 1
                 res = rr.simulate(t0, t1, i1 - i0)
-                out[i, [1, 7, 8], i0 + 1 : i1] = np.asarray(res)[1:].T
+                out[i, :, i0 + 1 : i1] = np.asarray(res)[1:].T
+            auc[i] = rr["AUC"]
         except RuntimeError:
             ok[i] = False
-    return out, ok
+    return out, auc, ok
 
 
 class RoadrunnerEngine:
@@ -336,10 +351,7 @@ class RoadrunnerEngine:
         pm = W.param_matrix(params)
         parts = _chunks(pm.shape[0], 4 * self.workers)
         futs = [self.pool.submit(_rr_chunk, pm[a:b]) for a, b in parts]
-        res = [f.result() for f in futs]
-        states = np.concatenate([r[0] for r in res])
-        ok = np.concatenate([r[1] for r in res])
-        return W.outputs_from_states(states, pm[:, _V1], ok)
+        return _gather([f.result() for f in futs], pm[:, _V1])
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -363,17 +375,8 @@ def _numbalsoda_kernel() -> tuple[Any, int]:
         u = numba.carray(u_, (nstate,))
         du = numba.carray(du_, (nstate,))
         p = numba.carray(p_, (npar,))
-        ka, cl, v1, q2, v2, ktr, slope, circ0, gamma = (
-            p[0],
-            p[1],
-            p[2],
-            p[3],
-            p[4],
-            p[5],
-            p[6],
-            p[7],
-            p[8],
-        )
+        ka, cl, v1, q2, v2 = p[0], p[1], p[2], p[3], p[4]
+        ktr, slope, circ0, gamma = p[5], p[6], p[7], p[8]
         cp = u[1] / v1
         du[0] = -ka * u[0]
         du[1] = ka * u[0] - (cl + q2) / v1 * u[1] + q2 / v2 * u[2]
@@ -390,17 +393,19 @@ def _numbalsoda_kernel() -> tuple[Any, int]:
     dose_amt = W.DOSE
     i_circ0 = W.PVEC.index("CIRC0")
     i_f = _F
+    keep = np.array(W.KEEP)
+    i_auc = W.STATES.index("AUC")
 
     @numba.njit(parallel=True)
-    def batch(funcptr, pm, rtol, atol, out, ok):  # pragma: no cover - compiled
+    def batch(funcptr, pm, rtol, atol, out, auc, ok):  # pragma: no cover - compiled
         n = pm.shape[0]
         for i in numba.prange(n):
             p = pm[i].copy()
             u = np.zeros(nstate)
             for s in range(3, 8):
                 u[s] = math.log(p[i_circ0])
-            for s in range(nstate):
-                out[i, s, 0] = u[s]
+            for s in range(keep.shape[0]):
+                out[i, s, 0] = u[keep[s]]
             for j in range(seg.shape[0] - 1):
                 u[0] += dose_amt * p[i_f]
                 i0 = int(seg[j])
@@ -410,10 +415,12 @@ def _numbalsoda_kernel() -> tuple[Any, int]:
                     ok[i] = False
                     break
                 for r in range(1, i1 - i0):
-                    for s in range(nstate):
-                        out[i, s, i0 + r] = usol[r, s]
+                    for s in range(keep.shape[0]):
+                        out[i, s, i0 + r] = usol[r, keep[s]]
                 for s in range(nstate):
                     u[s] = usol[i1 - i0 - 1, s]
+            if ok[i]:
+                auc[i] = u[i_auc]
 
     return batch, rhs.address
 
@@ -437,11 +444,12 @@ class NumbalsodaEngine:
 
         pm = W.param_matrix(params)
         n = pm.shape[0]
-        out = np.full((n, W.NSTATE, W.GRID.size), np.nan)
+        out = np.full((n, len(W.KEEP), W.GRID.size), np.nan)
+        auc = np.full(n, np.nan)
         ok = np.ones(n, dtype=bool)
         numba.set_num_threads(self.threads)
-        self.batch(self.funcptr, pm, self.rtol, self.atol, out, ok)
-        return W.outputs_from_states(out, pm[:, _V1], ok)
+        self.batch(self.funcptr, pm, self.rtol, self.atol, out, auc, ok)
+        return W.outputs_from_states(out, auc, pm[:, _V1], ok)
 
     def close(self) -> None:
         pass

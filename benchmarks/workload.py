@@ -70,6 +70,8 @@ STATES: tuple[str, ...] = (
     "AUC",
 )
 NSTATE = len(STATES)
+#: states the peers keep at every hour (central amount, log Circ); AUC only at the end
+KEEP: tuple[int, int] = (1, 7)
 #: per-patient constants handed to the peers' right-hand sides, in this order
 PVEC: tuple[str, ...] = ("KA", "CL", "V1", "Q2", "V2", "KTR", "SLOPE", "CIRC0", "GAMMA", "F")
 
@@ -203,16 +205,16 @@ class Outputs:
 
 
 def outputs_from_states(
-    states: np.ndarray, v1: np.ndarray, ok: np.ndarray | None = None
+    hourly: np.ndarray, auc: np.ndarray, v1: np.ndarray, ok: np.ndarray | None = None
 ) -> Outputs:
-    """Outputs from hourly states of shape (n, NSTATE, G) (peers: grid Cmax)."""
-    cp = states[:, 1, :] / np.asarray(v1)[:, None]
-    circ = np.exp(states[:, 7, :])
+    """Peers' outputs (grid Cmax) from hourly :data:`KEEP` states (n, 2, G) and AUC (n,)."""
+    cp = hourly[:, 0, :] / np.asarray(v1)[:, None]
+    circ = np.exp(hourly[:, 1, :])
     return Outputs(
         cp=cp,
         circ=circ,
         cmax=cp.max(axis=1),
-        auc=states[:, 8, -1].copy(),
+        auc=np.asarray(auc, dtype=np.float64),
         nadir=circ.min(axis=1),
         ok=np.ones(cp.shape[0], dtype=bool) if ok is None else ok,
         cmax_kind="grid",

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from vtrial.io import atomic_path, read_provenance, table_hash, write_parquet
+from vtrial.io import atomic_path, read_provenance, read_rows, table_hash, write_parquet
 from vtrial.pipeline import shard_rows
 
 
@@ -72,3 +72,13 @@ def test_shard_rows_partition(n: int, k: int) -> None:
     assert max(sizes) - min(sizes) <= 1
     with pytest.raises(ValueError, match="shard"):
         shard_rows(n, k, k)
+
+
+@pytest.mark.parametrize(("start", "stop"), [(0, 10), (95, 205), (250, 300), (0, 300), (299, 300)])
+def test_read_rows_reads_exact_ranges(tmp_path: Path, start: int, stop: int) -> None:
+    path = tmp_path / "t.parquet"
+    df = frame(300)
+    write_parquet(df, path, meta={}, row_group_size=64)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 5
+    got = read_rows(path, start, stop)
+    pd.testing.assert_frame_equal(got, df.iloc[start:stop].reset_index(drop=True))

@@ -31,6 +31,7 @@ from numba import njit, prange
 NS = 0  # number of ODE states
 NO = 1  # number of outputs
 LOGSCALE = np.zeros(NS, dtype=np.bool_)  # states integrated on the log scale
+OUT_STATES = np.zeros(0, dtype=np.int64)  # states the outputs depend on (dense output)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -132,12 +133,15 @@ E32_ROS = 6.0 + math.sqrt(2.0)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _cp_at(dt, m, u, lam, cm):  # pragma: no cover - compiled
-    """Central concentration ``dt`` after the segment start (modal state m, input u)."""
+def _cp_at(dt, m, w, lam, cm):  # pragma: no cover - compiled
+    """Central concentration ``dt`` after the segment start.
+
+    ``m``: modal state at the segment start; ``w = u / lam`` with ``u`` the modal
+    infusion input (precomputed once per segment, so no division here).
+    """
     s = 0.0
     for k in range(m.shape[0]):
-        w = u[k] / lam[k]
-        s += cm[k] * ((m[k] + w) * math.exp(lam[k] * dt) - w)
+        s += cm[k] * ((m[k] + w[k]) * math.exp(lam[k] * dt) - w[k])
     return s
 
 
@@ -154,31 +158,31 @@ def _advance_modes(dt, m, u, lam, cm):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _rk_step(t, h, z, k, p, m, u, lam, cm, tseg, ztmp, znew):  # pragma: no cover - compiled
+def _rk_step(t, h, z, k, p, m, w, lam, cm, tseg, ztmp, znew):  # pragma: no cover - compiled
     """One Dormand-Prince step from (t, z) with k[0] = f(t, z); fills k[1..6] and znew."""
     ns = z.shape[0]
     for i in range(ns):
         ztmp[i] = z[i] + h * A21 * k[0, i]
-    _rhs(t + C2 * h, ztmp, p, _cp_at(t + C2 * h - tseg, m, u, lam, cm), k[1])
+    _rhs(t + C2 * h, ztmp, p, _cp_at(t + C2 * h - tseg, m, w, lam, cm), k[1])
     for i in range(ns):
         ztmp[i] = z[i] + h * (A31 * k[0, i] + A32 * k[1, i])
-    _rhs(t + C3 * h, ztmp, p, _cp_at(t + C3 * h - tseg, m, u, lam, cm), k[2])
+    _rhs(t + C3 * h, ztmp, p, _cp_at(t + C3 * h - tseg, m, w, lam, cm), k[2])
     for i in range(ns):
         ztmp[i] = z[i] + h * (A41 * k[0, i] + A42 * k[1, i] + A43 * k[2, i])
-    _rhs(t + C4 * h, ztmp, p, _cp_at(t + C4 * h - tseg, m, u, lam, cm), k[3])
+    _rhs(t + C4 * h, ztmp, p, _cp_at(t + C4 * h - tseg, m, w, lam, cm), k[3])
     for i in range(ns):
         ztmp[i] = z[i] + h * (A51 * k[0, i] + A52 * k[1, i] + A53 * k[2, i] + A54 * k[3, i])
-    _rhs(t + C5 * h, ztmp, p, _cp_at(t + C5 * h - tseg, m, u, lam, cm), k[4])
+    _rhs(t + C5 * h, ztmp, p, _cp_at(t + C5 * h - tseg, m, w, lam, cm), k[4])
     for i in range(ns):
         ztmp[i] = z[i] + h * (
             A61 * k[0, i] + A62 * k[1, i] + A63 * k[2, i] + A64 * k[3, i] + A65 * k[4, i]
         )
-    _rhs(t + h, ztmp, p, _cp_at(t + h - tseg, m, u, lam, cm), k[5])
+    _rhs(t + h, ztmp, p, _cp_at(t + h - tseg, m, w, lam, cm), k[5])
     for i in range(ns):
         znew[i] = z[i] + h * (
             B1 * k[0, i] + B3 * k[2, i] + B4 * k[3, i] + B5 * k[4, i] + B6 * k[5, i]
         )
-    _rhs(t + h, znew, p, _cp_at(t + h - tseg, m, u, lam, cm), k[6])
+    _rhs(t + h, znew, p, _cp_at(t + h - tseg, m, w, lam, cm), k[6])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -219,7 +223,7 @@ def _lu_solve_inplace(a, b):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _ros_step(
-    t, h, z, k, p, m, u, lam, cm, tseg, ztmp, znew, jac, w, rhs, errv
+    t, h, z, k, p, m, w, lam, cm, tseg, ztmp, znew, jac, wm, rhs, errv
 ):  # pragma: no cover
     """One Rosenbrock 2(3) step (ode23s) with a finite-difference Jacobian.
 
@@ -227,10 +231,10 @@ def _ros_step(
     the local error estimate errv. Returns False if W is singular.
     """
     ns = z.shape[0]
-    cp_t = _cp_at(t - tseg, m, u, lam, cm)
+    cp_t = _cp_at(t - tseg, m, w, lam, cm)
     _rhs(t, z, p, cp_t, k[0])
     dt = 1.5e-8 * max(abs(t), 1.0)
-    _rhs(t + dt, z, p, _cp_at(t + dt - tseg, m, u, lam, cm), k[6])
+    _rhs(t + dt, z, p, _cp_at(t + dt - tseg, m, w, lam, cm), k[6])
     for q in range(ns):
         k[6, q] = (k[6, q] - k[0, q]) / dt  # df/dt
     for j in range(ns):
@@ -245,31 +249,31 @@ def _ros_step(
     # k1 = W^-1 (F0 + h d T)
     for q in range(ns):
         for j in range(ns):
-            w[q, j] = (1.0 if q == j else 0.0) - hd * jac[q, j]
+            wm[q, j] = (1.0 if q == j else 0.0) - hd * jac[q, j]
         rhs[q] = k[0, q] + hd * k[6, q]
-    if not _lu_solve_inplace(w, rhs):
+    if not _lu_solve_inplace(wm, rhs):
         return False
     for q in range(ns):
         k[1, q] = rhs[q]
         ztmp[q] = z[q] + 0.5 * h * k[1, q]
-    _rhs(t + 0.5 * h, ztmp, p, _cp_at(t + 0.5 * h - tseg, m, u, lam, cm), k[3])
+    _rhs(t + 0.5 * h, ztmp, p, _cp_at(t + 0.5 * h - tseg, m, w, lam, cm), k[3])
     # k2 = W^-1 (F1 - k1) + k1
     for q in range(ns):
         for j in range(ns):
-            w[q, j] = (1.0 if q == j else 0.0) - hd * jac[q, j]
+            wm[q, j] = (1.0 if q == j else 0.0) - hd * jac[q, j]
         rhs[q] = k[3, q] - k[1, q]
-    if not _lu_solve_inplace(w, rhs):
+    if not _lu_solve_inplace(wm, rhs):
         return False
     for q in range(ns):
         k[2, q] = rhs[q] + k[1, q]
         znew[q] = z[q] + h * k[2, q]
-    _rhs(t + h, znew, p, _cp_at(t + h - tseg, m, u, lam, cm), k[4])
+    _rhs(t + h, znew, p, _cp_at(t + h - tseg, m, w, lam, cm), k[4])
     # k3 = W^-1 (F2 - e32 (k2 - F1) - 2 (k1 - F0) + h d T)
     for q in range(ns):
         for j in range(ns):
-            w[q, j] = (1.0 if q == j else 0.0) - hd * jac[q, j]
+            wm[q, j] = (1.0 if q == j else 0.0) - hd * jac[q, j]
         rhs[q] = k[4, q] - E32_ROS * (k[2, q] - k[3, q]) - 2.0 * (k[1, q] - k[0, q]) + hd * k[6, q]
-    if not _lu_solve_inplace(w, rhs):
+    if not _lu_solve_inplace(wm, rhs):
         return False
     for q in range(ns):
         k[5, q] = rhs[q]
@@ -283,23 +287,26 @@ def _dense_ros(theta, h, z, k, zout):  # pragma: no cover - compiled
     c = 1.0 / (1.0 - 2.0 * D_ROS)
     a1 = theta * (1.0 - theta) * c
     a2 = theta * (theta - 2.0 * D_ROS) * c
-    for q in range(z.shape[0]):
+    for q in OUT_STATES:
         zout[q] = z[q] + h * (a1 * k[1, q] + a2 * k[2, q])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _dense(theta, h, z, k, zout):  # pragma: no cover - compiled
-    """4th-order continuous extension at t + theta*h."""
-    ns = z.shape[0]
+    """4th-order continuous extension at t + theta*h, for the states outputs need."""
     t1 = theta
     t2 = theta * theta
     t3 = t2 * theta
     t4 = t3 * theta
-    for i in range(ns):
-        acc = 0.0
-        for s in range(7):
-            acc += k[s, i] * (P[s, 0] * t1 + P[s, 1] * t2 + P[s, 2] * t3 + P[s, 3] * t4)
-        zout[i] = z[i] + h * acc
+    b0 = P[0, 0] * t1 + P[0, 1] * t2 + P[0, 2] * t3 + P[0, 3] * t4
+    b2 = P[2, 1] * t2 + P[2, 2] * t3 + P[2, 3] * t4
+    b3 = P[3, 1] * t2 + P[3, 2] * t3 + P[3, 3] * t4
+    b4 = P[4, 1] * t2 + P[4, 2] * t3 + P[4, 3] * t4
+    b5 = P[5, 1] * t2 + P[5, 2] * t3 + P[5, 3] * t4
+    b6 = P[6, 1] * t2 + P[6, 2] * t3 + P[6, 3] * t4
+    for i in OUT_STATES:
+        acc = b0 * k[0, i] + b2 * k[2, i] + b3 * k[3, i] + b4 * k[4, i] + b5 * k[5, i]
+        zout[i] = z[i] + h * (acc + b6 * k[6, i])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -368,14 +375,14 @@ def _record(
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _refine_cmax(lo, hi, m, u, lam, cm, tseg):  # pragma: no cover - compiled
+def _refine_cmax(lo, hi, m, w, lam, cm, tseg):  # pragma: no cover - compiled
     """Golden-section maximisation of CP on [lo, hi] (absolute times) within a segment."""
     a = lo
     b = hi
     x1 = a + GOLDEN * (b - a)
     x2 = b - GOLDEN * (b - a)
-    f1 = _cp_at(x1 - tseg, m, u, lam, cm)
-    f2 = _cp_at(x2 - tseg, m, u, lam, cm)
+    f1 = _cp_at(x1 - tseg, m, w, lam, cm)
+    f2 = _cp_at(x2 - tseg, m, w, lam, cm)
     for _ in range(80):
         if b - a <= 1e-10 * max(1.0, abs(b)):
             break
@@ -384,13 +391,13 @@ def _refine_cmax(lo, hi, m, u, lam, cm, tseg):  # pragma: no cover - compiled
             x1 = x2
             f1 = f2
             x2 = b - GOLDEN * (b - a)
-            f2 = _cp_at(x2 - tseg, m, u, lam, cm)
+            f2 = _cp_at(x2 - tseg, m, w, lam, cm)
         else:
             b = x2
             x2 = x1
             f2 = f1
             x1 = a + GOLDEN * (b - a)
-            f1 = _cp_at(x1 - tseg, m, u, lam, cm)
+            f1 = _cp_at(x1 - tseg, m, w, lam, cm)
     if f1 > f2:
         return x1, f1
     return x2, f2
@@ -470,12 +477,13 @@ def _simulate_one(
     # ---- state
     m = np.zeros(nm)
     u = np.zeros(nm)
+    wv = np.zeros(nm)
     z = np.empty(ns)
     _to_internal(Y0[i], z)
     k = np.empty((7, ns))
     ztmp = np.empty(ns)
     znew = np.empty(ns)
-    zg = np.empty(ns)
+    zg = np.zeros(ns)
     errv = np.empty(ns)
     jac = np.empty((ns, ns))
     wmat = np.empty((ns, ns))
@@ -567,18 +575,20 @@ def _simulate_one(
                 for q in range(nm):
                     u[q] += ea[ei] * bm_all[i, q, 1]
             else:
-                ctrough = _cp_at(0.0, m, u, lam, cm)
+                ctrough = _cp_at(0.0, m, wv, lam, cm)
             ei += 1
+        for q in range(nm):
+            wv[q] = u[q] / lam[q]
         tb = t_end
         if ei < ne and et[ei] < t_end:
             tb = et[ei]
         tseg = t
-        cp0 = _cp_at(0.0, m, u, lam, cm)
+        cp0 = _cp_at(0.0, m, wv, lam, cm)
         if cp0 > cand[0]:
             cand[0] = cp0
             cand[1] = t
             best_m[:] = m
-            best_u[:] = u
+            best_u[:] = wv
             best_seg[0] = t
             best_seg[1] = tb
             # forward window: to the next grid point; backward: the previous segment
@@ -615,7 +625,7 @@ def _simulate_one(
             if ns > 0:
                 finite = True
                 if method == DOPRI5:
-                    _rk_step(t, hs, z, k, p, m, u, lam, cm, tseg, ztmp, znew)
+                    _rk_step(t, hs, z, k, p, m, wv, lam, cm, tseg, ztmp, znew)
                     for q in range(ns):
                         errv[q] = hs * (
                             E1 * k[0, q]
@@ -627,7 +637,7 @@ def _simulate_one(
                         )
                 else:
                     finite = _ros_step(
-                        t, hs, z, k, p, m, u, lam, cm, tseg, ztmp, znew, jac, wmat, rvec, errv
+                        t, hs, z, k, p, m, wv, lam, cm, tseg, ztmp, znew, jac, wmat, rvec, errv
                     )
                 err = 0.0
                 for q in range(ns):
@@ -688,7 +698,7 @@ def _simulate_one(
                         _dense((tg - t) / hs, hs, z, k, zg)
                     else:
                         _dense_ros((tg - t) / hs, hs, z, k, zg)
-                cpg = _cp_at(tg - tseg, m, u, lam, cm)
+                cpg = _cp_at(tg - tseg, m, wv, lam, cm)
                 before = cand[0]
                 _record(
                     g,
@@ -717,7 +727,7 @@ def _simulate_one(
                 )
                 if cand[0] > before:
                     best_m[:] = m
-                    best_u[:] = u
+                    best_u[:] = wv
                     best_pseg[:] = np.nan
                     best_seg[0] = tseg
                     best_seg[1] = tb
@@ -732,13 +742,13 @@ def _simulate_one(
             t = t1
             h = hnew
         prev_m[:] = m
-        prev_u[:] = u
+        prev_u[:] = wv
         prev_seg[0] = tseg
         auc += _advance_modes(tb - tseg, m, u, lam, cm)
     # events at the very end of the horizon: only the trough marker matters
     while ei < ne and et[ei] <= t_end:
         if ek[ei] == EV_MARK:
-            ctrough = _cp_at(0.0, m, u, lam, cm)
+            ctrough = _cp_at(0.0, m, wv, lam, cm)
         ei += 1
     if stat != OK:
         status[i] = stat

@@ -97,6 +97,20 @@ def _prologue(model: Model, lay: Layout, names: dict[str, str], ind: str) -> lis
     return lines
 
 
+def output_states(model: Model) -> list[str]:
+    """States the outputs depend on, directly or through equations (in state order)."""
+    need: set[str] = set()
+    todo = [n for o in model.outputs.values() if o.expr is not None for n in o.expr.names]
+    while todo:
+        name = todo.pop()
+        if name in need:
+            continue
+        need.add(name)
+        if name in model.equations:
+            todo.extend(model.equations[name].names)
+    return [s for s in model.states if s in need]
+
+
 def model_source(model: Model) -> str:
     """Source of the model block: ``NS``, ``NO``, ``_to_internal``, ``_rhs``, ``_outputs``."""
     lay = layout(model)
@@ -105,10 +119,12 @@ def model_source(model: Model) -> str:
     ns = len(lay.state_names)
     dec = '@njit(cache=True, nogil=True, error_model="numpy")'
     flags = ", ".join(str(model.states[s].positive) for s in lay.state_names)
+    used = ", ".join(str(lay.state_names.index(s)) for s in output_states(model))
     lines = [
         f"NS = {ns}",
         f"NO = {len(lay.output_names)}",
         f"LOGSCALE = np.array([{flags}], dtype=np.bool_)",
+        f"OUT_STATES = np.array([{used}], dtype=np.int64)",
         "",
         "",
     ]

@@ -110,7 +110,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def write_parquet(df: pd.DataFrame, path: str | Path, *, meta: Mapping[str, Any]) -> None:
+def write_parquet(
+    df: pd.DataFrame,
+    path: str | Path,
+    *,
+    meta: Mapping[str, Any],
+    row_group_size: int | None = None,
+) -> None:
     """Write ``df`` atomically as Parquet with ``meta`` in the footer (key ``vtrial``)."""
     table = pa.Table.from_pandas(df, preserve_index=False)
     existing = table.schema.metadata or {}
@@ -118,7 +124,7 @@ def write_parquet(df: pd.DataFrame, path: str | Path, *, meta: Mapping[str, Any]
         {**existing, PROVENANCE_KEY: json.dumps(dict(meta), sort_keys=True, default=str).encode()}
     )
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
 
 
 def write_text(text: str, path: str | Path) -> None:
@@ -133,6 +139,24 @@ def read_provenance(path: str | Path) -> dict[str, Any]:
     if PROVENANCE_KEY not in md:
         raise DataError(f"{path}: no vtrial provenance in the Parquet footer")
     return dict(json.loads(md[PROVENANCE_KEY]))
+
+
+def read_rows(path: str | Path, start: int, stop: int) -> pd.DataFrame:
+    """Rows ``[start, stop)`` of a Parquet file, reading only the row groups needed."""
+    pf = pq.ParquetFile(path)
+    groups, first = [], None
+    offset = 0
+    for rg in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(rg).num_rows
+        if offset < stop and offset + n > start:
+            groups.append(rg)
+            if first is None:
+                first = offset
+        offset += n
+    if not groups or first is None:
+        return pf.schema_arrow.empty_table().to_pandas()
+    table = pf.read_row_groups(groups)
+    return table.slice(start - first, stop - start).to_pandas()
 
 
 def read_parts(paths: Sequence[str | Path], columns: Sequence[str] | None = None) -> pd.DataFrame:

@@ -21,7 +21,16 @@ import pandas as pd
 
 from vtrial import sketch, stats
 from vtrial.config import Study, canonical_json
-from vtrial.io import file_sha256, provenance, read_parts, table_hash, write_parquet, write_text
+from vtrial.errors import DataError
+from vtrial.io import (
+    file_sha256,
+    provenance,
+    read_parts,
+    read_rows,
+    table_hash,
+    write_parquet,
+    write_text,
+)
 from vtrial.parallel import dask_client
 from vtrial.population import sample_population
 from vtrial.trial import bands_table, simulate_patients
@@ -29,6 +38,8 @@ from vtrial.trial import bands_table, simulate_patients
 log = logging.getLogger("vtrial")
 
 SUMMARY_TABLES = ("exposure", "efficacy", "safety", "bands")
+#: rows per Parquet row group of population.parquet (shards read only their groups)
+POPULATION_ROW_GROUP = 65_536
 
 
 def shard_name(shard: int) -> str:
@@ -59,7 +70,9 @@ def run_sample_population(study: Study, out: str | Path) -> int:
     """Stage 1: sample the population and write ``population.parquet``; return rows."""
     t0 = time.perf_counter()
     pop = sample_population(study)
-    write_parquet(pop, out, meta=_meta(study, stage="sample_population"))
+    write_parquet(
+        pop, out, meta=_meta(study, stage="sample_population"), row_group_size=POPULATION_ROW_GROUP
+    )
     log.info(
         "sampled %d patients (%d replicate(s) x %d) in %.2f s",
         len(pop),
@@ -95,9 +108,13 @@ def run_simulate(
     """
     t0 = time.perf_counter()
     n_shards = int(study.execution["shards"])
-    pop = pd.read_parquet(population)
-    start, stop = shard_rows(len(pop), n_shards, shard)
-    rows = pop.iloc[start:stop].reset_index(drop=True)
+    start, stop = shard_rows(study.n_patients, n_shards, shard)
+    rows = read_rows(population, start, stop).reset_index(drop=True)
+    if len(rows) != stop - start:
+        raise DataError(
+            f"{population}: expected rows [{start}, {stop}) of {study.n_patients}, "
+            f"got {len(rows)}; rerun sample_population"
+        )
     chunk = int(study.execution["chunk_size"])
     bounds = [(i, min(i + chunk, len(rows))) for i in range(0, len(rows), chunk)]
     log.info(
