@@ -4,6 +4,7 @@ across execution layouts, and refusal of a bad study before any compute."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, small_study_data
+from vtrial.cli import main, verify
 from vtrial.io import read_provenance, table_hash
 from vtrial.sketch import ALPHA
 
@@ -143,6 +145,20 @@ def test_bit_identical_across_layouts(runs: dict[str, Path]) -> None:
         a = pd.read_parquet(runs["a"] / "summary" / f"{name}.parquet")
         b = pd.read_parquet(runs["b"] / "summary" / f"{name}.parquet")
         pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_verify_detects_damaged_outputs(runs: dict[str, Path], tmp_path: Path) -> None:
+    """`vtrial verify` passes on a run, then names a truncated and a deleted part file."""
+    assert main(["verify", str(runs["b"])]) == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(runs["b"], copy)
+    part = copy / "patients" / "part-00002.parquet"
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    (copy / "timecourse" / "part-00005.parquet").unlink()
+    problems = verify(copy)
+    assert any(str(part) in p and "unreadable" in p for p in problems)
+    assert any("timecourse/part-00005.parquet: missing" in p for p in problems)
+    assert main(["verify", str(copy)]) == 1
 
 
 def test_bad_study_refused_before_compute(tmp_path: Path) -> None:
