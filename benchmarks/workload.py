@@ -6,12 +6,13 @@ and circulating neutrophils (Circ) over 0-1008 h, log-normal inter-individual
 variability (omega^2 = 0.09) on KA, CL, V1, MTT and SLOPE; per patient Cmax,
 AUC(0-1008 h) and the nadir of Circ on the hourly grid.
 
-Every engine solves the same ODE system (:data:`STATES`): the three PK amounts as
-ODEs (depot, central, peripheral), the five Friberg states on the log scale (as the
-vtrial model declares them ``positive``; on the linear scale deep nadirs, down to
-1e-40 for some patients of this workload, cannot be resolved relative to their size
-and the ``(CIRC0 / CIRC) ** GAMMA`` feedback turns NaN once a state dips below 0), and
-the running AUC (dAUC/dt = CP). Doses are applied between integrations, dose to dose.
+Every peer solves the same ODE system (:data:`STATES`): the three PK amounts as ODEs
+(depot, central, peripheral), the five Friberg states on the log scale, and the running
+AUC (dAUC/dt = CP); doses are applied between integrations, dose to dose. vtrial solves
+its own model (exact PK, the Friberg states declared ``positive``, i.e. also on the log
+scale). On the linear scale, deep nadirs (below 1e-13 for some of the first 30,000
+patients) cannot be resolved relative to their size, and the ``(CIRC0 / CIRC) ** GAMMA``
+feedback turns NaN once a state dips below 0.
 Outputs at a dose time are taken before that dose (vtrial's convention; CP and Circ
 are continuous for oral doses, so the convention does not change any number here).
 

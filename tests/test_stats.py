@@ -7,7 +7,6 @@ Newcombe vs hand formulas rtol 1e-10; Wilson vs its closed form rtol 1e-12.
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pandas as pd
@@ -680,18 +679,6 @@ def test_percentile_bands_vs_numpy() -> None:
     assert out["time"].dtype == np.float64
     assert out["n"].dtype == np.int64
     assert out["arm"].dtype == object
-
-
-def test_percentile_bands_speed() -> None:
-    outputs = ["conc", "anc", "tumour"]
-    tc = make_timecourse(2000, 400, outputs, seed=2)
-    best = math.inf
-    for _ in range(2):
-        t0 = time.perf_counter()
-        out = stats.percentile_bands(tc, outputs=outputs, arms=["a", "b", "c"])
-        best = min(best, time.perf_counter() - t0)
-    assert len(out) == 3 * 3 * 400
-    assert best < 1.0, f"percentile_bands took {best:.2f} s"
 
 
 def test_percentile_bands_empty_and_validation() -> None:

@@ -186,6 +186,40 @@ def _rk_step(t, h, z, k, p, m, w, lam, cm, tseg, ztmp, znew):  # pragma: no cove
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _initial_step(t, z, k, p, m, w, lam, cm, tseg, rtol, atol, ztmp, method):  # pragma: no cover
+    """Starting step size from the first and an estimated second derivative.
+
+    ``k[0]`` must hold f(t, z); ``k[1]`` is used as scratch. Hairer, Norsett & Wanner,
+    Solving ODE I, sec. II.4, algorithm of the DOPRI5 code.
+    """
+    ns = z.shape[0]
+    d0 = 0.0
+    d1 = 0.0
+    for q in range(ns):
+        sc = atol + rtol if LOGSCALE[q] else atol + rtol * abs(z[q])
+        d0 += (z[q] / sc) ** 2
+        d1 += (k[0, q] / sc) ** 2
+    d0 = math.sqrt(d0 / ns)
+    d1 = math.sqrt(d1 / ns)
+    h0 = 0.01 * d0 / d1 if (d0 > 1e-5 and d1 > 1e-5) else 1e-6
+    for q in range(ns):
+        ztmp[q] = z[q] + h0 * k[0, q]
+    _rhs(t + h0, ztmp, p, _cp_at(t + h0 - tseg, m, w, lam, cm), k[1])
+    d2 = 0.0
+    for q in range(ns):
+        sc = atol + rtol if LOGSCALE[q] else atol + rtol * abs(z[q])
+        d2 += ((k[1, q] - k[0, q]) / sc) ** 2
+    d2 = math.sqrt(d2 / ns) / h0
+    order = 5.0 if method == DOPRI5 else 3.0
+    big = max(d1, d2)
+    if big <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / big) ** (1.0 / order)
+    return min(100.0 * h0, h1)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _lu_solve_inplace(a, b):  # pragma: no cover - compiled
     """Solve a x = b for one small system by Gaussian elimination with partial pivoting.
 
@@ -603,19 +637,13 @@ def _simulate_one(
         # ---- integrate the ODE states over [t, tb]
         if ns > 0:
             _rhs(t, z, p, cp0, k[0])
-            if first:
-                # initial step (Hairer, Norsett & Wanner, sec. II.4, simplified)
-                d0 = 0.0
-                d1 = 0.0
-                for q in range(ns):
-                    sc = atol + rtol if LOGSCALE[q] else atol + rtol * abs(z[q])
-                    d0 += (z[q] / sc) ** 2
-                    d1 += (k[0, q] / sc) ** 2
-                d0 = math.sqrt(d0 / ns)
-                d1 = math.sqrt(d1 / ns)
-                h = 0.01 * d0 / d1 if (d0 > 1e-5 and d1 > 1e-5) else 1e-3
-                h = min(h, h_max)
-                first = False
+            # every segment starts after a dose or infusion change, where the right-hand
+            # side changes abruptly: restart the step size (Hairer, Norsett & Wanner,
+            # Solving ODE I, sec. II.4) instead of carrying a step suited to the smooth
+            # end of the previous interval
+            h0 = _initial_step(t, z, k, p, m, wv, lam, cm, tseg, rtol, atol, ztmp, method)
+            h = min(h0, h_max) if first else min(h, h0)
+            first = False
         while t < tb and stat == OK:
             last = False
             hs = min(h, h_max)
@@ -829,48 +857,12 @@ def simulate_batch(
     """Simulate every patient of a batch; see :func:`vtrial.engine.run_kernel`."""
     n = P_.shape[0]
     for i in prange(n):
-        _simulate_one(
-            i,
-            P_,
-            Y0,
-            arm,
-            dscale,
-            lam,
-            cm,
-            bm,
-            ev_time,
-            ev_amt,
-            ev_kind,
-            ev_unit,
-            ev_n,
-            tlag_idx,
-            f_idx,
-            t_grid,
-            store_pos,
-            store_out,
-            probe_pos,
-            mon_out,
-            mon_thr,
-            mon_dir,
-            rtol,
-            atol,
-            max_steps,
-            h_max,
-            method0,
-            status,
-            nsteps,
-            omin,
-            omax,
-            targmin,
-            targmax,
-            probes,
-            cross,
-            store,
-            pk_metrics,
-        )
-        method_used[i] = method0
         # a failed or stiff Dormand-Prince solve is retried with the L-stable method
-        if method0 == DOPRI5 and status[i] != OK:
+        # (one call site, so the integrator is compiled once)
+        for attempt in range(2):
+            method = method0 if attempt == 0 else ROSENBROCK23
+            if attempt == 1 and (method0 != DOPRI5 or status[i] == OK):
+                break
             _simulate_one(
                 i,
                 P_,
@@ -898,7 +890,7 @@ def simulate_batch(
                 atol,
                 max_steps,
                 h_max,
-                ROSENBROCK23,
+                method,
                 status,
                 nsteps,
                 omin,
@@ -910,4 +902,4 @@ def simulate_batch(
                 store,
                 pk_metrics,
             )
-            method_used[i] = 2
+            method_used[i] = method0 if attempt == 0 else 2

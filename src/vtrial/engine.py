@@ -294,19 +294,6 @@ def run_kernel(
     mon_thr = np.array([m.threshold for m in monitors], dtype=np.float64)
     mon_dir = np.array([m.direction for m in monitors], dtype=np.int64)
     no = len(outs)
-    res = KernelResult(
-        status=np.zeros(n, dtype=np.int8),
-        nsteps=np.zeros(n, dtype=np.int32),
-        omin=np.full((n, no), np.nan),
-        omax=np.full((n, no), np.nan),
-        tmin=np.full((n, no), np.nan),
-        tmax=np.full((n, no), np.nan),
-        probes=np.full((n, n_probe, no), np.nan),
-        cross=np.full((n, len(monitors)), np.nan),
-        store=np.full((n, n_store, len(store_out)), np.nan, dtype=store_dtype),
-        pk=np.full((n, 4), np.nan),
-        method=np.zeros(n, dtype=np.int8),
-    )
     # states integrated on the log scale need positive initial values
     pos_cols = [i for i, s in enumerate(lay.state_names) if model.states[s].positive]
     bad = np.zeros(n, dtype=bool)
@@ -314,24 +301,18 @@ def run_kernel(
         bad |= ~(y0[:, pos_cols] > 0).all(axis=1)
     bad |= ~np.isfinite(pmat).all(axis=1) | ~np.isfinite(y0).all(axis=1)
     run = np.flatnonzero(~bad)
-    if bad.any():
+    n_out = (n_probe, len(monitors), n_store, len(store_out))
+    if not bad.any():
+        # the kernel writes every element of its outputs: no fill, no copy
+        res = _result(n, no, n_out, store_dtype, np.empty)
+        sub = res
+    else:
+        res = _result(n, no, n_out, store_dtype, _nan_full)
         res.status[bad] = 4
-    if run.size == 0:
-        return res
+        if run.size == 0:
+            return res
+        sub = _result(run.size, no, n_out, store_dtype, np.empty)
     kern = load_kernel(model)
-    sub = KernelResult(
-        status=np.zeros(run.size, dtype=np.int8),
-        nsteps=np.zeros(run.size, dtype=np.int32),
-        omin=np.empty((run.size, no)),
-        omax=np.empty((run.size, no)),
-        tmin=np.empty((run.size, no)),
-        tmax=np.empty((run.size, no)),
-        probes=np.full((run.size, n_probe, no), np.nan),
-        cross=np.full((run.size, len(monitors)), np.nan),
-        store=np.full((run.size, n_store, len(store_out)), np.nan, dtype=store_dtype),
-        pk=np.empty((run.size, 4)),
-        method=np.zeros(run.size, dtype=np.int8),
-    )
     prev = numba.get_num_threads()
     if threads is not None:
         limit = int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))
@@ -379,22 +360,35 @@ def run_kernel(
     finally:
         if threads is not None:
             numba.set_num_threads(prev)
-    names = (
-        "status",
-        "nsteps",
-        "omin",
-        "omax",
-        "tmin",
-        "tmax",
-        "probes",
-        "cross",
-        "store",
-        "method",
-    )
-    for name in names:
-        getattr(res, name)[run] = getattr(sub, name)
-    res.pk[run] = sub.pk
+    if sub is not res:
+        names = ("status", "nsteps", "omin", "omax", "tmin", "tmax", "probes", "cross", "store")
+        for name in (*names, "method", "pk"):
+            getattr(res, name)[run] = getattr(sub, name)
     return res
+
+
+def _nan_full(shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
+    return np.full(shape, np.nan, dtype=dtype)
+
+
+def _result(
+    n: int, no: int, n_out: tuple[int, int, int, int], store_dtype: Any, alloc: Any
+) -> KernelResult:
+    """Result arrays for ``n`` patients; ``alloc`` is ``np.empty`` or a NaN fill."""
+    n_probe, n_mon, n_store, n_store_out = n_out
+    return KernelResult(
+        status=np.zeros(n, dtype=np.int8),
+        nsteps=np.zeros(n, dtype=np.int32),
+        omin=alloc((n, no)),
+        omax=alloc((n, no)),
+        tmin=alloc((n, no)),
+        tmax=alloc((n, no)),
+        probes=alloc((n, n_probe, no)),
+        cross=alloc((n, n_mon)),
+        store=alloc((n, n_store, n_store_out), dtype=store_dtype),
+        pk=alloc((n, 4)),
+        method=np.zeros(n, dtype=np.int8),
+    )
 
 
 def simulate(
