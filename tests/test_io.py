@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,9 @@ def test_write_parquet_roundtrip_with_provenance(tmp_path: Path) -> None:
     write_parquet(frame(), path, meta={"seed": 3, "shard": 1})
     pd.testing.assert_frame_equal(pd.read_parquet(path), frame())
     assert read_provenance(path) == {"seed": 3, "shard": 1}
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
 
 

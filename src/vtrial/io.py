@@ -84,6 +84,12 @@ def provenance(**extra: Any) -> dict[str, Any]:
     }
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success fsync and rename it to ``path``.
@@ -99,6 +105,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp creates 0600 files; give results the usual permissions (umask applies)
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, final)
         dir_fd = os.open(final.parent, os.O_RDONLY)
         try:
