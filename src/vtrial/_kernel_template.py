@@ -779,13 +779,24 @@ def _simulate_one(
             ctrough = _cp_at(0.0, m, wv, lam, cm)
         ei += 1
     if stat != OK:
+        # a failed patient keeps its row but no partial result that could pass for one
         status[i] = stat
         nsteps[i] = steps
         for j in range(no):
             omin[i, j] = np.nan
             omax[i, j] = np.nan
+            targmin[i, j] = np.nan
+            targmax[i, j] = np.nan
         for j in range(4):
             pk_metrics[i, j] = np.nan
+        for j in range(cross.shape[1]):
+            cross[i, j] = np.nan
+        for s_ in range(probes.shape[1]):
+            for j in range(probes.shape[2]):
+                probes[i, s_, j] = np.nan
+        for s_ in range(store.shape[1]):
+            for j in range(store.shape[2]):
+                store[i, s_, j] = np.nan
         return
     # exact Cmax: refine the best candidate inside its segment
     cmax = cand[0]

@@ -157,6 +157,9 @@ def pk_modes(
     bmode : ndarray, (n, M, 2)
         Modal amplitude added per unit dose into the depot (0) and central (1).
 
+    Patients whose PK parameters are not finite and positive get NaN eigenvalues,
+    which :func:`run_kernel` reports as ``invalid_initial``.
+
     Notes
     -----
     When KA coincides with a disposition eigenvalue (relative gap < ``EIGEN_GAP``)
@@ -173,13 +176,26 @@ def pk_modes(
     def col(name: str) -> np.ndarray:
         return pmat[:, lay.param_index(name)]
 
-    cl, v1, ka = col("CL"), col("V1"), col("KA").copy()
+    # patients with unusable PK parameters get a harmless stand-in here and are
+    # reported as invalid by run_kernel (they must not break the whole batch)
+    names = ["CL", "V1", "KA"] + [
+        x for pair in (("Q2", "V2"), ("Q3", "V3"))[: ncmt - 1] for x in pair
+    ]
+    usable = np.ones(n, dtype=bool)
+    for name in names:
+        values = col(name)
+        usable &= np.isfinite(values) & (values > 0)
+
+    def col_ok(name: str) -> np.ndarray:
+        return np.where(usable, col(name), 1.0)
+
+    cl, v1, ka = col_ok("CL"), col_ok("V1"), col_ok("KA").copy()
     size = ncmt + 1
     a = np.zeros((n, size, size))
     # depot 0, central 1, peripherals 2..
     a[:, 1, 1] = -cl / v1
-    for j, (q, v) in enumerate([("Q2", "V2"), ("Q3", "V3")][: ncmt - 1], start=2):
-        qq, vv = col(q), col(v)
+    for j, (qname, vname) in enumerate([("Q2", "V2"), ("Q3", "V3")][: ncmt - 1], start=2):
+        qq, vv = col_ok(qname), col_ok(vname)
         a[:, 1, 1] -= qq / v1
         a[:, 1, j] = qq / vv
         a[:, j, 1] = qq / v1
@@ -198,6 +214,7 @@ def pk_modes(
     vinv = np.linalg.inv(vec)
     cmode = np.ascontiguousarray(vec[:, 1, :] / v1[:, None])
     bmode = np.ascontiguousarray(vinv[:, :, :2])
+    lam[~usable] = np.nan  # flags the patient as invalid in run_kernel
     return lam, cmode, bmode
 
 
@@ -300,6 +317,8 @@ def run_kernel(
     if pos_cols:
         bad |= ~(y0[:, pos_cols] > 0).all(axis=1)
     bad |= ~np.isfinite(pmat).all(axis=1) | ~np.isfinite(y0).all(axis=1)
+    bad |= ~np.isfinite(lam).all(axis=1) | ~np.isfinite(cmode).all(axis=1)
+    bad |= ~np.isfinite(bmode).all(axis=(1, 2))
     run = np.flatnonzero(~bad)
     n_out = (n_probe, len(monitors), n_store, len(store_out))
     if not bad.any():
