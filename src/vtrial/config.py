@@ -16,7 +16,7 @@ import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache, cached_property
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +29,7 @@ from vtrial.dosing import DOSE_UNITS, Phase, phase_problems, regimen_phases
 from vtrial.errors import ConfigError, ExpressionError, Problem
 from vtrial.expressions import parse_expression
 from vtrial.models import Model, build_model, check_model_section
-from vtrial.yamlsafe import load_yaml
+from vtrial.yamlsafe import load_yaml, package_schema
 
 #: Built-in CTCAE v5 grading scales: thresholds for grades 1..4 as multiples of
 #: 10^9/L, grade 1 starting below the lower limit of normal (``lln``).
@@ -58,10 +58,8 @@ _DISTRIBUTIONS = ("categorical", "normal", "lognormal", "uniform", "constant")
 _RESPONDER_KEYS = ("below", "below_or_equal", "above", "above_or_equal")
 
 
-@cache
 def _schema() -> dict[str, Any]:
-    text = resources.files("vtrial").joinpath("schemas/study.schema.yaml").read_text()
-    return dict(yaml.safe_load(text))
+    return package_schema("study")
 
 
 def schema_path() -> Path:

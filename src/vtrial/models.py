@@ -26,7 +26,6 @@ import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ import yaml
 
 from vtrial.errors import ExpressionError, ModelError
 from vtrial.expressions import Expression, parse_expression, topological_order
-from vtrial.yamlsafe import load_yaml
+from vtrial.yamlsafe import load_yaml, package_schema
 
 #: Symbol for time (hours) usable in every expression.
 TIME = "t"
@@ -141,10 +140,8 @@ class Model:
         return "\n".join(f"{c.name}: {c.title} ({c.reference.strip()})" for c in self.components)
 
 
-@cache
 def _schema() -> dict[str, Any]:
-    text = resources.files("vtrial").joinpath("schemas/model.schema.yaml").read_text()
-    return dict(yaml.safe_load(text))
+    return package_schema("model")
 
 
 def library_path() -> Path:

@@ -213,13 +213,7 @@ def _as_str(series: pd.Series) -> npt.NDArray[np.object_]:
 
 
 def _check_names(names: Sequence[str], what: str) -> list[str]:
-    if isinstance(names, str):
-        raise ValueError(f"{what}: must be a sequence of names, got the string {names!r}")
-    out = [str(n) for n in names]
-    dup = sorted({n for n in out if out.count(n) > 1})
-    if dup:
-        raise ValueError(f"{what}: duplicated name(s) {dup}")
-    return out
+    return stats._unique_names(names, what)
 
 
 def _ok_rows(patients: pd.DataFrame) -> npt.NDArray[np.bool_]:

@@ -7,6 +7,8 @@ duplicate keys, which plain ``yaml.safe_load`` silently resolves to the last val
 
 from __future__ import annotations
 
+from functools import cache
+from importlib import resources
 from typing import Any
 
 import yaml
@@ -33,3 +35,10 @@ class _StrictLoader(yaml.SafeLoader):
 def load_yaml(text: str) -> Any:
     """Parse YAML safely (no tags that construct objects), refusing duplicate keys."""
     return yaml.load(text, Loader=_StrictLoader)
+
+
+@cache
+def package_schema(name: str) -> dict[str, Any]:
+    """A JSON schema shipped in ``vtrial/schemas`` (``study`` or ``model``), parsed once."""
+    text = resources.files("vtrial").joinpath(f"schemas/{name}.schema.yaml").read_text()
+    return dict(yaml.safe_load(text))

@@ -113,3 +113,16 @@ def test_rosenbrock_on_friberg_matches_dopri5() -> None:
     assert (b["solver"] == "rosenbrock23").all()
     rel = np.abs(b["ANC"] - a["ANC"]) / a.groupby("patient_id")["ANC"].transform("max")
     assert rel.max() <= 1e-3
+
+
+def test_model_file_can_ask_for_the_stiff_method(tmp_path: Path, reference: np.ndarray) -> None:
+    path = tmp_path / "fast_effect_stiff.yaml"
+    path.write_text(FAST_EFFECT.replace("title:", "solver: stiff\ntitle:"))
+    model = vtrial.build_model(
+        {"pk": "pk_1cmt", "components": {"fx": {"model": str(path), "links": {"DRUG": "CP"}}}}
+    )
+    assert model.solver == "stiff"
+    out = vtrial.simulate(model, pd.DataFrame({"CL": [CL], "V1": [V1]}), REGIMEN, TIMES)
+    assert (out["solver"] == "rosenbrock23").all()
+    got = out[["EFF", "S"]].to_numpy()
+    assert (np.abs(got - reference) / np.abs(reference).max(axis=0)).max() <= 1e-4
