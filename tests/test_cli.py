@@ -38,3 +38,12 @@ def test_models_lists_library(capsys: pytest.CaptureFixture[str]) -> None:
 def test_unknown_arguments_rejected() -> None:
     with pytest.raises(SystemExit):
         main(["models", "--bogus"])
+
+
+def test_run_dry_run_plans_every_stage(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", str(DEFAULT_STUDY), "--cores", "1", "-n", "--directory", str(tmp_path)])
+    assert code == 0
+    out = capfd.readouterr().out
+    for rule in ("sample_population", "simulate", "aggregate", "report", "manifest"):
+        assert rule in out
+    assert not (tmp_path / "results").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -145,6 +146,73 @@ def test_bit_identical_across_layouts(runs: dict[str, Path]) -> None:
         a = pd.read_parquet(runs["a"] / "summary" / f"{name}.parquet")
         b = pd.read_parquet(runs["b"] / "summary" / f"{name}.parquet")
         pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_external_dask_scheduler_gives_identical_tables(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """A `dask scheduler` and two `dask worker` processes on 127.0.0.1, used through
+    execution.scheduler_address, give the same tables as the local cluster."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    bin_dir = Path(sys.executable).parent
+    procs = [
+        subprocess.Popen(
+            [
+                str(bin_dir / "dask"),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        for _ in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(bin_dir / "dask"),
+                        "worker",
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        "--memory-limit",
+                        "2GB",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        study = tmp_path / "small.yaml"
+        study.write_text(yaml.safe_dump(small_study_data(), sort_keys=False))
+        res = snakemake(tmp_path, study, "shards=3", f"scheduler_address={address}")
+        assert res.returncode == 0, res.stderr[-4000:]
+        log = (tmp_path / "results" / "small" / "logs" / "simulate" / "part-00000.log").read_text()
+        assert f"connecting to the Dask scheduler at {address}" in log
+        for table in ("population.parquet", "patients", "timecourse"):
+            a = pd.read_parquet(runs["a"] / table)
+            b = pd.read_parquet(tmp_path / "results" / "small" / table)
+            pd.testing.assert_frame_equal(a, b, check_exact=True)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 def test_verify_detects_damaged_outputs(runs: dict[str, Path], tmp_path: Path) -> None:
