@@ -31,8 +31,8 @@ setup: $(STAMP)
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES) --config study=$(STUDY) --rerun-incomplete $(SNAKEMAKE_ARGS)
-	@$(BIN)/python -c "import json,sys; m=json.load(open(sys.argv[1])); print('outputs:', len(m['outputs']), 'files listed in', sys.argv[1])" \
-		$$($(BIN)/python -c "from vtrial.config import load_study; print('results/' + load_study('$(STUDY)').name + '/manifest.json')")
+	@$(BIN)/vtrial describe \
+		$$($(BIN)/python -c "from vtrial.config import load_study; print('results/' + load_study('$(STUDY)').name)")
 
 test: setup
 	$(BIN)/pytest

@@ -1,10 +1,11 @@
-"""Command line: ``vtrial validate|models|run|verify``.
+"""Command line: ``vtrial validate|models|run|verify|describe``.
 
 - ``vtrial validate STUDY``: every problem of a study file at once; exit 1 if any.
 - ``vtrial models``: the built-in model library with references.
 - ``vtrial run STUDY [--cores N] [snakemake args...]``: run the workflow on a study.
 - ``vtrial verify RESULTS_DIR``: check every output against ``manifest.json``
   (row counts and content hashes); exit 1 naming each difference.
+- ``vtrial describe RESULTS_DIR``: the key numbers of a finished study.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from vtrial.config import load_study
@@ -97,6 +99,62 @@ def verify(results: str | Path) -> list[str]:
     return problems
 
 
+def describe(results: str | Path) -> str:
+    """The key numbers of a finished study, as text for the terminal."""
+    root = Path(results)
+    manifest = json.loads((root / "manifest.json").read_text())
+    patients = pd.read_parquet(root / "patients")
+    exposure = pd.read_parquet(root / "summary" / "exposure.parquet")
+    safety = pd.read_parquet(root / "summary" / "safety.parquet")
+    efficacy = pd.read_parquet(root / "summary" / "efficacy.parquet")
+    failed = int((patients["solver_status"] != "ok").sum())
+    sha = manifest["study_sha256"][:12]
+    lines = [
+        f"study {manifest['study']} (seed {manifest['seed']}, sha256 {sha})",
+        f"{len(patients)} patients, {failed} solver failure(s)",
+        "",
+    ]
+    rep0 = exposure["replicate"].min()
+    for arm in dict.fromkeys(exposure["arm"]):
+        lines.append(f"{arm}:")
+        ex = exposure[(exposure["arm"] == arm) & (exposure["replicate"] == rep0)]
+        for metric in ("cmax", "auc"):
+            row = ex[ex["metric"] == metric]
+            if len(row) and np.isfinite(row["gmean"].iloc[0]):
+                r = row.iloc[0]
+                lines.append(
+                    f"  {metric:8s} geometric mean {r['gmean']:.4g} (CV {r['gcv']:.0f} %), "
+                    f"5th to 95th percentile {r['p5']:.4g} to {r['p95']:.4g}"
+                )
+        sf = safety[(safety["arm"] == arm) & (safety["grade"] == ">=3")]
+        sf = sf[sf["replicate"] == rep0]
+        for _, r in sf.iterrows():
+            lines.append(
+                f"  {r['event']} grade >= 3: {100 * r['incidence']:.1f} % "
+                f"(95 % CI {100 * r['ci_low']:.1f} to {100 * r['ci_high']:.1f}), n={r['n']}"
+            )
+        ef = efficacy[(efficacy["arm"] == arm) & (efficacy["replicate"] == rep0)]
+        for _, r in ef.iterrows():
+            binary = r["kind"] == "binary"
+            scale, unit, fmt = (100.0, " %", ".1f") if binary else (1.0, "", ".3g")
+            text = (
+                f"  {r['endpoint']}: {scale * r['estimate']:{fmt}}{unit} "
+                f"(95 % CI {scale * r['ci_low']:{fmt}} to {scale * r['ci_high']:{fmt}})"
+            )
+            if np.isfinite(r["diff"]):
+                p = r["p_value"]
+                ptext = f"p={p:.2g}" if p > 0 else "p<1e-300"
+                text += f", vs control {scale * r['diff']:+{fmt}}{unit}, {ptext}"
+            lines.append(text)
+    lines += ["", f"report: {root / 'report'}", f"tables: {root / 'summary'}"]
+    return "\n".join(lines)
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    print(describe(args.results))
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     problems = verify(args.results)
     if problems:
@@ -118,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cores", type=int, default=2)
     p = sub.add_parser("verify", help="check a results folder against its manifest")
     p.add_argument("results")
+    p = sub.add_parser("describe", help="the key numbers of a finished study")
+    p.add_argument("results")
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -128,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_models(args)
         if args.command == "run":
             return cmd_run(args, extra)
+        if args.command == "describe":
+            return cmd_describe(args)
         return cmd_verify(args)
     except VtrialError as err:
         print(f"vtrial: {err}", file=sys.stderr)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, small_study_data
-from vtrial.cli import main, verify
+from vtrial.cli import describe, main, verify
 from vtrial.io import read_provenance, table_hash
 from vtrial.sketch import ALPHA
 
@@ -213,6 +213,16 @@ def test_external_dask_scheduler_gives_identical_tables(
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def test_describe_prints_key_numbers(runs: dict[str, Path]) -> None:
+    text = describe(runs["b"])
+    safety = pd.read_parquet(runs["b"] / "summary" / "safety.parquet")
+    row = safety[(safety["arm"] == "200mg_qd") & (safety["grade"] == ">=3")].iloc[0]
+    assert f"neutropenia grade >= 3: {100 * row['incidence']:.1f} %" in text
+    assert "300 patients, 0 solver failure(s)" in text
+    assert "objective_response" in text
+    assert str(runs["b"] / "report") in text
 
 
 def test_verify_detects_damaged_outputs(runs: dict[str, Path], tmp_path: Path) -> None:
