@@ -268,3 +268,20 @@ def test_model_problem_refused(tmp_path: Path) -> None:
     assert res.returncode != 0
     assert f"{study}: model.parameters.CLX: not a parameter of the model" in res.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_slurm_profile_plans_one_job_per_shard(tmp_path: Path) -> None:
+    """`snakemake --profile workflow/profiles/slurm -n` shows a sensible plan."""
+    study = tmp_path / "small.yaml"
+    data = small_study_data()
+    data["execution"]["shards"] = 5
+    study.write_text(yaml.safe_dump(data, sort_keys=False))
+    res = snakemake(
+        tmp_path, study, "--profile", str(ROOT / "workflow" / "profiles" / "slurm"), "-n"
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    assert "Using profile" in out
+    for shard in range(5):
+        assert f"Simulating shard part-{shard:05d}" in out
+    assert not (tmp_path / "results").exists()
