@@ -485,9 +485,12 @@ def compose(
             out = outputs[target]
             if out.expr is not None and target not in spec.outputs:
                 link_eqs[target] = out.expr
-    # outputs used as inputs of another component become equations (time-varying)
+    # outputs used as inputs of another component become equations (time-varying),
+    # unless the name already is a symbol (an output named like its state, e.g. CE)
+    symbols = set(parameters) | set(derived) | set(states) | set(equations)
     for k, v in link_eqs.items():
-        equations.setdefault(k, v)
+        if k not in symbols:
+            equations[k] = v
     pk_out = out_all.pop(PK_CONCENTRATION, None)
     if pk_out is not None:
         out_all = {PK_CONCENTRATION: pk_out, **out_all}
@@ -540,7 +543,7 @@ def build_model(
     """
     model, problems = check_model_section(section, base_dir=base_dir)
     if problems or model is None:
-        text = "\n".join(f"{source}: model.{w}: {m}" for w, m in problems)
+        text = "\n".join(f"{source}: model{'.' + w if w else ''}: {m}" for w, m in problems)
         raise ModelError(text, problems)
     return model
 
