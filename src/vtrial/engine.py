@@ -38,6 +38,12 @@ STATUS = {
 }
 #: kernel method code -> ``solver`` label (2: Dormand-Prince failed, Rosenbrock retry)
 METHODS = {0: "dopri5", 1: "rosenbrock23", 2: "dopri5+rosenbrock23"}
+
+
+def labels(codes: np.ndarray, table: dict[int, str]) -> np.ndarray:
+    """Per-patient labels of kernel codes (``STATUS`` or ``METHODS``), vectorised."""
+    lookup = np.array([table[k] for k in range(max(table) + 1)], dtype=object)
+    return lookup[np.asarray(codes, dtype=np.int64)]
 #: columns of the exact PK metrics
 PK_METRICS = ("cmax", "tmax", "auc", "ctrough")
 #: relative gap below which two PK eigenvalues are separated (KA nudged), see pk_modes
@@ -494,6 +500,6 @@ def simulate(
     for j, o in enumerate(outs):
         data[o] = res.store[:, :, j].astype(np.float64).ravel()
     out = pd.DataFrame(data)
-    out["solver_status"] = np.repeat([STATUS[int(s)] for s in res.status], times.size)
-    out["solver"] = np.repeat([METHODS[int(m)] for m in res.method], times.size)
+    out["solver_status"] = np.repeat(labels(res.status, STATUS), times.size)
+    out["solver"] = np.repeat(labels(res.method, METHODS), times.size)
     return out

@@ -23,6 +23,7 @@ from vtrial.engine import (
     KernelResult,
     Monitor,
     Tolerances,
+    labels,
     run_kernel,
 )
 from vtrial.models import PK_CONCENTRATION
@@ -153,9 +154,9 @@ def simulate_patients(
         "replicate": pop["replicate"].to_numpy(dtype=np.int32),
         "patient_id": pop["patient_id"].to_numpy(dtype=np.int64),
         "arm": pop["arm"].to_numpy(dtype=object),
-        "solver_status": np.array([STATUS[int(s)] for s in res.status], dtype=object),
+        "solver_status": labels(res.status, STATUS),
         "n_steps": res.nsteps.astype(np.int32),
-        "solver": np.array([METHODS[int(m)] for m in res.method], dtype=object),
+        "solver": labels(res.method, METHODS),
     }
     # ---- exposure
     exp_out = study.data["exposure"].get("output")
