@@ -169,11 +169,3 @@ def event_table(arms: Sequence[Sequence[Phase]]) -> EventTable:
             amount[a, j] = amt
             unit[a, j] = u
     return EventTable(time, amount, kind, unit, n)
-
-
-def total_planned_dose(phases: Sequence[Phase], until: float = np.inf) -> float:
-    """Planned amount (in the phases' own units) given at nominal times < ``until``."""
-    total = 0.0
-    for ph in phases:
-        total += ph.dose * float(np.count_nonzero(ph.dose_times() < until))
-    return total

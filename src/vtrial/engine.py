@@ -44,6 +44,8 @@ def labels(codes: np.ndarray, table: dict[int, str]) -> np.ndarray:
     """Per-patient labels of kernel codes (``STATUS`` or ``METHODS``), vectorised."""
     lookup = np.array([table[k] for k in range(max(table) + 1)], dtype=object)
     return lookup[np.asarray(codes, dtype=np.int64)]
+
+
 #: columns of the exact PK metrics
 PK_METRICS = ("cmax", "tmax", "auc", "ctrough")
 #: relative gap below which two PK eigenvalues are separated (KA nudged), see pk_modes
