@@ -409,6 +409,14 @@ def _record(
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _clear_traces(i, cross, probes, store):  # pragma: no cover - compiled
+    """Set patient i's crossing times, probes and stored time course to NaN."""
+    cross[i, :] = np.nan
+    probes[i, :, :] = np.nan
+    store[i, :, :] = np.nan
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _refine_cmax(lo, hi, m, w, lam, cm, tseg):  # pragma: no cover - compiled
     """Golden-section maximisation of CP on [lo, hi] (absolute times) within a segment."""
     a = lo
@@ -524,15 +532,7 @@ def _simulate_one(
     rvec = np.empty(ns)
     nstiff = 0
     nonstiff = 0
-    # a retry starts from clean per-patient outputs
-    for j in range(cross.shape[1]):
-        cross[i, j] = np.nan
-    for s_ in range(probes.shape[1]):
-        for j in range(probes.shape[2]):
-            probes[i, s_, j] = np.nan
-    for s_ in range(store.shape[1]):
-        for j in range(store.shape[2]):
-            store[i, s_, j] = np.nan
+    _clear_traces(i, cross, probes, store)  # a retry starts from clean outputs
     o = np.empty(no)
     oprev = np.empty(no)
     cand = np.empty(2)
@@ -789,14 +789,7 @@ def _simulate_one(
             targmax[i, j] = np.nan
         for j in range(4):
             pk_metrics[i, j] = np.nan
-        for j in range(cross.shape[1]):
-            cross[i, j] = np.nan
-        for s_ in range(probes.shape[1]):
-            for j in range(probes.shape[2]):
-                probes[i, s_, j] = np.nan
-        for s_ in range(store.shape[1]):
-            for j in range(store.shape[2]):
-                store[i, s_, j] = np.nan
+        _clear_traces(i, cross, probes, store)
         return
     # exact Cmax: refine the best candidate inside its segment
     cmax = cand[0]
