@@ -212,10 +212,6 @@ def _as_str(series: pd.Series) -> npt.NDArray[np.object_]:
     return np.array([str(v) for v in series.to_numpy(dtype=object)], dtype=object)
 
 
-def _check_names(names: Sequence[str], what: str) -> list[str]:
-    return stats._unique_names(names, what)
-
-
 def _ok_rows(patients: pd.DataFrame) -> npt.NDArray[np.bool_]:
     status = patients["solver_status"].to_numpy(dtype=object)
     return np.asarray(status == "ok", dtype=bool)
@@ -328,7 +324,7 @@ def plot_bands(
     ValueError
         If `arms` has duplicates.
     """
-    arms = _check_names(arms, "arms")
+    arms = stats.unique_names(arms, "arms")
     _require(bands, ["arm", "output", "time", *_BAND_COLUMNS], "bands")
     return _render(lambda: _bands_figure(bands, output, arms, unit, title, log), path)
 
@@ -568,7 +564,7 @@ def plot_safety(
     ValueError
         If `arms` has duplicates or `confidence` is not in (0, 1).
     """
-    arms = _check_names(arms, "arms")
+    arms = stats.unique_names(arms, "arms")
     conf = _conf_text(confidence)
     records, note = _safety_arms(safety, event, arms, confidence)
     if not records:
@@ -695,7 +691,7 @@ def plot_exposure(
     ValueError
         If `arms` has duplicates or `target` is not ``0 <= low < high``.
     """
-    arms = _check_names(arms, "arms")
+    arms = stats.unique_names(arms, "arms")
     if target is not None:
         lo, hi = (float(v) for v in target)
         if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 <= lo < hi):
@@ -881,7 +877,7 @@ def plot_forest(
         If `arms` has duplicates or `confidence` is not in (0, 1).
     """
     if arms is not None:
-        arms = _check_names(arms, "arms")
+        arms = stats.unique_names(arms, "arms")
     conf = _conf_text(confidence)
     rows, used = _forest_rows(efficacy, control, arms)
     if not rows:
@@ -1221,7 +1217,7 @@ def make_report(
     ValueError
         If `arms` has duplicates, or two names map to the same file name.
     """
-    arms = _check_names(arms, "arms")
+    arms = stats.unique_names(arms, "arms")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

@@ -191,8 +191,8 @@ def exposure_summary(
     ValueError
         If `metrics` or `arms` contain duplicates, or a percentile is invalid.
     """
-    metrics = _unique_names(metrics, "metrics")
-    arms = _unique_names(arms, "arms")
+    metrics = unique_names(metrics, "metrics")
+    arms = unique_names(arms, "arms")
     pcols = _percentile_columns(percentiles)
     _require_columns(patients, ["replicate", "arm", "solver_status", *metrics])
 
@@ -329,8 +329,8 @@ def efficacy_summary(
         duplicated or `confidence` is not in (0, 1).
     """
     _check_confidence(confidence)
-    arms = _unique_names(arms, "arms")
-    names = _unique_names(list(endpoints), "endpoints")
+    arms = unique_names(arms, "arms")
+    names = unique_names(list(endpoints), "endpoints")
     for name in names:
         if endpoints[name] not in ("continuous", "binary"):
             raise ValueError(
@@ -544,8 +544,8 @@ def safety_summary(
         `confidence` is not in (0, 1).
     """
     _check_confidence(confidence)
-    events = _unique_names(events, "events")
-    arms = _unique_names(arms, "arms")
+    events = unique_names(events, "events")
+    arms = unique_names(arms, "arms")
     if not (math.isfinite(horizon) and horizon > 0):
         raise ValueError(f"horizon: must be a finite number > 0, got {horizon!r}")
     grade_cols = [f"ae_{e}_grade" for e in events]
@@ -691,8 +691,8 @@ def percentile_bands(
     ValueError
         If names are duplicated or a percentile is invalid.
     """
-    outputs = _unique_names(outputs, "outputs")
-    arms = _unique_names(arms, "arms")
+    outputs = unique_names(outputs, "outputs")
+    arms = unique_names(arms, "arms")
     pcols = _percentile_columns(percentiles)
     _require_columns(timecourse, ["arm", "time", *outputs])
 
@@ -935,7 +935,8 @@ def _require_columns(df: pd.DataFrame, columns: Sequence[str]) -> None:
         )
 
 
-def _unique_names(names: Sequence[str], what: str) -> list[str]:
+def unique_names(names: Sequence[str], what: str) -> list[str]:
+    """``names`` as a list of str; ValueError naming ``what`` if a string or duplicated."""
     if isinstance(names, str):
         raise ValueError(f"{what}: must be a sequence of names, got the string {names!r}")
     out = [str(n) for n in names]
