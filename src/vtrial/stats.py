@@ -54,6 +54,7 @@ __all__ = [
     "percentile_bands",
     "percentile_column",
     "safety_summary",
+    "unique_names",
     "wilson_interval",
 ]
 
