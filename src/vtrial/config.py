@@ -17,6 +17,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,6 +60,11 @@ _RESPONDER_KEYS = ("below", "below_or_equal", "above", "above_or_equal")
 
 def _schema() -> dict[str, Any]:
     return package_schema("study")
+
+
+def schema_path() -> Path:
+    """Path of the study JSON schema shipped with the package."""
+    return Path(str(resources.files("vtrial").joinpath("schemas/study.schema.yaml")))
 
 
 @dataclass(frozen=True)
