@@ -32,6 +32,10 @@ NS = 0  # number of ODE states
 NO = 1  # number of outputs
 LOGSCALE = np.zeros(NS, dtype=np.bool_)  # states integrated on the log scale
 OUT_STATES = np.zeros(0, dtype=np.int64)  # states the outputs depend on (dense output)
+DOSE_ORAL = -1  # state receiving oral doses (-1: PK macro)
+DOSE_IV = -1  # state receiving IV doses and infusions (-1: PK macro)
+CP_OUT = -1  # output whose Cmax/AUC/trough are tracked (-1: PK macro CP)
+AUC_STATE = -1  # state integrating CP_OUT
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -53,6 +57,15 @@ def _outputs(t, z, p, cp, o):  # pragma: no cover - compiled
 
 # --- MODEL END ---
 
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _f(t, z, p, cp, rin, dz):  # pragma: no cover - compiled
+    """Right-hand side plus the infusion rate ``rin`` into the IV dosing state."""
+    _rhs(t, z, p, cp, dz)
+    if DOSE_IV >= 0:
+        dz[DOSE_IV] += rin
+
+
 # status codes (see vtrial.engine.STATUS)
 OK = 0
 MAX_STEPS = 1
@@ -70,6 +83,7 @@ EV_ORAL = 0  # bolus into the depot (lag and bioavailability apply)
 EV_BOLUS = 1  # bolus into the central compartment
 EV_RATE = 2  # change of the infusion rate into the central compartment
 EV_MARK = 3  # no dose: a time at which the pre-dose concentration is recorded (trough)
+EV_OCC = 4  # no dose: a new occasion starts (amount: its index; IOV parameters change)
 
 # Dormand-Prince 5(4) tableau and the continuous extension (Hairer, Norsett & Wanner,
 # Solving ODE I, sec. II.5/II.6; Shampine 1986), the same constants as scipy's RK45.
@@ -158,35 +172,37 @@ def _advance_modes(dt, m, u, lam, cm):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _rk_step(t, h, z, k, p, m, w, lam, cm, tseg, ztmp, znew):  # pragma: no cover - compiled
+def _rk_step(t, h, z, k, p, m, w, lam, cm, tseg, rin, ztmp, znew):  # pragma: no cover - compiled
     """One Dormand-Prince step from (t, z) with k[0] = f(t, z); fills k[1..6] and znew."""
     ns = z.shape[0]
     for i in range(ns):
         ztmp[i] = z[i] + h * A21 * k[0, i]
-    _rhs(t + C2 * h, ztmp, p, _cp_at(t + C2 * h - tseg, m, w, lam, cm), k[1])
+    _f(t + C2 * h, ztmp, p, _cp_at(t + C2 * h - tseg, m, w, lam, cm), rin, k[1])
     for i in range(ns):
         ztmp[i] = z[i] + h * (A31 * k[0, i] + A32 * k[1, i])
-    _rhs(t + C3 * h, ztmp, p, _cp_at(t + C3 * h - tseg, m, w, lam, cm), k[2])
+    _f(t + C3 * h, ztmp, p, _cp_at(t + C3 * h - tseg, m, w, lam, cm), rin, k[2])
     for i in range(ns):
         ztmp[i] = z[i] + h * (A41 * k[0, i] + A42 * k[1, i] + A43 * k[2, i])
-    _rhs(t + C4 * h, ztmp, p, _cp_at(t + C4 * h - tseg, m, w, lam, cm), k[3])
+    _f(t + C4 * h, ztmp, p, _cp_at(t + C4 * h - tseg, m, w, lam, cm), rin, k[3])
     for i in range(ns):
         ztmp[i] = z[i] + h * (A51 * k[0, i] + A52 * k[1, i] + A53 * k[2, i] + A54 * k[3, i])
-    _rhs(t + C5 * h, ztmp, p, _cp_at(t + C5 * h - tseg, m, w, lam, cm), k[4])
+    _f(t + C5 * h, ztmp, p, _cp_at(t + C5 * h - tseg, m, w, lam, cm), rin, k[4])
     for i in range(ns):
         ztmp[i] = z[i] + h * (
             A61 * k[0, i] + A62 * k[1, i] + A63 * k[2, i] + A64 * k[3, i] + A65 * k[4, i]
         )
-    _rhs(t + h, ztmp, p, _cp_at(t + h - tseg, m, w, lam, cm), k[5])
+    _f(t + h, ztmp, p, _cp_at(t + h - tseg, m, w, lam, cm), rin, k[5])
     for i in range(ns):
         znew[i] = z[i] + h * (
             B1 * k[0, i] + B3 * k[2, i] + B4 * k[3, i] + B5 * k[4, i] + B6 * k[5, i]
         )
-    _rhs(t + h, znew, p, _cp_at(t + h - tseg, m, w, lam, cm), k[6])
+    _f(t + h, znew, p, _cp_at(t + h - tseg, m, w, lam, cm), rin, k[6])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _initial_step(t, z, k, p, m, w, lam, cm, tseg, rtol, atol, ztmp, method):  # pragma: no cover
+def _initial_step(
+    t, z, k, p, m, w, lam, cm, tseg, rin, rtol, atol, ztmp, method
+):  # pragma: no cover
     """Starting step size from the first and an estimated second derivative.
 
     ``k[0]`` must hold f(t, z); ``k[1]`` is used as scratch. Hairer, Norsett & Wanner,
@@ -204,7 +220,7 @@ def _initial_step(t, z, k, p, m, w, lam, cm, tseg, rtol, atol, ztmp, method):  #
     h0 = 0.01 * d0 / d1 if (d0 > 1e-5 and d1 > 1e-5) else 1e-6
     for q in range(ns):
         ztmp[q] = z[q] + h0 * k[0, q]
-    _rhs(t + h0, ztmp, p, _cp_at(t + h0 - tseg, m, w, lam, cm), k[1])
+    _f(t + h0, ztmp, p, _cp_at(t + h0 - tseg, m, w, lam, cm), rin, k[1])
     d2 = 0.0
     for q in range(ns):
         sc = atol + rtol if LOGSCALE[q] else atol + rtol * abs(z[q])
@@ -257,7 +273,7 @@ def _lu_solve_inplace(a, b):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _ros_step(
-    t, h, z, k, p, m, w, lam, cm, tseg, ztmp, znew, jac, wm, rhs, errv
+    t, h, z, k, p, m, w, lam, cm, tseg, rin, ztmp, znew, jac, wm, rhs, errv
 ):  # pragma: no cover
     """One Rosenbrock 2(3) step (ode23s) with a finite-difference Jacobian.
 
@@ -266,9 +282,9 @@ def _ros_step(
     """
     ns = z.shape[0]
     cp_t = _cp_at(t - tseg, m, w, lam, cm)
-    _rhs(t, z, p, cp_t, k[0])
+    _f(t, z, p, cp_t, rin, k[0])
     dt = 1.5e-8 * max(abs(t), 1.0)
-    _rhs(t + dt, z, p, _cp_at(t + dt - tseg, m, w, lam, cm), k[6])
+    _f(t + dt, z, p, _cp_at(t + dt - tseg, m, w, lam, cm), rin, k[6])
     for q in range(ns):
         k[6, q] = (k[6, q] - k[0, q]) / dt  # df/dt
     for j in range(ns):
@@ -276,7 +292,7 @@ def _ros_step(
             ztmp[q] = z[q]
         dz = 1.5e-8 * max(abs(z[j]), 1.0)
         ztmp[j] += dz
-        _rhs(t, ztmp, p, cp_t, k[4])
+        _f(t, ztmp, p, cp_t, rin, k[4])
         for q in range(ns):
             jac[q, j] = (k[4, q] - k[0, q]) / dz
     hd = h * D_ROS
@@ -290,7 +306,7 @@ def _ros_step(
     for q in range(ns):
         k[1, q] = rhs[q]
         ztmp[q] = z[q] + 0.5 * h * k[1, q]
-    _rhs(t + 0.5 * h, ztmp, p, _cp_at(t + 0.5 * h - tseg, m, w, lam, cm), k[3])
+    _f(t + 0.5 * h, ztmp, p, _cp_at(t + 0.5 * h - tseg, m, w, lam, cm), rin, k[3])
     # k2 = W^-1 (F1 - k1) + k1
     for q in range(ns):
         for j in range(ns):
@@ -301,7 +317,7 @@ def _ros_step(
     for q in range(ns):
         k[2, q] = rhs[q] + k[1, q]
         znew[q] = z[q] + h * k[2, q]
-    _rhs(t + h, znew, p, _cp_at(t + h - tseg, m, w, lam, cm), k[4])
+    _f(t + h, znew, p, _cp_at(t + h - tseg, m, w, lam, cm), rin, k[4])
     # k3 = W^-1 (F2 - e32 (k2 - F1) - 2 (k1 - F0) + h d T)
     for q in range(ns):
         for j in range(ns):
@@ -446,6 +462,69 @@ def _refine_cmax(lo, hi, m, w, lam, cm, tseg):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _cp_dense(theta, h, t0, z, k, p, method, zg, o):  # pragma: no cover - compiled
+    """ODE output CP_OUT at t0 + theta*h from the continuous extension of one step."""
+    if method == DOPRI5:
+        _dense(theta, h, z, k, zg)
+    else:
+        _dense_ros(theta, h, z, k, zg)
+    _outputs(t0 + theta * h, zg, p, 0.0, o)
+    return o[CP_OUT]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _refine_dense(h, t0, z, k, p, method, zg, o):  # pragma: no cover - compiled
+    """Golden-section maximisation of the ODE output CP_OUT over one saved step."""
+    a = 0.0
+    b = 1.0
+    x1 = a + GOLDEN * (b - a)
+    x2 = b - GOLDEN * (b - a)
+    f1 = _cp_dense(x1, h, t0, z, k, p, method, zg, o)
+    f2 = _cp_dense(x2, h, t0, z, k, p, method, zg, o)
+    for _ in range(80):
+        if (b - a) * h <= 1e-10 * max(1.0, abs(t0)):
+            break
+        if f1 < f2:
+            a = x1
+            x1 = x2
+            f1 = f2
+            x2 = b - GOLDEN * (b - a)
+            f2 = _cp_dense(x2, h, t0, z, k, p, method, zg, o)
+        else:
+            b = x2
+            x2 = x1
+            f2 = f1
+            x1 = a + GOLDEN * (b - a)
+            f1 = _cp_dense(x1, h, t0, z, k, p, method, zg, o)
+    if f1 > f2:
+        return t0 + x1 * h, f1
+    return t0 + x2 * h, f2
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _steady_state(m, lam, vinv, tau, kind, amt, dur, tlag):  # pragma: no cover - compiled
+    """Modal state just before a dose at steady state of a dose repeated every ``tau``.
+
+    The response at ``tau`` to one interval's dose (oral: landing at ``tlag``; bolus;
+    zero-order infusion over ``dur``), summed over the infinite past as a geometric
+    series: ``m_ss = m_one(tau) / (1 - exp(lam tau))``. Returns False if the lag is not
+    shorter than the interval (the series would then need doses after time 0).
+    """
+    if kind == EV_ORAL and not tlag < tau:
+        return False
+    for q in range(m.shape[0]):
+        lq = lam[q]
+        if kind == EV_ORAL:
+            one = amt * vinv[q, 0] * math.exp(lq * (tau - tlag))
+        elif kind == EV_BOLUS:
+            one = amt * vinv[q, 1] * math.exp(lq * tau)
+        else:  # rate amt over dur: m(tau) = amt vinv (e^{l tau} - e^{l (tau - dur)}) / l
+            one = amt * vinv[q, 1] * math.exp(lq * (tau - dur)) * math.expm1(lq * dur) / lq
+        m[q] = one / -math.expm1(lq * tau)
+    return True
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _simulate_one(
     i,
     P_,
@@ -454,12 +533,15 @@ def _simulate_one(
     dscale,
     lam_all,
     cm_all,
-    bm_all,
+    vinv_all,
+    vec_all,
     ev_time,
     ev_amt,
     ev_kind,
     ev_unit,
     ev_n,
+    ss_spec,
+    ss_unit,
     tlag_idx,
     f_idx,
     t_grid,
@@ -485,27 +567,35 @@ def _simulate_one(
     store,
     pk_metrics,
 ):  # pragma: no cover - compiled
-    ns = Y0.shape[1]
-    nm = lam_all.shape[1]
+    ns = NS
+    nm = lam_all.shape[2]
     no = omin.shape[1]
-    p = P_[i]
-    lam = lam_all[i]
-    cm = cm_all[i]
+    occ = 0
+    p = P_[i, 0]
+    lam = lam_all[i, 0]
+    cm = cm_all[i, 0]
+    vinv = vinv_all[i, 0]
     a = arm[i]
-    # ---- this patient's events: lag and bioavailability on oral doses, dose scaling, sort
+    # ---- this patient's events: lag and bioavailability of the dose's occasion on oral
+    # doses, dose scaling, sorted by actual time (occasion switches precede the doses at
+    # the same nominal time in the table)
     ne = ev_n[a]
     et = np.empty(ne)
     ek = np.empty(ne, dtype=np.int64)
     ea = np.empty(ne)
-    tlag = p[tlag_idx] if tlag_idx >= 0 else 0.0
-    fbio = p[f_idx] if f_idx >= 0 else 1.0
+    occ_d = 0
     for e in range(ne):
         kind = ev_kind[a, e]
         amt = ev_amt[a, e] * dscale[i, ev_unit[a, e]]
         tt = ev_time[a, e]
-        if kind == EV_ORAL:
-            tt += tlag
-            amt *= fbio
+        if kind == EV_OCC:
+            occ_d = int(ev_amt[a, e])
+            amt = ev_amt[a, e]
+        elif kind == EV_ORAL:
+            if tlag_idx >= 0:
+                tt += P_[i, occ_d, tlag_idx]
+            if f_idx >= 0:
+                amt *= P_[i, occ_d, f_idx]
         et[e] = tt
         ek[e] = kind
         ea[e] = amt
@@ -520,7 +610,10 @@ def _simulate_one(
     m = np.zeros(nm)
     u = np.zeros(nm)
     wv = np.zeros(nm)
-    z = np.empty(ns)
+    xa = np.zeros(nm)
+    rtot = 0.0  # infusion rate into the PK macro's central compartment (mg/h)
+    rin = 0.0  # infusion rate into the IV dosing state of an ODE model (mg/h)
+    z = np.zeros(ns)
     _to_internal(Y0[i], z)
     k = np.empty((7, ns))
     ztmp = np.empty(ns)
@@ -535,6 +628,7 @@ def _simulate_one(
     _clear_traces(i, cross, probes, store)  # a retry starts from clean outputs
     o = np.empty(no)
     oprev = np.empty(no)
+    otmp = np.empty(no)
     cand = np.empty(2)
     cand[0] = -np.inf
     cand[1] = np.nan
@@ -542,15 +636,32 @@ def _simulate_one(
     best_u = np.zeros(nm)
     best_seg = np.empty(3)  # segment start, segment end, grid spacing around the candidate
     best_seg[:] = np.nan
+    best_occ = 0
     # a candidate at an event time may sit next to a peak in the segment before it
     prev_m = np.zeros(nm)
     prev_u = np.zeros(nm)
     prev_seg = np.empty(2)  # previous segment start, window start
     prev_seg[:] = np.nan
+    prev_occ = 0
     best_pm = np.zeros(nm)
     best_pu = np.zeros(nm)
     best_pseg = np.empty(2)
     best_pseg[:] = np.nan
+    best_pocc = 0
+    # ODE exposure (CP_OUT >= 0): best step end or post-dose point, and the steps around
+    # it (start time, size, state, stages, parameter occasion) for the refinement
+    nsave = ns if CP_OUT >= 0 else 0
+    ode_best = -np.inf
+    ode_tbest = np.nan
+    lz = np.empty(nsave)
+    lk = np.empty((7, nsave))
+    rz = np.empty(nsave)
+    rk = np.empty((7, nsave))
+    lseg = np.empty(3)  # t0, h, occasion of the step ending at the best point
+    rseg = np.empty(3)  # t0, h, occasion of the step starting there
+    lseg[:] = np.nan
+    rseg[:] = np.nan
+    want_right = False
     for j in range(no):
         omin[i, j] = np.nan
         omax[i, j] = np.nan
@@ -565,14 +676,25 @@ def _simulate_one(
     steps = 0
     h = h_max
     stat = OK
+    # steady-state start: the PK macro at steady state of the arm's first phase
+    tau = ss_spec[a, 0]
+    if tau > 0.0 and nm > 0:
+        kind = int(ss_spec[a, 1])
+        amt = ss_spec[a, 2] * dscale[i, ss_unit[a]]
+        tlag = p[tlag_idx] if tlag_idx >= 0 else 0.0
+        if kind == EV_ORAL and f_idx >= 0:
+            amt *= p[f_idx]
+        if not _steady_state(m, lam, vinv, tau, kind, amt, ss_spec[a, 3], tlag):
+            stat = INVALID_INITIAL
+    cp_start = _cp_at(0.0, m, wv, lam, cm)
     # grid points at the start are taken before any dose at that time
-    while g < ng and t_grid[g] <= t:
+    while g < ng and t_grid[g] <= t and stat == OK:
         _record(
             g,
             t_grid[g],
             z if ns > 0 else zg,
             p,
-            0.0,
+            cp_start,
             i,
             o,
             oprev,
@@ -600,18 +722,51 @@ def _simulate_one(
         while ei < ne and et[ei] <= t:
             kind = ek[ei]
             if kind == EV_ORAL:
-                for q in range(nm):
-                    m[q] += ea[ei] * bm_all[i, q, 0]
+                if DOSE_ORAL >= 0:
+                    z[DOSE_ORAL] += ea[ei]
+                else:
+                    for q in range(nm):
+                        m[q] += ea[ei] * vinv[q, 0]
             elif kind == EV_BOLUS:
-                for q in range(nm):
-                    m[q] += ea[ei] * bm_all[i, q, 1]
+                if DOSE_IV >= 0:
+                    z[DOSE_IV] += ea[ei]
+                else:
+                    for q in range(nm):
+                        m[q] += ea[ei] * vinv[q, 1]
             elif kind == EV_RATE:
-                for q in range(nm):
-                    u[q] += ea[ei] * bm_all[i, q, 1]
+                if DOSE_IV >= 0:
+                    rin += ea[ei]
+                else:
+                    rtot += ea[ei]
+            elif kind == EV_OCC:
+                new = int(ea[ei])
+                if new != occ:
+                    # amounts are continuous across occasions: x = V_old m, m = V_new^-1 x
+                    vec = vec_all[i, occ]
+                    for r in range(nm):
+                        acc = 0.0
+                        for q in range(nm):
+                            acc += vec[r, q] * m[q]
+                        xa[r] = acc
+                    occ = new
+                    p = P_[i, occ]
+                    lam = lam_all[i, occ]
+                    cm = cm_all[i, occ]
+                    vinv = vinv_all[i, occ]
+                    for q in range(nm):
+                        acc = 0.0
+                        for r in range(nm):
+                            acc += vinv[q, r] * xa[r]
+                        m[q] = acc
             else:
-                ctrough = _cp_at(0.0, m, wv, lam, cm)
+                if CP_OUT >= 0:
+                    _outputs(t, z, p, 0.0, otmp)
+                    ctrough = otmp[CP_OUT]
+                else:
+                    ctrough = _cp_at(0.0, m, wv, lam, cm)
             ei += 1
         for q in range(nm):
+            u[q] = rtot * vinv[q, 1]
             wv[q] = u[q] / lam[q]
         tb = t_end
         if ei < ne and et[ei] < t_end:
@@ -623,25 +778,35 @@ def _simulate_one(
             cand[1] = t
             best_m[:] = m
             best_u[:] = wv
+            best_occ = occ
             best_seg[0] = t
             best_seg[1] = tb
             # forward window: to the next grid point; backward: the previous segment
             best_seg[2] = (t_grid[g] - t) if g < ng else (tb - t)
             best_pm[:] = prev_m
             best_pu[:] = prev_u
+            best_pocc = prev_occ
             best_pseg[0] = prev_seg[0]
             gb = g - 1
             while gb >= 0 and t_grid[gb] >= t:
                 gb -= 1
             best_pseg[1] = max(prev_seg[0], t_grid[gb]) if gb >= 0 else prev_seg[0]
+        if CP_OUT >= 0:
+            _outputs(t, z, p, 0.0, otmp)  # after the doses at t
+            if otmp[CP_OUT] > ode_best:
+                ode_best = otmp[CP_OUT]
+                ode_tbest = t
+                lseg[:] = np.nan
+                rseg[:] = np.nan
+                want_right = True
         # ---- integrate the ODE states over [t, tb]
         if ns > 0:
-            _rhs(t, z, p, cp0, k[0])
+            _f(t, z, p, cp0, rin, k[0])
             # every segment starts after a dose or infusion change, where the right-hand
             # side changes abruptly: restart the step size (Hairer, Norsett & Wanner,
             # Solving ODE I, sec. II.4) instead of carrying a step suited to the smooth
             # end of the previous interval
-            h0 = _initial_step(t, z, k, p, m, wv, lam, cm, tseg, rtol, atol, ztmp, method)
+            h0 = _initial_step(t, z, k, p, m, wv, lam, cm, tseg, rin, rtol, atol, ztmp, method)
             h = min(h0, h_max) if first else min(h, h0)
             first = False
         while t < tb and stat == OK:
@@ -653,7 +818,7 @@ def _simulate_one(
             if ns > 0:
                 finite = True
                 if method == DOPRI5:
-                    _rk_step(t, hs, z, k, p, m, wv, lam, cm, tseg, ztmp, znew)
+                    _rk_step(t, hs, z, k, p, m, wv, lam, cm, tseg, rin, ztmp, znew)
                     for q in range(ns):
                         errv[q] = hs * (
                             E1 * k[0, q]
@@ -665,7 +830,7 @@ def _simulate_one(
                         )
                 else:
                     finite = _ros_step(
-                        t, hs, z, k, p, m, wv, lam, cm, tseg, ztmp, znew, jac, wmat, rvec, errv
+                        t, hs, z, k, p, m, wv, lam, cm, tseg, rin, ztmp, znew, jac, wmat, rvec, errv
                     )
                 err = 0.0
                 for q in range(ns):
@@ -716,6 +881,27 @@ def _simulate_one(
             else:
                 hnew = h
             t1 = tb if last else t + hs
+            if CP_OUT >= 0:
+                # exposure of an ODE model: the best accepted step end, bracketed by the
+                # step before and the step after it (refined on their dense output)
+                if want_right:
+                    rz[:] = z
+                    rk[:, :] = k
+                    rseg[0] = t
+                    rseg[1] = hs
+                    rseg[2] = occ
+                    want_right = False
+                _outputs(t1, znew, p, 0.0, otmp)
+                if otmp[CP_OUT] > ode_best:
+                    ode_best = otmp[CP_OUT]
+                    ode_tbest = t1
+                    lz[:] = z
+                    lk[:, :] = k
+                    lseg[0] = t
+                    lseg[1] = hs
+                    lseg[2] = occ
+                    rseg[:] = np.nan
+                    want_right = True
             # outputs at grid points inside (t, t1]
             while g < ng and t_grid[g] <= t1:
                 tg = t_grid[g]
@@ -756,6 +942,7 @@ def _simulate_one(
                 if cand[0] > before:
                     best_m[:] = m
                     best_u[:] = wv
+                    best_occ = occ
                     best_pseg[:] = np.nan
                     best_seg[0] = tseg
                     best_seg[1] = tb
@@ -771,12 +958,17 @@ def _simulate_one(
             h = hnew
         prev_m[:] = m
         prev_u[:] = wv
+        prev_occ = occ
         prev_seg[0] = tseg
         auc += _advance_modes(tb - tseg, m, u, lam, cm)
     # events at the very end of the horizon: only the trough marker matters
     while ei < ne and et[ei] <= t_end:
         if ek[ei] == EV_MARK:
-            ctrough = _cp_at(0.0, m, wv, lam, cm)
+            if CP_OUT >= 0:
+                _outputs(t_end, z, p, 0.0, otmp)
+                ctrough = otmp[CP_OUT]
+            else:
+                ctrough = _cp_at(0.0, m, wv, lam, cm)
         ei += 1
     if stat != OK:
         # a failed patient keeps its row but no partial result that could pass for one
@@ -799,20 +991,45 @@ def _simulate_one(
         lo = max(best_seg[0], tmax - w)
         hi = min(best_seg[1], tmax + w)
         if hi > lo:
-            tr, cr = _refine_cmax(lo, hi, best_m, best_u, lam, cm, best_seg[0])
+            tr, cr = _refine_cmax(
+                lo, hi, best_m, best_u, lam_all[i, best_occ], cm_all[i, best_occ], best_seg[0]
+            )
             if cr > cmax:
                 cmax = cr
                 tmax = tr
         # a candidate at an event time: also search the end of the segment before it
         t_ev = cand[1]
         if math.isfinite(best_pseg[0]) and t_ev > best_pseg[1]:
-            tr, cr = _refine_cmax(best_pseg[1], t_ev, best_pm, best_pu, lam, cm, best_pseg[0])
+            tr, cr = _refine_cmax(
+                best_pseg[1],
+                t_ev,
+                best_pm,
+                best_pu,
+                lam_all[i, best_pocc],
+                cm_all[i, best_pocc],
+                best_pseg[0],
+            )
             if cr > cmax:
                 cmax = cr
                 tmax = tr
-    pk_metrics[i, 0] = cmax if nm > 0 else np.nan
-    pk_metrics[i, 1] = tmax if nm > 0 else np.nan
-    pk_metrics[i, 2] = auc if nm > 0 else np.nan
+    if CP_OUT >= 0:
+        cmax = ode_best
+        tmax = ode_tbest
+        if math.isfinite(lseg[0]):
+            tr, cr = _refine_dense(lseg[1], lseg[0], lz, lk, P_[i, int(lseg[2])], method, zg, otmp)
+            if cr > cmax:
+                cmax = cr
+                tmax = tr
+        if math.isfinite(rseg[0]):
+            tr, cr = _refine_dense(rseg[1], rseg[0], rz, rk, P_[i, int(rseg[2])], method, zg, otmp)
+            if cr > cmax:
+                cmax = cr
+                tmax = tr
+        auc = z[AUC_STATE]
+    exposed = nm > 0 or CP_OUT >= 0
+    pk_metrics[i, 0] = cmax if exposed else np.nan
+    pk_metrics[i, 1] = tmax if exposed else np.nan
+    pk_metrics[i, 2] = auc if exposed else np.nan
     pk_metrics[i, 3] = ctrough
     status[i] = OK
     nsteps[i] = steps
@@ -826,12 +1043,15 @@ def simulate_batch(
     dscale,
     lam,
     cm,
-    bm,
+    vinv,
+    vec,
     ev_time,
     ev_amt,
     ev_kind,
     ev_unit,
     ev_n,
+    ss_spec,
+    ss_unit,
     tlag_idx,
     f_idx,
     t_grid,
@@ -865,7 +1085,9 @@ def simulate_batch(
         # (one call site, so the integrator is compiled once)
         for attempt in range(2):
             method = method0 if attempt == 0 else ROSENBROCK23
-            if attempt == 1 and (method0 != DOPRI5 or status[i] == OK):
+            if attempt == 1 and (
+                method0 != DOPRI5 or status[i] == OK or status[i] == INVALID_INITIAL
+            ):
                 break
             _simulate_one(
                 i,
@@ -875,12 +1097,15 @@ def simulate_batch(
                 dscale,
                 lam,
                 cm,
-                bm,
+                vinv,
+                vec,
                 ev_time,
                 ev_amt,
                 ev_kind,
                 ev_unit,
                 ev_n,
+                ss_spec,
+                ss_unit,
                 tlag_idx,
                 f_idx,
                 t_grid,

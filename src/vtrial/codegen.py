@@ -118,13 +118,24 @@ def model_source(model: Model) -> str:
     ind = "    "
     ns = len(lay.state_names)
     dec = '@njit(cache=True, nogil=True, error_model="numpy")'
-    flags = ", ".join(str(model.states[s].positive) for s in lay.state_names)
+    auc = model.ode_exposure  # one more state: the AUC of the ODE output CP
+    flags = ", ".join([*(str(model.states[s].positive) for s in lay.state_names), *["False"] * auc])
     used = ", ".join(str(lay.state_names.index(s)) for s in output_states(model))
+
+    def state_index(route: str) -> int:
+        target = model.dosing.get(route)
+        return lay.state_names.index(target) if target is not None else -1
+
     lines = [
-        f"NS = {ns}",
+        f"NS = {ns + auc}",
         f"NO = {len(lay.output_names)}",
         f"LOGSCALE = np.array([{flags}], dtype=np.bool_)",
         f"OUT_STATES = np.array([{used}], dtype=np.int64)",
+        f"DOSE_ORAL = {state_index('oral')}  # state receiving oral doses (-1: PK macro)",
+        f"DOSE_IV = {state_index('iv')}  # state receiving IV doses and infusions (-1: PK macro)",
+        f"CP_OUT = {lay.output_names.index(PK_CONCENTRATION) if auc else -1}"
+        "  # output whose Cmax/AUC/trough are tracked (-1: PK macro CP)",
+        f"AUC_STATE = {ns if auc else -1}  # state integrating CP_OUT",
         "",
         "",
     ]
@@ -134,6 +145,8 @@ def model_source(model: Model) -> str:
             lines.append(f"{ind}z[{i}] = math.log(y[{i}])")
         else:
             lines.append(f"{ind}z[{i}] = y[{i}]")
+    if auc:
+        lines.append(f"{ind}z[{ns}] = 0.0")
     lines.append(f"{ind}return")
     lines += ["", "", dec, "def _rhs(t, z, p, cp, dz):  # pragma: no cover - compiled"]
     lines += _prologue(model, lay, names, ind)
@@ -143,6 +156,10 @@ def model_source(model: Model) -> str:
             lines.append(f"{ind}dz[{i}] = ({rhs}) / s_{s}")
         else:
             lines.append(f"{ind}dz[{i}] = {rhs}")
+    if auc:
+        cp_expr = model.outputs[PK_CONCENTRATION].expr
+        assert cp_expr is not None
+        lines.append(f"{ind}dz[{ns}] = {to_source(cp_expr, names)}")
     lines.append(f"{ind}return")
     lines += ["", "", dec, "def _outputs(t, z, p, cp, o):  # pragma: no cover - compiled"]
     lines += _prologue(model, lay, names, ind)

@@ -5,11 +5,20 @@ rest weeks). A phase is a mapping::
 
     {"route": "oral" | "iv_bolus" | "iv_infusion", "dose": 100, "unit": "mg",
      "start": 0, "interval": 24, "count": 21, "duration": 1,
-     "cycles": {"length_days": 21, "count": 6}}
+     "cycles": {"length_days": 21, "count": 6}, "steady_state": False}
 
 Times are in hours. ``unit`` is ``mg``, ``mg/kg`` (scaled by the patient's
 ``weight``) or ``mg/m2`` (scaled by ``bsa``). With ``cycles``, ``count`` doses are
-given every ``interval`` hours from the start of each cycle.
+given every ``interval`` hours from the start of each cycle. ``steady_state: true``
+(first phase only, starting at time 0) starts the patient at steady state of that
+phase's dose repeated every ``interval`` since the infinite past, like NONMEM's
+``SS=1`` record for the drug amounts: the PK macro's compartments are set exactly
+(geometric series of one dosing interval in modal form); ODE states (effects) start
+from their own initial conditions.
+
+Occasions (for inter-occasion variability) are periods with their own parameter
+values; :func:`occasion_starts` derives their start times from the regimen (each
+dosing cycle, or each dose) or takes them from the study.
 
 The events of each arm go to the compiled kernel as one padded table
 (:class:`EventTable`); per-patient lag, bioavailability and dose scaling are applied
@@ -28,7 +37,8 @@ ROUTES = ("oral", "iv_bolus", "iv_infusion")
 #: dose unit -> column of the per-patient dose scale matrix (1, weight, bsa)
 DOSE_UNITS = {"mg": 0, "mg/kg": 1, "mg/m2": 2}
 # event kinds, as in the kernel template
-EV_ORAL, EV_BOLUS, EV_RATE, EV_MARK = 0, 1, 2, 3
+EV_ORAL, EV_BOLUS, EV_RATE, EV_MARK, EV_OCC = 0, 1, 2, 3, 4
+_ROUTE_KIND = {"oral": EV_ORAL, "iv_bolus": EV_BOLUS, "iv_infusion": EV_RATE}
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,7 @@ class Phase:
     duration: float = 0.0
     cycle_length_h: float | None = None
     cycle_count: int = 1
+    steady_state: bool = False
 
     def dose_times(self) -> np.ndarray:
         """Nominal dose times of this phase (h), sorted."""
@@ -67,6 +78,7 @@ def phase_from_dict(d: Mapping[str, Any]) -> Phase:
         duration=float(d.get("duration", 0.0)),
         cycle_length_h=float(cycles["length_days"]) * 24.0 if cycles else None,
         cycle_count=int(cycles["count"]) if cycles else 1,
+        steady_state=bool(d.get("steady_state", False)),
     )
 
 
@@ -90,6 +102,22 @@ def phase_problems(d: Mapping[str, Any], where: str) -> list[str]:
     count = int(d.get("count", 1))
     interval = float(d.get("interval", 24.0))
     cycles = d.get("cycles")
+    if d.get("steady_state", False):
+        if not where.endswith("regimen") and not where.endswith("[0]"):
+            out.append(
+                f"{where}.steady_state: only the first phase of a regimen can start at steady state"
+            )
+        if float(d.get("start", 0.0)) != 0.0:
+            out.append(f"{where}.start: a steady-state phase must start at 0, got {d.get('start')}")
+        if cycles:
+            out.append(
+                f"{where}.steady_state: not with cycles (steady state needs one fixed interval)"
+            )
+        if float(d.get("duration", 0.0)) > interval:
+            out.append(
+                f"{where}.duration: a steady-state infusion must not be longer than the "
+                f"interval ({interval} h), got {d.get('duration')}"
+            )
     if cycles:
         length = float(cycles["length_days"]) * 24.0
         last = (count - 1) * interval
@@ -112,9 +140,17 @@ class EventTable:
     time, amount : ndarray, shape (n_arms, n_events)
         Nominal time (h) and amount (mg, or mg/h for rate changes) before scaling.
     kind, unit : ndarray of int64, shape (n_arms, n_events)
-        Event kind (oral, bolus, rate change, trough marker) and dose-scale column.
+        Event kind (oral, bolus, rate change, trough marker, occasion start) and
+        dose-scale column. An occasion start's amount is the occasion's index.
     n : ndarray of int64, shape (n_arms,)
         Number of valid events per arm.
+    ss : ndarray, shape (n_arms, 4)
+        Steady-state start per arm: interval (h, 0 if none), event kind, amount (mg, or
+        mg/h for an infusion) before scaling, infusion duration (h).
+    ss_unit : ndarray of int64, shape (n_arms,)
+        Dose-scale column of the steady-state dose.
+    n_occ : int
+        Number of occasions (1 without inter-occasion variability).
     """
 
     time: np.ndarray
@@ -122,15 +158,51 @@ class EventTable:
     kind: np.ndarray
     unit: np.ndarray
     n: np.ndarray
+    ss: np.ndarray
+    ss_unit: np.ndarray
+    n_occ: int = 1
 
 
-def arm_events(phases: Sequence[Phase]) -> list[tuple[float, int, float, int]]:
+def occasion_starts(phases: Sequence[Phase], occasions: Any) -> list[float]:
+    """Start times (h) of occasions 1, 2, ... of one arm (occasion 0 starts the run).
+
+    ``occasions`` is ``"cycles"`` (each dosing cycle, and each phase, is an occasion),
+    ``"doses"`` (each nominal dose starts one) or a sorted list of start times (the
+    first, if 0, is occasion 0's own start).
+
+    Examples
+    --------
+    >>> ph = phase_from_dict({"route": "oral", "dose": 100, "count": 14,
+    ...                       "cycles": {"length_days": 21, "count": 3}})
+    >>> occasion_starts([ph], "cycles")
+    [504.0, 1008.0]
+    """
+    if occasions is None:
+        return []
+    if isinstance(occasions, str):
+        starts: set[float] = set()
+        for ph in phases:
+            if occasions == "doses":
+                starts.update(float(t) for t in ph.dose_times())
+            elif ph.cycle_length_h is not None:
+                starts.update(ph.start + ph.cycle_length_h * np.arange(ph.cycle_count))
+            else:
+                starts.add(ph.start)
+        times = sorted(starts)
+        return [float(t) for t in times[1:]] if times else []
+    return [float(t) for t in occasions if float(t) > 0.0]
+
+
+def arm_events(
+    phases: Sequence[Phase], occasions: Sequence[float] = ()
+) -> list[tuple[float, int, float, int]]:
     """Events ``(time, kind, amount, unit)`` of one arm, sorted by time.
 
     Infusions become a rate increase at the start and a decrease at the end. A
-    trough marker is placed at the last nominal dose time, before that dose.
+    trough marker is placed at the last nominal dose time, before that dose; an
+    occasion start comes after the marker and before the doses at its time.
     """
-    events: list[tuple[float, int, int, float, int]] = []  # (time, order, kind, amount, unit)
+    events: list[tuple[float, float, int, float, int]] = []  # (time, order, kind, amount, unit)
     last = -np.inf
     for ph in phases:
         ucol = DOSE_UNITS[ph.unit]
@@ -147,13 +219,22 @@ def arm_events(phases: Sequence[Phase]) -> list[tuple[float, int, float, int]]:
                 events.append((tf + ph.duration, 1, EV_RATE, -rate, ucol))
     if np.isfinite(last):
         events.append((last, 0, EV_MARK, 0.0, 0))
+    for j, t in enumerate(occasions, start=1):
+        events.append((float(t), 0.5, EV_OCC, float(j), 0))
     events.sort(key=lambda e: (e[0], e[1]))
     return [(t, k, a, u) for t, _, k, a, u in events]
 
 
-def event_table(arms: Sequence[Sequence[Phase]]) -> EventTable:
-    """Stack the events of every arm into one padded :class:`EventTable`."""
-    per_arm = [arm_events(ph) for ph in arms]
+def event_table(
+    arms: Sequence[Sequence[Phase]], occasions: Sequence[Sequence[float]] | None = None
+) -> EventTable:
+    """Stack the events of every arm into one padded :class:`EventTable`.
+
+    ``occasions`` gives each arm's occasion start times (:func:`occasion_starts`);
+    the table has as many occasions as the arm with the most.
+    """
+    occ = list(occasions) if occasions is not None else [[] for _ in arms]
+    per_arm = [arm_events(ph, o) for ph, o in zip(arms, occ, strict=True)]
     width = max([1, *(len(e) for e in per_arm)])
     na = len(per_arm)
     time = np.full((na, width), np.inf)
@@ -168,4 +249,14 @@ def event_table(arms: Sequence[Sequence[Phase]]) -> EventTable:
             kind[a, j] = k
             amount[a, j] = amt
             unit[a, j] = u
-    return EventTable(time, amount, kind, unit, n)
+    ss = np.zeros((na, 4))
+    ss_unit = np.zeros(na, dtype=np.int64)
+    for a, phases in enumerate(arms):
+        if phases and phases[0].steady_state:
+            ph = phases[0]
+            rate = ph.route == "iv_infusion"
+            amt = ph.dose / ph.duration if rate else ph.dose
+            ss[a] = (ph.interval, _ROUTE_KIND[ph.route], amt, ph.duration)
+            ss_unit[a] = DOSE_UNITS[ph.unit]
+    n_occ = 1 + max([0, *(len(o) for o in occ)])
+    return EventTable(time, amount, kind, unit, n, ss, ss_unit, n_occ)

@@ -26,6 +26,7 @@ from vtrial.dosing import EventTable, event_table, regimen_phases
 from vtrial.errors import VtrialError
 from vtrial.expressions import evaluate
 from vtrial.models import Model
+from vtrial.residual import add_observations
 
 #: kernel status code -> ``solver_status`` label
 STATUS = {
@@ -123,19 +124,40 @@ class KernelResult:
     method: np.ndarray
 
 
-def parameter_matrix(model: Model, lay: Layout, params: Mapping[str, Any], n: int) -> np.ndarray:
-    """Per-patient parameter matrix (parameters, then derived constants), shape (n, P)."""
+def parameter_matrix(
+    model: Model, lay: Layout, params: Mapping[str, Any], n: int, n_occ: int = 1
+) -> np.ndarray:
+    """Per-patient, per-occasion parameter matrix, shape (n, n_occ, P).
+
+    Columns are the parameters then the derived constants. A parameter given as an
+    array of shape (n, n_occ) varies by occasion (inter-occasion variability); scalars
+    and arrays of shape (n,) are the same in every occasion.
+    """
     env: dict[str, Any] = {}
     for name, p in model.parameters.items():
-        v = params.get(name, p.value)
-        env[name] = np.broadcast_to(np.asarray(v, dtype=np.float64), (n,))
+        v = np.asarray(params.get(name, p.value), dtype=np.float64)
+        if v.ndim == 2:
+            if v.shape != (n, n_occ):
+                raise ValueError(f"{name}: per-occasion values must have shape ({n}, {n_occ})")
+        else:
+            v = np.broadcast_to(v, (n,))[:, None]
+        env[name] = np.broadcast_to(v, (n, n_occ)).ravel()
+    size = n * n_occ
     for name, expr in model.derived.items():
-        env[name] = np.broadcast_to(evaluate(expr, env, size=n).astype(np.float64), (n,))
-    return np.ascontiguousarray(np.column_stack([env[k] for k in lay.param_names]))
+        env[name] = np.broadcast_to(evaluate(expr, env, size=size).astype(np.float64), (size,))
+    mat = np.column_stack([env[k] for k in lay.param_names]) if lay.param_names else None
+    if mat is None:
+        return np.zeros((n, n_occ, 0))
+    return np.ascontiguousarray(mat.reshape(n, n_occ, len(lay.param_names)))
 
 
 def initial_states(model: Model, lay: Layout, pmat: np.ndarray) -> np.ndarray:
-    """Initial conditions, shape (n, S)."""
+    """Initial conditions from the first occasion's parameters, shape (n, S).
+
+    ``pmat`` is the (n, P) or (n, n_occ, P) parameter matrix.
+    """
+    if pmat.ndim == 3:
+        pmat = pmat[:, 0, :]
     n = pmat.shape[0]
     env = {k: pmat[:, i] for i, k in enumerate(lay.param_names)}
     cols = [
@@ -149,21 +171,29 @@ def initial_states(model: Model, lay: Layout, pmat: np.ndarray) -> np.ndarray:
 
 def pk_modes(
     model: Model, lay: Layout, pmat: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Modal decomposition of each patient's linear compartment system.
 
     The amounts ``x`` (depot, central, peripherals) obey ``dx/dt = A x + input``.
     With ``A = V diag(lam) V^-1`` (real, negative eigenvalues for mammillary models),
     modal amplitudes ``m = V^-1 x`` evolve independently.
 
+    Parameters
+    ----------
+    pmat : ndarray, shape (..., P)
+        Parameter matrix (any leading shape, e.g. (n,) or (n, n_occ)).
+
     Returns
     -------
-    lam : ndarray, (n, M)
+    lam : ndarray, (..., M)
         Eigenvalues (1/h).
-    cmode : ndarray, (n, M)
+    cmode : ndarray, (..., M)
         ``CP = cmode @ m`` (row of V for the central compartment divided by V1).
-    bmode : ndarray, (n, M, 2)
-        Modal amplitude added per unit dose into the depot (0) and central (1).
+    vinv : ndarray, (..., M, M)
+        ``V^-1``: column 0 (depot) and 1 (central) are the modal amplitudes added per
+        unit dose; the whole matrix maps amounts to modes at an occasion change.
+    vec : ndarray, (..., M, M)
+        ``V``: maps modes back to amounts.
 
     Patients whose PK parameters are not finite and positive get NaN eigenvalues,
     which :func:`run_kernel` reports as ``invalid_initial``.
@@ -176,10 +206,13 @@ def pk_modes(
     (``k`` the eliminating eigenvalue): measured 3.6e-6 at ``k * t = 20``, against the
     exact degenerate solution ``D * KA / V * t * exp(-k t)``.
     """
+    lead = pmat.shape[:-1]
+    pmat = pmat.reshape(-1, pmat.shape[-1])
     n = pmat.shape[0]
     ncmt = model.pk_compartments
     if ncmt is None:
-        return np.zeros((n, 0)), np.zeros((n, 0)), np.zeros((n, 0, 2))
+        z = np.zeros((*lead, 0))
+        return z, z.copy(), np.zeros((*lead, 0, 0)), np.zeros((*lead, 0, 0))
 
     def col(name: str) -> np.ndarray:
         return pmat[:, lay.param_index(name)]
@@ -220,10 +253,15 @@ def pk_modes(
     lam = np.ascontiguousarray(lam.real)
     vec = vec.real
     vinv = np.linalg.inv(vec)
-    cmode = np.ascontiguousarray(vec[:, 1, :] / v1[:, None])
-    bmode = np.ascontiguousarray(vinv[:, :, :2])
+    cmode = vec[:, 1, :] / v1[:, None]
     lam[~usable] = np.nan  # flags the patient as invalid in run_kernel
-    return lam, cmode, bmode
+    m = lam.shape[1]
+    return (
+        np.ascontiguousarray(lam.reshape(*lead, m)),
+        np.ascontiguousarray(cmode.reshape(*lead, m)),
+        np.ascontiguousarray(vinv.reshape(*lead, m, m)),
+        np.ascontiguousarray(vec.reshape(*lead, m, m)),
+    )
 
 
 def _method_code(model: Model, tol: Tolerances) -> int:
@@ -256,8 +294,9 @@ def run_kernel(
     model : Model
         Composed model.
     params : mapping
-        Parameter name -> scalar or array of shape (n,); missing ones take the
-        model's typical value.
+        Parameter name -> scalar, array of shape (n,), or array of shape
+        (n, events.n_occ) for a parameter that varies by occasion; missing ones take
+        the model's typical value.
     n : int
         Number of patients.
     events : EventTable
@@ -292,13 +331,15 @@ def run_kernel(
         raise ValueError("grid: must be a strictly increasing 1-D array of >= 2 times")
     tol = tolerances or Tolerances()
     lay = layout(model)
-    pmat = parameter_matrix(model, lay, params, n)
+    pmat = parameter_matrix(model, lay, params, n, events.n_occ)
     y0 = initial_states(model, lay, pmat)
-    lam, cmode, bmode = pk_modes(model, lay, pmat)
+    lam, cmode, vinv, vec = pk_modes(model, lay, pmat)
     arm = np.ascontiguousarray(arm, dtype=np.int64)
     dose_scale = np.ascontiguousarray(dose_scale, dtype=np.float64)
     if arm.shape != (n,) or dose_scale.shape != (n, 3):
         raise ValueError(f"arm/dose_scale: shapes must be ({n},) and ({n}, 3)")
+    if np.any(events.ss[:, 0] > 0) and model.pk_compartments is None:
+        raise ValueError("a steady-state start needs a model with a linear PK macro")
 
     def positions(times: Sequence[float] | np.ndarray | None) -> tuple[np.ndarray, int]:
         pos = np.full(grid.size, -1, dtype=np.int64)
@@ -324,9 +365,9 @@ def run_kernel(
     bad = np.zeros(n, dtype=bool)
     if pos_cols:
         bad |= ~(y0[:, pos_cols] > 0).all(axis=1)
-    bad |= ~np.isfinite(pmat).all(axis=1) | ~np.isfinite(y0).all(axis=1)
-    bad |= ~np.isfinite(lam).all(axis=1) | ~np.isfinite(cmode).all(axis=1)
-    bad |= ~np.isfinite(bmode).all(axis=(1, 2))
+    bad |= ~np.isfinite(pmat).all(axis=(1, 2)) | ~np.isfinite(y0).all(axis=1)
+    bad |= ~np.isfinite(lam).all(axis=(1, 2)) | ~np.isfinite(cmode).all(axis=(1, 2))
+    bad |= ~np.isfinite(vinv).all(axis=(1, 2, 3)) | ~np.isfinite(vec).all(axis=(1, 2, 3))
     run = np.flatnonzero(~bad)
     n_out = (n_probe, len(monitors), n_store, len(store_out))
     if not bad.any():
@@ -352,14 +393,17 @@ def run_kernel(
             dose_scale[run],
             lam[run],
             cmode[run],
-            bmode[run],
+            vinv[run],
+            vec[run],
             events.time,
             events.amount,
             events.kind,
             events.unit,
             events.n,
-            lay.param_index("TLAG") if model.pk_compartments else -1,
-            lay.param_index("F") if model.pk_compartments else -1,
+            events.ss,
+            events.ss_unit,
+            lay.param_index("TLAG") if model.takes_doses else -1,
+            lay.param_index("F") if model.takes_doses else -1,
             grid,
             store_pos,
             store_out,
@@ -425,6 +469,8 @@ def simulate(
     times: Sequence[float] | np.ndarray,
     *,
     tolerances: Tolerances | None = None,
+    residual_error: Mapping[str, Mapping[str, Any]] | None = None,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Simulate patients given as a table and return tidy time courses.
 
@@ -441,13 +487,20 @@ def simulate(
     times : array_like
         Output times (h), sorted; the simulation runs from ``min(0, times[0])``.
         An output at a dose time is taken before that dose.
+    residual_error : mapping, optional
+        Output -> residual error model, as ``model.residual_error`` of a study file
+        (e.g. ``{"CP": {"proportional": 0.15, "additive": 0.05, "lloq": 0.01}}``):
+        adds ``<OUTPUT>_obs`` (and ``<OUTPUT>_blq`` with an ``lloq``) columns, see
+        :func:`vtrial.residual.add_observations`. Needs integer ``patient_id`` >= 1.
+    seed : int
+        Seed of the residual error draws (keyed by patient, time and output).
 
     Returns
     -------
     DataFrame
         Columns ``patient_id``, ``time``, one column per model output,
-        ``solver_status`` and ``solver`` (method used), ``len(parameters) * len(times)``
-        rows.
+        ``solver_status`` and ``solver`` (method used), then the observed values if
+        ``residual_error`` is given; ``len(parameters) * len(times)`` rows.
 
     Examples
     --------
@@ -504,4 +557,6 @@ def simulate(
     out = pd.DataFrame(data)
     out["solver_status"] = np.repeat(labels(res.status, STATUS), times.size)
     out["solver"] = np.repeat(labels(res.method, METHODS), times.size)
+    if residual_error is not None:
+        out = add_observations(out, residual_error, seed=seed, outputs=outs)
     return out

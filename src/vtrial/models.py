@@ -5,7 +5,11 @@ A model is a YAML file (see ``vtrial/schemas/model.schema.yaml``) with
 - ``parameters``: name -> value, unit, description (declared once);
 - ``pk``: an optional linear compartment macro (1-3 compartments) solved exactly;
   it provides the central concentration ``CP`` for every route (IV bolus,
-  zero-order infusion, first-order oral absorption with ``TLAG`` and ``F``);
+  zero-order infusion, first-order oral absorption with ``TLAG`` and ``F``). With
+  ``absorption: transit`` it expands to ODE states (a transit chain, Savic 2007);
+- ``dosing``: for ODE models that take doses themselves (nonlinear PK such as
+  Michaelis-Menten elimination or TMDD), the state receiving oral and IV doses; such a
+  model defines ``CP`` as an output, and its exposure metrics are computed from it;
 - ``inputs``: names read from another model's output (e.g. the drug
   concentration driving an effect), bound in the study by ``links``;
 - ``derived``: per-patient constants (expressions of parameters and covariates);
@@ -48,6 +52,8 @@ PK_PARAMETERS: dict[int, tuple[str, ...]] = {
     3: ("CL", "V1", "Q2", "V2", "Q3", "V3", "KA", "F", "TLAG"),
 }
 _RESERVED = frozenset({TIME})
+#: Dose routes of a model's ``dosing`` section -> regimen routes they receive.
+DOSING_ROUTES = {"oral": ("oral",), "iv": ("iv_bolus", "iv_infusion")}
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,7 @@ class ModelSpec:
     reference: str = ""
     pk_compartments: int | None = None
     solver: str = "auto"
+    dosing: dict[str, str] = field(default_factory=dict)
     inputs: dict[str, str] = field(default_factory=dict)
     parameters: dict[str, Parameter] = field(default_factory=dict)
     derived: dict[str, Expression] = field(default_factory=dict)
@@ -116,7 +123,11 @@ class Model:
     equations : dict
         Time-varying intermediates (links to inputs resolved), topologically ordered.
     outputs : dict
-        Reported outputs; ``CP`` (if present) comes from the exact PK macro.
+        Reported outputs; ``CP`` comes from the exact PK macro, or (for models with a
+        ``dosing`` section) from its expression.
+    dosing : dict
+        Route (``oral``, ``iv``) -> ODE state receiving the doses; empty when doses go
+        to the PK macro.
     """
 
     name: str
@@ -129,6 +140,24 @@ class Model:
     odes: dict[str, Expression]
     outputs: dict[str, Output]
     solver: str = "auto"
+    dosing: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def takes_doses(self) -> bool:
+        """True if the model has a PK macro or ODE states that receive doses."""
+        return self.pk_compartments is not None or bool(self.dosing)
+
+    @property
+    def ode_exposure(self) -> bool:
+        """True if ``CP`` is an ODE output whose AUC and Cmax the kernel tracks."""
+        out = self.outputs.get(PK_CONCENTRATION)
+        return bool(self.dosing) and out is not None and out.expr is not None
+
+    def routes(self) -> tuple[str, ...]:
+        """Regimen routes this model accepts."""
+        if self.pk_compartments is not None:
+            return ("oral", "iv_bolus", "iv_infusion")
+        return tuple(r for k in self.dosing for r in DOSING_ROUTES[k])
 
     @property
     def output_units(self) -> dict[str, str]:
@@ -232,6 +261,15 @@ def spec_from_dict(data: Any, *, source: str = "<dict>") -> ModelSpec:
     data = dict(data)
     pk = data.get("pk")
     ncmt = int(pk["compartments"]) if pk else None
+    transit_errors: list[str] = []
+    if pk and pk.get("absorption", "first_order") == "transit":
+        data, transit_errors = _expand_transit(data, source)
+        ncmt = None
+    elif pk and "transit_compartments" in pk:
+        transit_errors.append(
+            f"{source}: pk.transit_compartments: only with absorption: transit "
+            f"(absorption is {pk.get('absorption', 'first_order')})"
+        )
     params = {
         k: Parameter(k, float(v["value"]), v.get("unit", ""), v.get("description", ""))
         for k, v in data["parameters"].items()
@@ -242,7 +280,8 @@ def spec_from_dict(data: Any, *, source: str = "<dict>") -> ModelSpec:
     derived_raw = data.get("derived") or {}
     eq_raw = data.get("equations") or {}
     outputs_raw = data.get("outputs") or {}
-    errors: list[str] = []
+    errors: list[str] = list(transit_errors)
+    dosing = dict(data.get("dosing") or {})
 
     if ncmt is not None:
         missing = [p for p in PK_PARAMETERS[ncmt] if p not in params]
@@ -275,6 +314,23 @@ def spec_from_dict(data: Any, *, source: str = "<dict>") -> ModelSpec:
     for name, o in outputs_raw.items():
         if "expr" not in o and not (ncmt is not None and name == PK_CONCENTRATION):
             errors.append(f"{source}: outputs.{name}: needs 'expr'")
+    if dosing and ncmt is not None:
+        errors.append(f"{source}: dosing: a PK macro model takes its doses itself; remove dosing")
+    for route, state in dosing.items():
+        if state not in states_raw:
+            errors.append(
+                f"{source}: dosing.{route}: must name a state {sorted(states_raw)}, got {state!r}"
+            )
+        elif states_raw[state].get("positive", False):
+            errors.append(
+                f"{source}: dosing.{route}: state {state!r} receives doses, so it cannot be "
+                "'positive' (integrated on the log scale, where a dose into 0 is undefined)"
+            )
+    if dosing and PK_CONCENTRATION not in outputs_raw:
+        errors.append(
+            f"{source}: outputs: a model with a dosing section must define the central "
+            f"concentration output {PK_CONCENTRATION!r} (its exposure metrics use it)"
+        )
     if errors:
         raise ModelError("\n".join(errors))
 
@@ -327,6 +383,7 @@ def spec_from_dict(data: Any, *, source: str = "<dict>") -> ModelSpec:
         reference=str(data.get("reference", "")),
         pk_compartments=ncmt,
         solver=str(data.get("solver", "auto")),
+        dosing=dosing,
         inputs=inputs,
         parameters=params,
         derived={k: v for k, v in derived.items() if v is not None},
@@ -341,6 +398,63 @@ def spec_from_dict(data: Any, *, source: str = "<dict>") -> ModelSpec:
         odes={k: v for k, v in odes.items() if v is not None},
         outputs=out_specs,
     )
+
+
+def _expand_transit(data: dict[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
+    """ODE form of a PK macro with transit absorption (Savic et al. 2007).
+
+    The dose enters ``TRANSIT0`` and passes ``n = transit_compartments`` further
+    compartments ``TRANSIT1..n``, each emptying with ``KTR = (n + 1) / MTT``, into the
+    depot (``DEPOT``, emptying with ``KA``), then ``CENT`` (and peripherals ``PERI2``,
+    ``PERI3``). Amounts in mg; ``CP = CENT / V1``. IV doses go to ``CENT``. The amount
+    in ``TRANSITn`` is the closed form ``D (KTR t)^n exp(-KTR t) / n!`` of Savic's
+    paper (checked in the tests).
+    """
+    pk = data["pk"]
+    ncmt = int(pk["compartments"])
+    n = int(pk.get("transit_compartments", 3))
+    errors = []
+    params = data.get("parameters") or {}
+    missing = [p for p in (*PK_PARAMETERS[ncmt], "MTT") if p not in params]
+    if missing:
+        errors.append(
+            f"{source}: parameters: the {ncmt}-compartment PK macro with transit absorption "
+            f"needs {missing}"
+        )
+    chain = [f"TRANSIT{j}" for j in range(n + 1)]
+    states: dict[str, Any] = {}
+    odes: dict[str, Any] = {}
+    for j, name in enumerate(chain):
+        desc = "dosing compartment of the transit chain" if j == 0 else f"transit compartment {j}"
+        states[name] = {"init": 0, "unit": "mg", "description": desc}
+        odes[name] = f"-KTR * {name}" if j == 0 else f"KTR * ({chain[j - 1]} - {name})"
+    states["DEPOT"] = {"init": 0, "unit": "mg", "description": "absorption compartment"}
+    odes["DEPOT"] = f"KTR * {chain[-1]} - KA * DEPOT"
+    states["CENT"] = {"init": 0, "unit": "mg", "description": "central compartment"}
+    cent = "KA * DEPOT - CL / V1 * CENT"
+    for j in range(2, ncmt + 1):
+        peri = f"PERI{j}"
+        states[peri] = {"init": 0, "unit": "mg", "description": f"peripheral compartment {j}"}
+        odes[peri] = f"Q{j} / V1 * CENT - Q{j} / V{j} * {peri}"
+        cent += f" - Q{j} / V1 * CENT + Q{j} / V{j} * {peri}"
+    odes["CENT"] = cent
+    for section in ("states", "odes", "dosing"):
+        if data.get(section):
+            errors.append(f"{source}: {section}: not allowed with a PK macro (transit absorption)")
+    taken = {"KTR", *states} & set((data.get("derived") or {}) | (data.get("equations") or {}))
+    if taken:
+        errors.append(f"{source}: names {sorted(taken)} are defined by the transit PK macro")
+    outputs = dict(data.get("outputs") or {})
+    cp = dict(outputs.get(PK_CONCENTRATION) or {"unit": "mg/L"})
+    cp["expr"] = "CENT / V1"
+    outputs = {PK_CONCENTRATION: cp, **{k: v for k, v in outputs.items() if k != "CP"}}
+    out = dict(data)
+    out["derived"] = {"KTR": f"{n + 1} / MTT", **(data.get("derived") or {})}
+    out["states"] = states
+    out["odes"] = odes
+    out["outputs"] = outputs
+    out["dosing"] = {"oral": chain[0], "iv": "CENT"}
+    return out, errors
 
 
 def _path(parts: Any) -> str:
@@ -415,8 +529,15 @@ def compose(
     owner: dict[str, str] = {}
     outputs: dict[str, Output] = {}
     pk_cmt = [s.pk_compartments for _, s, _ in specs if s.pk_compartments is not None]
-    if len(pk_cmt) > 1:
-        errors.append(("components", "only one component may have a linear PK macro"))
+    dosed = [label for label, s, _ in specs if s.pk_compartments is not None or s.dosing]
+    if len(dosed) > 1:
+        errors.append(
+            (
+                "components",
+                f"only one component may take doses (a PK macro or a dosing section), "
+                f"got {dosed}",
+            )
+        )
     for label, spec, _ in specs:
         names = [
             *spec.parameters,
@@ -510,6 +631,7 @@ def compose(
         odes={k: odes[k] for k in states},
         outputs=out_all,
         solver="stiff" if any(s.solver == "stiff" for _, s, _ in specs) else "auto",
+        dosing=next((dict(s.dosing) for _, s, _ in specs if s.dosing), {}),
     )
 
 
