@@ -555,8 +555,8 @@ DEFAULT_CASES = [
         id="unknown-library-model",
     ),
     pytest.param(
-        {"model.components.tumour.model": "tgi_simeoni"},
-        ["model.components.tumour.model:", "unknown library model 'tgi_simeoni'"],
+        {"model.components.tumour.model": "tgi_gompertz"},
+        ["model.components.tumour.model:", "unknown library model 'tgi_gompertz'"],
         id="unknown-component-model",
     ),
     pytest.param(
@@ -591,7 +591,7 @@ DEFAULT_CASES = [
     ),
     pytest.param(
         {"model.components.pk_again": {"model": "pk_1cmt"}},
-        ["model.components:", "only one component may have a linear PK macro"],
+        ["model.components:", "only one component may take doses (a PK macro or a dosing section)"],
         id="two-pk-macros",
     ),
     # IIV
@@ -1003,7 +1003,7 @@ MINIMAL_CASES = [
     ),
     pytest.param(
         {"model": {"components": {"anc": {"model": "friberg", "links": {"DRUG": "ANC"}}}}},
-        ["arms[0].regimen.route", "the model has no PK macro to receive doses"],
+        ["arms[0].regimen.route", "the model has no PK macro or dosing section"],
         id="doses-without-pk-macro",
     ),
     pytest.param(
@@ -1174,7 +1174,7 @@ def test_readme_examples_make_valid_studies(tmp_path: Path) -> None:
     study: dict[str, Any] = {}
     for block in sections:
         for key, value in block.items():
-            if key in ("parameters", "iiv"):  # indented fragments of `model`
+            if key in ("parameters", "iiv", "iov"):  # indented fragments of `model`
                 study.setdefault("model", {})[key] = value
             elif key == "model":
                 study.setdefault("model", {}).update(value)

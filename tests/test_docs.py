@@ -8,8 +8,35 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["vtrial.models", "vtrial.rng", "vtrial.engine"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "vtrial.models",
+        "vtrial.rng",
+        "vtrial.engine",
+        "vtrial.recist",
+        "vtrial.adverse",
+        "vtrial.dosing",
+    ],
+)
 def test_docstring_examples(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_readme_model_files_load() -> None:
+    """Every model file shown in the README is a valid model (same form as the library)."""
+    import re
+    from pathlib import Path
+
+    from vtrial.models import spec_from_dict
+    from vtrial.yamlsafe import load_yaml
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [load_yaml(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.S)]
+    models = [b for b in blocks if isinstance(b, dict) and {"name", "parameters"} <= set(b)]
+    assert len(models) >= 2
+    for data in models:
+        spec = spec_from_dict(data, source="README.md")
+        assert spec.outputs

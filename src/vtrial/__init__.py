@@ -1,19 +1,21 @@
 """vtrial: in-silico drug trials on virtual populations.
 
 The public API re-exported here is small: load and compose models, simulate
-patients given as a table, and run or verify a study.
+patients given as a table (with residual error), and run or verify a study.
 """
 
 from __future__ import annotations
 
 from vtrial.engine import Tolerances, simulate
 from vtrial.models import build_model, compose, list_models, load_model
+from vtrial.residual import add_observations
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Tolerances",
     "__version__",
+    "add_observations",
     "build_model",
     "compose",
     "list_models",

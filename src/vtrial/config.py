@@ -14,6 +14,7 @@ import copy
 import hashlib
 import itertools
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,24 +26,47 @@ import jsonschema
 import numpy as np
 import yaml
 
-from vtrial.dosing import DOSE_UNITS, Phase, phase_problems, regimen_phases
+from vtrial.dosing import (
+    DOSE_UNITS,
+    EventTable,
+    Phase,
+    event_table,
+    occasion_starts,
+    phase_problems,
+    regimen_phases,
+)
 from vtrial.errors import ConfigError, ExpressionError, Problem
 from vtrial.expressions import parse_expression
 from vtrial.models import Model, build_model, check_model_section
+from vtrial.recist import MAX_ASSESSMENTS, RESPONSE_CATEGORIES, assessment_times
+from vtrial.residual import spec_problems as residual_problems
 from vtrial.yamlsafe import load_yaml, package_schema
 
-#: Built-in CTCAE v5 grading scales: thresholds for grades 1..4 as multiples of
-#: 10^9/L, grade 1 starting below the lower limit of normal (``lln``).
+#: Built-in CTCAE v5 grading scales: ``lln`` is the grade-1 limit and ``thresholds``
+#: the limits of grades 2.. (entry 0 is None, replaced by ``lln``), in ``unit``. For a
+#: ``below`` scale ``lln`` is the lower limit of normal (the study may override it);
+#: for an ``above`` scale it is a fixed upper limit (QTc > 450 ms).
 GRADING_SCALES: dict[str, dict[str, Any]] = {
     "ctcae_v5_neutrophil_count_decreased": {
         "direction": "below",
         "lln": 2.0,
         "thresholds": [None, 1.5, 1.0, 0.5],
+        "unit": "10^9/L",
     },
     "ctcae_v5_platelet_count_decreased": {
         "direction": "below",
         "lln": 150.0,
         "thresholds": [None, 75.0, 50.0, 25.0],
+        "unit": "10^9/L",
+    },
+    # grade 1: average QTc 450-480 ms, grade 2: 481-500 ms, grade 3: >= 501 ms (or a
+    # change > 60 ms: grade a change output with custom thresholds); grade 4
+    # (torsade de pointes, serious arrhythmia) is not a QTc level
+    "ctcae_v5_electrocardiogram_qt_corrected_interval_prolonged": {
+        "direction": "above",
+        "lln": 450.0,
+        "thresholds": [None, 480.0, 500.0],
+        "unit": "ms",
     },
 }
 #: Derived covariates: name -> (covariates needed, unit).
@@ -56,6 +80,8 @@ DERIVED: dict[str, tuple[tuple[str, ...], str]] = {
 }
 _DISTRIBUTIONS = ("categorical", "normal", "lognormal", "uniform", "constant")
 _RESPONDER_KEYS = ("below", "below_or_equal", "above", "above_or_equal")
+#: keys of a best_response endpoint besides type, output and description
+_ASSESSMENT_KEYS = ("every", "first", "by", "times", "complete_below", "min_increase")
 
 
 def _schema() -> dict[str, Any]:
@@ -129,6 +155,17 @@ class Study:
         """Dosing phases of every arm, in arm order."""
         return [regimen_phases(a["regimen"]) for a in self.data["arms"]]
 
+    def arm_occasions(self) -> list[list[float]]:
+        """Start times (h) of occasions 1, 2, ... of every arm (none without IOV)."""
+        iov = self.data["model"].get("iov")
+        if not iov:
+            return [[] for _ in self.data["arms"]]
+        return [occasion_starts(ph, iov["occasions"]) for ph in self.arm_phases()]
+
+    def events(self) -> EventTable:
+        """Dose, trough-marker and occasion events of every arm."""
+        return event_table(self.arm_phases(), self.arm_occasions())
+
     @cached_property
     def sha256(self) -> str:
         """Hash of the canonical study (defaults filled) and of every model file used."""
@@ -154,17 +191,55 @@ class Study:
         t = np.arange(0.0, end + 1e-9 * end, every)
         return np.unique(np.append(t[t <= end], end))
 
+    @property
+    def residual_error(self) -> dict[str, dict[str, float]]:
+        """``model.residual_error``: output -> error model (see :mod:`vtrial.residual`)."""
+        return {k: dict(v) for k, v in self.data["model"].get("residual_error", {}).items()}
+
+    @property
+    def observed_outputs(self) -> list[str]:
+        """Outputs of ``outputs.observations`` in sorted name order (the draw order)."""
+        obs = self.data["outputs"].get("observations")
+        return sorted(obs["outputs"]) if obs else []
+
+    def observation_times(self) -> np.ndarray:
+        """Sampling times of ``outputs.observations`` (h), sorted, unique; empty if none.
+
+        ``times`` plus ``from, from + every, ...`` up to ``to`` (a last time within
+        1e-9 steps of ``to`` is taken as ``to``).
+        """
+        obs = self.data["outputs"].get("observations")
+        if not obs:
+            return np.empty(0)
+        pts = [np.asarray(obs.get("times", []), dtype=np.float64)]
+        if "every" in obs:
+            end = float(self.data["simulation"]["end"])
+            lo, hi = float(obs.get("from", 0.0)), float(obs.get("to", end))
+            step = float(obs["every"])
+            if hi >= lo:
+                m = int(np.floor((hi - lo) / step + 1e-9))
+                pts.append(np.minimum(lo + step * np.arange(m + 1), hi))
+        return np.unique(np.concatenate(pts))
+
     def probe_times(self) -> list[float]:
         """Times at which every output is recorded for endpoints (baseline 0 first)."""
         times = {0.0}
         for ep in self.data["endpoints"].values():
             if "at" in ep:
                 times.add(float(ep["at"]))
+            if ep["type"] == "best_response":  # tumour assessments
+                times.update(assessment_times(ep, float(self.data["simulation"]["end"])))
+        times.update(float(t) for t in self.observation_times())  # sampling times
         return sorted(times)
 
     def grading(self, event: str) -> tuple[list[float], int]:
-        """Thresholds of grades 1.. and direction (-1 below, +1 above) of an AE."""
+        """Thresholds of grades 1.. and direction (-1 below, +1 above) of an AE.
+
+        Raises ValueError for an event graded from ``probabilities`` (no thresholds).
+        """
         spec = self.data["adverse_events"][event]
+        if "probabilities" in spec:
+            raise ValueError(f"adverse event {event!r} is graded from probabilities")
         if "grading" in spec:
             scale = GRADING_SCALES[spec["grading"]]
             lln = float(spec.get("lln", scale["lln"]))
@@ -174,12 +249,20 @@ class Study:
             -1 if spec.get("direction", "below") == "below" else 1
         )
 
-    def endpoint_kinds(self) -> dict[str, Literal["continuous", "binary"]]:
-        """Endpoint name -> ``"continuous"`` or ``"binary"``."""
-        return {
-            k: ("binary" if v["type"] == "responder" else "continuous")
-            for k, v in self.data["endpoints"].items()
-        }
+    def endpoint_kinds(self) -> dict[str, Literal["continuous", "binary", "categorical"]]:
+        """Endpoint name -> ``"continuous"``, ``"binary"`` (responders) or
+        ``"categorical"`` (``best_response``)."""
+        kinds: dict[str, Literal["continuous", "binary", "categorical"]] = {}
+        for k, v in self.data["endpoints"].items():
+            typ = v["type"]
+            kinds[k] = (
+                "binary"
+                if typ == "responder"
+                else "categorical"
+                if typ == "best_response"
+                else "continuous"
+            )
+        return kinds
 
 
 def _non_finite(data: Any, path: list[Any]) -> list[tuple[str, float]]:
@@ -274,6 +357,8 @@ def default_data(data: Mapping[str, Any], model: Model | None) -> dict[str, Any]
     d["model"]["iiv"].setdefault("omega", {})
     d["model"]["iiv"].setdefault("correlations", {})
     d["model"]["iiv"].setdefault("distribution", {})
+    if d["model"].get("iov"):
+        d["model"]["iov"].setdefault("occasions", "cycles")
     for arm in d["arms"]:
         arm.setdefault("ratio", 1)
     last_dose = 0.0
@@ -299,6 +384,11 @@ def default_data(data: Mapping[str, Any], model: Model | None) -> dict[str, Any]
     tc.setdefault("every", max(float(sim["grid"]), float(sim["end"]) / 200.0))
     tc.setdefault("outputs", outs)
     tc.setdefault("patients", "all")
+    if "observations" in o:  # no defaults without it: existing studies keep their sha256
+        o["observations"].setdefault("times", [])
+        if "every" in o["observations"]:
+            o["observations"].setdefault("from", 0.0)
+            o["observations"].setdefault("to", float(sim["end"]))
     ex = d.setdefault("execution", {})
     ex.setdefault("shards", 1)
     ex.setdefault("workers", 2)
@@ -532,6 +622,33 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
                     "model.iiv",
                     f"OMEGA must be positive semi-definite, smallest eigenvalue {w.min():.3g}",
                 )
+        iov = d["model"].get("iov")
+        if iov:
+            for k in iov["omega"]:
+                if k not in model.parameters:
+                    bad(
+                        f"model.iov.omega.{k}",
+                        f"not a model parameter (parameters: {sorted(model.parameters)})",
+                    )
+                elif (
+                    iiv["distribution"].get(k, "lognormal") == "lognormal"
+                    and model.parameters[k].value <= 0
+                ):
+                    bad(
+                        f"model.iov.omega.{k}",
+                        f"log-normal IOV needs a typical value > 0, "
+                        f"got {model.parameters[k].value}",
+                    )
+            occ = iov["occasions"]
+            if isinstance(occ, list):
+                end = float(d["simulation"]["end"])
+                if any(b <= a for a, b in itertools.pairwise(occ)):
+                    bad("model.iov.occasions", f"start times must increase strictly, got {occ}")
+                if occ and not (min(occ) >= 0 and max(occ) < end):
+                    bad(
+                        "model.iov.occasions",
+                        f"start times must be in [0, simulation.end={end:g}), got {occ}",
+                    )
 
     # ---- arms and regimens
     arms = d["arms"]
@@ -554,8 +671,21 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
                 bad(f"{where}.unit", "mg/m2 dosing needs the derived covariate 'bsa'")
             if unit not in DOSE_UNITS:  # pragma: no cover - schema guards
                 bad(f"{where}.unit", f"unknown unit {unit!r}")
-            if model is not None and model.pk_compartments is None:
-                bad(f"{where}.route", "the model has no PK macro to receive doses")
+            if model is not None and ph["route"] not in model.routes():
+                if not model.takes_doses:
+                    bad(f"{where}.route", "the model has no PK macro or dosing section")
+                else:
+                    bad(
+                        f"{where}.route",
+                        f"the model takes {list(model.routes())} doses (its dosing section), "
+                        f"got {ph['route']!r}",
+                    )
+            if model is not None and ph.get("steady_state") and model.pk_compartments is None:
+                bad(
+                    f"{where}.steady_state",
+                    "a steady-state start needs a linear PK macro (exact); for ODE models "
+                    "simulate a run-in phase instead",
+                )
     control = d["study"]["control_arm"]
     if control is not None and control not in names_seen:
         bad(
@@ -595,6 +725,10 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
             bad("exposure.output", f"not a model output {outputs}, got {exp_out!r}")
         for ev, spec in d["adverse_events"].items():
             where = f"adverse_events.{ev}"
+            if "probabilities" in spec:  # grade drawn from model probabilities
+                for key, msg in _probability_event_problems(spec, model):
+                    bad(f"{where}{key}", msg)
+                continue
             if spec["output"] not in outputs:
                 bad(f"{where}.output", f"not a model output {outputs}, got {spec['output']!r}")
             has_g, has_t = "grading" in spec, "thresholds" in spec
@@ -617,12 +751,16 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
                 scale = GRADING_SCALES[spec["grading"]]
                 g2 = float(scale["thresholds"][1])
                 low = scale["direction"] == "below"
-                if (low and not spec["lln"] > g2) or (not low and not spec["lln"] < g2):
-                    rel = ">" if low else "<"
+                if not low:
                     bad(
                         f"{where}.lln",
-                        f"must be {rel} the grade-2 limit {g2} of {spec['grading']}, "
-                        f"got {spec['lln']}",
+                        f"{spec['grading']} has fixed limits (grade 1 above {scale['lln']}); "
+                        f"use 'thresholds' with direction above for others, got {spec['lln']}",
+                    )
+                elif not spec["lln"] > g2:
+                    bad(
+                        f"{where}.lln",
+                        f"must be > the grade-2 limit {g2} of {spec['grading']}, got {spec['lln']}",
                     )
         seen_ep: list[str] = []
         for name, ep in d["endpoints"].items():
@@ -640,11 +778,27 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
                         f"{where}.endpoint",
                         f"{ref!r} is binary; a responder needs a continuous one",
                     )
-                keys = [k for k in _RESPONDER_KEYS if k in ep]
+                keys = [k for k in (*_RESPONDER_KEYS, "in") if k in ep]
+                ref_type = d["endpoints"][ref]["type"] if ref in seen_ep else None
                 if len(keys) != 1:
-                    bad(where, f"needs exactly one of {list(_RESPONDER_KEYS)}, got {keys}")
+                    bad(where, f"needs exactly one of {[*_RESPONDER_KEYS, 'in']}, got {keys}")
+                elif ref_type == "best_response" and keys != ["in"]:
+                    bad(
+                        f"{where}.{keys[0]}",
+                        f"{ref!r} is a best_response (categories {list(RESPONSE_CATEGORIES)}): "
+                        f"use 'in' (e.g. in: [CR, PR]), got {keys[0]}: {ep[keys[0]]}",
+                    )
+                elif keys == ["in"] and ref_type not in (None, "best_response"):
+                    bad(
+                        f"{where}.in",
+                        f"only applies to a best_response endpoint, {ref!r} is {ref_type}; "
+                        f"got {ep['in']}",
+                    )
                 if "output" in ep or "at" in ep:
                     bad(where, "a responder takes 'endpoint' and a threshold, not 'output'/'at'")
+                extra = [k for k in _ASSESSMENT_KEYS if k in ep]
+                if extra:
+                    bad(where, f"keys {extra} only apply to type best_response")
             else:
                 if ep.get("output") not in outputs:
                     bad(
@@ -661,9 +815,16 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
                     bad(f"{where}.at", f"type {typ} takes no 'at'")
                 if "at" in ep and float(ep["at"]) > end:
                     bad(f"{where}.at", f"must be <= simulation.end ({end}), got {ep['at']}")
-                extra = [k for k in (*_RESPONDER_KEYS, "endpoint") if k in ep]
+                extra = [k for k in (*_RESPONDER_KEYS, "endpoint", "in") if k in ep]
                 if extra:
                     bad(where, f"keys {extra} only apply to type responder")
+                if typ == "best_response":
+                    for key, msg in _assessment_problems(ep, end):
+                        bad(f"{where}{key}", msg)
+                else:
+                    extra = [k for k in _ASSESSMENT_KEYS if k in ep]
+                    if extra:
+                        bad(where, f"keys {extra} only apply to type best_response")
             seen_ep.append(name)
         reserved = {
             "replicate",
@@ -686,6 +847,149 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
     total = d["population"]["size"] * d["study"]["replicates"]
     if ex["shards"] > total:
         bad("execution.shards", f"must be <= the number of patients ({total}), got {ex['shards']}")
+    out += _observation_problems(d, model, src)
+    return out
+
+
+#: most sampling times of ``outputs.observations.every`` (and of ``times``, by the schema)
+MAX_OBSERVATION_TIMES = 10_000
+
+
+def _observation_problems(d: dict[str, Any], model: Model | None, src: str) -> list[Problem]:
+    """``model.residual_error`` and ``outputs.observations`` (see :mod:`vtrial.residual`)."""
+    out: list[Problem] = []
+
+    def bad(where: str, msg: str) -> None:
+        out.append(Problem(src, where, msg))
+
+    outputs = list(model.outputs) if model is not None else None
+    res: dict[str, Any] = d["model"].get("residual_error", {})
+    for where, msg in residual_problems(res, outputs):
+        bad("model.residual_error" + (f".{where}" if where else ""), msg)
+    obs = d["outputs"].get("observations")
+    if obs is None:
+        if res:
+            bad(
+                "model.residual_error",
+                f"applies to outputs.observations, which is not set, got entries {sorted(res)}",
+            )
+        return out
+    here = "outputs.observations"
+    end = float(d["simulation"]["end"])
+    if outputs is not None:
+        for i, o in enumerate(obs["outputs"]):
+            if o not in outputs:
+                bad(f"{here}.outputs[{i}]", f"not a model output {outputs}, got {o!r}")
+    for name in res:
+        if name not in obs["outputs"] and (outputs is None or name in outputs):
+            bad(
+                f"model.residual_error.{name}",
+                f"is not observed: add it to {here}.outputs {obs['outputs']}, got {name!r}",
+            )
+    seen: dict[float, int] = {}
+    for i, t in enumerate(obs["times"]):
+        if t > end:
+            bad(f"{here}.times[{i}]", f"must be <= simulation.end ({end}), got {t}")
+        if t in seen:
+            bad(f"{here}.times[{i}]", f"repeats times[{seen[t]}], got {t}")
+        seen.setdefault(t, i)
+    if "every" in obs:
+        lo, hi, step = float(obs["from"]), float(obs["to"]), float(obs["every"])
+        for key, v in (("from", lo), ("to", hi)):
+            if v > end:
+                bad(f"{here}.{key}", f"must be <= simulation.end ({end}), got {obs[key]}")
+        if lo > hi:
+            bad(f"{here}.from", f"must be <= to ({obs['to']}), got {obs['from']}")
+        elif (hi - lo) / step + 1 > MAX_OBSERVATION_TIMES:
+            count = int((hi - lo) / step) + 1
+            bad(
+                f"{here}.every",
+                f"gives {count} sampling times (limit {MAX_OBSERVATION_TIMES}), got {obs['every']}",
+            )
+    else:
+        for key in ("from", "to"):
+            if key in obs:
+                bad(f"{here}.{key}", f"only applies with 'every', got {obs[key]}")
+        if not obs["times"]:
+            bad(here, "needs sampling 'times' or 'every' (with optional 'from' and 'to')")
+    return out
+
+
+def _probability_event_problems(
+    spec: Mapping[str, Any], model: Model | None
+) -> list[tuple[str, str]]:
+    """Problems of an adverse event graded from ``probabilities`` (key relative to it)."""
+    out: list[tuple[str, str]] = []
+    probs = list(spec["probabilities"])
+    extra = [k for k in ("output", "grading", "thresholds", "direction", "lln") if k in spec]
+    if extra:
+        out.append(("", f"'probabilities' (a drawn grade) takes no {extra}"))
+    outputs = list(model.outputs) if model is not None else []
+    for i, name in enumerate(probs):
+        if name not in outputs:
+            out.append((f".probabilities[{i}]", f"not a model output {outputs}, got {name!r}"))
+    # names that differ only by a grade number (P_GE1, P_GE2, ...) must be in grade order
+    split = [re.fullmatch(r"(.*?)(\d+)", str(name)) for name in probs]
+    if all(split) and len({m.group(1) for m in split if m}) == 1:
+        numbers = [int(m.group(2)) for m in split if m]
+        if numbers != sorted(numbers):
+            out.append(
+                (
+                    ".probabilities",
+                    f"must be in grade order (P(grade >= 1) first), got {probs}",
+                )
+            )
+    if model is not None:
+        for comp in model.components:
+            if comp.name != "ae_proportional_odds":
+                continue
+            names = [f"B{k}" for k in range(1, 5)]
+            values = [model.parameters[b].value for b in names if b in model.parameters]
+            if len(values) == 4 and not all(a > b for a, b in itertools.pairwise(values)):
+                out.append(
+                    (
+                        "",
+                        "ae_proportional_odds needs decreasing intercepts B1 > B2 > B3 > B4 "
+                        f"(model.parameters), got {dict(zip(names, values, strict=True))}",
+                    )
+                )
+    return out
+
+
+def _assessment_problems(ep: Mapping[str, Any], end: float) -> list[tuple[str, str]]:
+    """Problems of the assessment times of a best_response endpoint (key relative to it)."""
+    out: list[tuple[str, str]] = []
+    has_every, has_times = "every" in ep, "times" in ep
+    if has_every == has_times:
+        given = [k for k in ("every", "times") if k in ep]
+        rule = "needs exactly one of 'every' (with 'first', 'by') or 'times'"
+        out.append(("", f"{rule}, got {given}"))
+    if not has_every:
+        for key in ("first", "by"):
+            if key in ep:
+                out.append((f".{key}", f"only applies with 'every', got {ep[key]}"))
+    if has_every and not has_times:
+        every = float(ep["every"])
+        first = float(ep.get("first", every))
+        by = float(ep.get("by", end))
+        for key, value in (("first", first), ("by", by)):
+            if value > end:
+                shown = ep.get(key, f"{value} (default)")
+                out.append((f".{key}", f"must be <= simulation.end ({end}), got {shown}"))
+        if first > by:
+            out.append((".by", f"must be >= first ({first}), got {by}"))
+        elif (by - first) / every + 1 > MAX_ASSESSMENTS + 1e-6:
+            count = int((by - first) / every) + 1
+            out.append(
+                (".every", f"gives {count} assessments (limit {MAX_ASSESSMENTS}), got {every}")
+            )
+    if has_times and not has_every:
+        times = [float(t) for t in ep["times"]]
+        if not all(a < b for a, b in itertools.pairwise(times)):
+            out.append((".times", f"must be strictly increasing, got {ep['times']}"))
+        late = [t for t in times if t > end]
+        if late:
+            out.append((".times", f"must be <= simulation.end ({end}), got {late}"))
     return out
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from vtrial.codegen import Layout, layout, load_kernel
-from vtrial.dosing import EventTable, event_table, regimen_phases
+from vtrial.dosing import EV_BOLUS, EV_ORAL, EV_RATE, EventTable, event_table, regimen_phases
 from vtrial.errors import VtrialError
 from vtrial.expressions import evaluate
 from vtrial.models import Model
@@ -340,6 +340,14 @@ def run_kernel(
         raise ValueError(f"arm/dose_scale: shapes must be ({n},) and ({n}, 3)")
     if np.any(events.ss[:, 0] > 0) and model.pk_compartments is None:
         raise ValueError("a steady-state start needs a model with a linear PK macro")
+    used = {int(k) for a in range(events.n.size) for k in events.kind[a, : events.n[a]]}
+    routes = model.routes()
+    for kind, route in ((EV_ORAL, "oral"), (EV_BOLUS, "iv_bolus"), (EV_RATE, "iv_infusion")):
+        if kind in used and route not in routes:
+            raise ValueError(
+                f"regimen: the model takes {list(routes) or 'no'} doses, got a {route} dose "
+                "(give the model a PK macro or a dosing section for that route)"
+            )
 
     def positions(times: Sequence[float] | np.ndarray | None) -> tuple[np.ndarray, int]:
         pos = np.full(grid.size, -1, dtype=np.int64)

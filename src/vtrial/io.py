@@ -128,9 +128,14 @@ def write_parquet(
     *,
     meta: Mapping[str, Any],
     row_group_size: int | None = None,
+    schema: pa.Schema | None = None,
 ) -> None:
-    """Write ``df`` atomically as Parquet with ``meta`` in the footer (key ``vtrial``)."""
-    table = pa.Table.from_pandas(df, preserve_index=False)
+    """Write ``df`` atomically as Parquet with ``meta`` in the footer (key ``vtrial``).
+
+    ``schema`` fixes the Arrow types (e.g. of an empty table, whose object columns
+    would otherwise have no type); by default they are inferred from ``df``.
+    """
+    table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
     existing = table.schema.metadata or {}
     table = table.replace_schema_metadata(
         {**existing, PROVENANCE_KEY: json.dumps(dict(meta), sort_keys=True, default=str).encode()}

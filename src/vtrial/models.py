@@ -214,7 +214,12 @@ def _resolve(name_or_path: str, base_dir: Path | None) -> Path:
     return path
 
 
-def load_model(name_or_path: str, *, base_dir: str | Path | None = None) -> ModelSpec:
+def load_model(
+    name_or_path: str,
+    *,
+    base_dir: str | Path | None = None,
+    absorption: Mapping[str, Any] | None = None,
+) -> ModelSpec:
     """Load and check one model spec.
 
     Parameters
@@ -223,6 +228,9 @@ def load_model(name_or_path: str, *, base_dir: str | Path | None = None) -> Mode
         A library name (``"pk_2cmt"``) or the path of a YAML model file.
     base_dir : str or Path, optional
         Folder against which a relative path is resolved (the study file's folder).
+    absorption : mapping, optional
+        Changes to the model's PK macro, e.g. ``{"absorption": "transit",
+        "transit_compartments": 3}`` (a study's ``model.pk: {model: ..., ...}``).
 
     Returns
     -------
@@ -244,6 +252,10 @@ def load_model(name_or_path: str, *, base_dir: str | Path | None = None) -> Mode
         data = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ModelError(f"{path}: not valid YAML: {exc}") from exc
+    if absorption:
+        if not isinstance(data, Mapping) or not isinstance(data.get("pk"), Mapping):
+            raise ModelError(f"{path}: absorption options need a model with a PK macro ('pk')")
+        data = {**data, "pk": {**data["pk"], **absorption}}
     return spec_from_dict(data, source=str(path))
 
 
@@ -403,11 +415,11 @@ def spec_from_dict(data: Any, *, source: str = "<dict>") -> ModelSpec:
 def _expand_transit(data: dict[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
     """ODE form of a PK macro with transit absorption (Savic et al. 2007).
 
-    The dose enters ``TRANSIT0`` and passes ``n = transit_compartments`` further
-    compartments ``TRANSIT1..n``, each emptying with ``KTR = (n + 1) / MTT``, into the
+    The dose enters ``ABS0`` and passes ``n = transit_compartments`` further
+    compartments ``ABS1..n``, each emptying with ``KTR_ABS = (n + 1) / MTT_ABS``, into the
     depot (``DEPOT``, emptying with ``KA``), then ``CENT`` (and peripherals ``PERI2``,
     ``PERI3``). Amounts in mg; ``CP = CENT / V1``. IV doses go to ``CENT``. The amount
-    in ``TRANSITn`` is the closed form ``D (KTR t)^n exp(-KTR t) / n!`` of Savic's
+    in ``ABSn`` is the closed form ``D (KTR_ABS t)^n exp(-KTR_ABS t) / n!`` of Savic's
     paper (checked in the tests).
     """
     pk = data["pk"]
@@ -415,21 +427,33 @@ def _expand_transit(data: dict[str, Any], source: str) -> tuple[dict[str, Any], 
     n = int(pk.get("transit_compartments", 3))
     errors = []
     params = data.get("parameters") or {}
-    missing = [p for p in (*PK_PARAMETERS[ncmt], "MTT") if p not in params]
+    missing = [p for p in PK_PARAMETERS[ncmt] if p not in params]
+    if "MTT_ABS" not in params:  # a library macro switched to transit absorption in a study
+        data = {
+            **data,
+            "parameters": {
+                **params,
+                "MTT_ABS": {
+                    "value": 1.0,
+                    "unit": "h",
+                    "description": "mean transit time (Savic 2007)",
+                },
+            },
+        }
     if missing:
         errors.append(
             f"{source}: parameters: the {ncmt}-compartment PK macro with transit absorption "
             f"needs {missing}"
         )
-    chain = [f"TRANSIT{j}" for j in range(n + 1)]
+    chain = [f"ABS{j}" for j in range(n + 1)]
     states: dict[str, Any] = {}
     odes: dict[str, Any] = {}
     for j, name in enumerate(chain):
         desc = "dosing compartment of the transit chain" if j == 0 else f"transit compartment {j}"
         states[name] = {"init": 0, "unit": "mg", "description": desc}
-        odes[name] = f"-KTR * {name}" if j == 0 else f"KTR * ({chain[j - 1]} - {name})"
+        odes[name] = f"-KTR_ABS * {name}" if j == 0 else f"KTR_ABS * ({chain[j - 1]} - {name})"
     states["DEPOT"] = {"init": 0, "unit": "mg", "description": "absorption compartment"}
-    odes["DEPOT"] = f"KTR * {chain[-1]} - KA * DEPOT"
+    odes["DEPOT"] = f"KTR_ABS * {chain[-1]} - KA * DEPOT"
     states["CENT"] = {"init": 0, "unit": "mg", "description": "central compartment"}
     cent = "KA * DEPOT - CL / V1 * CENT"
     for j in range(2, ncmt + 1):
@@ -441,7 +465,7 @@ def _expand_transit(data: dict[str, Any], source: str) -> tuple[dict[str, Any], 
     for section in ("states", "odes", "dosing"):
         if data.get(section):
             errors.append(f"{source}: {section}: not allowed with a PK macro (transit absorption)")
-    taken = {"KTR", *states} & set((data.get("derived") or {}) | (data.get("equations") or {}))
+    taken = {"KTR_ABS", *states} & set((data.get("derived") or {}) | (data.get("equations") or {}))
     if taken:
         errors.append(f"{source}: names {sorted(taken)} are defined by the transit PK macro")
     outputs = dict(data.get("outputs") or {})
@@ -449,7 +473,7 @@ def _expand_transit(data: dict[str, Any], source: str) -> tuple[dict[str, Any], 
     cp["expr"] = "CENT / V1"
     outputs = {PK_CONCENTRATION: cp, **{k: v for k, v in outputs.items() if k != "CP"}}
     out = dict(data)
-    out["derived"] = {"KTR": f"{n + 1} / MTT", **(data.get("derived") or {})}
+    out["derived"] = {"KTR_ABS": f"{n + 1} / MTT_ABS", **(data.get("derived") or {})}
     out["states"] = states
     out["odes"] = odes
     out["outputs"] = outputs
@@ -534,8 +558,7 @@ def compose(
         errors.append(
             (
                 "components",
-                f"only one component may take doses (a PK macro or a dosing section), "
-                f"got {dosed}",
+                f"only one component may take doses (a PK macro or a dosing section), got {dosed}",
             )
         )
     for label, spec, _ in specs:
@@ -687,8 +710,13 @@ def check_model_section(
     pk = None
     pk_name = section.get("pk")
     if pk_name:
+        # a library name or file, or {model: ..., absorption: transit, transit_compartments: n}
+        options = None
+        if isinstance(pk_name, Mapping):
+            options = {k: v for k, v in pk_name.items() if k != "model"}
+            pk_name = pk_name["model"]
         try:
-            pk = load_model(pk_name, base_dir=base_dir)
+            pk = load_model(pk_name, base_dir=base_dir, absorption=options)
         except ModelError as exc:
             problems.append(("pk", str(exc)))
     comps: dict[str, tuple[ModelSpec, Mapping[str, str]]] = {}

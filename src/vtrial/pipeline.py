@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from vtrial import sketch, stats
 from vtrial.config import Study, canonical_json
@@ -33,13 +34,27 @@ from vtrial.io import (
 )
 from vtrial.parallel import dask_client
 from vtrial.population import sample_population
-from vtrial.trial import bands_table, simulate_patients
+from vtrial.trial import OBSERVATION_COLUMNS, bands_table, simulate_chunk, simulate_patients
 
 log = logging.getLogger("vtrial")
 
 SUMMARY_TABLES = ("exposure", "efficacy", "safety", "bands")
 #: rows per Parquet row group of population.parquet (shards read only their groups)
 POPULATION_ROW_GROUP = 65_536
+#: Arrow schema of ``observations/part-NNNNN.parquet`` (fixed, also when empty)
+OBSERVATION_SCHEMA = pa.schema(
+    [
+        ("replicate", pa.int32()),
+        ("patient_id", pa.int64()),
+        ("arm", pa.string()),
+        ("time", pa.float64()),
+        ("output", pa.string()),
+        ("ipred", pa.float64()),
+        ("dv", pa.float64()),
+        ("blq", pa.bool_()),
+    ]
+)
+assert tuple(OBSERVATION_SCHEMA.names) == OBSERVATION_COLUMNS
 
 
 def shard_name(shard: int) -> str:
@@ -85,9 +100,9 @@ def run_sample_population(study: Study, out: str | Path) -> int:
 
 def _simulate_chunk(
     study: Study, rows: pd.DataFrame
-) -> tuple[pd.DataFrame, pd.DataFrame, sketch.Sketch]:
+) -> tuple[pd.DataFrame, pd.DataFrame, sketch.Sketch, pd.DataFrame]:
     """Dask task: simulate one chunk of population rows with one numba thread."""
-    return simulate_patients(study, rows, threads=1)
+    return simulate_chunk(study, rows, threads=1)
 
 
 def run_simulate(
@@ -99,13 +114,20 @@ def run_simulate(
     out_bands: str | Path,
     *,
     threads: int = 1,
+    out_observations: str | Path | None = None,
 ) -> int:
     """Stage 2: simulate one shard of the population on Dask; return patients simulated.
 
     The shard's rows are split into chunks of ``execution.chunk_size`` patients, each
     chunk is a Dask task, and the results are concatenated in patient order, so the
     files do not depend on the number of workers or on the chunk size.
+
+    ``out_observations`` (required when the study has ``outputs.observations``) gets
+    the observations table (:func:`vtrial.trial.observations_table`); it is empty,
+    with the same columns and types, for a study without observations.
     """
+    if out_observations is None and study.observed_outputs:
+        raise ValueError("out_observations: required, the study has outputs.observations")
     t0 = time.perf_counter()
     n_shards = int(study.execution["shards"])
     start, stop = shard_rows(study.n_patients, n_shards, shard)
@@ -129,7 +151,7 @@ def run_simulate(
     t_c = time.perf_counter()
     simulate_patients(study, rows.iloc[:1], threads=1)
     log.info("kernel ready in %.2f s (compile or cache load)", time.perf_counter() - t_c)
-    parts: list[tuple[pd.DataFrame, pd.DataFrame, sketch.Sketch]] = []
+    parts: list[tuple[pd.DataFrame, pd.DataFrame, sketch.Sketch, pd.DataFrame]] = []
     if bounds:
         with dask_client(study.execution, threads=threads) as client:
             futures = [
@@ -138,10 +160,13 @@ def run_simulate(
             for k, fut in enumerate(futures):
                 parts.append(fut.result())
                 log.info("chunk %d/%d done (%d patients)", k + 1, len(futures), len(parts[-1][0]))
-    patients = pd.concat([p for p, _, _ in parts], ignore_index=True)
-    timecourse = pd.concat([t for _, t, _ in parts], ignore_index=True)
-    bands = sketch.merge([b for _, _, b in parts])
+    patients = pd.concat([p for p, _, _, _ in parts], ignore_index=True)
+    timecourse = pd.concat([t for _, t, _, _ in parts], ignore_index=True)
+    bands = sketch.merge([b for _, _, b, _ in parts])
     meta = _meta(study, stage="simulate", shard=shard, shards=n_shards, rows=[start, stop])
+    if out_observations is not None:
+        observations = pd.concat([o for _, _, _, o in parts], ignore_index=True)
+        write_parquet(observations, out_observations, meta=meta, schema=OBSERVATION_SCHEMA)
     write_parquet(timecourse, out_timecourse, meta=meta)
     write_parquet(sketch.to_frame(bands), out_bands, meta=meta)
     write_parquet(patients, out_patients, meta=meta)

@@ -201,6 +201,55 @@ def individual_parameters(
     return params, etas
 
 
+def occasion_effects(study: Study, replicate: int) -> dict[str, np.ndarray]:
+    """Inter-occasion random effects ``kappa_<P>_<k>`` (occasion k = 0, 1, ...).
+
+    Independent normal draws with variance ``model.iov.omega[P]`` for each of the
+    study's occasions (the most any arm has), keyed by ``iov``: a patient has the same
+    kappas whatever arm, shard or chunk it lands in.
+    """
+    iov = study.data["model"].get("iov")
+    if not iov:
+        return {}
+    n_occ = study.events().n_occ
+    names = list(iov["omega"])
+    z = special.ndtri(keyed_uniforms(study.seed, "iov", replicate, study.size, n_occ * len(names)))
+    out = {}
+    for j, name in enumerate(names):
+        sd = np.sqrt(float(iov["omega"][name]))
+        for k in range(n_occ):
+            out[f"kappa_{name}_{k}"] = sd * z[:, j * n_occ + k]
+    return out
+
+
+def occasion_parameters(study: Study, pop: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per-occasion values, shape (n, n_occ), of the parameters with IOV.
+
+    The individual value ``P_i`` (population column) is transformed like its IIV:
+    log-normal ``P_i exp(kappa)``, normal ``P_i + kappa``, logit
+    ``expit(logit(P_i) + kappa)``.
+    """
+    iov = study.data["model"].get("iov")
+    if not iov:
+        return {}
+    n_occ = study.events().n_occ
+    dist = study.data["model"]["iiv"]["distribution"]
+    out = {}
+    for name in iov["omega"]:
+        base = pop[name].to_numpy(dtype=np.float64)[:, None]
+        kappa = np.column_stack(
+            [pop[f"kappa_{name}_{k}"].to_numpy(dtype=np.float64) for k in range(n_occ)]
+        )
+        form = dist.get(name, "lognormal")
+        if form == "lognormal":
+            out[name] = base * np.exp(kappa)
+        elif form == "normal":
+            out[name] = base + kappa
+        else:
+            out[name] = special.expit(special.logit(base) + kappa)
+    return out
+
+
 def sample_population(study: Study) -> pd.DataFrame:
     """Sample the whole virtual population (every replicate).
 
@@ -209,7 +258,9 @@ def sample_population(study: Study) -> pd.DataFrame:
     DataFrame
         One row per (replicate, patient_id), sorted: ``replicate`` (int32),
         ``patient_id`` (int64), ``arm`` (str), ``arm_index`` (int16), covariates,
-        derived covariates, ``eta_<P>`` and one column per model parameter.
+        derived covariates, ``eta_<P>``, ``kappa_<P>_<k>`` (inter-occasion effects,
+        occasion k = 0, 1, ...) and one column per model parameter (the individual
+        value before inter-occasion variability).
     """
     frames = []
     derived = list(study.data["population"]["derived"])
@@ -227,6 +278,7 @@ def sample_population(study: Study) -> pd.DataFrame:
         }
         cols.update(covs)
         cols.update({f"eta_{k}": v for k, v in etas.items()})
+        cols.update(occasion_effects(study, r))
         cols.update(params)
         frames.append(pd.DataFrame(cols))
     return pd.concat(frames, ignore_index=True)

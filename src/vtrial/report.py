@@ -1100,7 +1100,8 @@ def _exposure_response_figure(
     ax.errorbar(
         x,
         p,
-        yerr=np.vstack([p - lo, hi - p]),
+        # clipped: statsmodels' Wilson bound for 0 events can be 1e-18 above 0
+        yerr=np.maximum(np.vstack([p - lo, hi - p]), 0.0),
         fmt="o-",
         color="#0072B2",
         ecolor="black",

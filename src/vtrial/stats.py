@@ -271,10 +271,11 @@ EFFICACY_COLUMNS: tuple[str, ...] = (
 def efficacy_summary(
     patients: pd.DataFrame,
     *,
-    endpoints: Mapping[str, Literal["continuous", "binary"]],
+    endpoints: Mapping[str, Literal["continuous", "binary", "categorical"]],
     arms: Sequence[str],
     control: str | None,
     confidence: float = 0.95,
+    categories: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """Estimates, confidence intervals and comparisons vs control per replicate.
 
@@ -285,9 +286,14 @@ def efficacy_summary(
         ``replicate``, ``arm``, ``solver_status`` and every endpoint.
         Continuous endpoints are numeric (e.g. ``tumour_change`` in % change
         from baseline); binary endpoints are bool or numeric 0/1 (NaN allowed
-        and counted as missing).
-    endpoints : mapping of str to {"continuous", "binary"}
-        Endpoint column -> kind, in output order.
+        and counted as missing); categorical endpoints hold category labels
+        (e.g. the RECIST best response ``CR``/``PR``/``SD``/``PD``; null
+        counted as missing).
+    endpoints : mapping of str to {"continuous", "binary", "categorical"}
+        Endpoint column -> kind, in output order. A categorical endpoint ``E``
+        is summarised as one binary endpoint ``E=C`` per category ``C`` (1 if
+        the patient's category is ``C``): proportion with Wilson interval,
+        difference to control with Newcombe interval and Fisher test.
     arms : sequence of str
         Arms, in output order.
     control : str or None
@@ -295,12 +301,18 @@ def efficacy_summary(
         Comparisons are made within each replicate.
     confidence : float, optional
         Two-sided confidence level of all intervals, default 0.95.
+    categories : mapping of str to sequence of str, optional
+        Categories of categorical endpoints, in output order. Default: the
+        categories of the column's pandas ``category`` dtype, else its sorted
+        distinct values.
 
     Returns
     -------
     pandas.DataFrame
-        Shape (n_replicates * len(arms) * len(endpoints), 16), one row per
-        (replicate, arm, endpoint), columns :data:`EFFICACY_COLUMNS`:
+        Shape (n_replicates * len(arms) * n_rows, 16) with ``n_rows`` the
+        number of non-categorical endpoints plus the number of categories of
+        each categorical one; one row per (replicate, arm, endpoint), columns
+        :data:`EFFICACY_COLUMNS`:
 
         * ``kind``: ``"continuous"`` or ``"binary"``.
         * ``n`` / ``n_failed`` / ``n_missing`` (int64).
@@ -323,8 +335,8 @@ def efficacy_summary(
     Raises
     ------
     DataError
-        If a column is missing, not numeric, or a binary endpoint has values
-        other than 0/1.
+        If a column is missing, not numeric, a binary endpoint has values
+        other than 0/1, or a categorical one a value outside its categories.
     ValueError
         If an endpoint kind is unknown, `control` is not in `arms`, names are
         duplicated or `confidence` is not in (0, 1).
@@ -333,11 +345,14 @@ def efficacy_summary(
     arms = unique_names(arms, "arms")
     names = unique_names(list(endpoints), "endpoints")
     for name in names:
-        if endpoints[name] not in ("continuous", "binary"):
+        if endpoints[name] not in ("continuous", "binary", "categorical"):
             raise ValueError(
-                f"endpoints[{name!r}]: kind must be 'continuous' or 'binary', "
-                f"got {endpoints[name]!r}"
+                f"endpoints[{name!r}]: kind must be 'continuous', 'binary' or "
+                f"'categorical', got {endpoints[name]!r}"
             )
+    if any(endpoints[name] == "categorical" for name in names):
+        patients, endpoints = _category_indicators(patients, endpoints, categories or {})
+        names = list(endpoints)
     if control is not None and control not in arms:
         raise ValueError(f"control: must be one of arms {list(arms)}, got {control!r}")
     _require_columns(patients, ["replicate", "arm", "solver_status", *names])
@@ -403,6 +418,48 @@ def efficacy_summary(
             "method": _str_column([rec["method"] for rec in records]),
         }
     )
+
+
+def _category_indicators(
+    patients: pd.DataFrame,
+    endpoints: Mapping[str, str],
+    categories: Mapping[str, Sequence[str]],
+) -> tuple[pd.DataFrame, dict[str, Literal["continuous", "binary"]]]:
+    """Replace each categorical endpoint ``E`` by binary columns ``E=C``, one per category."""
+    kinds: dict[str, Literal["continuous", "binary"]] = {}
+    new: dict[str, FloatArray] = {}
+    for name, kind in endpoints.items():
+        if kind != "categorical":
+            kinds[name] = "binary" if kind == "binary" else "continuous"
+            continue
+        _require_columns(patients, [name])
+        col = patients[name]
+        if name in categories:
+            cats = unique_names(categories[name], f"categories[{name!r}]")
+        elif isinstance(col.dtype, pd.CategoricalDtype):
+            cats = [str(c) for c in col.cat.categories]
+        else:
+            cats = sorted({str(v) for v in col.dropna()})
+        labels = col.astype(object).to_numpy()
+        null = pd.isna(labels)
+        text = np.array([str(v) for v in labels], dtype=object)
+        ok = patients["solver_status"].to_numpy(dtype=object) == _OK
+        unknown = ok & ~null & ~np.isin(text, cats)
+        if unknown.any():
+            row = int(np.flatnonzero(unknown)[0])
+            raise DataError(
+                f"patients: row {row}: {name}: categorical endpoint must be one of {cats}, "
+                f"got {labels[row]!r} ({int(unknown.sum())} row(s) affected)"
+            )
+        for cat in cats:
+            column = f"{name}={cat}"
+            if column in patients.columns or column in kinds:
+                raise ValueError(f"endpoints[{name!r}]: column {column!r} already exists")
+            ind = (text == cat).astype(np.float64)
+            ind[null] = np.nan
+            new[column] = ind
+            kinds[column] = "binary"
+    return patients.assign(**new), kinds
 
 
 def _empty_comparison() -> dict[str, Any]:
@@ -509,6 +566,9 @@ def safety_summary(
         ``replicate``, ``arm``, ``solver_status`` and, for each event ``E``,
         ``ae_E_grade`` (integer max CTCAE grade 0-5) and
         ``ae_E_time_grade3`` (h, time of the first grade >= 3, NaN if none).
+        An event whose ``ae_E_time_grade3`` is NaN for every "ok" patient is
+        *untimed* (grades drawn from probabilities have no onset time): its
+        grades are counted and its ``median_time_grade3`` is NaN.
     events : sequence of str
         Event names ``E``, in output order.
     arms : sequence of str
@@ -538,8 +598,8 @@ def safety_summary(
     ------
     DataError
         If a column is missing, a grade of an ok patient is not an integer in
-        0..5, a time is negative, or grade >= 3 and a finite time do not go
-        together.
+        0..5, a time is negative, or (for a timed event) grade >= 3 and a
+        finite time do not go together.
     ValueError
         If names are duplicated, `horizon` is not finite and > 0, or
         `confidence` is not in (0, 1).
@@ -569,11 +629,12 @@ def safety_summary(
         groups.raise_at(bad, f"{gcol}: must be an integer CTCAE grade 0-5", grades_f)
         grades = grades_f.astype(np.int64)
         has_time = np.isfinite(times)
-        groups.raise_at(
-            (grades >= 3) != has_time,
-            f"{tcol}: must be finite exactly when {gcol} >= 3",
-            times,
-        )
+        if has_time.any():  # an untimed event (no time at all) has grades only
+            groups.raise_at(
+                (grades >= 3) != has_time,
+                f"{tcol}: must be finite exactly when {gcol} >= 3",
+                times,
+            )
         groups.raise_at(has_time & (times < 0), f"{tcol}: must be >= 0", times)
 
         exact = np.bincount(groups.gid_ok * 6 + grades, minlength=n_groups * 6).reshape(n_groups, 6)

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from vtrial.adverse import probability_event_columns
 from vtrial.config import Study
-from vtrial.dosing import event_table
 from vtrial.engine import (
     METHODS,
     PK_METRICS,
@@ -27,6 +27,9 @@ from vtrial.engine import (
     run_kernel,
 )
 from vtrial.models import PK_CONCENTRATION
+from vtrial.population import occasion_parameters
+from vtrial.recist import best_response_from_probes, categories_in
+from vtrial.residual import ErrorModel, observe_patients, patient_normals
 from vtrial.sketch import Sketch, quantiles, sketch_block
 
 #: columns of the patients table before endpoints and adverse events
@@ -48,6 +51,8 @@ def monitors(study: Study) -> list[Monitor]:
     """Threshold crossings timed by the kernel: grade >= 3 of every adverse event."""
     out = []
     for ev, spec in study.data["adverse_events"].items():
+        if "probabilities" in spec:  # drawn grade: no threshold to cross
+            continue
         thr, direction = study.grading(ev)
         if len(thr) >= 3:
             out.append(Monitor(spec["output"], thr[2], direction))
@@ -58,7 +63,10 @@ def run_population(study: Study, pop: pd.DataFrame, *, threads: int | None = Non
     """Run the kernel on population rows (no post-processing)."""
     model = study.model
     n = len(pop)
-    params = {k: pop[k].to_numpy(dtype=np.float64) for k in model.parameters if k in pop}
+    params: dict[str, np.ndarray] = {
+        k: pop[k].to_numpy(dtype=np.float64) for k in model.parameters if k in pop
+    }
+    params.update(occasion_parameters(study, pop))
     scale = np.ones((n, 3))
     if "weight" in pop:
         scale[:, 1] = pop["weight"].to_numpy(dtype=np.float64)
@@ -69,7 +77,7 @@ def run_population(study: Study, pop: pd.DataFrame, *, threads: int | None = Non
         model,
         params,
         n=n,
-        events=event_table(study.arm_phases()),
+        events=study.events(),
         arm=pop["arm_index"].to_numpy(dtype=np.int64),
         dose_scale=scale,
         grid=study.grid(),
@@ -117,7 +125,11 @@ def bands_table(study: Study, sk: Sketch) -> pd.DataFrame:
 
 
 def simulate_patients(
-    study: Study, pop: pd.DataFrame, *, threads: int | None = None
+    study: Study,
+    pop: pd.DataFrame,
+    *,
+    threads: int | None = None,
+    result: KernelResult | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, Sketch]:
     """Simulate population rows; return the patients and time-course tables.
 
@@ -128,6 +140,8 @@ def simulate_patients(
         Rows of the population table (:func:`vtrial.population.sample_population`).
     threads : int, optional
         Numba threads (1 inside Dask workers).
+    result : KernelResult, optional
+        The kernel's result for these rows (:func:`run_population`), if already run.
 
     Returns
     -------
@@ -136,8 +150,11 @@ def simulate_patients(
         exposure ``cmax`` (mg/L), ``tmax`` (h), ``auc`` (mg·h/L, 0 to the end of the
         simulation), ``ctrough`` (mg/L, just before the last dose), then for each
         adverse event ``ae_<E>_grade`` (0-5, null if the solve failed),
-        ``ae_<E>_worst`` (nadir or peak of its output), ``ae_<E>_time_grade3`` (h, NaN
-        if none), then one column per endpoint (float; responders 0/1).
+        ``ae_<E>_worst`` (nadir or peak of its output; for ``probabilities`` the
+        worst P(grade >= 1), see :mod:`vtrial.adverse`), ``ae_<E>_time_grade3`` (h,
+        NaN if none or for a drawn grade), then one column per endpoint (float;
+        responders 0/1; ``best_response`` an ordered categorical CR/PR/SD/PD, null
+        if undefined, see :mod:`vtrial.recist`).
     timecourse : DataFrame
         Long format: ``replicate, patient_id, arm, time`` and the stored outputs
         (float32), for the patients selected by ``outputs.timecourse.patients``.
@@ -145,7 +162,7 @@ def simulate_patients(
         Mergeable quantile sketch of every stored output by (arm, time), over all
         patients whose solve succeeded (see :mod:`vtrial.sketch`).
     """
-    res = run_population(study, pop, threads=threads)
+    res = run_population(study, pop, threads=threads) if result is None else result
     model = study.model
     outs = list(model.outputs)
     n = len(pop)
@@ -160,7 +177,7 @@ def simulate_patients(
     }
     # ---- exposure
     exp_out = study.data["exposure"].get("output")
-    if exp_out == PK_CONCENTRATION and model.pk_compartments is not None:
+    if exp_out == PK_CONCENTRATION and (model.pk_compartments is not None or model.ode_exposure):
         pk = res.pk.copy()
     else:
         pk = np.full((n, 4), np.nan)
@@ -175,6 +192,14 @@ def simulate_patients(
     # ---- adverse events
     mon_index = 0
     for ev, spec in study.data["adverse_events"].items():
+        if "probabilities" in spec:  # grade drawn from the worst probabilities
+            p_idx = [outs.index(o) for o in spec["probabilities"]]
+            cols.update(
+                probability_event_columns(
+                    study.seed, ev, res.omax[:, p_idx], cols["replicate"], cols["patient_id"], ok
+                )
+            )
+            continue
         thr, direction = study.grading(ev)
         j = outs.index(spec["output"])
         worst = res.omin[:, j] if direction < 0 else res.omax[:, j]
@@ -200,7 +225,13 @@ def simulate_patients(
     with np.errstate(invalid="ignore", divide="ignore"):
         for name, ep in study.data["endpoints"].items():
             typ = ep["type"]
-            if typ == "responder":
+            if typ == "best_response":  # categorical: CR/PR/SD/PD, null if undefined
+                end = float(study.data["simulation"]["end"])
+                cols[name] = best_response_from_probes(ep, res.probes, probe_t, outs, ok, end)
+                continue
+            if typ == "responder" and "in" in ep:  # categories of a best_response
+                val = categories_in(cols[ep["endpoint"]], ep["in"])
+            elif typ == "responder":
                 v = values[ep["endpoint"]]
                 if "below" in ep:
                     hit = v < ep["below"]
@@ -248,3 +279,79 @@ def simulate_patients(
     for j, o in enumerate(study.data["outputs"]["timecourse"]["outputs"]):
         tc_cols[o] = res.store[sel, :, j].ravel()
     return patients, pd.DataFrame(tc_cols), sk
+
+
+#: columns of the observations table, in order
+OBSERVATION_COLUMNS = ("replicate", "patient_id", "arm", "time", "output", "ipred", "dv", "blq")
+
+
+def observations_table(study: Study, pop: pd.DataFrame, res: KernelResult) -> pd.DataFrame:
+    """Sampled observations of population rows from their kernel result.
+
+    Parameters
+    ----------
+    study : Study
+    pop : DataFrame
+        Rows of the population table, sorted by ``replicate, patient_id``.
+    res : KernelResult
+        :func:`run_population` of these rows (``probes`` hold every output at
+        :meth:`Study.probe_times`, which include the sampling times).
+
+    Returns
+    -------
+    DataFrame
+        Long format, one row per (patient, sampling time, observed output), sorted by
+        ``replicate, patient_id, time, output`` (outputs in name order):
+        ``replicate`` (int32), ``patient_id`` (int64), ``arm``, ``time`` (h, float64),
+        ``output``, ``ipred`` (float64, the model's value), ``dv`` (float64, observed
+        with the output's residual error, see :mod:`vtrial.residual`; equal to
+        ``ipred`` for an output without one) and ``blq`` (bool, ``dv`` below the
+        output's ``lloq``). Patients whose solve failed keep their rows, with NaN
+        ``ipred`` and ``dv`` and ``blq`` False. No rows without
+        ``outputs.observations``.
+    """
+    times = study.observation_times()
+    outs = study.observed_outputs
+    n, t, o = len(pop), times.size, len(outs)
+    probe_t = study.probe_times()
+    model_outs = list(study.model.outputs)
+    t_idx = [probe_t.index(float(x)) for x in times]
+    o_idx = [model_outs.index(x) for x in outs]
+    ipred = res.probes[:, t_idx, :][:, :, o_idx].astype(np.float64)
+    ipred[res.status != 0] = np.nan
+    replicate = pop["replicate"].to_numpy(dtype=np.int32)
+    patient_id = pop["patient_id"].to_numpy(dtype=np.int64)
+    eps = np.empty((n, t * o))
+    for r in np.unique(replicate):
+        rows = replicate == r
+        eps[rows] = patient_normals(study.seed, int(r), patient_id[rows], t * o)
+    spec = study.residual_error
+    models = [ErrorModel.from_spec(spec[x]) if x in spec else None for x in outs]
+    dv, blq = observe_patients(ipred, models, eps)
+    m = t * o
+    return pd.DataFrame(
+        {
+            "replicate": np.repeat(replicate, m),
+            "patient_id": np.repeat(patient_id, m),
+            "arm": np.repeat(pop["arm"].to_numpy(dtype=object), m),
+            "time": np.tile(np.repeat(times.astype(np.float64), o), n),
+            "output": np.tile(np.asarray(outs, dtype=object), n * t),
+            "ipred": ipred.ravel(),
+            "dv": dv.ravel(),
+            "blq": blq.ravel(),
+        },
+        columns=list(OBSERVATION_COLUMNS),
+    )
+
+
+def simulate_chunk(
+    study: Study, pop: pd.DataFrame, *, threads: int | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, Sketch, pd.DataFrame]:
+    """:func:`simulate_patients` plus :func:`observations_table`, from one kernel run.
+
+    Returns ``patients, timecourse, bands, observations``; a pure function of the
+    rows it is given, like :func:`simulate_patients`.
+    """
+    res = run_population(study, pop, threads=threads)
+    patients, timecourse, bands = simulate_patients(study, pop, threads=threads, result=res)
+    return patients, timecourse, bands, observations_table(study, pop, res)

@@ -240,7 +240,7 @@ def test_tmdd_qss(record_error: Callable[[str, float, float], None]) -> None:
 # ---------------------------------------------------------------------------
 # transit-compartment absorption (Savic 2007)
 # ---------------------------------------------------------------------------
-TRANSIT = {"CL": 4.0, "V1": 40.0, "KA": 1.5, "F": 0.8, "TLAG": 0.0, "MTT": 3.0}
+TRANSIT = {"CL": 4.0, "V1": 40.0, "KA": 1.5, "F": 0.8, "TLAG": 0.0, "MTT_ABS": 3.0}
 
 
 @pytest.mark.parametrize("n", [3])
@@ -249,12 +249,12 @@ def test_transit_absorption(n: int, record_error: Callable[[str, float, float], 
         "name": "pk_1cmt_transit",
         "pk": {"compartments": 1, "absorption": "transit", "transit_compartments": n},
         "parameters": {k: {"value": v} for k, v in TRANSIT.items()},
-        "outputs": {"AN": {"expr": f"TRANSIT{n}", "unit": "mg"}},
+        "outputs": {"AN": {"expr": f"ABS{n}", "unit": "mg"}},
     }
     model = compose(spec_from_dict(spec), {})
-    assert model.dosing == {"oral": "TRANSIT0", "iv": "CENT"}
+    assert model.dosing == {"oral": "ABS0", "iv": "CENT"}
     p = TRANSIT
-    ktr = (n + 1) / p["MTT"]
+    ktr = (n + 1) / p["MTT_ABS"]
 
     def rhs(t: float, y: np.ndarray) -> np.ndarray:
         dy = np.empty_like(y)
@@ -290,3 +290,79 @@ def test_transit_absorption(n: int, record_error: Callable[[str, float, float], 
     err = float(np.max(np.abs(one.store[0, :, 0] - exact)) / exact.max())
     record_error(f"transit absorption (n={n}): Savic closed form", err, REL)
     assert err <= REL
+
+
+def test_occasion_varying_ode_parameters(record_error: Callable[[str, float, float], None]) -> None:
+    """VMAX and KM change at occasion starts (IOV on an ODE model's parameters)."""
+    model = build_model({"pk": "pk_mm_1cmt"})
+    starts = [30.0, 75.0]
+    vmax = [20.0, 35.0, 8.0]
+    km = [2.0, 1.0, 4.0]
+    p = {k: v for k, v in MM.items() if k not in ("VMAX", "KM")}
+
+    def rhs(t: float, y: np.ndarray) -> np.ndarray:
+        k = int(np.searchsorted(starts, t, side="right"))
+        c = y[1] / p["V1"]
+        elim = vmax[k] * c / (km[k] + c) + p["CL"] * c
+        return np.array([-p["KA"] * y[0], p["KA"] * y[0] - elim])
+
+    regimen = {"route": "iv_bolus", "dose": 300, "interval": 24, "count": 6}
+    doses = [(24.0 * j, 1, 300.0) for j in range(6)] + [(s, 1, 0.0) for s in starts]
+    ref = reference(rhs, [0.0, 0.0], doses, [], GRID, lambda y: y[1] / p["V1"])
+    res = run_kernel(
+        model,
+        {
+            **{k: np.array([v]) for k, v in p.items()},
+            "VMAX": np.array([vmax]),
+            "KM": np.array([km]),
+        },
+        n=1,
+        events=event_table([regimen_phases(regimen)], [starts]),
+        arm=np.zeros(1, dtype=np.int64),
+        dose_scale=np.ones((1, 3)),
+        grid=GRID,
+        store_times=GRID,
+        store_outputs=("CP",),
+        tolerances=TIGHT,
+        store_dtype=np.float64,
+    )
+    assert res.status[0] == 0
+    check(res, ref, "Michaelis-Menten 1-cmt, occasion-varying VMAX/KM", record_error)
+
+
+@pytest.mark.parametrize("name", ["pk_mm_2cmt", "tmdd_qss"])
+def test_solution_verification(
+    name: str, record_error: Callable[[str, float, float], None]
+) -> None:
+    """Default tolerances vs 10x tighter: every output, Cmax, AUC change by < 0.1 %."""
+    model = build_model({"pk": name})
+    params = {**MM, "Q2": 8.0, "V2": 60.0} if name == "pk_mm_2cmt" else TMDD
+    regimen = MM_REGIMEN if name == "pk_mm_2cmt" else {"route": "iv_bolus", "dose": 10}
+    outs = list(model.outputs)
+    runs = []
+    for tol in (Tolerances(), Tolerances(rtol=1e-7, atol=1e-10)):
+        res = run_kernel(
+            model,
+            {k: np.array([v]) for k, v in params.items()},
+            n=1,
+            events=event_table([regimen_phases(regimen)]),
+            arm=np.zeros(1, dtype=np.int64),
+            dose_scale=np.ones((1, 3)),
+            grid=GRID,
+            store_times=GRID,
+            store_outputs=outs,
+            tolerances=tol,
+            store_dtype=np.float64,
+        )
+        assert res.status[0] == 0
+        runs.append(res)
+    a, b = runs
+    for j, out in enumerate(outs):
+        x, y = a.store[0, :, j], b.store[0, :, j]
+        err = float(np.max(np.abs(x - y)) / np.abs(y).max())
+        record_error(f"{name} {out}: default vs 10x tighter tolerances", err, 1e-3)
+        assert err < 1e-3
+    for k, what in ((0, "Cmax"), (2, "AUC")):
+        err = abs(a.pk[0, k] / b.pk[0, k] - 1.0)
+        record_error(f"{name} {what}: default vs 10x tighter tolerances", err, 1e-3)
+        assert err < 1e-3

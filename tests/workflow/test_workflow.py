@@ -9,7 +9,9 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -20,6 +22,25 @@ from vtrial.io import read_provenance, table_hash
 from vtrial.sketch import ALPHA
 
 pytestmark = pytest.mark.workflow
+
+#: sampling times of the observations of the workflow study (small study, end 504 h)
+OBS_TIMES = [0.5, 1.0, 2.0, 4.0, 24.0, 168.0, 336.0, 504.0]
+
+
+def study_data() -> dict[str, Any]:
+    """The small study, with sampled observations (residual error, LLOQ)."""
+    data = small_study_data()
+    data["model"]["residual_error"] = {
+        "CP": {"proportional": 0.15, "additive": 0.05, "lloq": 0.05},
+        "ANC": {"exponential": 0.1},
+    }
+    data["outputs"]["observations"] = {
+        "outputs": ["CP", "ANC"],
+        "times": [0.5, 1, 2, 4, 24],
+        "every": 168,
+        "from": 168,
+    }
+    return data
 
 
 def snakemake(workdir: Path, study: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -45,7 +66,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The same small study run twice: 1 shard / 1 worker and 7 shards / 2 workers."""
     base = tmp_path_factory.mktemp("wf")
     study = base / "small.yaml"
-    study.write_text(yaml.safe_dump(small_study_data(), sort_keys=False))
+    study.write_text(yaml.safe_dump(study_data(), sort_keys=False))
     out = {}
     for label, shards, workers in (("a", 1, 1), ("b", 7, 2)):
         wd = base / label
@@ -123,9 +144,49 @@ def test_output_contract(runs: dict[str, Path]) -> None:
             "safety_neutropenia.png",
         ]
     )
+    # observations: one row per patient, sampling time and observed output
+    obs_parts = sorted((res / "observations").glob("part-*.parquet"))
+    assert [p.name for p in obs_parts] == [p.name for p in parts]
+    obs = pd.read_parquet(res / "observations")
+    assert len(obs) == 300 * len(OBS_TIMES) * 2
+    assert list(obs.columns) == [
+        "replicate",
+        "patient_id",
+        "arm",
+        "time",
+        "output",
+        "ipred",
+        "dv",
+        "blq",
+    ]
+    assert obs["replicate"].dtype == "int32"
+    assert obs["blq"].dtype == bool
+    keys = ["replicate", "patient_id", "time", "output"]
+    assert obs[keys].equals(obs[keys].sort_values(keys).reset_index(drop=True))
+    assert sorted(set(obs["time"])) == OBS_TIMES
+    assert obs[["ipred", "dv"]].notna().all().all()
+    cp = obs[obs["output"] == "CP"]
+    assert (cp["blq"] == (cp["dv"] < 0.05)).all()
+    anc = obs[obs["output"] == "ANC"]
+    log_ratio = np.log(anc["dv"] / anc["ipred"])
+    assert abs(log_ratio.std() - 0.1) < 0.01  # exponential error, SD 0.1 on the log scale
+    # ipred is the model's value: the stored time courses at the times they share
+    shared = obs[obs["time"].isin(tc["time"].astype(float).unique())]
+    assert set(shared["time"]) == {24.0, 168.0, 336.0, 504.0}
+    wide = shared.pivot_table(
+        index=["replicate", "patient_id", "time"], columns="output", values="ipred"
+    )
+    tc_idx = tc.assign(time=tc["time"].astype(float)).set_index(["replicate", "patient_id", "time"])
+    for o in ("CP", "ANC"):
+        stored = tc_idx.loc[wide.index, o].to_numpy()
+        assert (wide[o].to_numpy().astype("float32") == stored).all(), o
     manifest = json.loads((res / "manifest.json").read_text())
     listed = {e["path"]: e for e in manifest["outputs"]}
     assert listed["population.parquet"]["rows"] == 300
+    for p in obs_parts:
+        entry = listed[f"observations/{p.name}"]
+        assert entry["content_sha256"] == table_hash(pd.read_parquet(p))
+    assert read_provenance(obs_parts[3])["shard"] == 3
     assert listed["population.parquet"]["content_sha256"] == table_hash(pop)
     assert manifest["seed"] == 20261122
     assert len(manifest["study_sha256"]) == 64
@@ -137,7 +198,7 @@ def test_output_contract(runs: dict[str, Path]) -> None:
 
 def test_bit_identical_across_layouts(runs: dict[str, Path]) -> None:
     """Same study and seed: identical tables with 1 shard/1 worker and 7 shards/2 workers."""
-    for table in ("population.parquet", "patients", "timecourse"):
+    for table in ("population.parquet", "patients", "timecourse", "observations"):
         a = pd.read_parquet(runs["a"] / table)
         b = pd.read_parquet(runs["b"] / table)
         pd.testing.assert_frame_equal(a, b, check_exact=True)
@@ -196,12 +257,12 @@ def test_external_dask_scheduler_gives_identical_tables(
                 )
             )
         study = tmp_path / "small.yaml"
-        study.write_text(yaml.safe_dump(small_study_data(), sort_keys=False))
+        study.write_text(yaml.safe_dump(study_data(), sort_keys=False))
         res = snakemake(tmp_path, study, "shards=3", f"scheduler_address={address}")
         assert res.returncode == 0, res.stderr[-4000:]
         log = (tmp_path / "results" / "small" / "logs" / "simulate" / "part-00000.log").read_text()
         assert f"connecting to the Dask scheduler at {address}" in log
-        for table in ("population.parquet", "patients", "timecourse"):
+        for table in ("population.parquet", "patients", "timecourse", "observations"):
             a = pd.read_parquet(runs["a"] / table)
             b = pd.read_parquet(tmp_path / "results" / "small" / table)
             pd.testing.assert_frame_equal(a, b, check_exact=True)
@@ -233,9 +294,16 @@ def test_verify_detects_damaged_outputs(runs: dict[str, Path], tmp_path: Path) -
     part = copy / "patients" / "part-00002.parquet"
     part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
     (copy / "timecourse" / "part-00005.parquet").unlink()
+    (copy / "observations" / "part-00004.parquet").unlink()
+    obs = copy / "observations" / "part-00001.parquet"
+    df = pd.read_parquet(obs)
+    df.loc[0, "dv"] += 1.0  # a changed observation, same row count
+    df.to_parquet(obs)
     problems = verify(copy)
     assert any(str(part) in p and "unreadable" in p for p in problems)
     assert any("timecourse/part-00005.parquet: missing" in p for p in problems)
+    assert any("observations/part-00004.parquet: missing" in p for p in problems)
+    assert f"{obs}: content differs from the manifest" in problems
     assert main(["verify", str(copy)]) == 1
 
 

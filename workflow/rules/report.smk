@@ -27,6 +27,7 @@ rule manifest:
         PATIENT_PARTS,
         TIMECOURSE_PARTS,
         BAND_PARTS,
+        OBSERVATION_PARTS,
         list(SUMMARY.values()),
         PLOTS,
     output:

@@ -5,6 +5,7 @@ rule simulate:
         patients=f"{RESULTS}/patients/{{shard}}.parquet",
         timecourse=f"{RESULTS}/timecourse/{{shard}}.parquet",
         bands=f"{RESULTS}/bands/{{shard}}.parquet",
+        **({"observations": OBSERVATION_PART} if OBSERVED else {}),
     params:
         **STUDY_PARAMS,
     threads: WORKERS

@@ -15,4 +15,5 @@ if __name__ == "__main__":
         sm.output.timecourse,
         sm.output.bands,
         threads=sm.threads,
+        out_observations=sm.output.get("observations"),  # only with outputs.observations
     )

@@ -1,0 +1,230 @@
+"""RECIST 1.1-style response categories from a simulated tumour size.
+
+The rules of RECIST 1.1 for target lesions (Eisenhauer EA et al. New response
+evaluation criteria in solid tumours: revised RECIST guideline (version 1.1).
+Eur J Cancer 2009;45(2):228-47) are applied to one model output, the tumour size
+(e.g. the sum of longest diameters in mm, or a tumour weight), at assessment times:
+
+* **PD** (progressive disease): size >= 1.2 x the nadir so far (the smallest size
+  at baseline and at the earlier assessments) and size - nadir >= ``min_increase``
+  (RECIST: 5 mm for a sum of diameters; default 0);
+* **CR** (complete response): size <= ``complete_below`` when given (an absolute
+  detection limit; without it no assessment is CR). CR is checked before PD: a size
+  under the detection limit cannot progress;
+* **PR** (partial response): size <= 0.7 x baseline (a decrease of at least 30 %);
+* **SD** (stable disease): otherwise.
+
+The best overall response is the best category (CR > PR > SD) among the assessments
+before the first PD, and PD when the first assessment is PD. It is unconfirmed: no
+confirmation of CR/PR at a later visit and no minimum duration of SD are required.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+__all__ = [
+    "RESPONSE_CATEGORIES",
+    "assessment_times",
+    "best_overall_response",
+    "best_response_from_probes",
+    "categories_in",
+    "response_column",
+    "visit_responses",
+]
+
+#: Response categories, best first; codes are their positions (CR 0 ... PD 3).
+RESPONSE_CATEGORIES: tuple[str, ...] = ("CR", "PR", "SD", "PD")
+#: Code of an undefined response (failed solve, non-finite or non-positive baseline).
+UNDEFINED = -1
+_CR, _PR, _SD, _PD = range(4)
+#: Most assessments an endpoint may have.
+MAX_ASSESSMENTS = 1000
+
+
+def assessment_times(spec: Mapping[str, Any], end: float) -> list[float]:
+    """Assessment times (h) of a ``best_response`` endpoint.
+
+    Parameters
+    ----------
+    spec : mapping
+        The endpoint: either ``times`` (a list of times, h) or ``every`` (h) with
+        optional ``first`` (h, default ``every``) and ``by`` (h, default ``end``).
+    end : float
+        ``simulation.end`` (h).
+
+    Returns
+    -------
+    list of float
+        ``first, first + every, ...`` up to ``by`` (a time within 1e-9 relative of
+        ``by`` is kept), or the given ``times``, in the given order.
+
+    Examples
+    --------
+    >>> assessment_times({"every": 1008, "first": 1008}, 4032.0)
+    [1008.0, 2016.0, 3024.0, 4032.0]
+    >>> assessment_times({"times": [500, 1000]}, 2016.0)
+    [500.0, 1000.0]
+    """
+    if "times" in spec:
+        return [float(t) for t in spec["times"]]
+    every = float(spec["every"])
+    first = float(spec.get("first", every))
+    by = float(spec.get("by", end))
+    if by < first:
+        return []
+    count = int(np.floor((by - first) / every * (1.0 + 1e-9) + 1e-9)) + 1
+    count = min(count, MAX_ASSESSMENTS + 1)  # more is refused by validation
+    return [min(first + every * k, by) for k in range(count)]
+
+
+def visit_responses(
+    baseline: npt.ArrayLike,
+    sizes: npt.ArrayLike,
+    *,
+    complete_below: float | None = None,
+    min_increase: float = 0.0,
+) -> npt.NDArray[np.int8]:
+    """Response category code at every assessment.
+
+    Parameters
+    ----------
+    baseline : array_like, shape (n,)
+        Tumour size at baseline (t = 0), in the unit of the output.
+    sizes : array_like, shape (n, m)
+        Tumour size at the m assessments, in time order.
+    complete_below : float, optional
+        Size at or below which an assessment is CR; None: never CR.
+    min_increase : float
+        Absolute increase over the nadir also needed for PD (same unit).
+
+    Returns
+    -------
+    ndarray of int8, shape (n, m)
+        Codes into :data:`RESPONSE_CATEGORIES` (0 CR, 1 PR, 2 SD, 3 PD); -1 for
+        patients whose baseline is not finite and > 0 and at assessments whose size
+        is not finite.
+
+    Examples
+    --------
+    >>> visit_responses([100.0], [[80.0, 60.0, 72.0, 70.0]]).tolist()
+    [[2, 1, 3, 1]]
+    """
+    b = np.asarray(baseline, dtype=np.float64)
+    s = np.asarray(sizes, dtype=np.float64)
+    if s.ndim != 2 or b.shape != (s.shape[0],):
+        raise ValueError(f"need baseline (n,) and sizes (n, m), got {b.shape} and {s.shape}")
+    hist = np.concatenate([b[:, None], s[:, :-1]], axis=1)
+    with np.errstate(invalid="ignore"):
+        nadir = np.fmin.accumulate(hist, axis=1)  # smallest size before each assessment
+        code = np.full(s.shape, _SD, dtype=np.int8)
+        # s <= 0.7 b and s >= 1.2 nadir, written so that decimal sizes exactly on a
+        # limit (70 of 100, 120 of 100) compare as they read
+        code[10.0 * s <= 7.0 * b[:, None]] = _PR
+        progressed = (10.0 * s >= 12.0 * nadir) & (s - nadir >= min_increase)
+        code[progressed] = _PD
+        if complete_below is not None:
+            code[s <= complete_below] = _CR
+    undefined = ~np.isfinite(s) | ~(np.isfinite(b) & (b > 0))[:, None]
+    code[undefined] = UNDEFINED
+    return code
+
+
+def best_overall_response(codes: npt.ArrayLike) -> npt.NDArray[np.int8]:
+    """Best overall response from the per-assessment codes of :func:`visit_responses`.
+
+    Parameters
+    ----------
+    codes : array_like of int, shape (n, m)
+        Per-assessment codes (0 CR ... 3 PD, -1 undefined), in time order.
+
+    Returns
+    -------
+    ndarray of int8, shape (n,)
+        The best code before the first PD; PD if the first assessment is PD; -1 if an
+        assessment up to the first PD is undefined or there is no assessment.
+
+    Examples
+    --------
+    >>> best_overall_response([[2, 1, 3, 0], [3, 0, 0, 0], [2, 2, 2, 2]]).tolist()
+    [1, 3, 2]
+    """
+    c = np.asarray(codes, dtype=np.int8)
+    n, m = c.shape
+    if m == 0:
+        return np.full(n, UNDEFINED, dtype=np.int8)
+    is_pd = c == _PD
+    first_pd = np.where(is_pd.any(axis=1), is_pd.argmax(axis=1), m)
+    upto = np.arange(m)[None, :] <= np.minimum(first_pd, m - 1)[:, None]
+    before = np.arange(m)[None, :] < first_pd[:, None]
+    best = np.where(before, c, _PD).min(axis=1).astype(np.int8)
+    bad = ((c == UNDEFINED) & upto).any(axis=1)
+    best[bad] = UNDEFINED
+    return best
+
+
+def response_column(codes: npt.ArrayLike) -> pd.Categorical:
+    """Codes as an ordered categorical of :data:`RESPONSE_CATEGORIES` (-1 -> null)."""
+    c = np.asarray(codes, dtype=np.int64)
+    dtype = pd.CategoricalDtype(list(RESPONSE_CATEGORIES), ordered=True)
+    return pd.Categorical.from_codes(np.where(c < 0, -1, c), dtype=dtype)
+
+
+def categories_in(values: Sequence[str] | pd.Categorical, allowed: Sequence[str]) -> np.ndarray:
+    """1.0 where a category is in ``allowed``, 0.0 where not, NaN where null."""
+    arr = pd.Series(values, dtype=object)
+    hit = arr.isin(list(allowed)).to_numpy(dtype=np.float64)
+    hit[arr.isna().to_numpy()] = np.nan
+    return hit
+
+
+def best_response_from_probes(
+    spec: Mapping[str, Any],
+    probes: npt.NDArray[np.float64],
+    probe_times: Sequence[float],
+    outputs: Sequence[str],
+    ok: npt.NDArray[np.bool_],
+    end: float,
+) -> pd.Categorical:
+    """Best overall response of a ``best_response`` endpoint from the kernel's probes.
+
+    Parameters
+    ----------
+    spec : mapping
+        The endpoint (``output``, assessment times, ``complete_below``,
+        ``min_increase``).
+    probes : ndarray, shape (n, n_probes, O)
+        Every output at ``probe_times`` (which include 0 and the assessment times).
+    probe_times : sequence of float
+        The probe times (h).
+    outputs : sequence of str
+        Output names, in the order of the last axis of ``probes``.
+    ok : ndarray of bool, shape (n,)
+        Solves that succeeded (the others get null).
+    end : float
+        ``simulation.end`` (h), the default of ``by``.
+
+    Returns
+    -------
+    pandas.Categorical
+        Ordered categories :data:`RESPONSE_CATEGORIES`, null where undefined.
+    """
+    j = list(outputs).index(spec["output"])
+    times = list(probe_times)
+    idx = [times.index(t) for t in assessment_times(spec, end)]
+    base = probes[:, times.index(0.0), j]
+    codes = best_overall_response(
+        visit_responses(
+            base,
+            probes[:, idx, j],
+            complete_below=spec.get("complete_below"),
+            min_increase=float(spec.get("min_increase", 0.0)),
+        )
+    )
+    codes[~np.asarray(ok, dtype=bool)] = UNDEFINED
+    return response_column(codes)
