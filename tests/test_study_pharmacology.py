@@ -215,3 +215,22 @@ def test_transit_absorption_switched_on_in_a_study() -> None:
     d["model"]["pk"] = {"model": "pk_mm_1cmt", "absorption": "transit"}
     msgs = problems(d)
     assert any(m.startswith("model.pk:") and "need a model with a PK macro" in m for m in msgs)
+
+
+def test_infusion_rate_is_an_alternative_to_duration() -> None:
+    from vtrial.dosing import event_table, phase_problems, regimen_phases
+
+    by_rate = {"route": "iv_infusion", "dose": 300, "rate": 200, "interval": 24, "count": 2}
+    by_duration = {"route": "iv_infusion", "dose": 300, "duration": 1.5, "interval": 24, "count": 2}
+    a = event_table([regimen_phases(by_rate)])
+    b = event_table([regimen_phases(by_duration)])
+    for field in ("time", "amount", "kind", "unit", "n"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    both = {**by_rate, "duration": 1.5}
+    assert phase_problems(both, "arms[1].regimen") == [
+        "arms[1].regimen.rate: give an infusion's duration or its rate, not both"
+    ]
+    oral = {"route": "oral", "dose": 10, "rate": 5}
+    assert phase_problems(oral, "arms[0].regimen") == [
+        "arms[0].regimen.rate: only an iv_infusion has a rate (route is oral)"
+    ]

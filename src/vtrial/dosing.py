@@ -4,17 +4,18 @@ A regimen is one phase or a list of phases (loading then maintenance, cycles wit
 rest weeks). A phase is a mapping::
 
     {"route": "oral" | "iv_bolus" | "iv_infusion", "dose": 100, "unit": "mg",
-     "start": 0, "interval": 24, "count": 21, "duration": 1,
+     "start": 0, "interval": 24, "count": 21, "duration": 1,  # or "rate": 100 (per h)
      "cycles": {"length_days": 21, "count": 6}, "steady_state": False}
 
-Times are in hours. ``unit`` is ``mg``, ``mg/kg`` (scaled by the patient's
-``weight``) or ``mg/m2`` (scaled by ``bsa``). With ``cycles``, ``count`` doses are
-given every ``interval`` hours from the start of each cycle. ``steady_state: true``
-(first phase only, starting at time 0) starts the patient at steady state of that
-phase's dose repeated every ``interval`` since the infinite past, like NONMEM's
-``SS=1`` record for the drug amounts: the PK macro's compartments are set exactly
-(geometric series of one dosing interval in modal form); ODE states (effects) start
-from their own initial conditions.
+Times are in hours. An infusion is given by its ``duration`` (h) or by its ``rate``
+(dose unit per hour, so the duration is ``dose / rate``). ``unit`` is ``mg``,
+``mg/kg`` (scaled by the patient's ``weight``) or ``mg/m2`` (scaled by ``bsa``).
+With ``cycles``, ``count`` doses are given every ``interval`` hours from the start
+of each cycle. ``steady_state: true`` (first phase only, starting at time 0) starts
+the patient at steady state of that phase's dose repeated every ``interval`` since
+the infinite past, like NONMEM's ``SS=1`` record for the drug amounts: the PK
+macro's compartments are set exactly (geometric series of one dosing interval in
+modal form); ODE states (effects) start from their own initial conditions.
 
 Occasions (for inter-occasion variability) are periods with their own parameter
 values; :func:`occasion_starts` derives their start times from the regimen (each
@@ -75,11 +76,18 @@ def phase_from_dict(d: Mapping[str, Any]) -> Phase:
         start=float(d.get("start", 0.0)),
         interval=float(d.get("interval", 24.0)),
         count=int(d.get("count", 1)),
-        duration=float(d.get("duration", 0.0)),
+        duration=_duration(d),
         cycle_length_h=float(cycles["length_days"]) * 24.0 if cycles else None,
         cycle_count=int(cycles["count"]) if cycles else 1,
         steady_state=bool(d.get("steady_state", False)),
     )
+
+
+def _duration(d: Mapping[str, Any]) -> float:
+    """Infusion duration (h) of a phase mapping: ``duration``, or ``dose / rate``."""
+    if "rate" in d and float(d["rate"]) > 0:
+        return float(d["dose"]) / float(d["rate"])
+    return float(d.get("duration", 0.0))
 
 
 def regimen_phases(regimen: Any) -> list[Phase]:
@@ -95,10 +103,16 @@ def phase_problems(d: Mapping[str, Any], where: str) -> list[str]:
     """Semantic problems of one phase mapping (schema-valid input assumed)."""
     out = []
     route = d.get("route")
-    if route == "iv_infusion" and not float(d.get("duration", 0.0)) > 0:
-        out.append(f"{where}.duration: an iv_infusion needs duration > 0, got {d.get('duration')}")
-    if route != "iv_infusion" and "duration" in d:
-        out.append(f"{where}.duration: only an iv_infusion has a duration (route is {route})")
+    if route == "iv_infusion" and "duration" in d and "rate" in d:
+        out.append(f"{where}.rate: give an infusion's duration or its rate, not both")
+    elif route == "iv_infusion" and not _duration(d) > 0:
+        out.append(
+            f"{where}.duration: an iv_infusion needs duration > 0 (or rate > 0), "
+            f"got {d.get('duration')}"
+        )
+    for key in ("duration", "rate"):
+        if route != "iv_infusion" and key in d:
+            out.append(f"{where}.{key}: only an iv_infusion has a {key} (route is {route})")
     count = int(d.get("count", 1))
     interval = float(d.get("interval", 24.0))
     cycles = d.get("cycles")
@@ -113,15 +127,15 @@ def phase_problems(d: Mapping[str, Any], where: str) -> list[str]:
             out.append(
                 f"{where}.steady_state: not with cycles (steady state needs one fixed interval)"
             )
-        if float(d.get("duration", 0.0)) > interval:
+        if _duration(d) > interval:
             out.append(
                 f"{where}.duration: a steady-state infusion must not be longer than the "
-                f"interval ({interval} h), got {d.get('duration')}"
+                f"interval ({interval} h), got {_duration(d):g} h"
             )
     if cycles:
         length = float(cycles["length_days"]) * 24.0
         last = (count - 1) * interval
-        end = last + float(d.get("duration", 0.0))
+        end = last + _duration(d)
         if not (last < length and end <= length):
             out.append(
                 f"{where}.cycles.length_days: {count} doses every {interval} h (the last at "
