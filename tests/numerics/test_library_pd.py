@@ -8,14 +8,19 @@ Reference: the full system with the PK amount as an ODE, scipy DOP853 at rtol 1e
 from __future__ import annotations
 
 import itertools
+import re
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from scipy.integrate import solve_ivp
 
 import vtrial
 from vtrial.codegen import model_source
+from vtrial.models import ModelSpec, compose, library_path, spec_from_dict
+from vtrial.yamlsafe import load_yaml
 
 PARS = {
     "CL": 5.0,
@@ -80,7 +85,7 @@ def reference() -> dict[str, np.ndarray]:
     }
 
 
-def test_composed_library_models_against_dop853() -> None:
+def test_composed_library_models_against_dop853(record_error: Callable[..., None]) -> None:
     model = vtrial.build_model(
         {
             "pk": "pk_1cmt",
@@ -104,7 +109,97 @@ def test_composed_library_models_against_dop853() -> None:
     for name, want in ref.items():
         got = out[name].to_numpy()
         err = np.max(np.abs(got - want)) / np.max(np.abs(want))
+        record_error(f"library {name} (effect_cmt, emax_sigmoid, idr3, weibull_tte)", err, 1e-7)
         assert err <= 1e-7, (name, err)
+
+
+def renamed(name: str, suffix: str) -> ModelSpec:
+    """A library model with every symbol but its input DRUG suffixed (so that
+    alternatives sharing names, e.g. the four indirect-response models, compose)."""
+    spec = vtrial.load_model(name)
+    data = load_yaml((library_path() / f"{name}.yaml").read_text())
+    names = {*spec.parameters, *spec.states, *spec.equations, *spec.derived, *spec.outputs}
+    text = yaml.safe_dump(data)
+    for n in sorted(names, key=len, reverse=True):
+        text = re.sub(rf"\b{n}\b", f"{n}{suffix}", text)
+    out = yaml.safe_load(text)
+    out["name"] = f"{name}{suffix}"
+    return spec_from_dict(out, source=f"{name}.yaml (renamed)")
+
+
+def test_remaining_library_pd_models_against_dop853(
+    record_error: Callable[..., None],
+) -> None:
+    """idr1, idr2, idr4 and direct Emax (renamed copies composed in one kernel)."""
+    pk = vtrial.load_model("pk_1cmt")
+    comps = {
+        n: (renamed(n, f"_{n.upper()}"), {"DRUG": "CP"}) for n in ("idr1", "idr2", "idr4", "emax")
+    }
+    model = compose(pk, comps)
+    p = {
+        "CL": 5.0,
+        "V1": 50.0,
+        "R0": 50.0,
+        "KOUT": 0.15,
+        "IMAX": 0.9,
+        "IC50": 0.8,
+        "SMAX": 2.0,
+        "SC50": 0.8,
+        "E0": 10.0,
+        "EMAX": 80.0,
+        "EC50": 1.2,
+    }
+    params = {"CL": [p["CL"]], "V1": [p["V1"]]}
+    for n in ("idr1", "idr2", "idr4", "emax"):
+        for k in ("R0", "KOUT", "IMAX", "IC50", "SMAX", "SC50", "E0", "EMAX", "EC50"):
+            key = f"{k}_{n.upper()}"
+            if key in model.parameters:
+                params[key] = [p[k]]
+    out = vtrial.simulate(
+        model,
+        pd.DataFrame(params),
+        [{"route": "iv_bolus", "dose": DOSE, "start": t} for t in DOSES],
+        TIMES,
+        tolerances=vtrial.Tolerances(rtol=1e-10, atol=1e-13),
+    )
+    assert (out["solver_status"] == "ok").all()
+
+    def rhs(t: float, y: np.ndarray) -> list[float]:
+        a, r1, r2, r4 = y
+        c = a / p["V1"]
+        inh = p["IMAX"] * c / (p["IC50"] + c)
+        stim = p["SMAX"] * c / (p["SC50"] + c)
+        kin = p["R0"] * p["KOUT"]
+        return [
+            -p["CL"] / p["V1"] * a,
+            kin * (1 - inh) - p["KOUT"] * r1,
+            kin - p["KOUT"] * (1 - inh) * r2,
+            kin - p["KOUT"] * (1 + stim) * r4,
+        ]
+
+    y = np.array([0.0, p["R0"], p["R0"], p["R0"]])
+    rows = {0.0: y.copy()}
+    for a, b in itertools.pairwise([*DOSES, TIMES[-1]]):
+        y = y + np.array([DOSE, 0.0, 0.0, 0.0])
+        te = TIMES[(a < TIMES) & (b >= TIMES)]
+        sol = solve_ivp(rhs, (a, b), y, method="DOP853", rtol=1e-12, atol=1e-14, t_eval=te)
+        rows.update({float(t): v for t, v in zip(sol.t, sol.y.T, strict=True)})
+        y = sol.y[:, -1]
+    arr = np.array([rows[float(t)] for t in TIMES])
+    cp = arr[:, 0] / p["V1"]
+    ref = {
+        "RESPONSE_IDR1": arr[:, 1],
+        "RESPONSE_IDR2": arr[:, 2],
+        "RESPONSE_IDR4": arr[:, 3],
+        "EFFECT_EMAX": p["E0"] + p["EMAX"] * cp / (p["EC50"] + cp),
+    }
+    for name, want in ref.items():
+        got = out[name].to_numpy()
+        err = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+        record_error(f"library {name.split('_')[1].lower()} {name.split('_')[0]}", err, 1e-7)
+        assert err <= 1e-7, (name, err)
+        # the drug moves the response by much more than the error (the test has power)
+        assert np.max(np.abs(want - want[0])) > 1e-3 * np.max(np.abs(want))
 
 
 @pytest.mark.parametrize("name", ["idr1", "idr2", "idr3", "idr4", "emax", "emax_sigmoid"])
