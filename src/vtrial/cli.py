@@ -1,4 +1,4 @@
-"""Command line: ``vtrial validate|models|run|verify|describe``.
+"""Command line: ``vtrial validate|models|run|verify|describe|export``.
 
 - ``vtrial validate STUDY``: every problem of a study file at once; exit 1 if any.
 - ``vtrial models``: the built-in model library with references.
@@ -6,6 +6,8 @@
 - ``vtrial verify RESULTS_DIR``: check every output against ``manifest.json``
   (row counts and content hashes); exit 1 naming each difference.
 - ``vtrial describe RESULTS_DIR``: the key numbers of a finished study.
+- ``vtrial export nonmem RESULTS_DIR [--out FILE] [--replicate R]``: doses and
+  observations as a NONMEM/Monolix-style dataset (:mod:`vtrial.export`).
 """
 
 from __future__ import annotations
@@ -164,6 +166,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from vtrial.export import write_nonmem
+
+    out = Path(args.out) if args.out else Path(args.results) / "export" / "nonmem.csv"
+    rows = write_nonmem(args.results, out, replicate=args.replicate)
+    print(f"{out}: {rows} records (doses and observations); DVID key in {out.stem}_dvid.csv")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vtrial`` command."""
     parser = argparse.ArgumentParser(prog="vtrial", description=__doc__.splitlines()[0])
@@ -178,6 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("results")
     p = sub.add_parser("describe", help="the key numbers of a finished study")
     p.add_argument("results")
+    p = sub.add_parser("export", help="export doses and observations (NONMEM/Monolix dataset)")
+    p.add_argument("format", choices=["nonmem"])
+    p.add_argument("results")
+    p.add_argument("--out", help="CSV file (default: <results>/export/nonmem.csv)")
+    p.add_argument("--replicate", type=int, help="only this replicate trial")
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -190,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args, extra)
         if args.command == "describe":
             return cmd_describe(args)
+        if args.command == "export":
+            return cmd_export(args)
         return cmd_verify(args)
     except VtrialError as err:
         print(f"vtrial: {err}", file=sys.stderr)
