@@ -88,3 +88,8 @@ class DataError(VtrialError, ValueError):
 
 class VerificationError(VtrialError, ValueError):
     """Outputs do not match their manifest or a recomputation."""
+
+
+class ResourceError(VtrialError, RuntimeError):
+    """A task does not fit the resources it was given (e.g. a chunk too large for the
+    memory of a Dask worker); the message names the shard and what it needs."""

@@ -5,7 +5,8 @@ Every Parquet file vtrial writes carries provenance in its footer metadata (key
 versions) and is written atomically: to a hidden temporary name in the target folder,
 flushed and fsynced, then renamed with :func:`os.replace`. A reader therefore sees
 either the previous complete file or the new complete file, never a partial one,
-and writing the same content twice leaves one file.
+and writing the same content twice leaves one file. A temporary file left behind by a
+writer that was killed is removed by the next write of the same path.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -94,14 +96,31 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def stale_temporaries(path: str | Path) -> list[Path]:
+    """Temporary files of :func:`atomic_path` for ``path`` that are still there.
+
+    Only a writer killed between creating and renaming its temporary file (SIGKILL,
+    node failure) leaves one; :func:`atomic_path` removes them before writing.
+    """
+    final = Path(path)
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.[a-z0-9_]{{8}}\.tmp")
+    if not final.parent.is_dir():
+        return []
+    return sorted(p for p in final.parent.iterdir() if pattern.fullmatch(p.name))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success fsync and rename it to ``path``.
 
     On an exception the temporary file is removed and ``path`` is left untouched.
+    Temporary files of an earlier, killed writer of ``path`` are removed first (a
+    path has one writer at a time: Snakemake gives every output file one job).
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in stale_temporaries(final):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
     os.close(fd)
     tmp_path = Path(tmp)

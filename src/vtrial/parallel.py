@@ -3,7 +3,9 @@
 By default each simulate job starts an in-process :class:`distributed.LocalCluster`
 with one single-threaded worker *process* per thread the job was given (BLAS and
 numba pinned to one thread each); ``execution.scheduler_address`` connects to an
-existing scheduler instead. Tasks are chunks of patients, never single patients.
+existing scheduler instead, and ``execution.cluster`` starts the workers as batch
+jobs of a SLURM or PBS queue through dask-jobqueue (:func:`jobqueue_cluster`).
+Tasks are chunks of patients, never single patients.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from dask.utils import parse_bytes
 from distributed import Client, LocalCluster
+from distributed.worker_memory import parse_memory_limit
 
 log = logging.getLogger("vtrial")
 
@@ -25,6 +30,166 @@ SINGLE_THREAD_ENV = {
     "MKL_NUM_THREADS": "1",
     "NUMBA_NUM_THREADS": "1",
 }
+#: HTTP server (dashboard, metrics) of the schedulers vtrial starts: a free port on the
+#: loopback interface (``None`` would mean Dask's default port 8787, which another
+#: scheduler on the machine may hold: Dask then warns, or fails under ``-W error``)
+DASHBOARD_ADDRESS = "127.0.0.1:0"
+#: kinds of batch queue ``execution.cluster.type`` can start workers on
+CLUSTER_TYPES = ("slurm", "pbs")
+#: defaults of ``execution.cluster`` (``type`` has none)
+CLUSTER_DEFAULTS: dict[str, Any] = {
+    "cores": 1,
+    "memory": "4GB",
+    "walltime": "01:00:00",
+    "jobs": 1,
+    "queue": None,
+    "account": None,
+    "interface": None,
+    "local_directory": None,
+    "job_extra_directives": [],
+    "job_script_prologue": [],
+}
+_WALLTIME = re.compile(r"^(\d+-)?\d{1,4}:\d{2}(:\d{2})?$")
+
+
+def cluster_settings(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """``execution.cluster`` with its defaults (:data:`CLUSTER_DEFAULTS`) filled in."""
+    return {**CLUSTER_DEFAULTS, **dict(spec)}
+
+
+def _memory_problem(value: Any) -> str | None:
+    try:
+        if parse_bytes(value) > 0:
+            return None
+    except (TypeError, ValueError):
+        pass
+    return f"must be a memory size such as '4GB' or '500MiB', got {value!r}"
+
+
+def execution_problems(execution: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Problems of the Dask settings of a study that its schema cannot see.
+
+    Parameters
+    ----------
+    execution : mapping
+        The study's ``execution`` section (schema-valid).
+
+    Returns
+    -------
+    list of (str, str)
+        ``(key path, message)`` pairs, empty if the settings are usable.
+    """
+    out: list[tuple[str, str]] = []
+    limit = execution.get("memory_limit")
+    if limit is not None and limit != "auto" and (msg := _memory_problem(limit)):
+        out.append(("execution.memory_limit", msg.replace("such as", "such as 'auto',")))
+    spec = execution.get("cluster")
+    if not spec:
+        return out
+    if execution.get("scheduler_address"):
+        out.append(
+            (
+                "execution.cluster",
+                "cannot be combined with execution.scheduler_address (set one of the two)",
+            )
+        )
+    s = cluster_settings(spec)
+    if msg := _memory_problem(s["memory"]):
+        out.append(("execution.cluster.memory", msg))
+    if not _WALLTIME.match(str(s["walltime"])):
+        out.append(
+            (
+                "execution.cluster.walltime",
+                f"must be [D-]HH:MM[:SS] (e.g. '02:00:00'), got {s['walltime']!r}",
+            )
+        )
+    try:
+        import dask_jobqueue  # noqa: F401
+    except ImportError:
+        out.append(
+            (
+                "execution.cluster",
+                "needs the dask-jobqueue package: pip install -e '.[cluster]'",
+            )
+        )
+    return out
+
+
+def jobqueue_cluster(spec: Mapping[str, Any], **kwargs: Any) -> Any:
+    """A dask-jobqueue cluster for ``execution.cluster``; no job is submitted yet.
+
+    Each batch job runs ``cores`` single-threaded worker processes (BLAS, OpenMP and
+    numba pinned to one thread by the job script) sharing the job's ``memory``, so a
+    worker's memory limit is ``memory / cores``. ``cluster.job_script()`` shows the
+    script; ``cluster.scale(jobs=n)`` submits ``n`` jobs.
+
+    Parameters
+    ----------
+    spec : mapping
+        ``execution.cluster``: ``type`` (``slurm`` or ``pbs``) and the keys of
+        :data:`CLUSTER_DEFAULTS`.
+    **kwargs
+        Passed on to the dask-jobqueue cluster class (e.g. ``scheduler_options``).
+
+    Returns
+    -------
+    dask_jobqueue.SLURMCluster or dask_jobqueue.PBSCluster
+    """
+    import dask_jobqueue
+
+    s = cluster_settings(spec)
+    classes = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}
+    if s["type"] not in classes:
+        raise ValueError(
+            f"execution.cluster.type: must be one of {CLUSTER_TYPES}, got {s['type']!r}"
+        )
+    prologue = [f"export {k}={v}" for k, v in SINGLE_THREAD_ENV.items()]
+    kwargs.setdefault("scheduler_options", {"dashboard_address": DASHBOARD_ADDRESS})
+    return classes[s["type"]](
+        cores=int(s["cores"]),
+        processes=int(s["cores"]),  # one single-threaded worker process per core
+        memory=str(s["memory"]),
+        walltime=str(s["walltime"]),
+        queue=s["queue"],
+        account=s["account"],
+        interface=s["interface"],
+        local_directory=s["local_directory"],
+        job_name="vtrial-worker",
+        job_extra_directives=[str(x) for x in s["job_extra_directives"]],
+        job_script_prologue=prologue + [str(x) for x in s["job_script_prologue"]],
+        **kwargs,
+    )
+
+
+def worker_memory_limit(execution: Mapping[str, Any]) -> int | None:
+    """Memory limit (bytes) of one Dask worker of ``execution``, known before it starts.
+
+    ``execution.cluster``: the job's memory divided by its worker processes; a local
+    cluster: ``execution.memory_limit`` (Dask's ``"auto"`` by default: the machine's
+    memory divided by its cores). ``None`` for an external scheduler (see
+    :func:`client_memory_limit`) or without a limit.
+    """
+    if execution.get("scheduler_address"):
+        return None
+    spec = execution.get("cluster")
+    if spec:
+        s = cluster_settings(spec)
+        return int(parse_bytes(s["memory"]) // max(1, int(s["cores"])))
+    return parse_memory_limit(execution.get("memory_limit", "auto"), 1, logger=log)
+
+
+def client_memory_limit(client: Any) -> int | None:
+    """Smallest memory limit (bytes) of the workers connected to ``client``.
+
+    ``None`` if no worker is connected yet, if none has a limit, or if ``client``
+    cannot tell (a stand-in without ``scheduler_info``).
+    """
+    info = getattr(client, "scheduler_info", None)
+    if info is None:
+        return None
+    limits = [w.get("memory_limit") for w in info()["workers"].values()]
+    known = [int(x) for x in limits if x]
+    return min(known) if known else None
 
 
 @contextlib.contextmanager
@@ -40,7 +205,8 @@ def dask_client(
     threads : int
         Worker processes of the local cluster (the job's threads).
     memory_limit : str or int
-        Memory limit per local worker (Dask syntax), ``"auto"`` splits the machine's.
+        Memory limit per local worker (Dask syntax), ``"auto"`` splits the machine's;
+        ``execution.memory_limit`` takes precedence.
     """
     address = execution.get("scheduler_address")
     if address:
@@ -48,6 +214,21 @@ def dask_client(
         with Client(address, timeout="60s") as client:
             yield client
         return
+    spec = execution.get("cluster")
+    if spec:
+        jobs = int(cluster_settings(spec)["jobs"])
+        with jobqueue_cluster(spec) as jq, Client(jq) as client:
+            log.info("dask-jobqueue cluster, job script:\n%s", jq.job_script())
+            jq.scale(jobs=jobs)
+            log.info(
+                "submitted %d %s job(s) of %d single-threaded worker(s)",
+                jobs,
+                spec["type"],
+                int(cluster_settings(spec)["cores"]),
+            )
+            yield client
+        return
+    memory_limit = execution.get("memory_limit") or memory_limit
     saved = {k: os.environ.get(k) for k in SINGLE_THREAD_ENV}
     os.environ.update(SINGLE_THREAD_ENV)  # inherited by the worker processes
     try:
@@ -56,7 +237,7 @@ def dask_client(
                 n_workers=max(1, int(threads)),
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=DASHBOARD_ADDRESS,
                 memory_limit=memory_limit,
                 silence_logs=logging.WARNING,
             ) as cluster,
