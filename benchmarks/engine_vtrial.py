@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import workload as W
@@ -23,6 +24,40 @@ MODEL_SECTION = {
     "parameters": {k: {"value": v} for k, v in W.TYPICAL.items()},
 }
 REGIMEN = {"route": "oral", "dose": W.DOSE, "interval": W.INTERVAL, "count": W.N_DOSES}
+#: the "rules" variant: the protocol re-decides before every dose (issue: adaptive
+#: dosing), holding while ANC < 1.5 and reducing one level after grade >= 3
+MODIFICATION = {
+    "decide_at": "doses",
+    "levels": [W.DOSE / 2, W.DOSE * 3 / 4, W.DOSE],
+    "rules": [
+        {"when": "ANC < 1.5", "action": "hold", "recheck": 24, "max_hold": 336},
+        {"when": "grade_neutropenia >= 3", "action": "reduce"},
+    ],
+}
+
+
+def rules_study() -> Any:
+    """A one-arm study of the workload with :data:`MODIFICATION` (for its rules)."""
+    from vtrial.config import study_from_dict
+
+    return study_from_dict(
+        {
+            "study": {"name": "bench-rules", "seed": W.SEED},
+            "population": {"size": 1},
+            "model": MODEL_SECTION,
+            "arms": [{"name": "rules", "regimen": REGIMEN, "modification": MODIFICATION}],
+            "simulation": {"end": float(W.GRID[-1]), "grid": 1.0},
+            "adverse_events": {
+                "neutropenia": {
+                    "output": "ANC",
+                    "grading": "ctcae_v5_neutrophil_count_decreased",
+                }
+            },
+            "endpoints": {},
+            "outputs": {"timecourse": {"every": 24, "outputs": ["CP"]}},
+        },
+        source="benchmarks/engine_vtrial.py",
+    )
 
 
 class VtrialEngine:
@@ -30,13 +65,24 @@ class VtrialEngine:
 
     name = "vtrial"
 
-    def __init__(self, rtol: float | None = None, atol: float | None = None, threads: int = 2):
+    def __init__(
+        self,
+        rtol: float | None = None,
+        atol: float | None = None,
+        threads: int = 2,
+        rules: bool = False,
+    ):
         from vtrial import build_model
         from vtrial.dosing import event_table, regimen_phases
         from vtrial.engine import Tolerances
 
         self.model = build_model(MODEL_SECTION)
         self.events = event_table([regimen_phases(REGIMEN)])
+        self.rules = None
+        if rules:
+            study = rules_study()
+            self.rules = study.rule_program
+            self.events = study.events()
         default = Tolerances()
         self.tolerances = Tolerances(
             rtol=default.rtol if rtol is None else rtol,
@@ -45,6 +91,8 @@ class VtrialEngine:
         self.threads = threads
         self.anc = list(self.model.outputs).index("ANC")
         self.setting = f"rtol={self.tolerances.rtol:g} atol={self.tolerances.atol:g}"
+        if rules:
+            self.setting += " + rules"
         self.nsteps: np.ndarray | None = None
 
     def run(self, params: Mapping[str, np.ndarray]) -> W.Outputs:
@@ -63,6 +111,8 @@ class VtrialEngine:
             store_outputs=["CP", "ANC"],
             tolerances=self.tolerances,
             threads=self.threads,
+            rules=self.rules,
+            ledger=self.rules is not None,
         )
         self.nsteps = res.nsteps
         return W.Outputs(

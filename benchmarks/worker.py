@@ -92,11 +92,11 @@ def tree_cpu_s() -> float:
     return total
 
 
-def make_engine(name: str, rtol: float | None, atol: float | None) -> Any:
+def make_engine(name: str, rtol: float | None, atol: float | None, rules: bool = False) -> Any:
     if name == "vtrial":
         from engine_vtrial import VtrialEngine
 
-        return VtrialEngine(rtol, atol)
+        return VtrialEngine(rtol, atol, rules=rules)
     import peers
 
     opts = None if rtol is None or atol is None else (rtol, atol)
@@ -127,7 +127,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with PeakMemory() as mem:
         t0 = time.perf_counter()
         try:
-            eng = make_engine(args.engine, args.rtol, args.atol)
+            eng = make_engine(args.engine, args.rtol, args.atol, args.rules)
         except (ImportError, OSError) as exc:  # missing package or its shared library
             return {"engine": args.engine, "unavailable": f"{type(exc).__name__}: {exc}"}
         eng.run(W.patients(2))  # compile / load / start the process pool
@@ -179,6 +179,7 @@ def main() -> None:
     ap.add_argument("--engine", required=True)
     ap.add_argument("--rtol", type=float)
     ap.add_argument("--atol", type=float)
+    ap.add_argument("--rules", action="store_true", help="vtrial with dose-modification rules")
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--chunk", type=int, default=0, help="patients per engine call (0: all)")
     ap.add_argument("--repeats", type=int, default=3)

@@ -58,6 +58,25 @@ def _outputs(t, z, p, cp, o):  # pragma: no cover - compiled
 # --- MODEL END ---
 
 
+# --- RULES BEGIN ---
+N_MEAS = 0  # outputs measured with assay error at decisions
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _decide(a, t, o, wmin, wmax, omin, omax, eps, st, act):  # pragma: no cover - compiled
+    """Dose-modification rules of arm ``a`` at a decision (generated from the study).
+
+    ``o``: outputs now; ``wmin``/``wmax``: their extremes since the last decision;
+    ``omin``/``omax``: since the start; ``eps``: standard normals of the assay errors;
+    ``st``: level index, reductions, holds, hours held at this decision, current dose.
+    Writes ``act`` = (action, hold delay, levels, maximum hold, rule number).
+    """
+    act[0] = 0.0
+
+
+# --- RULES END ---
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _f(t, z, p, cp, rin, dz):  # pragma: no cover - compiled
     """Right-hand side plus the infusion rate ``rin`` into the IV dosing state."""
@@ -84,6 +103,24 @@ EV_BOLUS = 1  # bolus into the central compartment
 EV_RATE = 2  # change of the infusion rate into the central compartment
 EV_MARK = 3  # no dose: a time at which the pre-dose concentration is recorded (trough)
 EV_OCC = 4  # no dose: a new occasion starts (amount: its index; IOV parameters change)
+EV_DECIDE = 5  # no dose: dose-modification rules are evaluated
+
+# rule actions (see vtrial.rules.ACTIONS)
+ACT_NONE = 0  # no rule matched: give as planned
+ACT_HOLD = 1
+ACT_REDUCE = 2
+ACT_ESCALATE = 3
+ACT_DISCONTINUE = 4
+ACT_GIVE = 5  # a rule matched and says: give as planned
+# dose-ledger reasons (see vtrial.rules.REASONS)
+R_PLANNED = 0
+R_DELAYED = 1
+R_REDUCED = 2
+R_ESCALATED = 3
+R_DISCONTINUED = 4
+R_MISSED = 5
+R_DOUBLED = 6
+R_NOT_REACHED = 7
 
 # Dormand-Prince 5(4) tableau and the continuous extension (Hairer, Norsett & Wanner,
 # Solving ODE I, sec. II.5/II.6; Shampine 1986), the same constants as scipy's RK45.
@@ -384,12 +421,18 @@ def _record(
     cross,
     store,
     cand,
+    wmin,
+    wmax,
 ):  # pragma: no cover - compiled
     """Evaluate the outputs at grid point g and update every per-patient reduction."""
     _outputs(tg, zg, p, cp, o)
     no = o.shape[0]
     for j in range(no):
         v = o[j]
+        if not v >= wmin[j]:
+            wmin[j] = v
+        if not v <= wmax[j]:
+            wmax[j] = v
         if v < omin[i, j] or math.isnan(omin[i, j]):
             omin[i, j] = v
             targmin[i, j] = tg
@@ -525,6 +568,31 @@ def _steady_state(m, lam, vinv, tau, kind, amt, dur, tlag):  # pragma: no cover 
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _sort_events(start, et, ek, ea, eo, en, eadm):  # pragma: no cover - compiled
+    """Stable insertion sort of the events from ``start`` on by time (nearly sorted)."""
+    for e in range(start + 1, et.shape[0]):
+        j = e
+        while j > start and et[j - 1] > et[j]:
+            et[j - 1], et[j] = et[j], et[j - 1]
+            ek[j - 1], ek[j] = ek[j], ek[j - 1]
+            ea[j - 1], ea[j] = ea[j], ea[j - 1]
+            eo[j - 1], eo[j] = eo[j], eo[j - 1]
+            en[j - 1], en[j] = en[j], en[j - 1]
+            eadm[j - 1], eadm[j] = eadm[j], eadm[j - 1]
+            j -= 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def n_levels_a(levels, a):  # pragma: no cover - compiled
+    """Number of dose levels of arm ``a`` (rows padded with NaN)."""
+    n = 0
+    for j in range(levels.shape[1]):
+        if not math.isnan(levels[a, j]):
+            n += 1
+    return n
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _simulate_one(
     i,
     P_,
@@ -544,6 +612,13 @@ def _simulate_one(
     ss_unit,
     tlag_idx,
     f_idx,
+    ev_slot,
+    ev_pair,
+    levels,
+    start_level,
+    adh,
+    jit,
+    meas_eps,
     t_grid,
     store_pos,
     store_out,
@@ -566,6 +641,8 @@ def _simulate_one(
     cross,
     store,
     pk_metrics,
+    ledger,
+    dsum,
 ):  # pragma: no cover - compiled
     ns = NS
     nm = lam_all.shape[2]
@@ -580,14 +657,32 @@ def _simulate_one(
     # doses, dose scaling, sorted by actual time (occasion switches precede the doses at
     # the same nominal time in the table)
     ne = ev_n[a]
-    et = np.empty(ne)
+    et = np.empty(ne)  # time the event acts on the model (after lag, jitter, holds)
     ek = np.empty(ne, dtype=np.int64)
-    ea = np.empty(ne)
+    ea = np.empty(ne)  # amount acting on the model (after F and dose scaling)
+    eo = np.empty(ne, dtype=np.int64)  # column in the arm's event table
+    en = np.empty(ne)  # nominal time (a hold delays the events not before it)
+    eadm = np.empty(ne)  # administration time (the ledger's time)
+    given_rate = np.zeros(ne)  # rate started by an infusion, by its stop's column
+    n_slot = ledger.shape[1]
     occ_d = 0
     for e in range(ne):
         kind = ev_kind[a, e]
         amt = ev_amt[a, e] * dscale[i, ev_unit[a, e]]
         tt = ev_time[a, e]
+        en[e] = tt
+        sl = ev_slot[a, e]
+        if kind == EV_ORAL and jit.shape[1] > 0 and sl >= 0:
+            tt += jit[i, sl]
+        eadm[e] = tt
+        if n_slot > 0 and sl >= 0:
+            ledger[i, sl, 0] = np.nan
+            if kind == EV_RATE:
+                ledger[i, sl, 1] = amt * (ev_time[a, ev_pair[a, e]] - ev_time[a, e])
+            else:
+                ledger[i, sl, 1] = amt
+            ledger[i, sl, 2] = 0.0
+            ledger[i, sl, 3] = R_NOT_REACHED
         if kind == EV_OCC:
             occ_d = int(ev_amt[a, e])
             amt = ev_amt[a, e]
@@ -599,13 +694,25 @@ def _simulate_one(
         et[e] = tt
         ek[e] = kind
         ea[e] = amt
-    for e in range(1, ne):  # stable insertion sort by time
-        j = e
-        while j > 0 and et[j - 1] > et[j]:
-            et[j - 1], et[j] = et[j], et[j - 1]
-            ek[j - 1], ek[j] = ek[j], ek[j - 1]
-            ea[j - 1], ea[j] = ea[j], ea[j - 1]
-            j -= 1
+        eo[e] = e
+    _sort_events(0, et, ek, ea, eo, en, eadm)
+    # dose modification and adherence state
+    st = np.zeros(5)  # level index, reductions, holds, hours held at this decision, dose
+    act = np.zeros(5)
+    lvl0 = start_level[a]
+    st[0] = lvl0
+    base_dose = levels[a, lvl0] if lvl0 >= 0 else 1.0
+    st[4] = base_dose
+    factor = 1.0
+    disc = False
+    t_disc = np.nan
+    hold_total = 0.0
+    n_eval = 0
+    held_before = False
+    wmin = np.empty(omin.shape[1])
+    wmax = np.empty(omin.shape[1])
+    wmin[:] = np.nan
+    wmax[:] = np.nan
     # ---- state
     m = np.zeros(nm)
     u = np.zeros(nm)
@@ -713,6 +820,8 @@ def _simulate_one(
             cross,
             store,
             cand,
+            wmin,
+            wmax,
         )
         g += 1
     ei = 0
@@ -721,23 +830,98 @@ def _simulate_one(
         # apply the events at time t
         while ei < ne and et[ei] <= t:
             kind = ek[ei]
-            if kind == EV_ORAL:
-                if DOSE_ORAL >= 0:
-                    z[DOSE_ORAL] += ea[ei]
+            if kind == EV_DECIDE:
+                cp_now = _cp_at(0.0, m, wv, lam, cm)
+                _outputs(t, z, p, cp_now, otmp)
+                k_eps = min(n_eval, meas_eps.shape[1] - 1)
+                n_eval += 1
+                if disc:
+                    act[0] = ACT_NONE
                 else:
-                    for q in range(nm):
-                        m[q] += ea[ei] * vinv[q, 0]
-            elif kind == EV_BOLUS:
+                    _decide(a, t, otmp, wmin, wmax, omin[i], omax[i], meas_eps[i, k_eps], st, act)
+                code = int(act[0])
+                if code == ACT_HOLD and st[3] + act[1] > act[3]:
+                    code = ACT_DISCONTINUE  # the longest hold allowed would be exceeded
+                if code == ACT_HOLD:
+                    delay = act[1]
+                    if not held_before:
+                        st[2] += 1.0
+                    held_before = True
+                    st[3] += delay
+                    hold_total += delay
+                    tn = en[ei]
+                    for e in range(ei, ne):  # this decision and every later event
+                        if en[e] >= tn:
+                            et[e] += delay
+                            eadm[e] += delay
+                    _sort_events(ei, et, ek, ea, eo, en, eadm)
+                    break  # the decision comes back after the delay
+                if code in (ACT_REDUCE, ACT_ESCALATE):
+                    step = int(act[2])
+                    lv = int(st[0]) + (step if code == ACT_ESCALATE else -step)
+                    lv = min(max(lv, 0), n_levels_a(levels, a) - 1)
+                    if code == ACT_REDUCE and lv < int(st[0]):
+                        st[1] += 1.0
+                    st[0] = lv
+                    st[4] = levels[a, lv]
+                    factor = st[4] / base_dose
+                elif code == ACT_DISCONTINUE:
+                    disc = True
+                    t_disc = t
+                st[3] = 0.0
+                held_before = False
+                wmin[:] = np.nan
+                wmax[:] = np.nan
+            elif kind in (EV_ORAL, EV_BOLUS) or (kind == EV_RATE and ea[ei] > 0):
+                col = eo[ei]
+                sl = ev_slot[a, col]
+                mult = factor
+                reason = R_PLANNED
+                jit_sl = jit[i, sl] if (jit.shape[1] > 0 and kind == EV_ORAL) else 0.0
+                if factor < 1.0:
+                    reason = R_REDUCED
+                elif factor > 1.0:
+                    reason = R_ESCALATED
+                elif eadm[ei] > en[ei] + jit_sl:
+                    reason = R_DELAYED
+                if adh.shape[1] > 0 and sl >= 0:
+                    mult *= adh[i, sl]
+                    if adh[i, sl] == 0.0:
+                        reason = R_MISSED
+                    elif adh[i, sl] > 1.0:
+                        reason = R_DOUBLED
+                if disc:
+                    mult = 0.0
+                    reason = R_DISCONTINUED
+                amt = ea[ei] * mult
+                if kind == EV_ORAL:
+                    if DOSE_ORAL >= 0:
+                        z[DOSE_ORAL] += amt
+                    else:
+                        for q in range(nm):
+                            m[q] += amt * vinv[q, 0]
+                elif kind == EV_BOLUS:
+                    if DOSE_IV >= 0:
+                        z[DOSE_IV] += amt
+                    else:
+                        for q in range(nm):
+                            m[q] += amt * vinv[q, 1]
+                else:
+                    given_rate[ev_pair[a, col]] = amt
+                    if DOSE_IV >= 0:
+                        rin += amt
+                    else:
+                        rtot += amt
+                if n_slot > 0 and sl >= 0:
+                    ledger[i, sl, 0] = eadm[ei]
+                    ledger[i, sl, 2] = ledger[i, sl, 1] * mult
+                    ledger[i, sl, 3] = reason
+            elif kind == EV_RATE:  # an infusion ends: remove the rate it started with
+                r = given_rate[eo[ei]]
                 if DOSE_IV >= 0:
-                    z[DOSE_IV] += ea[ei]
+                    rin -= r
                 else:
-                    for q in range(nm):
-                        m[q] += ea[ei] * vinv[q, 1]
-            elif kind == EV_RATE:
-                if DOSE_IV >= 0:
-                    rin += ea[ei]
-                else:
-                    rtot += ea[ei]
+                    rtot -= r
             elif kind == EV_OCC:
                 new = int(ea[ei])
                 if new != occ:
@@ -938,6 +1122,8 @@ def _simulate_one(
                     cross,
                     store,
                     cand,
+                    wmin,
+                    wmax,
                 )
                 if cand[0] > before:
                     best_m[:] = m
@@ -1031,6 +1217,18 @@ def _simulate_one(
     pk_metrics[i, 1] = tmax if exposed else np.nan
     pk_metrics[i, 2] = auc if exposed else np.nan
     pk_metrics[i, 3] = ctrough
+    if dsum.shape[1] > 0:
+        planned = 0.0
+        given = 0.0
+        for sl in range(n_slot):
+            if not math.isnan(ledger[i, sl, 1]):
+                planned += ledger[i, sl, 1]
+                given += ledger[i, sl, 2]
+        dsum[i, 0] = given / planned if planned > 0.0 else np.nan
+        dsum[i, 1] = st[2]
+        dsum[i, 2] = st[1]
+        dsum[i, 3] = t_disc
+        dsum[i, 4] = hold_total
     status[i] = OK
     nsteps[i] = steps
 
@@ -1054,6 +1252,13 @@ def simulate_batch(
     ss_unit,
     tlag_idx,
     f_idx,
+    ev_slot,
+    ev_pair,
+    levels,
+    start_level,
+    adh,
+    jit,
+    meas_eps,
     t_grid,
     store_pos,
     store_out,
@@ -1076,6 +1281,8 @@ def simulate_batch(
     cross,
     store,
     pk_metrics,
+    ledger,
+    dsum,
     method_used,
 ):  # pragma: no cover - compiled
     """Simulate every patient of a batch; see :func:`vtrial.engine.run_kernel`."""
@@ -1108,6 +1315,13 @@ def simulate_batch(
                 ss_unit,
                 tlag_idx,
                 f_idx,
+                ev_slot,
+                ev_pair,
+                levels,
+                start_level,
+                adh,
+                jit,
+                meas_eps,
                 t_grid,
                 store_pos,
                 store_out,
@@ -1130,5 +1344,7 @@ def simulate_batch(
                 cross,
                 store,
                 pk_metrics,
+                ledger,
+                dsum,
             )
             method_used[i] = method0 if attempt == 0 else 2

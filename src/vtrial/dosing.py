@@ -38,7 +38,7 @@ ROUTES = ("oral", "iv_bolus", "iv_infusion")
 #: dose unit -> column of the per-patient dose scale matrix (1, weight, bsa)
 DOSE_UNITS = {"mg": 0, "mg/kg": 1, "mg/m2": 2}
 # event kinds, as in the kernel template
-EV_ORAL, EV_BOLUS, EV_RATE, EV_MARK, EV_OCC = 0, 1, 2, 3, 4
+EV_ORAL, EV_BOLUS, EV_RATE, EV_MARK, EV_OCC, EV_DECIDE = 0, 1, 2, 3, 4, 5
 _ROUTE_KIND = {"oral": EV_ORAL, "iv_bolus": EV_BOLUS, "iv_infusion": EV_RATE}
 
 
@@ -165,6 +165,11 @@ class EventTable:
         Dose-scale column of the steady-state dose.
     n_occ : int
         Number of occasions (1 without inter-occasion variability).
+    slot, pair : ndarray of int64, shape (n_arms, n_events)
+        Administration number of each dose event (-1 for other events) and, for an
+        infusion start, the column of its rate decrease (-1 otherwise).
+    n_slots : int
+        Most administrations of any arm (rows of the per-patient dose ledger).
     """
 
     time: np.ndarray
@@ -175,6 +180,9 @@ class EventTable:
     ss: np.ndarray
     ss_unit: np.ndarray
     n_occ: int = 1
+    slot: np.ndarray | None = None
+    pair: np.ndarray | None = None
+    n_slots: int = 0
 
 
 def occasion_starts(phases: Sequence[Phase], occasions: Any) -> list[float]:
@@ -208,61 +216,95 @@ def occasion_starts(phases: Sequence[Phase], occasions: Any) -> list[float]:
 
 
 def arm_events(
-    phases: Sequence[Phase], occasions: Sequence[float] = ()
-) -> list[tuple[float, int, float, int]]:
-    """Events ``(time, kind, amount, unit)`` of one arm, sorted by time.
+    phases: Sequence[Phase],
+    occasions: Sequence[float] = (),
+    decisions: Sequence[float] = (),
+) -> list[tuple[float, int, float, int, int, int]]:
+    """Events ``(time, kind, amount, unit, slot, pair)`` of one arm, sorted by time.
 
     Infusions become a rate increase at the start and a decrease at the end. A
-    trough marker is placed at the last nominal dose time, before that dose; an
-    occasion start comes after the marker and before the doses at its time.
+    trough marker is placed at the last nominal dose time, before that dose; then, at
+    a common time, come an occasion start, a dose-modification decision, and the
+    doses. ``slot`` numbers the administrations (oral doses, boluses, infusion starts;
+    -1 for other events) in time order; ``pair`` is, for an infusion start, the index
+    of its rate decrease in the returned list (-1 otherwise).
     """
-    events: list[tuple[float, float, int, float, int]] = []  # (time, order, kind, amount, unit)
+    # (time, order, kind, amount, unit, infusion id)
+    events: list[tuple[float, float, int, float, int, int]] = []
     last = -np.inf
+    n_inf = 0
     for ph in phases:
         ucol = DOSE_UNITS[ph.unit]
         for t in ph.dose_times():
             tf = float(t)
             last = max(last, tf)
             if ph.route == "oral":
-                events.append((tf, 1, EV_ORAL, ph.dose, ucol))
+                events.append((tf, 1, EV_ORAL, ph.dose, ucol, -1))
             elif ph.route == "iv_bolus":
-                events.append((tf, 1, EV_BOLUS, ph.dose, ucol))
+                events.append((tf, 1, EV_BOLUS, ph.dose, ucol, -1))
             else:
                 rate = ph.dose / ph.duration
-                events.append((tf, 1, EV_RATE, rate, ucol))
-                events.append((tf + ph.duration, 1, EV_RATE, -rate, ucol))
+                events.append((tf, 1, EV_RATE, rate, ucol, n_inf))
+                events.append((tf + ph.duration, 1, EV_RATE, -rate, ucol, n_inf))
+                n_inf += 1
     if np.isfinite(last):
-        events.append((last, 0, EV_MARK, 0.0, 0))
+        events.append((last, 0, EV_MARK, 0.0, 0, -1))
     for j, t in enumerate(occasions, start=1):
-        events.append((float(t), 0.5, EV_OCC, float(j), 0))
+        events.append((float(t), 0.5, EV_OCC, float(j), 0, -1))
+    for t in decisions:
+        events.append((float(t), 0.75, EV_DECIDE, 0.0, 0, -1))
     events.sort(key=lambda e: (e[0], e[1]))
-    return [(t, k, a, u) for t, _, k, a, u in events]
+    stop_at = {e[5]: j for j, e in enumerate(events) if e[2] == EV_RATE and e[3] < 0}
+    out = []
+    slot = 0
+    for t, _, k, a, u, inf in events:
+        administration = k in (EV_ORAL, EV_BOLUS) or (k == EV_RATE and a > 0)
+        out.append(
+            (
+                t,
+                k,
+                a,
+                u,
+                slot if administration else -1,
+                stop_at[inf] if k == EV_RATE and a > 0 else -1,
+            )
+        )
+        slot += administration
+    return out
 
 
 def event_table(
-    arms: Sequence[Sequence[Phase]], occasions: Sequence[Sequence[float]] | None = None
+    arms: Sequence[Sequence[Phase]],
+    occasions: Sequence[Sequence[float]] | None = None,
+    decisions: Sequence[Sequence[float]] | None = None,
 ) -> EventTable:
     """Stack the events of every arm into one padded :class:`EventTable`.
 
     ``occasions`` gives each arm's occasion start times (:func:`occasion_starts`);
-    the table has as many occasions as the arm with the most.
+    the table has as many occasions as the arm with the most. ``decisions`` gives
+    each arm's dose-modification decision times (:mod:`vtrial.rules`).
     """
     occ = list(occasions) if occasions is not None else [[] for _ in arms]
-    per_arm = [arm_events(ph, o) for ph, o in zip(arms, occ, strict=True)]
+    dec = list(decisions) if decisions is not None else [[] for _ in arms]
+    per_arm = [arm_events(ph, o, d) for ph, o, d in zip(arms, occ, dec, strict=True)]
     width = max([1, *(len(e) for e in per_arm)])
     na = len(per_arm)
     time = np.full((na, width), np.inf)
     amount = np.zeros((na, width))
     kind = np.full((na, width), EV_MARK, dtype=np.int64)
     unit = np.zeros((na, width), dtype=np.int64)
+    slot = np.full((na, width), -1, dtype=np.int64)
+    pair = np.full((na, width), -1, dtype=np.int64)
     n = np.zeros(na, dtype=np.int64)
     for a, evs in enumerate(per_arm):
         n[a] = len(evs)
-        for j, (t, k, amt, u) in enumerate(evs):
+        for j, (t, k, amt, u, sl, pr) in enumerate(evs):
             time[a, j] = t
             kind[a, j] = k
             amount[a, j] = amt
             unit[a, j] = u
+            slot[a, j] = sl
+            pair[a, j] = pr
     ss = np.zeros((na, 4))
     ss_unit = np.zeros(na, dtype=np.int64)
     for a, phases in enumerate(arms):
@@ -273,4 +315,5 @@ def event_table(
             ss[a] = (ph.interval, _ROUTE_KIND[ph.route], amt, ph.duration)
             ss_unit[a] = DOSE_UNITS[ph.unit]
     n_occ = 1 + max([0, *(len(o) for o in occ)])
-    return EventTable(time, amount, kind, unit, n, ss, ss_unit, n_occ)
+    n_slots = int(max([0, *(int((slot[a] >= 0).sum()) for a in range(na))]))
+    return EventTable(time, amount, kind, unit, n, ss, ss_unit, n_occ, slot, pair, n_slots)

@@ -14,7 +14,7 @@ other patients of the batch or on the number of threads.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numba
@@ -27,6 +27,7 @@ from vtrial.errors import VtrialError
 from vtrial.expressions import evaluate
 from vtrial.models import Model
 from vtrial.residual import add_observations
+from vtrial.rules import RuleProgram
 
 #: kernel status code -> ``solver_status`` label
 STATUS = {
@@ -109,6 +110,12 @@ class KernelResult:
         Exact ``cmax``, ``tmax``, ``auc`` (over the simulated horizon), ``ctrough``.
     method : ndarray of int8, (n,)
         Integration method used (see ``METHODS``).
+    ledger : ndarray, (n, n_slots, 4)
+        Dose ledger when asked for (:func:`run_kernel` ``ledger=True``): per planned
+        administration its time (h, NaN if not reached), planned and given amount (mg)
+        and reason code (:data:`vtrial.rules.REASONS`); (n, 0, 4) otherwise.
+    dose_summary : ndarray, (n, 5) or (n, 0)
+        :data:`vtrial.rules.DOSE_SUMMARY` per patient, with the ledger.
     """
 
     status: np.ndarray
@@ -122,6 +129,8 @@ class KernelResult:
     store: np.ndarray
     pk: np.ndarray
     method: np.ndarray
+    ledger: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 4)))
+    dose_summary: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
 
 def parameter_matrix(
@@ -286,6 +295,10 @@ def run_kernel(
     tolerances: Tolerances | None = None,
     threads: int | None = None,
     store_dtype: type = np.float32,
+    rules: RuleProgram | None = None,
+    adherence: tuple[np.ndarray, np.ndarray] | None = None,
+    assay: np.ndarray | None = None,
+    ledger: bool = False,
 ) -> KernelResult:
     """Simulate ``n`` patients through the compiled kernel.
 
@@ -319,6 +332,16 @@ def run_kernel(
         Numba threads for this call (default: numba's current setting).
     store_dtype : type
         dtype of the stored time courses (float32 for files, float64 for the API).
+    rules : RuleProgram, optional
+        Dose-modification rules (:func:`vtrial.rules.rule_program`); ``events`` must
+        hold their decision times.
+    adherence : (ndarray, ndarray), optional
+        Per-patient dose multipliers and time jitter, shape (n, events.n_slots) each
+        (:func:`vtrial.rules.adherence_arrays`).
+    assay : ndarray, optional
+        Standard normals of the assay errors, shape (n, K, n_measured).
+    ledger : bool
+        Return the dose ledger and the per-patient dose summary.
 
     Returns
     -------
@@ -388,7 +411,28 @@ def run_kernel(
         if run.size == 0:
             return res
         sub = _result(run.size, no, n_out, store_dtype, np.empty)
-    kern = load_kernel(model)
+    na = events.n.size
+    if rules is not None:
+        levels, start_level = rules.levels, rules.start_level
+    else:
+        levels, start_level = np.full((na, 1), np.nan), np.full(na, -1, dtype=np.int64)
+    slot = events.slot if events.slot is not None else np.full(events.kind.shape, -1)
+    pair = events.pair if events.pair is not None else np.full(events.kind.shape, -1)
+    n_slots = max(events.n_slots, 1) if (ledger or adherence is not None) else 0
+    if adherence is not None:
+        adh, jit = (np.ascontiguousarray(x, dtype=np.float64) for x in adherence)
+        if adh.shape != (n, n_slots) or jit.shape != (n, n_slots):
+            raise ValueError(f"adherence: arrays must have shape ({n}, {n_slots})")
+    else:
+        adh = jit = np.zeros((n, 0))
+    eps = np.zeros((n, 1, 0)) if assay is None else np.ascontiguousarray(assay, dtype=np.float64)
+    led = np.zeros((n, n_slots if ledger else 0, 4))
+    dsum = np.zeros((n, 5 if ledger else 0))
+    if not ledger and adherence is not None:
+        led = np.zeros((n, n_slots, 4))  # the kernel needs slots to apply adherence
+    kern = load_kernel(model, rules.source if rules is not None else None)
+    sub_led = led if sub is res else np.ascontiguousarray(led[run])
+    sub_dsum = dsum if sub is res else np.ascontiguousarray(dsum[run])
     prev = numba.get_num_threads()
     if threads is not None:
         limit = int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))
@@ -412,6 +456,13 @@ def run_kernel(
             events.ss_unit,
             lay.param_index("TLAG") if model.takes_doses else -1,
             lay.param_index("F") if model.takes_doses else -1,
+            np.ascontiguousarray(slot, dtype=np.int64),
+            np.ascontiguousarray(pair, dtype=np.int64),
+            np.ascontiguousarray(levels, dtype=np.float64),
+            np.ascontiguousarray(start_level, dtype=np.int64),
+            np.ascontiguousarray(adh[run]),
+            np.ascontiguousarray(jit[run]),
+            np.ascontiguousarray(eps[run]),
             grid,
             store_pos,
             store_out,
@@ -434,6 +485,8 @@ def run_kernel(
             sub.cross,
             sub.store,
             sub.pk,
+            sub_led,
+            sub_dsum,
             sub.method,
         )
     finally:
@@ -443,6 +496,13 @@ def run_kernel(
         names = ("status", "nsteps", "omin", "omax", "tmin", "tmax", "probes", "cross", "store")
         for name in (*names, "method", "pk"):
             getattr(res, name)[run] = getattr(sub, name)
+        led[run] = sub_led
+        dsum[run] = sub_dsum
+        led[~np.isin(np.arange(n), run)] = np.nan
+        dsum[~np.isin(np.arange(n), run)] = np.nan
+    if ledger:
+        res.ledger = led
+        res.dose_summary = dsum
     return res
 
 
