@@ -96,3 +96,7 @@ def test_cli_export_reads_back(results: Path, capsys: pytest.CaptureFixture[str]
     key = pd.read_csv(out.with_name("trial_dvid.csv"))
     assert list(key.columns) == ["DVID", "OUTPUT"]
     assert set(back.loc[back["EVID"] == 0, "DVID"]) == set(key["DVID"])
+    # categorical covariates are numeric codes, with their key
+    assert set(back["sex"]) <= {1, 2}
+    cats = pd.read_csv(out.with_name("trial_categories.csv"))
+    assert cats[cats["COVARIATE"] == "sex"]["LABEL"].tolist() == ["F", "M"]

@@ -368,7 +368,7 @@ def observed() -> tuple[Study, pd.DataFrame]:
 
 def test_observations_table_from_kernel_probes(observed: tuple[Study, pd.DataFrame]) -> None:
     study, pop = observed
-    patients, _, _, obs = simulate_chunk(study, pop)
+    patients, _, _, obs, _ = simulate_chunk(study, pop)
     n, t, o = len(pop), len(TIMES), 2
     assert len(obs) == n * t * o == 24 * 8 * 2
     assert tuple(obs.columns) == OBSERVATION_COLUMNS

@@ -3,8 +3,10 @@
 - ``vtrial validate STUDY``: every problem of a study file at once; exit 1 if any.
 - ``vtrial models``: the built-in model library with references.
 - ``vtrial run STUDY [--cores N] [snakemake args...]``: run the workflow on a study.
-- ``vtrial verify RESULTS_DIR``: check every output against ``manifest.json``
-  (row counts and content hashes); exit 1 naming each difference.
+- ``vtrial verify RESULTS_DIR [--recompute [--shards K | --all]]``: check every
+  output against ``manifest.json`` (row counts and content hashes), and recompute
+  ``K`` shards (or all) from the recorded study (:mod:`vtrial.recompute`); exit 1
+  naming each difference.
 - ``vtrial describe RESULTS_DIR``: the key numbers of a finished study.
 - ``vtrial export nonmem RESULTS_DIR [--out FILE] [--replicate R]``: doses and
   observations as a NONMEM/Monolix-style dataset (:mod:`vtrial.export`).
@@ -23,9 +25,11 @@ import numpy as np
 import pandas as pd
 
 from vtrial.config import load_study
+from vtrial.design import describe_lines
 from vtrial.errors import ConfigError, VtrialError
 from vtrial.io import file_sha256, table_hash
 from vtrial.models import list_models
+from vtrial.success import describe_lines as success_lines
 
 
 def _snakefile() -> Path:
@@ -138,16 +142,23 @@ def describe(results: str | Path) -> str:
         ef = efficacy[(efficacy["arm"] == arm) & (efficacy["replicate"] == rep0)]
         for _, r in ef.iterrows():
             binary = r["kind"] == "binary"
+            tte = r["kind"] == "time_to_event"  # KM median (h), hazard ratio
             scale, unit, fmt = (100.0, " %", ".1f") if binary else (1.0, "", ".3g")
             text = (
-                f"  {r['endpoint']}: {scale * r['estimate']:{fmt}}{unit} "
+                f"  {r['endpoint']}: {'median ' if tte else ''}{scale * r['estimate']:{fmt}}"
+                f"{' h' if tte else unit} "
                 f"(95 % CI {scale * r['ci_low']:{fmt}} to {scale * r['ci_high']:{fmt}})"
             )
             if np.isfinite(r["diff"]):
                 p = r["p_value"]
-                ptext = f"p={p:.2g}" if p > 0 else "p<1e-300"
-                text += f", vs control {scale * r['diff']:+{fmt}}{unit}, {ptext}"
+                ptext = "p=n/a" if not np.isfinite(p) else f"p={p:.2g}" if p > 0 else "p<1e-300"
+                if tte:
+                    text += f", hazard ratio vs control {r['diff']:.3g}, {ptext}"
+                else:
+                    text += f", vs control {scale * r['diff']:+{fmt}}{unit}, {ptext}"
             lines.append(text)
+    lines += describe_lines(root / "summary")  # individual effects, parameter draws
+    lines += success_lines(root / "summary")  # probability of success
     lines += ["", f"report: {root / 'report'}", f"tables: {root / 'summary'}"]
     return "\n".join(lines)
 
@@ -159,10 +170,20 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     problems = verify(args.results)
+    if args.recompute and not Path(args.results, "manifest.json").exists():
+        args.recompute = False  # the missing manifest is reported
+    if args.recompute:
+        from vtrial.recompute import choose_shards, recompute, recorded_study
+
+        n = int(recorded_study(args.results).execution["shards"])
+        chosen = choose_shards(n, None if args.all else args.shards, seed=args.seed)
+        print(f"recomputing shard(s) {chosen} of {n} from the recorded study")
+        problems += recompute(args.results, shards=chosen, workers=args.workers)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 1
-    print(f"{args.results}: every output matches manifest.json")
+    what = " and the recomputed shards" if args.recompute else ""
+    print(f"{args.results}: every output matches manifest.json{what}")
     return 0
 
 
@@ -187,6 +208,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cores", type=int, default=2)
     p = sub.add_parser("verify", help="check a results folder against its manifest")
     p.add_argument("results")
+    p.add_argument(
+        "--recompute",
+        action="store_true",
+        help="also recompute shards from the recorded study and compare their tables",
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--shards", type=int, default=1, metavar="K", help="shards to recompute")
+    g.add_argument("--all", action="store_true", help="recompute every shard")
+    p.add_argument("--workers", type=int, default=1, help="local Dask workers to recompute on")
+    p.add_argument("--seed", type=int, default=None, help="seed of the choice of shards")
     p = sub.add_parser("describe", help="the key numbers of a finished study")
     p.add_argument("results")
     p = sub.add_parser("export", help="export doses and observations (NONMEM/Monolix dataset)")

@@ -26,6 +26,7 @@ import jsonschema
 import numpy as np
 import yaml
 
+from vtrial.covariates import covariate_problems, input_files, resampled_columns
 from vtrial.dosing import (
     DOSE_UNITS,
     EventTable,
@@ -35,11 +36,20 @@ from vtrial.dosing import (
     phase_problems,
     regimen_phases,
 )
+from vtrial.endpoints import (
+    TRIAL_TYPES,
+    endpoint_kind,
+    endpoint_problems,
+    fill_defaults,
+    trial_probe_times,
+    trial_problems,
+)
 from vtrial.errors import ConfigError, ExpressionError, Problem
 from vtrial.expressions import parse_expression
 from vtrial.models import Model, build_model, check_model_section
 from vtrial.recist import MAX_ASSESSMENTS, RESPONSE_CATEGORIES, assessment_times
 from vtrial.residual import spec_problems as residual_problems
+from vtrial.rules import RuleProgram, rule_problems, rule_program
 from vtrial.yamlsafe import load_yaml, package_schema
 
 #: Built-in CTCAE v5 grading scales: ``lln`` is the grade-1 limit and ``thresholds``
@@ -78,7 +88,7 @@ DERIVED: dict[str, tuple[tuple[str, ...], str]] = {
     "egfr": (("age", "scr", "sex"), "mL/min/1.73m2"),
     "lbw": (("weight", "height", "sex"), "kg"),
 }
-_DISTRIBUTIONS = ("categorical", "normal", "lognormal", "uniform", "constant")
+_DISTRIBUTIONS = ("categorical", "normal", "lognormal", "uniform", "empirical", "constant")
 _RESPONDER_KEYS = ("below", "below_or_equal", "above", "above_or_equal")
 #: keys of a best_response endpoint besides type, output and description
 _ASSESSMENT_KEYS = ("every", "first", "by", "times", "complete_below", "min_increase")
@@ -163,15 +173,34 @@ class Study:
         return [occasion_starts(ph, iov["occasions"]) for ph in self.arm_phases()]
 
     def events(self) -> EventTable:
-        """Dose, trough-marker and occasion events of every arm."""
-        return event_table(self.arm_phases(), self.arm_occasions())
+        """Dose, trough-marker, occasion and decision events of every arm."""
+        program = self.rule_program
+        decisions = program.decisions if program is not None else None
+        return event_table(self.arm_phases(), self.arm_occasions(), decisions)
+
+    @cached_property
+    def rule_program(self) -> RuleProgram | None:
+        """Kernel inputs of the arms' dose-modification rules (None if none)."""
+        return rule_program(self)
+
+    @property
+    def has_dose_ledger(self) -> bool:
+        """True if an arm declares dose modification or adherence (doses/ output)."""
+        return any(a.get("modification") or a.get("adherence") for a in self.data["arms"])
 
     @cached_property
     def sha256(self) -> str:
-        """Hash of the canonical study (defaults filled) and of every model file used."""
+        """Hash of the canonical study (defaults filled), of every model file used and
+        of the covariance file of ``study.uncertainty`` (if it names one) and of the
+        covariate table of ``population.resample``."""
         h = hashlib.sha256(canonical_json(self.data).encode())
         for comp in self.model.components:
             h.update(Path(comp.source).read_bytes())
+        cov = (self.data["study"].get("uncertainty") or {}).get("theta", {}).get("covariance")
+        if isinstance(cov, str):
+            h.update((self.base_dir / cov).read_bytes())
+        for table in input_files(self.data, self.base_dir):  # population.resample.table
+            h.update(table.read_bytes())
         return h.hexdigest()
 
     def grid(self) -> np.ndarray:
@@ -230,6 +259,7 @@ class Study:
             if ep["type"] == "best_response":  # tumour assessments
                 times.update(assessment_times(ep, float(self.data["simulation"]["end"])))
         times.update(float(t) for t in self.observation_times())  # sampling times
+        times.update(trial_probe_times(self.data))  # auec, survival grids, locf visits
         return sorted(times)
 
     def grading(self, event: str) -> tuple[list[float], int]:
@@ -249,20 +279,12 @@ class Study:
             -1 if spec.get("direction", "below") == "below" else 1
         )
 
-    def endpoint_kinds(self) -> dict[str, Literal["continuous", "binary", "categorical"]]:
-        """Endpoint name -> ``"continuous"``, ``"binary"`` (responders) or
-        ``"categorical"`` (``best_response``)."""
-        kinds: dict[str, Literal["continuous", "binary", "categorical"]] = {}
-        for k, v in self.data["endpoints"].items():
-            typ = v["type"]
-            kinds[k] = (
-                "binary"
-                if typ == "responder"
-                else "categorical"
-                if typ == "best_response"
-                else "continuous"
-            )
-        return kinds
+    def endpoint_kinds(
+        self,
+    ) -> dict[str, Literal["continuous", "binary", "categorical", "time_to_event"]]:
+        """Endpoint name -> ``"continuous"``, ``"binary"`` (responders),
+        ``"categorical"`` (``best_response``) or ``"time_to_event"``."""
+        return {k: endpoint_kind(v) for k, v in self.data["endpoints"].items()}
 
 
 def _non_finite(data: Any, path: list[Any]) -> list[tuple[str, float]]:
@@ -394,6 +416,7 @@ def default_data(data: Mapping[str, Any], model: Model | None) -> dict[str, Any]
     ex.setdefault("workers", 2)
     ex.setdefault("chunk_size", 2000)
     ex.setdefault("scheduler_address", None)
+    fill_defaults(d)  # auec, time_to_event, dropout, success (vtrial.endpoints)
     return d
 
 
@@ -467,7 +490,18 @@ def study_from_dict(
     model, model_problems = check_model_section(data["model"], base_dir=base)
     problems += [Problem(source, f"model.{w}" if w else "model", m) for w, m in model_problems]
     full = default_data(data, model)
-    problems += _semantic_problems(full, model, source)
+    problems += _semantic_problems(full, model, source, base_dir=base)
+    # trial design and parameter uncertainty (their modules import this one)
+    from vtrial.design import design_problems
+    from vtrial.uncertainty import uncertainty_problems
+
+    problems += design_problems(full, model, source, base)
+    problems += uncertainty_problems(full, model, source, base)
+    if not problems and model is not None:
+        # dose-modification rules and adherence read the model's outputs and the
+        # adverse events' grading, so they are checked on the otherwise valid study
+        tentative = Study(data=full, source=source, base_dir=base)
+        problems += [Problem(source, w, m) for w, m in rule_problems(tentative)]
     if problems:
         raise ConfigError(_dedupe(problems))
     return Study(data=full, source=source, base_dir=base)
@@ -477,7 +511,9 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
     return list(dict.fromkeys(problems))
 
 
-def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list[Problem]:
+def _semantic_problems(
+    d: dict[str, Any], model: Model | None, src: str, base_dir: Path | None = None
+) -> list[Problem]:
     out: list[Problem] = []
 
     def bad(where: str, msg: str) -> None:
@@ -485,7 +521,11 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
 
     # ---- population
     covs: dict[str, Any] = d["population"]["covariates"]
-    categories: dict[str, list[str]] = {}
+    base = base_dir if base_dir is not None else Path.cwd()
+    resampled = resampled_columns(d, src, base)  # population.resample: a covariate table
+    out += resampled.problems
+    categories: dict[str, list[str]] = dict(resampled.categories)
+    have = set(covs) | set(resampled.columns)
     for name, spec in covs.items():
         where = f"population.covariates.{name}"
         kinds = [k for k in _DISTRIBUTIONS if k in spec]
@@ -548,17 +588,21 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
     derived = d["population"]["derived"]
     for i, name in enumerate(derived):
         needs, _ = DERIVED[name]
-        missing = [c for c in needs if c not in covs]
+        missing = [c for c in needs if c not in have]
         if missing:
             bad(f"population.derived[{i}]", f"{name} needs covariate(s) {missing}")
         if name in covs:
             bad(f"population.derived[{i}]", f"{name} is also a sampled covariate")
-        if "sex" in needs and "sex" in categories and set(categories["sex"]) != {"F", "M"}:
+        sex_labels = categories.get("sex")
+        if "sex" in needs and "sex" in have and set(sex_labels or ()) != {"F", "M"}:
             bad(
                 f"population.derived[{i}]",
-                f"{name} needs sex with categories F and M, got {categories['sex']}",
+                f"{name} needs sex with categories F and M, "
+                f"got {sex_labels if sex_labels is not None else 'a numeric covariate'}",
             )
-    cov_names = set(covs) | set(derived)
+    cov_names = set(covs) | set(derived) | set(resampled.columns)
+    # correlations, empirical distributions, inclusion/exclusion (with a pilot draw)
+    out += covariate_problems(d, src, base, categories, pilot=not out)
 
     # ---- model parameters, covariate models and IIV
     if model is not None:
@@ -766,6 +810,11 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
         for name, ep in d["endpoints"].items():
             where = f"endpoints.{name}"
             typ = ep["type"]
+            if typ in TRIAL_TYPES:  # auec, time_to_event (vtrial.endpoints)
+                for key, msg in endpoint_problems(ep, d, model):
+                    bad(f"{where}{key}", msg)
+                seen_ep.append(name)
+                continue
             if typ == "responder":
                 ref = ep.get("endpoint")
                 if ref is None or ref not in seen_ep:
@@ -847,7 +896,14 @@ def _semantic_problems(d: dict[str, Any], model: Model | None, src: str) -> list
     total = d["population"]["size"] * d["study"]["replicates"]
     if ex["shards"] > total:
         bad("execution.shards", f"must be <= the number of patients ({total}), got {ex['shards']}")
+    if "cluster" in ex or "memory_limit" in ex:
+        from vtrial.parallel import execution_problems  # imports distributed: only if needed
+
+        for where, msg in execution_problems(ex):
+            bad(where, msg)
     out += _observation_problems(d, model, src)
+    # dropout, trial-layer endpoint keys, success criteria (vtrial.endpoints)
+    out += [Problem(src, w, m) for w, m in trial_problems(d, model, memory=not out)]
     return out
 
 

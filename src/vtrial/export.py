@@ -32,9 +32,11 @@ import numpy as np
 import pandas as pd
 
 from vtrial.config import Study, study_from_dict
+from vtrial.covariates import categories_of
 from vtrial.dosing import DOSE_UNITS
 from vtrial.errors import DataError
 from vtrial.io import atomic_path
+from vtrial.popsummary import covariate_columns
 
 #: dataset columns before the covariates
 COLUMNS = (
@@ -96,11 +98,7 @@ def nonmem_dataset(
         pop = pop[pop["replicate"] == replicate]
     pop = pop.sort_values(["replicate", "patient_id"]).reset_index(drop=True)
     pop["ID"] = np.arange(1, len(pop) + 1, dtype=np.int64)
-    covariates = [
-        c
-        for c in (*study.data["population"]["covariates"], *study.data["population"]["derived"])
-        if c in pop.columns
-    ]
+    covariates = [name for name, _, _ in covariate_columns(study) if name in pop.columns]
     frames = [_dose_records(study, pop)]
     obs_dir = results / "observations"
     dvid: dict[int, str] = {}
@@ -137,7 +135,10 @@ def nonmem_dataset(
         )
     data = pd.concat(frames, ignore_index=True)
     data = data.sort_values(["ID", "TIME", "EVID", "DVID"], kind="stable").reset_index(drop=True)
-    cov = pop[["ID", *covariates]]
+    cov = pop[["ID", *covariates]].copy()
+    for name, labels in categories_of(study.data).items():
+        if name in cov:  # NONMEM reads numbers: categories as codes 1.. (declared order)
+            cov[name] = cov[name].map({lab: k for k, lab in enumerate(labels, start=1)})
     data = data.merge(cov, on="ID", how="left", validate="many_to_one")
     return data[[*COLUMNS, *covariates]], dvid
 
@@ -202,7 +203,8 @@ def write_nonmem(
 
     The first line is the header (``ID,REP,...``: read it in NONMEM with
     ``$DATA file.csv IGNORE=@``). The ``DVID`` key goes next to it as
-    ``<stem>_dvid.csv`` (``DVID,OUTPUT``).
+    ``<stem>_dvid.csv`` (``DVID,OUTPUT``) and the codes of the categorical covariates
+    (1.. in declared order) as ``<stem>_categories.csv`` (``COVARIATE,CODE,LABEL``).
     """
     data, dvid = nonmem_dataset(results, study=study, replicate=replicate)
     out = Path(out)
@@ -212,4 +214,13 @@ def write_nonmem(
     key = pd.DataFrame({"DVID": list(dvid), "OUTPUT": list(dvid.values())})
     with atomic_path(out.with_name(f"{out.stem}_dvid.csv")) as tmp:
         key.to_csv(tmp, index=False)
+    cats = [
+        (name, code, label)
+        for name, labels in categories_of((study or study_of_results(results)).data).items()
+        if name in data.columns
+        for code, label in enumerate(labels, start=1)
+    ]
+    table = pd.DataFrame(cats, columns=["COVARIATE", "CODE", "LABEL"])
+    with atomic_path(out.with_name(f"{out.stem}_categories.csv")) as tmp:
+        table.to_csv(tmp, index=False)
     return len(data)

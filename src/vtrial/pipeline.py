@@ -7,13 +7,18 @@ with provenance; none imports snakemake, so every stage is usable and testable a
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import logging
 import platform
+import sys
 import time
+import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -22,18 +27,23 @@ import pyarrow as pa
 
 from vtrial import sketch, stats
 from vtrial.config import Study, canonical_json
-from vtrial.errors import DataError
+from vtrial.covariates import input_files
+from vtrial.design import design_tables, population_rows
+from vtrial.errors import DataError, ResourceError
 from vtrial.io import (
     file_sha256,
     provenance,
     read_parts,
+    read_provenance,
     read_rows,
     table_hash,
     write_parquet,
     write_text,
 )
-from vtrial.parallel import dask_client
+from vtrial.parallel import client_memory_limit, dask_client, worker_memory_limit
+from vtrial.popsummary import acceptance_record, population_summary
 from vtrial.population import sample_population
+from vtrial.success import success_tables
 from vtrial.trial import OBSERVATION_COLUMNS, bands_table, simulate_chunk, simulate_patients
 
 log = logging.getLogger("vtrial")
@@ -55,6 +65,19 @@ OBSERVATION_SCHEMA = pa.schema(
     ]
 )
 assert tuple(OBSERVATION_SCHEMA.names) == OBSERVATION_COLUMNS
+#: Arrow schema of ``doses/part-NNNNN.parquet`` (the dose ledger, see vtrial.rules)
+DOSES_SCHEMA = pa.schema(
+    [
+        ("replicate", pa.int32()),
+        ("patient_id", pa.int64()),
+        ("arm", pa.string()),
+        ("dose_number", pa.int32()),
+        ("time", pa.float64()),
+        ("planned", pa.float64()),
+        ("given", pa.float64()),
+        ("reason", pa.string()),
+    ]
+)
 
 
 def shard_name(shard: int) -> str:
@@ -71,6 +94,24 @@ def shard_rows(n_total: int, n_shards: int, shard: int) -> tuple[int, int]:
     return start, start + base + (1 if shard < extra else 0)
 
 
+#: ``execution`` keys that change the result files (the others never change a number)
+RESULT_EXECUTION_KEYS = ("shards",)
+
+
+def results_sha256(study: Study) -> str:
+    """Hash of everything that determines the result files of a study.
+
+    :attr:`vtrial.config.Study.sha256` (canonical study, model files and any other
+    input file it hashes) of the study with ``execution`` reduced to
+    :data:`RESULT_EXECUTION_KEYS`: changing ``workers``, ``chunk_size``,
+    ``memory_limit``, ``scheduler_address`` or ``cluster`` keeps it, so Snakemake
+    does not rerun finished jobs when a run resumes on other resources.
+    """
+    ex = study.data["execution"]
+    data = {**study.data, "execution": {k: ex[k] for k in RESULT_EXECUTION_KEYS if k in ex}}
+    return dataclasses.replace(study, data=data).sha256
+
+
 def _meta(study: Study, **extra: Any) -> dict[str, Any]:
     return provenance(
         study=study.name,
@@ -81,13 +122,23 @@ def _meta(study: Study, **extra: Any) -> dict[str, Any]:
     )
 
 
-def run_sample_population(study: Study, out: str | Path) -> int:
-    """Stage 1: sample the population and write ``population.parquet``; return rows."""
+def run_sample_population(
+    study: Study, out: str | Path, *, summary: str | Path | None = None
+) -> int:
+    """Stage 1: sample the population and write ``population.parquet``; return rows.
+
+    The acceptance of the inclusion/exclusion criteria (candidates and acceptance per
+    replicate, :func:`vtrial.popsummary.acceptance_record`) goes to the log and to the
+    footer metadata (key ``population``). ``summary`` (``summary/population.parquet``,
+    with a CSV copy beside it) gets :func:`vtrial.popsummary.population_summary`.
+    """
     t0 = time.perf_counter()
-    pop = sample_population(study)
-    write_parquet(
-        pop, out, meta=_meta(study, stage="sample_population"), row_group_size=POPULATION_ROW_GROUP
-    )
+    started = _utc_now()
+    candidates: list[int] = []
+    pop = sample_population(study, candidates=candidates)
+    accepted = acceptance_record(study, candidates)
+    meta = _meta(study, stage="sample_population", population=accepted, started=started)
+    write_parquet(pop, out, meta=meta, row_group_size=POPULATION_ROW_GROUP)
     log.info(
         "sampled %d patients (%d replicate(s) x %d) in %.2f s",
         len(pop),
@@ -95,14 +146,120 @@ def run_sample_population(study: Study, out: str | Path) -> int:
         study.size,
         time.perf_counter() - t0,
     )
+    log.info(
+        "inclusion/exclusion criteria %s: %d patients of %d candidates, acceptance %.2f %%",
+        accepted["inclusion"] + [f"not ({c})" for c in accepted["exclusion"]],
+        study.size * study.replicates,
+        accepted["candidates_total"],
+        100.0 * accepted["acceptance_total"],
+    )
+    if summary is not None:
+        table = population_summary(study, pop, candidates)
+        write_parquet(table, summary, meta=meta)
+        write_text(table.to_csv(index=False), Path(summary).with_suffix(".csv"))
     return len(pop)
 
 
 def _simulate_chunk(
     study: Study, rows: pd.DataFrame
-) -> tuple[pd.DataFrame, pd.DataFrame, sketch.Sketch, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, sketch.Sketch, pd.DataFrame, pd.DataFrame]:
     """Dask task: simulate one chunk of population rows with one numba thread."""
     return simulate_chunk(study, rows, threads=1)
+
+
+#: memory (bytes) of a Dask worker process before its first task: interpreter, numpy,
+#: pandas, pyarrow, numba and the loaded kernel (about 250 MB measured, with margin)
+WORKER_BASE_BYTES = 384 * 2**20
+
+
+def chunk_memory_bytes(study: Study, n_patients: int) -> int:
+    """Estimated peak memory (bytes) of one Dask task simulating ``n_patients``.
+
+    Measured on the default study: building the long time-course table holds about
+    seven copies of it (``n x stored times x (4 bytes x outputs + 28 bytes of ids)``),
+    the observations about three, and the pickled result one more of each. Every
+    patient's time course is counted, also when ``outputs.timecourse.patients``
+    stores fewer, so the estimate errs on the high side.
+
+    Parameters
+    ----------
+    study : Study
+    n_patients : int
+        Patients of the chunk (``execution.chunk_size`` at most).
+
+    Returns
+    -------
+    int
+        Bytes, not counting :data:`WORKER_BASE_BYTES`.
+    """
+    s = int(study.store_times().size)
+    o = len(study.data["outputs"]["timecourse"]["outputs"])
+    n_obs = int(study.observation_times().size) * len(study.observed_outputs)
+    per_patient = 8 * s * (4 * o + 28) + 4 * 64 * n_obs + 4096
+    return int(n_patients) * per_patient
+
+
+def check_chunk_memory(
+    study: Study, shard: int, n_patients: int, limit: int | None, *, where: str
+) -> None:
+    """Refuse a shard whose chunks cannot fit the memory of one Dask worker.
+
+    Raises
+    ------
+    ResourceError
+        Naming the shard, the memory a chunk needs, the worker's limit (``where`` says
+        where it comes from) and the largest ``execution.chunk_size`` that fits.
+    """
+    if limit is None or n_patients <= 0:
+        return
+    need = WORKER_BASE_BYTES + chunk_memory_bytes(study, n_patients)
+    if need <= limit:
+        return
+    per_patient = chunk_memory_bytes(study, 1)
+    fits = max(0, (limit - WORKER_BASE_BYTES) // per_patient)
+    advice = (
+        f"lower execution.chunk_size to {fits} or less, or give the workers more memory"
+        if fits
+        else "give the workers more memory"
+    )
+    raise ResourceError(
+        f"shard {shard} ({shard_name(shard)}): a chunk of {n_patients} patients needs about "
+        f"{_mib(need)} per Dask worker ({_mib(WORKER_BASE_BYTES)} for the worker, "
+        f"{_mib(need - WORKER_BASE_BYTES)} for the chunk), more than the worker memory limit "
+        f"of {_mib(limit)} ({where}); {advice}"
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def _chunk_result(
+    fut: Any, study: Study, shard: int, k: int, bounds: Sequence[tuple[int, int]], first: int
+) -> tuple[pd.DataFrame, pd.DataFrame, sketch.Sketch, pd.DataFrame, pd.DataFrame]:
+    """The result of chunk ``k`` of a shard; a failure names the shard and the chunk."""
+    from distributed import KilledWorker
+
+    a, b = bounds[k]
+    what = (
+        f"shard {shard} ({shard_name(shard)}), chunk {k + 1}/{len(bounds)} "
+        f"(population rows {first + a} to {first + b - 1})"
+    )
+    try:
+        return fut.result()
+    except KilledWorker as exc:
+        need = WORKER_BASE_BYTES + chunk_memory_bytes(study, b - a)
+        raise ResourceError(
+            f"{what}: the Dask workers running it died repeatedly ({exc}); most often they "
+            f"ran out of memory: the chunk needs about {_mib(need)} per worker"
+        ) from exc
+    except Exception as exc:
+        exc.add_note(f"while simulating {what}")
+        raise
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def run_simulate(
@@ -115,6 +272,7 @@ def run_simulate(
     *,
     threads: int = 1,
     out_observations: str | Path | None = None,
+    out_doses: str | Path | None = None,
 ) -> int:
     """Stage 2: simulate one shard of the population on Dask; return patients simulated.
 
@@ -128,13 +286,17 @@ def run_simulate(
     """
     if out_observations is None and study.observed_outputs:
         raise ValueError("out_observations: required, the study has outputs.observations")
+    if out_doses is None and study.has_dose_ledger:
+        raise ValueError("out_doses: required, the study has dose modification or adherence")
     t0 = time.perf_counter()
+    started = _utc_now()
     n_shards = int(study.execution["shards"])
-    start, stop = shard_rows(study.n_patients, n_shards, shard)
+    n_rows = population_rows(study)  # patients x arms for a twin crossover study
+    start, stop = shard_rows(n_rows, n_shards, shard)
     rows = read_rows(population, start, stop).reset_index(drop=True)
     if len(rows) != stop - start:
         raise DataError(
-            f"{population}: expected rows [{start}, {stop}) of {study.n_patients}, "
+            f"{population}: expected rows [{start}, {stop}) of {n_rows}, "
             f"got {len(rows)}; rerun sample_population"
         )
     chunk = int(study.execution["chunk_size"])
@@ -147,30 +309,57 @@ def run_simulate(
         len(bounds),
         threads,
     )
+    largest = max((b - a for a, b in bounds), default=0)
+    # refuse before compiling or starting any worker: a chunk that cannot fit would kill
+    # workers over and over (or they would never start) instead of failing clearly
+    check_chunk_memory(
+        study, shard, largest, worker_memory_limit(study.execution), where="execution"
+    )
     # compile (or load the cached kernel) once here, before the workers need it
     t_c = time.perf_counter()
     simulate_patients(study, rows.iloc[:1], threads=1)
     log.info("kernel ready in %.2f s (compile or cache load)", time.perf_counter() - t_c)
-    parts: list[tuple[pd.DataFrame, pd.DataFrame, sketch.Sketch, pd.DataFrame]] = []
+    parts: list[tuple[pd.DataFrame, pd.DataFrame, sketch.Sketch, pd.DataFrame, pd.DataFrame]] = []
     if bounds:
         with dask_client(study.execution, threads=threads) as client:
+            check_chunk_memory(
+                study, shard, largest, client_memory_limit(client), where="connected workers"
+            )
             futures = [
                 client.submit(_simulate_chunk, study, rows.iloc[a:b], pure=False) for a, b in bounds
             ]
             for k, fut in enumerate(futures):
-                parts.append(fut.result())
+                parts.append(_chunk_result(fut, study, shard, k, bounds, start))
                 log.info("chunk %d/%d done (%d patients)", k + 1, len(futures), len(parts[-1][0]))
-    patients = pd.concat([p for p, _, _, _ in parts], ignore_index=True)
-    timecourse = pd.concat([t for _, t, _, _ in parts], ignore_index=True)
-    bands = sketch.merge([b for _, _, b, _ in parts])
-    meta = _meta(study, stage="simulate", shard=shard, shards=n_shards, rows=[start, stop])
+    patients = pd.concat([x[0] for x in parts], ignore_index=True)
+    timecourse = pd.concat([x[1] for x in parts], ignore_index=True)
+    bands = sketch.merge([x[2] for x in parts])
+    meta = _meta(
+        study, stage="simulate", shard=shard, shards=n_shards, rows=[start, stop], started=started
+    )
     if out_observations is not None:
-        observations = pd.concat([o for _, _, _, o in parts], ignore_index=True)
+        observations = pd.concat([x[3] for x in parts], ignore_index=True)
         write_parquet(observations, out_observations, meta=meta, schema=OBSERVATION_SCHEMA)
+    if out_doses is not None:
+        doses = pd.concat([x[4] for x in parts], ignore_index=True)
+        write_parquet(doses, out_doses, meta=meta, schema=DOSES_SCHEMA)
     write_parquet(timecourse, out_timecourse, meta=meta)
     write_parquet(sketch.to_frame(bands), out_bands, meta=meta)
     write_parquet(patients, out_patients, meta=meta)
     failed = int((patients["solver_status"] != "ok").sum())
+    if failed:  # reported by id (they are rows of the patients table too, never dropped)
+        bad = patients.loc[patients["solver_status"] != "ok"]
+        log.warning(
+            "shard %d: solver failure(s), (replicate, patient_id, solver_status, n_steps): %s%s",
+            shard,
+            ", ".join(
+                f"({r}, {p}, {s}, {n})"
+                for r, p, s, n in bad[["replicate", "patient_id", "solver_status", "n_steps"]]
+                .head(20)
+                .itertuples(index=False)
+            ),
+            f" and {failed - 20} more" if failed > 20 else "",
+        )
     dt = time.perf_counter() - t0
     log.info(
         "shard %d: %d patients in %.2f s (%.0f patients/s), %d solver failure(s)",
@@ -191,21 +380,24 @@ def summaries(
     events = list(study.data["adverse_events"])
     patients = patients.sort_values(["replicate", "patient_id"], kind="stable")
     eps = study.endpoint_kinds()
+    tests = {k: v["test"] for k, v in study.data["endpoints"].items() if "test" in v}
     out = {
         "exposure": stats.exposure_summary(
             patients, metrics=["cmax", "tmax", "auc", "ctrough"], arms=arms
         ),
         "efficacy": stats.efficacy_summary(
-            patients, endpoints=eps, arms=arms, control=study.control_arm
+            patients, endpoints=eps, arms=arms, control=study.control_arm, tests=tests
         ),
         "safety": stats.safety_summary(
             _grades_as_int(patients, events),
             events=events,
             arms=arms,
             horizon=float(study.data["simulation"]["end"]),
+            censor="dropout_time" if study.data.get("dropout") else None,
         ),
         "bands": bands_table(study, bands),
     }
+    out.update(success_tables(study.data, patients, eps))  # trial, success (if declared)
     return out
 
 
@@ -223,14 +415,21 @@ def run_aggregate(
     patient_parts: Sequence[str | Path],
     band_parts: Sequence[str | Path],
     outputs: Mapping[str, str | Path],
+    *,
+    population: str | Path | None = None,
 ) -> dict[str, int]:
     """Stage 3: summary tables (Parquet, with a CSV copy beside each).
 
     Band sketches are merged in shard order (exact counts; sums in a fixed order).
+    The design's tables (:func:`vtrial.design.summary_tables`: individual effects of
+    a twin crossover study, which need ``population``, and the parameter draws of
+    ``study.uncertainty``) are written too, to ``outputs[name]``.
     """
     patients = read_parts(patient_parts)
     bands = sketch.merge([sketch.from_frame(pd.read_parquet(p)) for p in band_parts])
     tables = summaries(study, patients, bands)
+    pop = pd.read_parquet(population) if population is not None else None
+    tables.update(design_tables(study, patients, pop))
     meta = _meta(study, stage="aggregate")
     rows = {}
     for name, df in tables.items():
@@ -249,11 +448,19 @@ def report_files(study: Study) -> list[str]:
     files += [f"safety_{e}.png" for e in study.data["adverse_events"]]
     if study.data["exposure"].get("output"):
         files += ["exposure_cmax.png", "exposure_auc.png"]
-    if study.control_arm is not None and study.data["endpoints"] and len(study.arm_names) > 1:
-        files.append("forest.png")
+    compared = [k for k in study.endpoint_kinds().values() if k != "time_to_event"]
+    if study.control_arm is not None and compared and len(study.arm_names) > 1:
+        files.append("forest.png")  # hazard ratios are not drawn on a difference axis
     if study.data["exposure"].get("output"):
         files += [f"exposure_response_{e}.png" for e in study.data["adverse_events"]]
+    files += [f"km_{e}.png" for e in _tte_endpoints(study)]  # vtrial.trial_plots
+    if study.data.get("success"):
+        files.append("success.png")
     return files
+
+
+def _tte_endpoints(study: Study) -> list[str]:
+    return [k for k, v in study.endpoint_kinds().items() if v == "time_to_event"]
 
 
 def run_report(
@@ -279,6 +486,15 @@ def run_report(
         events={e: f"ae_{e}_grade" for e in study.data["adverse_events"]},
         exposure_unit=units.get(exp_out, ""),
     )
+    from vtrial.trial_plots import trial_plots
+
+    paths += trial_plots(  # Kaplan-Meier curves, probability of success
+        patients,
+        tables.get("success"),
+        time_to_event=_tte_endpoints(study),
+        arms=study.arm_names,
+        outdir=outdir,
+    )
     expected = {Path(outdir) / f for f in report_files(study)}
     missing = sorted(str(p) for p in expected - {Path(p) for p in paths})
     if missing:
@@ -289,8 +505,15 @@ def run_report(
 def run_manifest(
     study: Study, outputs: Sequence[str | Path], out: str | Path, *, started: float | None = None
 ) -> dict[str, Any]:
-    """Stage 5: ``manifest.json`` listing every output with rows and content hash."""
+    """Stage 5: ``manifest.json`` listing every output with rows and content hash.
+
+    Besides the outputs it records the host, the inputs' hashes (study file, model
+    files), the study file's text and folder, ``started`` (``started`` if given, else
+    the earliest start of the stages that wrote the Parquet outputs, from their
+    footers) and ``finished`` (now), in UTC.
+    """
     entries = []
+    starts: list[str] = []
     root = Path(out).parent
     for p in sorted(Path(x) for x in outputs):
         entry: dict[str, Any] = {
@@ -299,6 +522,9 @@ def run_manifest(
         if p.suffix == ".parquet":
             df = pd.read_parquet(p)
             entry.update(rows=len(df), content_sha256=table_hash(df))
+            with contextlib.suppress(DataError):
+                if isinstance(s := read_provenance(p).get("started"), str):
+                    starts.append(s)
         else:
             entry.update(file_sha256=file_sha256(p))
         entry["bytes"] = p.stat().st_size
@@ -312,10 +538,17 @@ def run_manifest(
         "inputs": {
             "study_file_sha256": file_sha256(study.source) if Path(study.source).exists() else None,
             "models": {c.name: file_sha256(c.source) for c in study.model.components},
+            # data files the study reads (population.resample.table)
+            "data": {str(f): file_sha256(f) for f in input_files(study.data, study.base_dir)},
         },
         "config": json.loads(canonical_json(study.data)),
+        # the study file as run (vtrial verify --recompute rebuilds the study from it)
+        "study_file": Path(study.source).read_text() if Path(study.source).exists() else None,
+        "base_dir": str(study.base_dir.resolve()),
         "host": platform.node(),
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "created": _utc_now(),
+        "started": min(starts) if starts else None,
+        "finished": _utc_now(),
         "outputs": entries,
     }
     if started is not None:
@@ -327,7 +560,11 @@ def run_manifest(
 
 
 def setup_logging(path: str | Path | None = None, *, level: int = logging.INFO) -> None:
-    """Log vtrial messages to ``path`` (and to stderr), one line per record with time."""
+    """Log vtrial messages to ``path`` (and to stderr), one line per record with time.
+
+    With a ``path`` (a job's log file) an uncaught exception is logged there too, with
+    its traceback, so the log of a failed job ends with the error that ended it.
+    """
     logger = logging.getLogger("vtrial")
     logger.setLevel(level)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
@@ -338,3 +575,16 @@ def setup_logging(path: str | Path | None = None, *, level: int = logging.INFO) 
     for h in handlers:
         h.setFormatter(fmt)
         logger.addHandler(h)
+    if path is not None:
+        previous = sys.excepthook
+
+        def log_uncaught(
+            kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+        ) -> None:
+            if issubclass(kind, KeyboardInterrupt):
+                previous(kind, exc, tb)
+                return
+            text = "".join(traceback.format_exception(kind, exc, tb)).rstrip()
+            logger.critical("failed:\n%s", text)  # to the log file and to stderr
+
+        sys.excepthook = log_uncaught

@@ -5,9 +5,10 @@ Each virtual patient (a "digital twin") is a row: ``replicate``, ``patient_id``
 random effects ``eta_<P>`` and the individual value of every model parameter.
 
 All draws are keyed (:mod:`vtrial.rng`): covariates by ``covariate:<name>``, random
-effects by ``eta``, allocation by ``allocation``; so a patient's covariates and
-parameters do not depend on the arms of the study, on the other replicates or on how
-the later stages are sharded.
+effects by ``eta``, allocation by ``allocation`` (:mod:`vtrial.design`), the
+population parameters of a replicate by ``uncertainty:theta`` and ``uncertainty:omega``
+(:mod:`vtrial.uncertainty`); so a patient's covariates and parameters do not depend on
+the arms of the study, on the other replicates or on how the later stages are sharded.
 """
 
 from __future__ import annotations
@@ -19,65 +20,22 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from vtrial.config import Study, omega_matrix
+from vtrial.config import Study
+from vtrial.covariates import categories_of, covariate_sampler
+from vtrial.design import allocate, twin_rows
 from vtrial.expressions import evaluate, parse_expression
 from vtrial.rng import keyed_uniforms
-
-
-def _by(value: Any, by_labels: np.ndarray | None) -> np.ndarray | float:
-    """Scalar, or per-patient values looked up by the `by` covariate's category."""
-    if isinstance(value, Mapping):
-        assert by_labels is not None
-        out = np.empty(by_labels.shape[0])
-        for cat, v in value.items():
-            out[by_labels == cat] = float(v)
-        return out
-    return float(value)
-
-
-def _truncated_normal(u: np.ndarray, mu: Any, sd: Any, lo: float, hi: float) -> np.ndarray:
-    """Inverse-CDF draw from N(mu, sd) truncated to [lo, hi] (exact, no rejection)."""
-    a = special.ndtr((lo - mu) / sd)
-    b = special.ndtr((hi - mu) / sd)
-    return np.asarray(mu + sd * special.ndtri(a + u * (b - a)), dtype=np.float64)
+from vtrial.uncertainty import replicate_omega, typical_values
 
 
 def sample_covariates(study: Study, replicate: int) -> dict[str, np.ndarray]:
-    """Sample every covariate of one replicate (categoricals first, then the rest)."""
-    n = study.size
-    covs: dict[str, Any] = study.data["population"]["covariates"]
-    out: dict[str, np.ndarray] = {}
-    order = [k for k, v in covs.items() if "categorical" in v]
-    order += [k for k, v in covs.items() if "categorical" not in v]
-    for name in order:
-        spec = covs[name]
-        u = keyed_uniforms(study.seed, f"covariate:{name}", replicate, n)[:, 0]
-        by_labels = out.get(spec["by"]) if "by" in spec else None
-        lo, hi = spec.get("bounds", (-np.inf, np.inf))
-        if "categorical" in spec:
-            labels = list(spec["categorical"])
-            cum = np.cumsum([float(spec["categorical"][c]) for c in labels])
-            cum /= cum[-1]
-            idx = np.minimum(np.searchsorted(cum, u, side="right"), len(labels) - 1)
-            out[name] = np.asarray(labels, dtype=object)[idx]
-        elif "normal" in spec:
-            mu = _by(spec["normal"]["mean"], by_labels)
-            sd = _by(spec["normal"]["sd"], by_labels)
-            out[name] = _truncated_normal(u, mu, sd, lo, hi)
-        elif "lognormal" in spec:
-            med = _by(spec["lognormal"]["median"], by_labels)
-            cv = _by(spec["lognormal"]["cv"], by_labels)
-            sigma = np.sqrt(np.log1p(np.square(cv)))
-            llo = np.log(lo) if lo > 0 else -np.inf
-            lhi = np.log(hi) if np.isfinite(hi) else np.inf
-            out[name] = np.exp(_truncated_normal(u, np.log(med), sigma, llo, lhi))
-        elif "uniform" in spec:
-            low = _by(spec["uniform"]["low"], by_labels)
-            high = _by(spec["uniform"]["high"], by_labels)
-            out[name] = np.asarray(low + u * (np.asarray(high) - low), dtype=np.float64)
-        else:
-            out[name] = np.full(n, float(spec["constant"]))
-    return out
+    """Covariates of candidates ``0..size-1`` of one replicate, without derived ones.
+
+    Resampled table columns first (``population.resample``), then categoricals, then
+    the rest; see :class:`vtrial.covariates.CovariateSampler` (the patients are these
+    candidates when the study has no inclusion or exclusion criteria).
+    """
+    return covariate_sampler(study).draw(replicate, 0, study.size, derived=False)
 
 
 def derive_covariates(names: list[str], c: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -129,21 +87,18 @@ def derive_covariates(names: list[str], c: Mapping[str, np.ndarray]) -> dict[str
     return out
 
 
-def allocate_arms(study: Study, replicate: int) -> np.ndarray:
-    """Permuted-block allocation to arms (index per patient, in patient order).
+def allocate_arms(
+    study: Study, replicate: int, covariates: Mapping[str, np.ndarray] | None = None
+) -> np.ndarray:
+    """Allocation to arms (index per patient, in patient order), by ``randomization``.
 
-    Blocks hold ``2 * sum(ratios)`` patients in the declared ratio; each block is
-    shuffled with keyed uniforms (``allocation``), so every prefix of the trial stays
-    close to the ratio and the allocation depends only on seed, replicate and arms.
+    By default permuted blocks of ``2 * sum(ratios)`` patients in the declared ratio,
+    each shuffled with keyed uniforms (``allocation``), so every prefix of the trial
+    stays close to the ratio and the allocation depends only on seed, replicate and
+    arms; see :func:`vtrial.design.allocate` for simple and stratified randomization
+    (which needs the replicate's ``covariates``).
     """
-    n = study.size
-    ratios = [int(a["ratio"]) for a in study.data["arms"]]
-    base = np.repeat(np.arange(len(ratios)), [2 * r for r in ratios])
-    bs = base.size
-    nblocks = -(-n // bs)
-    u = keyed_uniforms(study.seed, "allocation", replicate, nblocks, bs)
-    perm = np.argsort(u, axis=1, kind="stable")
-    return np.asarray(base[perm].ravel()[:n], dtype=np.int16)
+    return allocate(study, replicate, covariates or {})
 
 
 def individual_parameters(
@@ -158,14 +113,11 @@ def individual_parameters(
     n = study.size
     model = study.model
     spec = study.data["model"]
-    cats = {
-        k: list(v["categorical"])
-        for k, v in study.data["population"]["covariates"].items()
-        if "categorical" in v
-    }
+    cats = categories_of(study.data)  # sampled and resampled categorical covariates
     params: dict[str, np.ndarray] = {}
-    for name, p in model.parameters.items():
-        tv = np.full(n, p.value)
+    typical = typical_values(study, replicate)  # THETA_r with study.uncertainty
+    for name in model.parameters:
+        tv = np.full(n, typical[name])
         cov_expr = spec["parameters"].get(name, {}).get("covariates")
         if cov_expr is not None:
             expr = parse_expression(
@@ -180,7 +132,7 @@ def individual_parameters(
     names = list(iiv["omega"])
     etas: dict[str, np.ndarray] = {}
     if names:
-        om = omega_matrix(iiv)
+        om = replicate_omega(study, replicate)  # OMEGA_r with study.uncertainty
         try:
             root = np.linalg.cholesky(om)
         except np.linalg.LinAlgError:
@@ -250,26 +202,40 @@ def occasion_parameters(study: Study, pop: pd.DataFrame) -> dict[str, np.ndarray
     return out
 
 
-def sample_population(study: Study) -> pd.DataFrame:
+def sample_population(study: Study, *, candidates: list[int] | None = None) -> pd.DataFrame:
     """Sample the whole virtual population (every replicate).
+
+    The patients of a replicate are the first ``population.size`` candidates meeting
+    the inclusion and exclusion criteria (:meth:`vtrial.covariates.CovariateSampler.sample`).
+
+    Parameters
+    ----------
+    study : Study
+    candidates : list, optional
+        Receives the number of candidates examined per replicate (``size`` each
+        without criteria); the acceptance rate of replicate r is
+        ``size / candidates[r]``.
 
     Returns
     -------
     DataFrame
-        One row per (replicate, patient_id), sorted: ``replicate`` (int32),
+        One row per (replicate, patient_id), sorted (for ``study.design:
+        twin_crossover`` one row per (replicate, patient_id, arm), the rows of a patient
+        identical but for ``arm`` and ``arm_index``): ``replicate`` (int32),
         ``patient_id`` (int64), ``arm`` (str), ``arm_index`` (int16), covariates,
         derived covariates, ``eta_<P>``, ``kappa_<P>_<k>`` (inter-occasion effects,
         occasion k = 0, 1, ...) and one column per model parameter (the individual
         value before inter-occasion variability).
     """
     frames = []
-    derived = list(study.data["population"]["derived"])
+    sampler = covariate_sampler(study)
     arm_names = np.asarray(study.arm_names, dtype=object)
     for r in range(study.replicates):
-        covs = sample_covariates(study, r)
-        covs.update(derive_covariates(derived, covs))
+        covs, n_candidates = sampler.sample(r, study.size)  # with derived covariates
+        if candidates is not None:
+            candidates.append(n_candidates)
         params, etas = individual_parameters(study, covs, r)
-        arm_idx = allocate_arms(study, r)
+        arm_idx = allocate_arms(study, r, covs)
         cols: dict[str, Any] = {
             "replicate": np.full(study.size, r, dtype=np.int32),
             "patient_id": np.arange(1, study.size + 1, dtype=np.int64),
@@ -280,5 +246,5 @@ def sample_population(study: Study) -> pd.DataFrame:
         cols.update({f"eta_{k}": v for k, v in etas.items()})
         cols.update(occasion_effects(study, r))
         cols.update(params)
-        frames.append(pd.DataFrame(cols))
+        frames.append(twin_rows(study, pd.DataFrame(cols)))  # a row per arm if twin
     return pd.concat(frames, ignore_index=True)

@@ -810,8 +810,8 @@ def _forest_rows(
             if arm == control:
                 continue
             hit = np.flatnonzero((endpoint == ep) & (arm_col == arm))
-            if hit.size == 0:
-                continue
+            if hit.size == 0 or kind[hit[0]] == "time_to_event":  # a hazard ratio: no
+                continue  # difference axis (see vtrial.trial_plots for its curves)
             r = int(hit[0])
             factor = 100.0 if kind[r] == "binary" else 1.0
             rows.append(

@@ -16,6 +16,7 @@ import pandas as pd
 
 from vtrial.adverse import probability_event_columns
 from vtrial.config import Study
+from vtrial.endpoints import TrialLayer, extra_monitors
 from vtrial.engine import (
     METHODS,
     PK_METRICS,
@@ -30,6 +31,7 @@ from vtrial.models import PK_CONCENTRATION
 from vtrial.population import occasion_parameters
 from vtrial.recist import best_response_from_probes, categories_in
 from vtrial.residual import ErrorModel, observe_patients, patient_normals
+from vtrial.rules import adherence_arrays, assay_normals, ledger_table, summary_columns
 from vtrial.sketch import Sketch, quantiles, sketch_block
 
 #: columns of the patients table before endpoints and adverse events
@@ -48,7 +50,8 @@ def tolerances(study: Study) -> Tolerances:
 
 
 def monitors(study: Study) -> list[Monitor]:
-    """Threshold crossings timed by the kernel: grade >= 3 of every adverse event."""
+    """Threshold crossings timed by the kernel: grade >= 3 of every adverse event,
+    then those of the trial layer (:func:`vtrial.endpoints.extra_monitors`)."""
     out = []
     for ev, spec in study.data["adverse_events"].items():
         if "probabilities" in spec:  # drawn grade: no threshold to cross
@@ -56,7 +59,7 @@ def monitors(study: Study) -> list[Monitor]:
         thr, direction = study.grading(ev)
         if len(thr) >= 3:
             out.append(Monitor(spec["output"], thr[2], direction))
-    return out
+    return out + extra_monitors(study)[0]
 
 
 def run_population(study: Study, pop: pd.DataFrame, *, threads: int | None = None) -> KernelResult:
@@ -73,12 +76,21 @@ def run_population(study: Study, pop: pd.DataFrame, *, threads: int | None = Non
     if "bsa" in pop:
         scale[:, 2] = pop["bsa"].to_numpy(dtype=np.float64)
     tc = study.data["outputs"]["timecourse"]
+    events = study.events()
+    arm_index = pop["arm_index"].to_numpy(dtype=np.int64)
+    replicate = pop["replicate"].to_numpy(dtype=np.int64)
+    patient_id = pop["patient_id"].to_numpy(dtype=np.int64)
+    program = study.rule_program
     return run_kernel(
         model,
         params,
         n=n,
-        events=study.events(),
-        arm=pop["arm_index"].to_numpy(dtype=np.int64),
+        events=events,
+        arm=arm_index,
+        rules=program,
+        adherence=adherence_arrays(study, events, arm_index, replicate, patient_id),
+        assay=assay_normals(study, program, replicate, patient_id),
+        ledger=study.has_dose_ledger,
         dose_scale=scale,
         grid=study.grid(),
         store_times=study.store_times(),
@@ -185,6 +197,8 @@ def simulate_patients(
             j = outs.index(exp_out)
             pk[:, 0] = res.omax[:, j]
             pk[:, 1] = res.tmax[:, j]
+    if study.has_dose_ledger:  # adaptive dosing / adherence: per-patient dose summary
+        cols.update(summary_columns(np.where(ok[:, None], res.dose_summary, np.nan)))
     undosed = ok & (pk[:, 0] == 0.0)
     pk[undosed, 1] = np.nan  # no tmax without drug
     for j, name in enumerate(PK_METRICS):
@@ -218,6 +232,9 @@ def simulate_patients(
             mon_index += 1
         else:
             cols[f"ae_{ev}_time_grade3"] = np.full(n, np.nan)
+    # ---- dropout, adverse events up to it, trial-layer endpoints (vtrial.endpoints)
+    layer = TrialLayer(study, pop, res, cols, ok)
+    cols.update(layer.patient_columns(cols))
     # ---- endpoints
     probe_t = study.probe_times()
     base = probe_t.index(0.0)
@@ -225,6 +242,12 @@ def simulate_patients(
     with np.errstate(invalid="ignore", divide="ignore"):
         for name, ep in study.data["endpoints"].items():
             typ = ep["type"]
+            if layer.handles(ep):  # auec, time_to_event, observed, censored at dropout
+                new_cols, value = layer.endpoint(name, ep)
+                cols.update(new_cols)
+                if value is not None:
+                    values[name] = value
+                continue
             if typ == "best_response":  # categorical: CR/PR/SD/PD, null if undefined
                 end = float(study.data["simulation"]["end"])
                 cols[name] = best_response_from_probes(ep, res.probes, probe_t, outs, ok, end)
@@ -344,14 +367,44 @@ def observations_table(study: Study, pop: pd.DataFrame, res: KernelResult) -> pd
     )
 
 
+def doses_table(study: Study, pop: pd.DataFrame, res: KernelResult) -> pd.DataFrame:
+    """Dose ledger of population rows: one row per planned administration.
+
+    Columns ``replicate, patient_id, arm, dose_number`` (1..), ``time`` (h, when it
+    was given; NaN if never reached), ``planned`` and ``given`` (mg, after dose
+    scaling, before bioavailability) and ``reason`` (:data:`vtrial.rules.REASONS`).
+    Empty (same columns) for a study without dose modification or adherence.
+    """
+    events = study.events()
+    arm_index = pop["arm_index"].to_numpy(dtype=np.int64)
+    assert events.slot is not None
+    per_arm = (events.slot >= 0).sum(axis=1)
+    counts = per_arm[arm_index] if res.ledger.shape[1] else np.zeros(len(pop), dtype=np.int64)
+    table = ledger_table(
+        res.ledger if res.ledger.shape[1] else np.zeros((len(pop), 0, 4)),
+        pop["replicate"].to_numpy(),
+        pop["patient_id"].to_numpy(),
+        pop["arm"].to_numpy(dtype=object),
+        counts,
+    )
+    return pd.DataFrame(table)
+
+
 def simulate_chunk(
     study: Study, pop: pd.DataFrame, *, threads: int | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame, Sketch, pd.DataFrame]:
-    """:func:`simulate_patients` plus :func:`observations_table`, from one kernel run.
+) -> tuple[pd.DataFrame, pd.DataFrame, Sketch, pd.DataFrame, pd.DataFrame]:
+    """:func:`simulate_patients`, :func:`observations_table` and :func:`doses_table`,
+    from one kernel run.
 
-    Returns ``patients, timecourse, bands, observations``; a pure function of the
-    rows it is given, like :func:`simulate_patients`.
+    Returns ``patients, timecourse, bands, observations, doses``; a pure function of
+    the rows it is given, like :func:`simulate_patients`.
     """
     res = run_population(study, pop, threads=threads)
     patients, timecourse, bands = simulate_patients(study, pop, threads=threads, result=res)
-    return patients, timecourse, bands, observations_table(study, pop, res)
+    return (
+        patients,
+        timecourse,
+        bands,
+        observations_table(study, pop, res),
+        doses_table(study, pop, res),
+    )

@@ -28,8 +28,10 @@ OBS_TIMES = [0.5, 1.0, 2.0, 4.0, 24.0, 168.0, 336.0, 504.0]
 
 
 def study_data() -> dict[str, Any]:
-    """The small study, with sampled observations (residual error, LLOQ)."""
+    """The small study, with sampled observations (residual error, LLOQ) and an
+    inclusion criterion (patients are the first eligible candidates)."""
     data = small_study_data()
+    data["population"]["inclusion"] = ["crcl >= 40"]
     data["model"]["residual_error"] = {
         "CP": {"proportional": 0.15, "additive": 0.05, "lloq": 0.05},
         "ANC": {"exponential": 0.1},
@@ -188,6 +190,18 @@ def test_output_contract(runs: dict[str, Path]) -> None:
         assert entry["content_sha256"] == table_hash(pd.read_parquet(p))
     assert read_provenance(obs_parts[3])["shard"] == 3
     assert listed["population.parquet"]["content_sha256"] == table_hash(pop)
+    # population summary: per arm and all arms, acceptance of the inclusion criterion
+    assert (pop["crcl"] >= 40).all()
+    accepted = read_provenance(res / "population.parquet")["population"]
+    assert accepted["inclusion"] == ["crcl >= 40"]
+    assert 0.5 < accepted["acceptance_total"] < 1.0
+    psum = pd.read_parquet(res / "summary" / "population.parquet")
+    assert (res / "summary" / "population.csv").exists()
+    assert listed["summary/population.parquet"]["content_sha256"] == table_hash(psum)
+    assert (psum["acceptance"] == accepted["acceptance_total"]).all()
+    crcl = psum[(psum["arm"] == "(all)") & (psum["covariate"] == "crcl")].iloc[0]
+    assert crcl["n"] == 300
+    assert crcl["min"] >= 40
     assert manifest["seed"] == 20261122
     assert len(manifest["study_sha256"]) == 64
     prov = read_provenance(parts[3])
@@ -203,7 +217,7 @@ def test_bit_identical_across_layouts(runs: dict[str, Path]) -> None:
         b = pd.read_parquet(runs["b"] / table)
         pd.testing.assert_frame_equal(a, b, check_exact=True)
         assert table_hash(a) == table_hash(b)
-    for name in ("exposure", "efficacy", "safety", "bands"):
+    for name in ("exposure", "efficacy", "safety", "bands", "population"):
         a = pd.read_parquet(runs["a"] / "summary" / f"{name}.parquet")
         b = pd.read_parquet(runs["b"] / "summary" / f"{name}.parquet")
         pd.testing.assert_frame_equal(a, b, check_exact=True)
@@ -299,7 +313,10 @@ def test_verify_detects_damaged_outputs(runs: dict[str, Path], tmp_path: Path) -
     df = pd.read_parquet(obs)
     df.loc[0, "dv"] += 1.0  # a changed observation, same row count
     df.to_parquet(obs)
+    psum = copy / "summary" / "population.parquet"
+    pd.read_parquet(psum).head(3).to_parquet(psum)  # a damaged population summary
     problems = verify(copy)
+    assert any(f"{psum}: 3 rows, manifest says" in p for p in problems)
     assert any(str(part) in p and "unreadable" in p for p in problems)
     assert any("timecourse/part-00005.parquet: missing" in p for p in problems)
     assert any("observations/part-00004.parquet: missing" in p for p in problems)

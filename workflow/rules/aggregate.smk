@@ -2,6 +2,7 @@ rule aggregate:
     input:
         patients=PATIENT_PARTS,
         bands=BAND_PARTS,
+        **({"population": POPULATION} if TWIN else {}),
     output:
         exposure=report(
             SUMMARY["exposure"], caption="../report/exposure.rst", category="Summary tables"
@@ -13,6 +14,8 @@ rule aggregate:
             SUMMARY["safety"], caption="../report/safety.rst", category="Summary tables"
         ),
         bands=report(SUMMARY["bands"], caption="../report/bands.rst", category="Summary tables"),
+        **DESIGN_SUMMARY,
+        **SUCCESS_SUMMARY,
     params:
         **STUDY_PARAMS,
     conda:

@@ -4,15 +4,18 @@
 # `--configfile PATH`. It is loaded and validated by vtrial itself, so that error
 # messages name the real file and key, and so that one study file is never
 # deep-merged with another. Execution settings may be overridden with
-# `--config shards=N workers=N chunk_size=N scheduler_address=ADDR results=DIR`.
+# `--config shards=N workers=N chunk_size=N scheduler_address=ADDR memory_limit=SIZE
+# results=DIR`.
 
 import sys
 from pathlib import Path
 
 import vtrial
 from vtrial.config import load_study
+from vtrial.design import is_twin, summary_tables
 from vtrial.errors import ConfigError
-from vtrial.pipeline import report_files, shard_name
+from vtrial.pipeline import report_files, results_sha256, shard_name
+from vtrial.success import table_names as success_tables
 
 
 def _study_path():
@@ -24,7 +27,7 @@ def _study_path():
 
 
 def _overrides():
-    keys = ("shards", "workers", "chunk_size", "scheduler_address")
+    keys = ("shards", "workers", "chunk_size", "scheduler_address", "memory_limit")
     ex = {k: config[k] for k in keys if k in config}
     return {"execution": ex} if ex else {}
 
@@ -39,10 +42,14 @@ except ConfigError as err:
 
 RESULTS = str(Path(config.get("results", "results")) / STUDY.name)
 SHARDS = [shard_name(i) for i in range(int(STUDY.execution["shards"]))]
-WORKERS = int(STUDY.execution["workers"])
+# threads of a simulate job: its local Dask workers; one when the workers are elsewhere
+REMOTE = bool(STUDY.execution.get("scheduler_address") or STUDY.execution.get("cluster"))
+WORKERS = 1 if REMOTE else int(STUDY.execution["workers"])
 VERSION = vtrial.__version__
 
 POPULATION = f"{RESULTS}/population.parquet"
+# covariate distributions per arm and acceptance of the inclusion criteria (+ .csv)
+POPULATION_SUMMARY = f"{RESULTS}/summary/population.parquet"
 PATIENT_PARTS = expand(f"{RESULTS}/patients/{{shard}}.parquet", shard=SHARDS)
 TIMECOURSE_PARTS = expand(f"{RESULTS}/timecourse/{{shard}}.parquet", shard=SHARDS)
 BAND_PARTS = expand(f"{RESULTS}/bands/{{shard}}.parquet", shard=SHARDS)
@@ -50,19 +57,34 @@ BAND_PARTS = expand(f"{RESULTS}/bands/{{shard}}.parquet", shard=SHARDS)
 OBSERVED = bool(STUDY.observed_outputs)
 OBSERVATION_PART = f"{RESULTS}/observations/{{shard}}.parquet"
 OBSERVATION_PARTS = expand(OBSERVATION_PART, shard=SHARDS) if OBSERVED else []
+# the dose ledger exists only for studies with dose modification or adherence
+DOSED = STUDY.has_dose_ledger
+DOSES_PART = f"{RESULTS}/doses/{{shard}}.parquet"
+DOSES_PARTS = expand(DOSES_PART, shard=SHARDS) if DOSED else []
 SUMMARY = {
     name: f"{RESULTS}/summary/{name}.parquet"
     for name in ("exposure", "efficacy", "safety", "bands")
+}
+# trial design tables: individual effects (twin crossover), parameter draws (uncertainty)
+TWIN = is_twin(STUDY)
+DESIGN_SUMMARY = {name: f"{RESULTS}/summary/{name}.parquet" for name in summary_tables(STUDY)}
+# success per replicate trial and probability of success (only with `success`)
+SUCCESS_SUMMARY = {
+    name: f"{RESULTS}/summary/{name}.parquet" for name in success_tables(STUDY.data)
 }
 PLOTS = [f"{RESULTS}/report/{name}" for name in report_files(STUDY)]
 MANIFEST = f"{RESULTS}/manifest.json"
 
 # Every job re-runs when these change: the study content (with the model files it uses) and
 # the vtrial version. Snakemake does not track imported modules, so these go to params.
+# The study path and the overrides reach the scripts as *derived* params (functions of
+# `input`), which Snakemake leaves out of its rerun triggers: moving the project folder
+# or resuming with other workers, chunk size, scheduler or cluster reruns nothing, while
+# any change to the results' inputs does (results_sha256 keeps execution.shards only).
 STUDY_PARAMS = dict(
-    study=STUDY_PATH,
-    overrides=OVERRIDES,
-    study_sha256=STUDY.sha256,
+    study=lambda wildcards, input: STUDY_PATH,
+    overrides=lambda wildcards, input: OVERRIDES,
+    results_sha256=results_sha256(STUDY),
     vtrial_version=VERSION,
 )
 

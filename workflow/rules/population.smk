@@ -1,6 +1,9 @@
 rule sample_population:
     output:
-        POPULATION,
+        population=POPULATION,
+        summary=report(
+            POPULATION_SUMMARY, caption="../report/population.rst", category="Summary tables"
+        ),
     params:
         **STUDY_PARAMS,
     conda:

@@ -1,6 +1,7 @@
 rule report:
     input:
         **SUMMARY,
+        **SUCCESS_SUMMARY,
         patients=PATIENT_PARTS,
     output:
         plots=report(
@@ -24,11 +25,15 @@ rule report:
 rule manifest:
     input:
         POPULATION,
+        POPULATION_SUMMARY,
         PATIENT_PARTS,
         TIMECOURSE_PARTS,
         BAND_PARTS,
         OBSERVATION_PARTS,
+        DOSES_PARTS,
         list(SUMMARY.values()),
+        list(DESIGN_SUMMARY.values()),
+        list(SUCCESS_SUMMARY.values()),
         PLOTS,
     output:
         MANIFEST,

@@ -6,6 +6,7 @@ rule simulate:
         timecourse=f"{RESULTS}/timecourse/{{shard}}.parquet",
         bands=f"{RESULTS}/bands/{{shard}}.parquet",
         **({"observations": OBSERVATION_PART} if OBSERVED else {}),
+        **({"doses": DOSES_PART} if DOSED else {}),
     params:
         **STUDY_PARAMS,
     threads: WORKERS

@@ -1,15 +1,22 @@
 """Snakemake adapter of rule aggregate: calls vtrial.pipeline.run_aggregate."""
 
 from vtrial.config import load_study
+from vtrial.design import summary_tables
 from vtrial.pipeline import SUMMARY_TABLES, run_aggregate, setup_logging
+from vtrial.success import table_names
 
 # Dask starts worker processes with "spawn", which re-imports this script: guard it.
 if __name__ == "__main__":
     sm = snakemake  # type: ignore[name-defined]  # noqa: F821 - injected by Snakemake
     setup_logging(sm.log[0])
+    study = load_study(sm.params.study, overrides=sm.params.overrides)
     run_aggregate(
-        load_study(sm.params.study, overrides=sm.params.overrides),
+        study,
         list(sm.input.patients),
         list(sm.input.bands),
-        {name: sm.output[name] for name in SUMMARY_TABLES},
+        {
+            name: sm.output[name]
+            for name in (*SUMMARY_TABLES, *summary_tables(study), *table_names(study.data))
+        },
+        population=sm.input.get("population"),
     )

@@ -7,4 +7,8 @@ from vtrial.pipeline import run_sample_population, setup_logging
 if __name__ == "__main__":
     sm = snakemake  # type: ignore[name-defined]  # noqa: F821 - injected by Snakemake
     setup_logging(sm.log[0])
-    run_sample_population(load_study(sm.params.study, overrides=sm.params.overrides), sm.output[0])
+    run_sample_population(
+        load_study(sm.params.study, overrides=sm.params.overrides),
+        sm.output.population,
+        summary=sm.output.summary,
+    )

@@ -16,4 +16,5 @@ if __name__ == "__main__":
         sm.output.bands,
         threads=sm.threads,
         out_observations=sm.output.get("observations"),  # only with outputs.observations
+        out_doses=sm.output.get("doses"),  # only with dose modification or adherence
     )
