@@ -34,8 +34,10 @@ run: setup
 	@$(BIN)/vtrial describe \
 		$$($(BIN)/python -c "from vtrial.config import load_study; print('results/' + load_study('$(STUDY)').name)")
 
+# two test processes (one per core): most of a cold run is compiling each test model's
+# kernel once (numba), which parallelises; a test file's tests stay in one process
 test: setup
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(CORES) --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check .

@@ -102,10 +102,9 @@ def test_reduce_then_discontinue_after_two_reductions(tmp_path: Path) -> None:
 def test_hold_until_recovery_delays_the_schedule(tmp_path: Path) -> None:
     """ANC < 1.5 until 400 h: held at 0, 168 and 336 h, given at 504 h; the later
     doses move by the same 504 h (a cycle delay)."""
-    rules = {
-        "decide_at": "doses",
-        "rules": [{"when": "ANC < 1.5", "action": "hold", "recheck": 168, "max_hold": 504}],
-    }
+    # the rules of the reduction test (one compiled kernel): at 100 mg ANC stays >= 1
+    # (grade <= 2), so only the hold acts
+    rules = copy.deepcopy(REDUCE_RULES)
     d = study_data(tmp_path, {"regimen": {**Q3W, "dose": 100}, "modification": rules})
     d["simulation"]["end"] = 2100
     patients, doses = treated(d)
@@ -119,6 +118,7 @@ def test_hold_until_recovery_delays_the_schedule(tmp_path: Path) -> None:
     assert p["n_holds"] == 1
     assert p["hours_held"] == 504.0
     assert np.isnan(p["time_discontinued"])
+    assert p["n_reductions"] == 0
     # a maximum hold of 336 h is exceeded by the third re-check: discontinued at 336 h
     rules["rules"][0]["max_hold"] = 336
     d = study_data(tmp_path, {"regimen": {**Q3W, "dose": 100}, "modification": rules})

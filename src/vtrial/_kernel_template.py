@@ -69,7 +69,8 @@ def _decide(a, t, o, wmin, wmax, omin, omax, eps, st, act):  # pragma: no cover 
     ``o``: outputs now; ``wmin``/``wmax``: their extremes since the last decision;
     ``omin``/``omax``: since the start; ``eps``: standard normals of the assay errors;
     ``st``: level index, reductions, holds, hours held at this decision, current dose.
-    Writes ``act`` = (action, hold delay, levels, maximum hold, rule number).
+    Writes ``act[0]`` = 1 if a rule matched (0 otherwise) and ``act[4]`` = its number;
+    the rule's action and numbers are data (``rule_par``).
     """
     act[0] = 0.0
 
@@ -616,6 +617,7 @@ def _simulate_one(
     ev_pair,
     levels,
     start_level,
+    rule_par,
     adh,
     jit,
     meas_eps,
@@ -839,11 +841,17 @@ def _simulate_one(
                     act[0] = ACT_NONE
                 else:
                     _decide(a, t, otmp, wmin, wmax, omin[i], omax[i], meas_eps[i, k_eps], st, act)
-                code = int(act[0])
-                if code == ACT_HOLD and st[3] + act[1] > act[3]:
-                    code = ACT_DISCONTINUE  # the longest hold allowed would be exceeded
+                code = ACT_NONE
+                delay = 0.0
+                step = 1
+                if act[0] > 0.0:  # rule number act[4] matched: its action is data
+                    rule = int(act[4])
+                    code = int(rule_par[a, rule, 0])
+                    delay = rule_par[a, rule, 1]
+                    step = int(rule_par[a, rule, 2])
+                    if code == ACT_HOLD and st[3] + delay > rule_par[a, rule, 3]:
+                        code = ACT_DISCONTINUE  # the longest hold allowed would be exceeded
                 if code == ACT_HOLD:
-                    delay = act[1]
                     if not held_before:
                         st[2] += 1.0
                     held_before = True
@@ -857,7 +865,6 @@ def _simulate_one(
                     _sort_events(ei, et, ek, ea, eo, en, eadm)
                     break  # the decision comes back after the delay
                 if code in (ACT_REDUCE, ACT_ESCALATE):
-                    step = int(act[2])
                     lv = int(st[0]) + (step if code == ACT_ESCALATE else -step)
                     lv = min(max(lv, 0), n_levels_a(levels, a) - 1)
                     if code == ACT_REDUCE and lv < int(st[0]):
@@ -1256,6 +1263,7 @@ def simulate_batch(
     ev_pair,
     levels,
     start_level,
+    rule_par,
     adh,
     jit,
     meas_eps,
@@ -1319,6 +1327,7 @@ def simulate_batch(
                 ev_pair,
                 levels,
                 start_level,
+                rule_par,
                 adh,
                 jit,
                 meas_eps,

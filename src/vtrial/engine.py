@@ -403,19 +403,21 @@ def run_kernel(
     n_out = (n_probe, len(monitors), n_store, len(store_out))
     if not bad.any():
         # the kernel writes every element of its outputs: no fill, no copy
-        res = _result(n, no, n_out, store_dtype, np.empty)
+        res = _result(n, no, n_out, np.float64, np.empty)
         sub = res
     else:
-        res = _result(n, no, n_out, store_dtype, _nan_full)
+        res = _result(n, no, n_out, np.float64, _nan_full)
         res.status[bad] = 4
         if run.size == 0:
+            res.store = res.store.astype(store_dtype)
             return res
-        sub = _result(run.size, no, n_out, store_dtype, np.empty)
+        sub = _result(run.size, no, n_out, np.float64, np.empty)
     na = events.n.size
     if rules is not None:
-        levels, start_level = rules.levels, rules.start_level
+        levels, start_level, rule_par = rules.levels, rules.start_level, rules.params
     else:
         levels, start_level = np.full((na, 1), np.nan), np.full(na, -1, dtype=np.int64)
+        rule_par = np.zeros((na, 1, 4))
     slot = events.slot if events.slot is not None else np.full(events.kind.shape, -1)
     pair = events.pair if events.pair is not None else np.full(events.kind.shape, -1)
     n_slots = max(events.n_slots, 1) if (ledger or adherence is not None) else 0
@@ -460,6 +462,7 @@ def run_kernel(
             np.ascontiguousarray(pair, dtype=np.int64),
             np.ascontiguousarray(levels, dtype=np.float64),
             np.ascontiguousarray(start_level, dtype=np.int64),
+            np.ascontiguousarray(rule_par, dtype=np.float64),
             np.ascontiguousarray(adh[run]),
             np.ascontiguousarray(jit[run]),
             np.ascontiguousarray(eps[run]),
@@ -503,6 +506,10 @@ def run_kernel(
     if ledger:
         res.ledger = led
         res.dose_summary = dsum
+    # the kernel always stores float64 (one compiled specialisation per model whatever
+    # the caller wants); files keep float32
+    if res.store.dtype != store_dtype:
+        res.store = res.store.astype(store_dtype)
     return res
 
 

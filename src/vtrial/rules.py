@@ -91,6 +91,9 @@ class RuleProgram:
         Decision times (h) of each arm.
     measured : list of (output, kind, sd)
         Outputs measured with assay error, in the order of the kernel's ``eps``.
+    params : ndarray, shape (n_arms, R, 4)
+        Per arm and rule: action code (:data:`ACTIONS`), recheck delay (h), levels
+        moved, maximum hold (h).
     """
 
     source: str
@@ -98,6 +101,7 @@ class RuleProgram:
     start_level: np.ndarray
     decisions: list[list[float]]
     measured: list[tuple[str, str, float]]
+    params: np.ndarray
 
 
 def decision_times(spec: Mapping[str, Any], regimen: Any, end: float) -> list[float]:
@@ -144,6 +148,7 @@ def rule_problems(study: Study) -> list[tuple[str, str]]:
     outs, graded = _names(study)
     known = [*outs, *(f"grade_{e}" for e in graded), *(f"max_grade_{e}" for e in graded)]
     known += [*_COUNTERS, "t"]
+    measured_as: dict[str, tuple[int, tuple[str, float]]] = {}
     for i, arm in enumerate(study.data["arms"]):
         mod = arm.get("modification")
         where = f"arms[{i}].modification"
@@ -172,10 +177,20 @@ def rule_problems(study: Study) -> list[tuple[str, str]]:
                     )
                 if len(set(levels)) != len(levels):
                     problems.append((f"{where}.levels", f"repeats a level: {levels}"))
-            for out in mod.get("measure") or {}:
+            for out, err in (mod.get("measure") or {}).items():
                 if out not in outs:
                     problems.append(
                         (f"{where}.measure.{out}", f"not a model output {sorted(outs)}")
+                    )
+                first = measured_as.setdefault(out, (i, _error(err)))
+                if first[1] != _error(err):
+                    problems.append(
+                        (
+                            f"{where}.measure.{out}",
+                            f"must be the same assay error in every arm: arms[{first[0]}] "
+                            f"has {first[1][0]} {first[1][1]:g}, got {_error(err)[0]} "
+                            f"{_error(err)[1]:g}",
+                        )
                     )
             for j, rule in enumerate(mod["rules"]):
                 rw = f"{where}.rules[{j}]"
@@ -245,15 +260,16 @@ def rules_source(study: Study) -> str | None:
         for out, j in outs.items():
             names[out] = f"o[{j}]"
         for out, err in (mod.get("measure") or {}).items():
-            kind, sd = _error(err)
+            kind, _ = _error(err)
             k = meas_index[out]
             val = f"o[{outs[out]}]"
+            # eps arrives scaled by the error's sd (assay_normals): the sd is data
             if kind == "additive":
-                text = f"{val} + {sd!r} * eps[{k}]"
+                text = f"{val} + eps[{k}]"
             elif kind == "proportional":
-                text = f"{val} * (1.0 + {sd!r} * eps[{k}])"
+                text = f"{val} * (1.0 + eps[{k}])"
             else:
-                text = f"{val} * math.exp({sd!r} * eps[{k}])"
+                text = f"{val} * math.exp(eps[{k}])"
             lines.append(f"{ind * 2}m_{a}_{out} = {text}")
             names[out] = f"m_{a}_{out}"
         for ev in graded:
@@ -263,16 +279,11 @@ def rules_source(study: Study) -> str | None:
             expr = parse_expression(
                 rule["when"], where=f"arms[{a}].rules[{r}]", known_names=list(names), boolean=True
             )
-            code = ACTIONS[rule["action"]]
-            delay = float(rule.get("recheck", 0.0))
-            by = float(rule.get("by", 1))
-            max_hold = float(rule.get("max_hold", _NO_LIMIT))
+            # only the conditions are code: the action and its numbers are data
+            # (RuleProgram.params), so studies that differ in them share a kernel
             lines += [
                 f"{ind * 2}if {to_source(expr, names)}:",
-                f"{ind * 3}act[0] = {float(code)!r}",
-                f"{ind * 3}act[1] = {delay!r}",
-                f"{ind * 3}act[2] = {by!r}",
-                f"{ind * 3}act[3] = {max_hold!r}",
+                f"{ind * 3}act[0] = 1.0",
                 f"{ind * 3}act[4] = {float(r)!r}",
                 f"{ind * 3}return",
             ]
@@ -303,25 +314,38 @@ def rule_program(study: Study) -> RuleProgram | None:
     width = max([1, *(len((a.get("modification") or {}).get("levels") or []) for a in arms)])
     levels = np.full((len(arms), width), np.nan)
     start = np.full(len(arms), -1, dtype=np.int64)
+    n_rules = max(len((a.get("modification") or {}).get("rules") or []) for a in arms)
+    params = np.zeros((len(arms), n_rules, 4))
     decisions: list[list[float]] = []
     for a, arm in enumerate(arms):
         mod = arm.get("modification")
         if not mod:
             decisions.append([])
             continue
+        for r, rule in enumerate(mod["rules"]):
+            params[a, r] = (
+                ACTIONS[rule["action"]],
+                float(rule.get("recheck", 0.0)),
+                float(rule.get("by", 1)),
+                float(rule.get("max_hold", _NO_LIMIT)),
+            )
         decisions.append(decision_times(mod, arm["regimen"], end))
         lv = mod.get("levels")
         if lv:
             ordered = sorted(float(x) for x in lv)
             levels[a, : len(ordered)] = ordered
             start[a] = ordered.index(float(regimen_phases(arm["regimen"])[0].dose))
-    return RuleProgram(source, levels, start, decisions, _measured(study))
+    return RuleProgram(source, levels, start, decisions, _measured(study), params)
 
 
 def assay_normals(
     study: Study, program: RuleProgram | None, replicate: np.ndarray, patient_id: np.ndarray
 ) -> np.ndarray:
-    """Standard normals of the assay errors, shape (n, MAX_EVALUATIONS, n_measured)."""
+    """Assay errors: keyed standard normals times each measured output's ``sd``.
+
+    Shape (n, MAX_EVALUATIONS, n_measured); the kernel uses ``o + e`` (additive),
+    ``o (1 + e)`` (proportional) or ``o exp(e)`` (exponential).
+    """
     n = replicate.size
     k = len(program.measured) if program is not None else 0
     if k == 0:
@@ -331,7 +355,8 @@ def assay_normals(
         rows = np.flatnonzero(replicate == r)
         u = _rows(study.seed, "assay", int(r), patient_id[rows] - 1, MAX_EVALUATIONS * k)
         out[rows] = special.ndtri(u).reshape(rows.size, MAX_EVALUATIONS, k)
-    return out
+    sd = np.array([m[2] for m in program.measured]) if program is not None else np.ones(k)
+    return out * sd  # scaled by each output's assay sd (the kernel adds or multiplies)
 
 
 def adherence_arrays(
