@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from vtrial.rng import keyed_uniform_rows
+from vtrial.rng import patient_uniforms
 
 __all__ = ["drawn_grades", "event_uniforms", "probability_event_columns"]
 
@@ -47,20 +47,7 @@ def event_uniforms(
         ``keyed_uniforms(seed, f"ae:{event}", r, max_id, 1)[patient_id - 1, 0]`` for
         each patient, computed per replicate from the rows the patients need only.
     """
-    rep = np.asarray(replicate, dtype=np.int64)
-    pid = np.asarray(patient_id, dtype=np.int64)
-    if rep.shape != pid.shape or rep.ndim != 1:
-        raise ValueError(f"replicate and patient_id must be 1-D of one shape, got {rep.shape}")
-    if pid.size and pid.min() < 1:
-        raise ValueError(f"patient_id must be >= 1, got {int(pid.min())}")
-    u = np.empty(pid.size, dtype=np.float64)
-    for r in np.unique(rep):
-        sel = rep == r
-        ids = pid[sel]
-        lo, hi = int(ids.min()) - 1, int(ids.max())
-        block = keyed_uniform_rows(seed, f"ae:{event}", int(r), lo, hi, 1)[:, 0]
-        u[sel] = block[ids - 1 - lo]
-    return u
+    return patient_uniforms(seed, f"ae:{event}", replicate, patient_id)
 
 
 def drawn_grades(probabilities: npt.ArrayLike, u: npt.ArrayLike) -> npt.NDArray[np.int8]:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vtrial.rng import keyed_uniform_rows
+from vtrial.rng import patient_uniforms
 
 __all__ = [
     "HOURS_PER_YEAR",
@@ -201,40 +201,3 @@ def dropout_times(
     out = np.array(np.broadcast_to(t, np.broadcast_shapes(e.shape, c.shape, tau.shape)))
     out[out > end] = np.inf
     return out
-
-
-def patient_uniforms(
-    seed: int, purpose: str, replicate: npt.ArrayLike, patient_id: npt.ArrayLike
-) -> FloatArray:
-    """One keyed uniform per patient: row ``patient_id - 1`` of ``(seed, purpose, r)``.
-
-    Parameters
-    ----------
-    seed : int
-        Study seed.
-    purpose : str
-        Purpose of the stream (``"dropout"``, ``"tte:<endpoint>"``).
-    replicate, patient_id : array_like of int, shape (n,)
-        The patients (``patient_id`` 1-based within its replicate).
-
-    Returns
-    -------
-    ndarray, shape (n,)
-        ``keyed_uniforms(seed, purpose, r, max_id, 1)[patient_id - 1, 0]``, computed
-        per replicate from the rows the patients need only (so the same whatever
-        chunk a patient is simulated in).
-    """
-    rep = np.asarray(replicate, dtype=np.int64)
-    pid = np.asarray(patient_id, dtype=np.int64)
-    if rep.shape != pid.shape or rep.ndim != 1:
-        raise ValueError(f"replicate and patient_id must be 1-D of one shape, got {rep.shape}")
-    if pid.size and pid.min() < 1:
-        raise ValueError(f"patient_id must be >= 1, got {int(pid.min())}")
-    u = np.empty(pid.size, dtype=np.float64)
-    for r in np.unique(rep):
-        sel = rep == r
-        ids = pid[sel]
-        lo, hi = int(ids.min()) - 1, int(ids.max())
-        block = keyed_uniform_rows(seed, purpose, int(r), lo, hi, 1)[:, 0]
-        u[sel] = block[ids - 1 - lo]
-    return u

@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from vtrial.dropout import PURPOSE, Hazard, dropout_times, patient_uniforms
+from vtrial.dropout import PURPOSE, Hazard, dropout_times
 from vtrial.engine import Monitor
 from vtrial.models import PK_CONCENTRATION, Model
 from vtrial.recist import (
@@ -44,6 +44,7 @@ from vtrial.recist import (
     visit_responses,
 )
 from vtrial.residual import ErrorModel, observe_patients, patient_normals
+from vtrial.rng import patient_uniforms
 
 if TYPE_CHECKING:
     from vtrial.config import Study

@@ -17,6 +17,7 @@ import hashlib
 from typing import cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 def purpose_code(purpose: str) -> int:
@@ -76,3 +77,43 @@ def keyed_uniform_rows(
     cast(np.random.Philox, gen.bit_generator).advance(skip)
     u = gen.random(offset + (stop - start) * k)[offset:].reshape(stop - start, k)
     return np.where(u == 0.0, np.finfo(np.float64).tiny, u)
+
+
+def patient_uniforms(
+    seed: int, purpose: str, replicate: ArrayLike, patient_id: ArrayLike, k: int | None = None
+) -> np.ndarray:
+    """Keyed uniforms of given patients, possibly from several replicates.
+
+    Row ``i`` is row ``patient_id[i] - 1`` of ``keyed_uniforms(seed, purpose,
+    replicate[i], ...)``: the same whatever other patients are asked for with it
+    (chunks, shards), computed from the rows the patients need only.
+
+    Parameters
+    ----------
+    seed : int
+    purpose : str
+    replicate, patient_id : array_like of int, shape (n,)
+        The patients (``patient_id`` 1-based within its replicate).
+    k : int, optional
+        Uniforms per patient; ``None`` gives shape (n,), otherwise (n, k).
+
+    Examples
+    --------
+    >>> u = patient_uniforms(1, "x", [0, 0, 1], [3, 1, 2])
+    >>> bool(u[0] == keyed_uniforms(1, "x", 0, 3)[2, 0])
+    True
+    """
+    rep = np.asarray(replicate, dtype=np.int64)
+    pid = np.asarray(patient_id, dtype=np.int64)
+    if rep.shape != pid.shape or rep.ndim != 1:
+        raise ValueError(f"replicate and patient_id must be 1-D of one shape, got {rep.shape}")
+    if pid.size and pid.min() < 1:
+        raise ValueError(f"patient_id must be >= 1, got {int(pid.min())}")
+    width = 1 if k is None else int(k)
+    out = np.empty((pid.size, width), dtype=np.float64)
+    for r in np.unique(rep):
+        sel = rep == r
+        ids = pid[sel]
+        lo, hi = int(ids.min()) - 1, int(ids.max())
+        out[sel] = keyed_uniform_rows(seed, purpose, int(r), lo, hi, width)[ids - 1 - lo]
+    return out[:, 0] if k is None else out

@@ -43,7 +43,7 @@ from scipy import special
 from vtrial.dosing import EV_ORAL, EventTable, regimen_phases
 from vtrial.errors import ExpressionError
 from vtrial.expressions import parse_expression, to_source
-from vtrial.rng import keyed_uniform_rows
+from vtrial.rng import patient_uniforms
 
 if TYPE_CHECKING:
     from vtrial.config import Study
@@ -351,10 +351,8 @@ def assay_normals(
     if k == 0:
         return np.zeros((n, 1, 0))
     out = np.empty((n, MAX_EVALUATIONS, k))
-    for r in np.unique(replicate):
-        rows = np.flatnonzero(replicate == r)
-        u = _rows(study.seed, "assay", int(r), patient_id[rows] - 1, MAX_EVALUATIONS * k)
-        out[rows] = special.ndtri(u).reshape(rows.size, MAX_EVALUATIONS, k)
+    u = patient_uniforms(study.seed, "assay", replicate, patient_id, MAX_EVALUATIONS * k)
+    out[:] = special.ndtri(u).reshape(n, MAX_EVALUATIONS, k)
     sd = np.array([m[2] for m in program.measured]) if program is not None else np.ones(k)
     return out * sd  # scaled by each output's assay sd (the kernel adds or multiplies)
 
@@ -378,13 +376,8 @@ def adherence_arrays(
     slots = max(events.n_slots, 1)
     mult = np.ones((n, slots))
     jitter = np.zeros((n, slots))
-    u_miss = np.empty((n, slots))
-    z_jit = np.empty((n, slots))
-    for r in np.unique(replicate):
-        rows = np.flatnonzero(replicate == r)
-        ids = patient_id[rows] - 1
-        u_miss[rows] = _rows(study.seed, "adherence", int(r), ids, slots)
-        z_jit[rows] = special.ndtri(_rows(study.seed, "jitter", int(r), ids, slots))
+    u_miss = patient_uniforms(study.seed, "adherence", replicate, patient_id, slots)
+    z_jit = special.ndtri(patient_uniforms(study.seed, "jitter", replicate, patient_id, slots))
     assert events.slot is not None
     for a, arm in enumerate(arms):
         adh = arm.get("adherence")
@@ -413,14 +406,6 @@ def adherence_arrays(
         mult[rows] = m
         jitter[rows] = jit
     return mult, jitter
-
-
-def _rows(seed: int, purpose: str, replicate: int, index: np.ndarray, k: int) -> np.ndarray:
-    """Keyed uniforms of patients ``index`` (0-based) of a replicate, shape (len, k)."""
-    if index.size == 0:
-        return np.zeros((0, k))
-    lo, hi = int(index.min()), int(index.max()) + 1
-    return keyed_uniform_rows(seed, purpose, replicate, lo, hi, k)[index - lo]
 
 
 def _missed(adh: Mapping[str, Any], u: np.ndarray) -> np.ndarray:
