@@ -461,8 +461,10 @@ def test_snakemake_sigterm_then_sigkill_resumes(
     f = interrupted["fault4"]
     assert not f["manifest"]  # the run was stopped before its end
     assert f["running"]
-    assert f["resume"]["shards"] == f["running"]
-    assert f["resume"]["jobs"]["simulate"] == len(f["running"])
+    # a job running at the SIGTERM may still finish within the grace period (Snakemake
+    # lets running jobs end): the resume reruns those that did not finish, nothing else
+    assert f["resume"]["shards"] <= f["running"]
+    assert f["resume"]["jobs"].get("simulate", 0) == len(f["resume"]["shards"])
     assert "sample_population" not in f["resume"]["jobs"]
     results = interrupted["results"]
     assert content_hashes(results) == reference["hashes"]
