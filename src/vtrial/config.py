@@ -173,7 +173,11 @@ class Study:
         return [occasion_starts(ph, iov["occasions"]) for ph in self.arm_phases()]
 
     def events(self) -> EventTable:
-        """Dose, trough-marker, occasion and decision events of every arm."""
+        """Dose, trough-marker, occasion and decision events of every arm (built once)."""
+        return self._events
+
+    @cached_property
+    def _events(self) -> EventTable:
         program = self.rule_program
         decisions = program.decisions if program is not None else None
         return event_table(self.arm_phases(), self.arm_occasions(), decisions)

@@ -428,10 +428,9 @@ def run_kernel(
     else:
         adh = jit = np.zeros((n, 0))
     eps = np.zeros((n, 1, 0)) if assay is None else np.ascontiguousarray(assay, dtype=np.float64)
-    led = np.zeros((n, n_slots if ledger else 0, 4))
+    # n_slots is 0 unless a ledger is asked for or adherence needs the slots
+    led = np.zeros((n, n_slots, 4))
     dsum = np.zeros((n, 5 if ledger else 0))
-    if not ledger and adherence is not None:
-        led = np.zeros((n, n_slots, 4))  # the kernel needs slots to apply adherence
     kern = load_kernel(model, rules.source if rules is not None else None)
     sub_led = led if sub is res else np.ascontiguousarray(led[run])
     sub_dsum = dsum if sub is res else np.ascontiguousarray(dsum[run])
@@ -501,8 +500,8 @@ def run_kernel(
             getattr(res, name)[run] = getattr(sub, name)
         led[run] = sub_led
         dsum[run] = sub_dsum
-        led[~np.isin(np.arange(n), run)] = np.nan
-        dsum[~np.isin(np.arange(n), run)] = np.nan
+        led[bad] = np.nan
+        dsum[bad] = np.nan
     if ledger:
         res.ledger = led
         res.dose_summary = dsum
