@@ -217,8 +217,12 @@ def test_markov_adherence_runs(tmp_path: Path) -> None:
     # stationary share p / (p + 1 - stay) and mean holiday length 1 / (1 - stay)
     pi = 0.05 / (0.05 + 0.4)
     assert abs(missed.mean() - pi) < 4 * np.sqrt(pi * (1 - pi) / missed.size) * 3
-    runs = np.diff(np.flatnonzero(np.diff(np.concatenate([[0], missed[0], [0]]))))[::2]
-    assert runs.size > 0
+    # holidays last 1 / (1 - stay) = 2.5 doses on average (geometric, SD sqrt(stay) / 0.4)
+    runs = np.concatenate(
+        [np.diff(np.flatnonzero(np.diff(np.r_[0, row.astype(int), 0])))[::2] for row in missed]
+    )
+    se = np.sqrt(0.6) / 0.4 / np.sqrt(runs.size)
+    assert abs(runs.mean() - 2.5) < 4 * se, (runs.mean(), runs.size)
 
 
 def test_decision_times() -> None:
