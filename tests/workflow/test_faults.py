@@ -17,6 +17,7 @@ Also: ``vtrial verify --recompute`` and Snakemake's rerun triggers (dry runs). F
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -272,6 +273,7 @@ class Run:
 
     def __init__(self, workdir: Path, study: Path, label: str, *extra: str) -> None:
         self.log = workdir / f"snakemake-{label}.log"
+        self.workdir = workdir
         self.results = workdir / "results" / "small"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.log, "w") as out:
@@ -287,12 +289,23 @@ class Run:
         return self.log.read_text()
 
     def progress(self) -> tuple[set[str], set[str]]:
-        """Shards whose simulate job Snakemake recorded as done, and those running."""
+        """Shards whose simulate job Snakemake recorded as done, and those running.
+
+        A job counts as running once Snakemake has marked its outputs incomplete: it
+        prints ``Job N: ...`` and starts the job *before* it writes that mark, and a run
+        stopped in between leaves a job that no resume can know about.
+        """
         text = self.text()
         jobs = dict(re.findall(r"Job (\d+): Simulating shard (part-\d{5})", text))
         finished = set(re.findall(r"Finished jobid: (\d+) \(Rule: simulate\)", text))
         done = {s for j, s in jobs.items() if j in finished}
-        return done, set(jobs.values()) - done
+        marked = incomplete_outputs(self.workdir)
+        running = {
+            s
+            for s in set(jobs.values()) - done
+            if any(k.endswith(f"patients/{s}.parquet") for k in marked)
+        }
+        return done, running
 
     def wait_running(self, *, after_done: bool) -> tuple[set[str], set[str]]:
         """Wait until a shard is being simulated (and, ``after_done``, one is done)."""
@@ -320,6 +333,23 @@ class Run:
                 return True
             time.sleep(0.05)
         return False
+
+
+def incomplete_outputs(workdir: Path) -> set[str]:
+    """Outputs Snakemake has marked incomplete (job started, not recorded as finished).
+
+    Its file backend keeps one file per output under ``.snakemake/incomplete``, named
+    by the url-safe base64 of the path (split into ``@``-prefixed folders when long).
+    """
+    folder = workdir / ".snakemake" / "incomplete"
+    keys = set()
+    for path in folder.rglob("*") if folder.exists() else ():
+        if path.is_file() and path.name != "migration_underway":
+            parts = path.relative_to(folder).parts
+            code = "".join(p.removeprefix("@") for p in parts)
+            with contextlib.suppress(ValueError):
+                keys.add(base64.urlsafe_b64decode(code).decode())
+    return keys
 
 
 def unlock_if_locked(workdir: Path, study: Path) -> bool:
