@@ -17,6 +17,7 @@ import pytest
         "vtrial.recist",
         "vtrial.adverse",
         "vtrial.dosing",
+        "vtrial.progress",
     ],
 )
 def test_docstring_examples(module: str) -> None:

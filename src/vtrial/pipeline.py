@@ -43,6 +43,7 @@ from vtrial.io import (
 from vtrial.parallel import client_memory_limit, dask_client, worker_memory_limit
 from vtrial.popsummary import acceptance_record, population_summary
 from vtrial.population import sample_population
+from vtrial.progress import Progress
 from vtrial.success import success_tables
 from vtrial.trial import OBSERVATION_COLUMNS, bands_table, simulate_chunk, simulate_patients
 
@@ -325,12 +326,20 @@ def run_simulate(
             check_chunk_memory(
                 study, shard, largest, client_memory_limit(client), where="connected workers"
             )
+            from distributed import as_completed
+
             futures = [
                 client.submit(_simulate_chunk, study, rows.iloc[a:b], pure=False) for a, b in bounds
             ]
-            for k, fut in enumerate(futures):
-                parts.append(_chunk_result(fut, study, shard, k, bounds, start))
-                log.info("chunk %d/%d done (%d patients)", k + 1, len(futures), len(parts[-1][0]))
+            index = {fut.key: k for k, fut in enumerate(futures)}
+            results: dict[int, Any] = {}
+            progress = Progress(len(rows), label=f"shard {shard}", logger=log)
+            with progress.shown():
+                for fut in as_completed(futures):  # chunks in the order they finish
+                    k = index[fut.key]
+                    results[k] = _chunk_result(fut, study, shard, k, bounds, start)
+                    progress.update(len(results[k][0]))
+            parts = [results[k] for k in range(len(bounds))]  # patient order
     patients = pd.concat([x[0] for x in parts], ignore_index=True)
     timecourse = pd.concat([x[1] for x in parts], ignore_index=True)
     bands = sketch.merge([x[2] for x in parts])

@@ -4,6 +4,7 @@ across execution layouts, and refusal of a bad study before any compute."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -221,6 +222,21 @@ def test_bit_identical_across_layouts(runs: dict[str, Path]) -> None:
         a = pd.read_parquet(runs["a"] / "summary" / f"{name}.parquet")
         b = pd.read_parquet(runs["b"] / "summary" / f"{name}.parquet")
         pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_simulate_logs_progress(runs: dict[str, Path]) -> None:
+    """Every simulate job logs its progress; the last line counts all its patients (the
+    chunks finish in any order, the tables above are in patient order regardless)."""
+    for label in ("a", "b"):
+        logs = sorted((runs[label] / "logs" / "simulate").glob("part-*.log"))
+        total = 0
+        for k, path in enumerate(logs):
+            n = len(pd.read_parquet(runs[label] / "patients" / f"part-{k:05d}.parquet"))
+            lines = re.findall(rf"shard {k}: (\d+)/{n} patients \(([\d.]+) %\)", path.read_text())
+            assert lines, path
+            assert lines[-1] == (str(n), "100.0"), (path, lines)
+            total += n
+        assert total == len(pd.read_parquet(runs[label] / "patients"))
 
 
 def _free_port() -> int:

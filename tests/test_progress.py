@@ -1,0 +1,60 @@
+"""Progress of a simulate job (vtrial.progress): counts, rate, throttled log lines, bar."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+
+from vtrial.progress import Progress
+
+
+def clock_at(times: list[float]):  # type: ignore[no-untyped-def]
+    it = iter(times)
+    return lambda: next(it)
+
+
+def test_lines_throttled_and_last_always_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Chunks at t = 1, 3, 12, 13, 30 s of 10 patients each, every = 10 s: lines at
+    t = 12 (10 s after the start) and for the last chunk, with the exact counts/rates."""
+    logger = logging.getLogger("vtrial.test_progress")
+    p = Progress(
+        50,
+        label="shard 2",
+        logger=logger,
+        every=10.0,
+        clock=clock_at([0, 1, 3, 12, 13, 30]),
+        bar=False,
+    )
+    with caplog.at_level(logging.INFO, logger="vtrial.test_progress"):
+        for _ in range(5):
+            p.update(10)
+    assert p.done == 50
+    assert p.lines == [
+        "shard 2: 30/50 patients (60.0 %), 2 patients/s, about 8 s left",
+        "shard 2: 50/50 patients (100.0 %), 2 patients/s, about 0 s left",
+    ]
+    assert [r.getMessage() for r in caplog.records] == p.lines
+
+
+def test_empty_and_invalid_totals() -> None:
+    logger = logging.getLogger("vtrial.test_progress")
+    p = Progress(0, label="s", logger=logger, clock=clock_at([0, 1]), bar=False)
+    p.update(0)
+    assert p.lines == ["s: 0/0 patients (100.0 %), 0 patients/s, about 0 s left"]
+    with pytest.raises(ValueError, match="total must be >= 0, got -1"):
+        Progress(-1, label="s", logger=logger, bar=False)
+
+
+def test_bar_drawn_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    """With ``bar=True`` a tqdm bar on stderr ends at total/total; log lines printed
+    through the package's stderr handler inside ``shown()`` do not garble it."""
+    logger = logging.getLogger("vtrial.test_progress_bar")
+    p = Progress(20, label="shard 0", logger=logger, bar=True)
+    with p.shown():
+        p.update(5)
+        p.update(15)
+    err = capsys.readouterr().err
+    assert re.search(r"shard 0: 100%.*20/20", err), err
+    assert p._bar is None  # closed
