@@ -860,6 +860,16 @@ DEFAULT_CASES = [
         id="exposure-unknown-output",
     ),
     pytest.param(
+        {"exposure.target": {"cmax": [4, 1]}},
+        ["exposure.target.cmax", "must be [low, high] with low < high", "got [4, 1]"],
+        id="exposure-target-reversed",
+    ),
+    pytest.param(
+        {"exposure.target": {"ctrough": [1, 2]}},
+        ["exposure.target", "ctrough"],
+        id="exposure-target-unknown-metric",
+    ),
+    pytest.param(
         {"adverse_events.neutropenia.output": "NEUT"},
         ["adverse_events.neutropenia.output", "not a model output", "got 'NEUT'"],
         id="ae-unknown-output",

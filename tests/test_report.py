@@ -477,6 +477,35 @@ def test_make_report_all_figures(
     assert sorted(p.name for p in outdir.iterdir()) == sorted(EXPECTED)
 
 
+def test_make_report_passes_exposure_targets(
+    tables: dict[str, pd.DataFrame],
+    patients: pd.DataFrame,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``targets`` reaches the exposure plot of its metric only."""
+    seen: dict[str, object] = {}
+    real = report.plot_exposure
+
+    def spy(df, metric, **kw):  # type: ignore[no-untyped-def]
+        seen[metric] = kw.get("target")
+        return real(df, metric, **kw)
+
+    monkeypatch.setattr(report, "plot_exposure", spy)
+    report.make_report(
+        tables,
+        patients,
+        outdir=tmp_path,
+        arms=ARMS,
+        control="placebo",
+        units=UNITS,
+        events=EVENTS,
+        exposure_unit="mg/L",
+        targets={"cmax": (1.0, 4.0)},
+    )
+    assert seen == {"cmax": (1.0, 4.0), "auc": None}
+
+
 def test_make_report_is_deterministic_and_replaces(
     tables: dict[str, pd.DataFrame], patients: pd.DataFrame, tmp_path: Path
 ) -> None:

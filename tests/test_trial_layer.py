@@ -455,6 +455,13 @@ def test_stages_write_success_tables_and_plots(missing: Sim, tmp_path: Path) -> 
     got = {p.name for p in paths}
     assert {"km_event.png", "km_half.png", "success.png", "forest.png"} <= got
     assert set(pipeline.report_files(study)) == got
+    groups = pipeline.report_groups(study)  # one caption per kind in the HTML report
+    assert [n for names in groups.values() for n in names] == pipeline.report_files(study)
+    assert groups["km"] == ["km_event.png", "km_half.png"]
+    assert groups["success"] == ["success.png"]
+    assert all(k in pipeline.PLOT_KINDS for k in groups)
+    for kind in groups:
+        assert (ROOT / "workflow" / "report" / f"plot_{kind}.rst").is_file()
     all_outputs = [part, band, *outputs.values(), *paths]
     pipeline.run_manifest(study, all_outputs, tmp_path / "manifest.json")
     assert verify(tmp_path) == []

@@ -188,6 +188,11 @@ class Study:
         return rule_program(self)
 
     @property
+    def exposure_targets(self) -> dict[str, list[float]]:
+        """``exposure.target``: metric (``cmax``, ``auc``) -> ``[low, high]``."""
+        return dict(self.data["exposure"].get("target", {}))
+
+    @property
     def has_dose_ledger(self) -> bool:
         """True if an arm declares dose modification or adherence (doses/ output)."""
         return any(a.get("modification") or a.get("adherence") for a in self.data["arms"])
@@ -289,6 +294,27 @@ class Study:
         """Endpoint name -> ``"continuous"``, ``"binary"`` (responders),
         ``"categorical"`` (``best_response``) or ``"time_to_event"``."""
         return {k: endpoint_kind(v) for k, v in self.data["endpoints"].items()}
+
+    def endpoint_units(self) -> dict[str, str]:
+        """Endpoint name -> unit of its patient-table value: ``%`` for a percent
+        change, the output's unit for a value, change, minimum or maximum, the output's
+        unit times ``h`` for an ``auec``, ``h`` for a time to event, ``""`` for a
+        responder or a response category."""
+        units = self.model.output_units
+        out = {}
+        for name, ep in self.data["endpoints"].items():
+            typ, unit = ep["type"], units.get(str(ep.get("output", "")), "")
+            if typ == "percent_change_from_baseline":
+                out[name] = "%"
+            elif typ == "auec":
+                out[name] = f"{unit}·h" if unit else "h"
+            elif typ == "time_to_event":
+                out[name] = "h"
+            elif typ in ("responder", "best_response"):
+                out[name] = ""
+            else:
+                out[name] = unit
+        return out
 
 
 def _non_finite(data: Any, path: list[Any]) -> list[tuple[str, float]]:
@@ -771,6 +797,12 @@ def _semantic_problems(
         exp_out = d["exposure"].get("output")
         if exp_out is not None and exp_out not in outputs:
             bad("exposure.output", f"not a model output {outputs}, got {exp_out!r}")
+        for metric, (low, high) in d["exposure"].get("target", {}).items():
+            if not low < high:
+                bad(
+                    f"exposure.target.{metric}",
+                    f"must be [low, high] with low < high, got {[low, high]}",
+                )
         for ev, spec in d["adverse_events"].items():
             where = f"adverse_events.{ev}"
             if "probabilities" in spec:  # grade drawn from model probabilities

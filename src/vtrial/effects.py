@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -165,6 +166,64 @@ def _spearman(x: np.ndarray, d: np.ndarray) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
+@dataclass(frozen=True)
+class PairedArms:
+    """The rows of a twin crossover patients table paired by patient.
+
+    Attributes
+    ----------
+    control : DataFrame
+        Control-arm rows indexed by (replicate, patient_id), sorted.
+    arms : dict
+        Every other arm -> (its rows in the order of `control`, boolean array: both
+        solves of the pair succeeded).
+    """
+
+    control: pd.DataFrame
+    arms: dict[str, tuple[pd.DataFrame, np.ndarray]]
+
+    def differences(self, arm: str, endpoint: str) -> tuple[np.ndarray, np.ndarray]:
+        """Individual effects ``d = y(arm) - y(control)`` of `endpoint` (float64, one
+        per patient, in the order of `control`) and which pairs are valid (both solves
+        succeeded, ``d`` finite)."""
+        trt, ok = self.arms[arm]
+        y_arm = trt[endpoint].to_numpy(dtype=np.float64, na_value=np.nan)
+        y_ctrl = self.control[endpoint].to_numpy(dtype=np.float64, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            d = y_arm - y_ctrl
+        return d, ok & np.isfinite(d)
+
+
+def paired_arms(patients: pd.DataFrame, *, arms: Sequence[str], control: str) -> PairedArms:
+    """Pair every arm's rows with the control arm's, patient by patient.
+
+    Raises
+    ------
+    DataError
+        If `control` is not one of `arms`, or an arm lacks (or repeats) a patient of
+        the control arm.
+    """
+    if control not in arms:
+        raise DataError(f"control arm {control!r} is not one of the arms {list(arms)}")
+    ctrl = patients[patients["arm"] == control].set_index(_KEYS).sort_index()
+    if not ctrl.index.is_unique:
+        raise DataError(f"patients: more than one row per patient in arm {control!r}")
+    ok_c = ctrl["solver_status"].to_numpy(dtype=object) == "ok"
+    out: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
+    for arm in arms:
+        if arm == control:
+            continue
+        trt = patients[patients["arm"] == arm].set_index(_KEYS)
+        if not trt.index.is_unique or len(trt) != len(ctrl) or not trt.index.isin(ctrl.index).all():
+            raise DataError(
+                f"patients: arm {arm!r} must have exactly one row for each of the "
+                f"{len(ctrl)} patients of the control arm {control!r}, got {len(trt)}"
+            )
+        trt = trt.reindex(ctrl.index)
+        out[arm] = (trt, ok_c & (trt["solver_status"].to_numpy(dtype=object) == "ok"))
+    return PairedArms(ctrl, out)
+
+
 def individual_effects(
     patients: pd.DataFrame,
     population: pd.DataFrame,
@@ -223,39 +282,21 @@ def individual_effects(
     DataError
         If a patient lacks a row for an arm, or `control` is not one of `arms`.
     """
-    if control not in arms:
-        raise DataError(f"control arm {control!r} is not one of the arms {list(arms)}")
-    ctrl = patients[patients["arm"] == control].set_index(_KEYS).sort_index()
-    if not ctrl.index.is_unique:
-        raise DataError(f"patients: more than one row per patient in arm {control!r}")
+    pairs = paired_arms(patients, arms=arms, control=control)
+    ctrl = pairs.control
     pop = population.drop_duplicates(_KEYS).set_index(_KEYS).reindex(ctrl.index)
     reg_terms, only_terms = covariate_terms(pop.reset_index(), covariates, derived)
     replicate = ctrl.index.get_level_values("replicate").to_numpy()
     reps = [int(r) for r in np.unique(replicate)]
     groups: list[tuple[int | None, np.ndarray]] = [(r, replicate == r) for r in reps]
     groups.append((None, np.ones(replicate.size, dtype=bool)))
-    ok_c = ctrl["solver_status"].to_numpy(dtype=object) == "ok"
     eff_rows: list[dict[str, Any]] = []
     pred_rows: list[dict[str, Any]] = []
     names = [k for k in endpoints if kinds.get(k) in ("continuous", "binary")]
-    for arm in arms:
-        if arm == control:
-            continue
-        trt = patients[patients["arm"] == arm].set_index(_KEYS)
-        if not trt.index.is_unique or len(trt) != len(ctrl) or not trt.index.isin(ctrl.index).all():
-            raise DataError(
-                f"patients: arm {arm!r} must have exactly one row for each of the "
-                f"{len(ctrl)} patients of the control arm {control!r}, got {len(trt)}"
-            )
-        trt = trt.reindex(ctrl.index)
-        ok = ok_c & (trt["solver_status"].to_numpy(dtype=object) == "ok")
+    for arm in pairs.arms:
         for name in names:
             ep = endpoints[name]
-            y_arm = trt[name].to_numpy(dtype=np.float64, na_value=np.nan)
-            y_ctrl = ctrl[name].to_numpy(dtype=np.float64, na_value=np.nan)
-            with np.errstate(invalid="ignore"):
-                d_all = y_arm - y_ctrl
-            valid = ok & np.isfinite(d_all)
+            d_all, valid = pairs.differences(arm, name)
             for rep, member in groups:
                 use = member & valid
                 d = d_all[use]

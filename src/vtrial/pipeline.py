@@ -28,7 +28,7 @@ import pyarrow as pa
 from vtrial import sketch, stats
 from vtrial.config import Study, canonical_json
 from vtrial.covariates import input_files
-from vtrial.design import design_tables, population_rows
+from vtrial.design import design_tables, is_twin, population_rows
 from vtrial.errors import DataError, ResourceError
 from vtrial.io import (
     file_sha256,
@@ -465,7 +465,42 @@ def report_files(study: Study) -> list[str]:
     files += [f"km_{e}.png" for e in _tte_endpoints(study)]  # vtrial.trial_plots
     if study.data.get("success"):
         files.append("success.png")
+    files += [f"individual_effects_{e}.png" for e in _effect_endpoints(study)]
     return files
+
+
+#: kinds of report plots (file-name prefix -> title), in report order; each kind has its
+#: caption ``workflow/report/plot_<kind>.rst`` in the Snakemake HTML report
+PLOT_KINDS = {
+    "bands": "Time courses (percentile bands)",
+    "safety": "Adverse events by CTCAE grade",
+    "exposure": "Exposure distributions",
+    "forest": "Efficacy differences (forest plot)",
+    "exposure_response": "Exposure-response",
+    "km": "Kaplan-Meier curves",
+    "success": "Probability of success",
+    "individual_effects": "Individual treatment effects",
+}
+
+
+def report_groups(study: Study) -> dict[str, list[str]]:
+    """:func:`report_files` grouped by plot kind (:data:`PLOT_KINDS`, only kinds with a
+    file, in report order)."""
+    by_length = sorted(PLOT_KINDS, key=len, reverse=True)  # exposure_response first
+    groups: dict[str, list[str]] = {k: [] for k in PLOT_KINDS}
+    for name in report_files(study):
+        stem = name.removesuffix(".png")
+        kind = next(k for k in by_length if stem == k or stem.startswith(f"{k}_"))
+        groups[kind].append(name)
+    return {k: v for k, v in groups.items() if v}
+
+
+def _effect_endpoints(study: Study) -> list[str]:
+    """Endpoints with an individual-effects plot: continuous and responder endpoints of
+    a twin crossover study (vtrial.effects)."""
+    if not is_twin(study) or study.control_arm is None:
+        return []
+    return [k for k, v in study.endpoint_kinds().items() if v in ("continuous", "binary")]
 
 
 def _tte_endpoints(study: Study) -> list[str]:
@@ -483,7 +518,7 @@ def run_report(
 
     tables = {k: pd.read_parquet(v) for k, v in summary.items()}
     patients = read_parts(patient_parts)
-    units = study.model.output_units
+    units = {**study.model.output_units, **study.endpoint_units()}
     exp_out = study.data["exposure"].get("output") or "CP"
     paths = make_report(
         tables,
@@ -494,6 +529,7 @@ def run_report(
         units=units,
         events={e: f"ae_{e}_grade" for e in study.data["adverse_events"]},
         exposure_unit=units.get(exp_out, ""),
+        targets={k: (float(lo), float(hi)) for k, (lo, hi) in study.exposure_targets.items()},
     )
     from vtrial.trial_plots import trial_plots
 
@@ -504,6 +540,20 @@ def run_report(
         arms=study.arm_names,
         outdir=outdir,
     )
+    from vtrial.trial_plots import plot_individual_effects
+
+    for e in _effect_endpoints(study):
+        paths.append(
+            plot_individual_effects(
+                patients,
+                e,
+                arms=study.arm_names,
+                control=str(study.control_arm),
+                unit=units[e],
+                spec=study.data["endpoints"][e],
+                path=Path(outdir) / f"individual_effects_{e}.png",
+            )
+        )
     expected = {Path(outdir) / f for f in report_files(study)}
     missing = sorted(str(p) for p in expected - {Path(p) for p in paths})
     if missing:

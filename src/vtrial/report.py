@@ -1163,6 +1163,7 @@ def make_report(
     events: Mapping[str, str],
     exposure_unit: str,
     confidence: float = 0.95,
+    targets: Mapping[str, tuple[float, float]] | None = None,
 ) -> list[Path]:
     """Write every figure that applies to a study into `outdir`.
 
@@ -1207,6 +1208,8 @@ def make_report(
         in ``<unit>·h``).
     confidence : float, optional
         Confidence level of the intervals, default 0.95.
+    targets : mapping of str to (float, float), optional
+        Target range of an exposure metric (``cmax``, ``auc``), shaded in its plot.
 
     Returns
     -------
@@ -1288,6 +1291,7 @@ def make_report(
                 arms=arms,
                 unit=_exposure_metric_unit(metric, exposure_unit),
                 path=target("exposure", metric),
+                target=(targets or {}).get(metric),
             )
         )
 

@@ -10,13 +10,17 @@ matplotlib object API with the Agg canvas, atomic PNG writes, one style per arm
   population's event-free probability), with the median per arm in the legend.
 * :func:`plot_success`: the probability of success of each criterion and arm with its
   confidence interval (``summary/success.parquet``).
+* :func:`plot_individual_effects`: for a twin crossover study, the distribution of the
+  individual effects ``y(arm) - y(control)`` of an endpoint (every patient is its own
+  control) and the share of patients who benefit, do not change or are harmed.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +28,7 @@ from matplotlib.figure import Figure
 from statsmodels.duration.survfunc import SurvfuncRight
 
 from vtrial import stats
+from vtrial.effects import paired_arms
 from vtrial.errors import DataError
 from vtrial.report import (
     DAYS_THRESHOLD_H,
@@ -40,7 +45,12 @@ from vtrial.report import (
     _text,
 )
 
-__all__ = ["km_curve", "plot_km", "plot_success", "trial_plots"]
+__all__ = ["km_curve", "plot_individual_effects", "plot_km", "plot_success", "trial_plots"]
+
+#: benefit / no change / harm: grey levels and hatches (readable in black and white)
+_ITE_SHADES = (("harm", "0.25", "xxxx"), ("no change", "0.85", ""), ("benefit", "0.55", "////"))
+#: most histogram bins of an individual-effects plot
+_ITE_MAX_BINS = 40
 
 
 def km_curve(time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -245,6 +255,154 @@ def plot_success(success: pd.DataFrame, *, arms: Sequence[str], path: str | Path
         ax.set_title(f"Probability of success ({reps} replicate trials)")
         ax.xaxis.grid(True, color="0.9", linewidth=0.6)
         ax.set_axisbelow(True)
+        return fig
+
+    return _render(build, path)
+
+
+def plot_individual_effects(
+    patients: pd.DataFrame,
+    endpoint: str,
+    *,
+    arms: Sequence[str],
+    control: str,
+    unit: str = "",
+    spec: Mapping[str, Any] | None = None,
+    path: str | Path,
+) -> Path:
+    """Individual treatment effects of a twin crossover study for one endpoint.
+
+    Left: the distribution of ``d = y(arm) - y(control)`` over the patients (replicates
+    pooled) of every arm but `control`, as outlined histograms in percent of patients
+    (a responder endpoint has ``d`` in -1, 0, 1), with ``d = 0`` and the no-change zone
+    ``|d| <= margin`` marked; the legend gives n, median and 5-95 % range. Right (when
+    the endpoint says which direction is ``better``): the percentage of patients who
+    benefit, do not change and are harmed (see :mod:`vtrial.effects`).
+
+    Parameters
+    ----------
+    patients : pandas.DataFrame
+        Twin crossover patients table (a row per patient and arm, ``solver_status``,
+        the endpoint column). Pairs with a failed solve or a missing value are left out.
+    endpoint : str
+        A continuous or responder endpoint.
+    arms, control : sequence of str, str
+        Arms in study order and the control arm.
+    unit : str
+        Unit of the endpoint (axis label); ignored for a responder endpoint.
+    spec : mapping, optional
+        The endpoint's study entry (``better``, ``margin``, ``kind``).
+    path : str or pathlib.Path
+        PNG to write.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    DataError
+        If the table is not a twin crossover table or no pair is valid.
+    """
+    arms = stats.unique_names(arms, "arms")
+    _require(patients, ["replicate", "patient_id", "arm", "solver_status", endpoint], "patients")
+    spec = dict(spec or {})
+    pairs = paired_arms(patients, arms=arms, control=control)
+    effects = []
+    for arm in pairs.arms:
+        d, valid = pairs.differences(arm, endpoint)
+        if np.any(valid):
+            effects.append((arms.index(arm), arm, d[valid]))
+    if not effects:
+        raise DataError(f"patients: no valid pair for {endpoint!r} against {control!r}")
+    values = np.concatenate([e[2] for e in effects])
+    binary = bool(np.all(np.isin(values, (-1.0, 0.0, 1.0))))
+    if binary:
+        edges = np.array([-1.5, -0.5, 0.5, 1.5])
+    else:
+        edges = np.histogram_bin_edges(values, bins="fd")
+        if edges.size - 1 > _ITE_MAX_BINS or edges.size < 3:
+            edges = np.histogram_bin_edges(values, bins=_ITE_MAX_BINS if np.ptp(values) else 3)
+    better = str(spec.get("better", ""))
+    margin = float(spec.get("margin", 0.0))
+    unit_text = "" if binary or not unit else f" ({_text(unit)})"
+
+    def fractions(d: np.ndarray) -> tuple[float, float, float]:
+        up, down = float(np.mean(d > margin)), float(np.mean(d < -margin))
+        same = 1.0 - up - down
+        return (down, same, up) if better == "higher" else (up, same, down)
+
+    def build() -> Figure:
+        wide = better in ("higher", "lower")
+        fig = _new_figure((FIGSIZE[0] * (1.6 if wide else 1.0), FIGSIZE[1]))
+        axes = fig.subplots(1, 2, width_ratios=(3, 2)) if wide else [fig.add_subplot()]
+        ax = axes[0]
+        if margin > 0:
+            ax.axvspan(-margin, margin, color="0.92", zorder=0, label=f"|d| <= {margin:g}")
+        ax.axvline(0.0, color="0.4", linewidth=0.9, linestyle=(0, (4, 2)), zorder=1)
+        top = 0.0
+        for i, arm, d in effects:
+            st = _arm_style(i)
+            pct = 100.0 * np.histogram(d, bins=edges)[0] / d.size
+            top = max(top, float(pct.max()))
+            p5, p50, p95 = np.percentile(d, (5, 50, 95))
+            ax.stairs(
+                pct,
+                edges,
+                color=st.colour,
+                linestyle=st.linestyle,
+                linewidth=1.8,
+                hatch=st.hatch,
+                fill=False,
+                label=f"{_text(arm)} (n = {d.size}, median {p50:.3g}, "
+                f"5-95 % {p5:.3g} to {p95:.3g})",
+            )
+        if binary:
+            ax.set_xticks([-1, 0, 1], ["lost response", "same", "gained response"])
+        ax.set_xlabel(f"Individual effect on {_text(endpoint)}: arm - {_text(control)}{unit_text}")
+        ax.set_ylabel("Patients (%)")
+        ax.set_ylim(0.0, 1.1 * top + 5.0 * (len(effects) + (margin > 0)))  # legend room
+        ax.set_title(f"{_text(endpoint)}: individual effects (each patient its own control)")
+        ax.grid(True, axis="y", color="0.9", linewidth=0.6)
+        ax.set_axisbelow(True)
+        ax.legend(loc="upper left", frameon=False, fontsize=8)
+        if wide:
+            bx = axes[1]
+            y = np.arange(len(effects), dtype=np.float64)
+            shares = np.array([fractions(d) for _, _, d in effects]) * 100.0
+            left = np.zeros(len(effects))
+            for k, (label, shade, hatch) in enumerate(_ITE_SHADES):
+                bx.barh(
+                    y,
+                    shares[:, k],
+                    left=left,
+                    color=shade,
+                    hatch=hatch,
+                    edgecolor="black",
+                    linewidth=0.6,
+                    label=label,
+                )
+                for r in range(len(effects)):
+                    if shares[r, k] >= 8.0:
+                        bx.text(
+                            left[r] + shares[r, k] / 2,
+                            y[r],
+                            f"{shares[r, k]:.0f} %",
+                            ha="center",
+                            va="center",
+                            fontsize=8,
+                            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.0}
+                            if k != 1
+                            else None,
+                        )
+                left += shares[:, k]
+            bx.set_yticks(y, [_text(a) for _, a, _ in effects])
+            bx.set_ylim(len(effects) - 0.5, -0.5)
+            bx.set_xlim(0.0, 100.0)
+            bx.set_xlabel("Patients (%)")
+            bx.set_title(f"better: {better}, margin {margin:g}")
+            bx.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, frameon=False)
         return fig
 
     return _render(build, path)

@@ -55,6 +55,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
+def listed_path(res: Path, rel: str) -> bool:
+    """Whether the manifest lists ``rel``."""
+    manifest = json.loads((res / "manifest.json").read_text())
+    return rel in {e["path"] for e in manifest["outputs"]}
+
+
 def test_twin_outputs_manifest_and_describe(runs: dict[str, Path]) -> None:
     res = runs["b"]
     rows = SIZE * REPLICATES * ARMS
@@ -68,6 +74,10 @@ def test_twin_outputs_manifest_and_describe(runs: dict[str, Path]) -> None:
     eff = pd.read_parquet(res / "summary" / "individual_effects.parquet")
     assert len(eff) == (REPLICATES + 1) * (ARMS - 1) * 2  # per replicate and pooled
     assert (eff.loc[eff["replicate"].isna(), "n"] == SIZE * REPLICATES).all()
+    for ep in ("tumour_change", "objective_response"):  # the individual-effects plots
+        plot = res / "report" / f"individual_effects_{ep}.png"
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert listed_path(res, f"report/individual_effects_{ep}.png")
     unc = pd.read_parquet(res / "summary" / "uncertainty.parquet")
     assert sorted(set(unc["replicate"])) == [0, 1]
     assert len(unc) == REPLICATES * (2 + 45)  # 2 theta + 9 * 10 / 2 OMEGA elements

@@ -14,7 +14,7 @@ import vtrial
 from vtrial.config import load_study
 from vtrial.design import is_twin, summary_tables
 from vtrial.errors import ConfigError
-from vtrial.pipeline import report_files, results_sha256, shard_name
+from vtrial.pipeline import PLOT_KINDS, report_groups, results_sha256, shard_name
 from vtrial.success import table_names as success_tables
 
 
@@ -72,7 +72,12 @@ DESIGN_SUMMARY = {name: f"{RESULTS}/summary/{name}.parquet" for name in summary_
 SUCCESS_SUMMARY = {
     name: f"{RESULTS}/summary/{name}.parquet" for name in success_tables(STUDY.data)
 }
-PLOTS = [f"{RESULTS}/report/{name}" for name in report_files(STUDY)]
+# report plots by kind, each kind with its caption in the HTML report
+PLOT_GROUPS = {
+    kind: [f"{RESULTS}/report/{name}" for name in names]
+    for kind, names in report_groups(STUDY).items()
+}
+PLOTS = [path for paths in PLOT_GROUPS.values() for path in paths]
 MANIFEST = f"{RESULTS}/manifest.json"
 
 # Every job re-runs when these change: the study content (with the model files it uses) and

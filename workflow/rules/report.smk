@@ -4,14 +4,18 @@ rule report:
         **SUCCESS_SUMMARY,
         patients=PATIENT_PARTS,
     output:
-        plots=report(
-            PLOTS,
-            caption="../report/plots.rst",
-            category="Plots",
-        ),
+        **{
+            kind: report(
+                paths,
+                caption=f"../report/plot_{kind}.rst",
+                category="Plots",
+                subcategory=PLOT_KINDS[kind],
+            )
+            for kind, paths in PLOT_GROUPS.items()
+        },
     params:
         **STUDY_PARAMS,
-        outdir=lambda wildcards, output: str(Path(output.plots[0]).parent),
+        outdir=lambda wildcards, output: str(Path(output[0]).parent),
     conda:
         "../envs/vtrial.yaml"
     log:
