@@ -11,7 +11,7 @@ CORES ?= 2
 STUDY ?= config/config.yaml
 SNAKEMAKE_ARGS ?=
 
-.PHONY: help setup run test lint bench report clean
+.PHONY: help setup run test lint bench report report-check clean
 
 help:
 	@echo "make run    - set up and run the default study end to end (local Dask cluster)"
@@ -19,6 +19,7 @@ help:
 	@echo "make lint   - ruff check, ruff format --check, snakemake --lint, mypy src"
 	@echo "make bench  - benchmark harness"
 	@echo "make report - Snakemake HTML report of the default study"
+	@echo "make report-check - render that report in headless Chromium, screenshot every view"
 	@echo "variables: CORES=$(CORES) STUDY=$(STUDY) SNAKEMAKE_ARGS='...'"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -55,6 +56,13 @@ bench: setup
 report: run
 	$(BIN)/snakemake --cores $(CORES) --config study=$(STUDY) --report \
 		$$($(BIN)/python -c "from vtrial.config import load_study; print('results/' + load_study('$(STUDY)').name + '/report.html')")
+
+# renders the HTML report in headless Chromium (needs `chromium` and `chromedriver`, e.g.
+# `apt-get install chromium chromium-driver`): every plot and table shown, screenshots in
+# results/<study>/report-screenshots/
+report-check: report
+	$(BIN)/python -m vtrial.reportcheck \
+		$$($(BIN)/python -c "from vtrial.config import load_study; print('results/' + load_study('$(STUDY)').name)")
 
 clean:
 	rm -rf results .snakemake

@@ -1,7 +1,7 @@
 # vtrial: in-silico drug trials on virtual populations.
 #
 #   snakemake --cores 2                                  # the default study (config/config.yaml)
-#   snakemake --cores 2 --config study=config/studies/oncology_dose_ranging.yaml
+#   snakemake --cores 2 --config study=config/studies/cytotoxic_q3w_rules.yaml
 #   snakemake --cores 2 --config shards=8 workers=2      # execution overrides
 #
 # The study file is validated (schema, then semantics) before any job runs; every
@@ -11,6 +11,9 @@
 from snakemake.utils import min_version
 
 min_version("9.0")
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"

@@ -18,6 +18,7 @@ import pytest
         "vtrial.adverse",
         "vtrial.dosing",
         "vtrial.progress",
+        "vtrial.pages",
     ],
 )
 def test_docstring_examples(module: str) -> None:

@@ -28,7 +28,7 @@ import pyarrow as pa
 from vtrial import sketch, stats
 from vtrial.config import Study, canonical_json
 from vtrial.covariates import input_files
-from vtrial.design import design_tables, is_twin, population_rows
+from vtrial.design import design_tables, is_twin, population_rows, summary_tables
 from vtrial.errors import DataError, ResourceError
 from vtrial.io import (
     file_sha256,
@@ -44,7 +44,7 @@ from vtrial.parallel import client_memory_limit, dask_client, worker_memory_limi
 from vtrial.popsummary import acceptance_record, population_summary
 from vtrial.population import sample_population
 from vtrial.progress import Progress
-from vtrial.success import success_tables
+from vtrial.success import success_tables, table_names
 from vtrial.trial import OBSERVATION_COLUMNS, bands_table, simulate_chunk, simulate_patients
 
 log = logging.getLogger("vtrial")
@@ -493,6 +493,52 @@ def report_groups(study: Study) -> dict[str, list[str]]:
         kind = next(k for k in by_length if stem == k or stem.startswith(f"{k}_"))
         groups[kind].append(name)
     return {k: v for k, v in groups.items() if v}
+
+
+#: summary tables shown as pages of the HTML report (name -> title), in report order
+TABLE_TITLES = {
+    "population": "Virtual population by arm",
+    "exposure": "Exposure by arm",
+    "efficacy": "Efficacy by arm and difference vs control",
+    "safety": "Adverse events by CTCAE grade and arm",
+    "bands": "Percentile bands over time",
+    "trial": "Success criteria per replicate trial",
+    "success": "Probability of success",
+    "individual_effects": "Individual treatment effects",
+    "individual_predictors": "Covariates predicting the individual effects",
+    "uncertainty": "Parameter draws per replicate (uncertainty)",
+}
+
+
+def page_tables(study: Study) -> list[str]:
+    """Summary tables of a study, each a page of the HTML report (report/tables/)."""
+    have = {"population", *SUMMARY_TABLES, *summary_tables(study), *table_names(study.data)}
+    return [name for name in TABLE_TITLES if name in have]
+
+
+def run_pages(study: Study, tables: Mapping[str, str | Path], outdir: str | Path) -> list[Path]:
+    """Stage 4: the report's HTML pages: ``tables/<name>.html`` per summary table and
+    ``study.html`` (:mod:`vtrial.pages`); returns the files written."""
+    from vtrial.pages import study_page, table_page
+
+    outdir = Path(outdir)
+    written = []
+    for name in page_tables(study):
+        path = outdir / "tables" / f"{name}.html"
+        note = f"summary/{name}.parquet (full precision; also summary/{name}.csv)"
+        write_text(
+            table_page(pd.read_parquet(tables[name]), title=TABLE_TITLES[name], note=note),
+            path,
+        )
+        written.append(path)
+    page = study_page(
+        study.name,
+        study.source,
+        [c.source for c in study.model.components],
+        study.sha256,
+    )
+    write_text(page, outdir / "study.html")
+    return [*written, outdir / "study.html"]
 
 
 def _effect_endpoints(study: Study) -> list[str]:

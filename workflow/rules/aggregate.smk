@@ -4,16 +4,7 @@ rule aggregate:
         bands=BAND_PARTS,
         **({"population": POPULATION} if TWIN else {}),
     output:
-        exposure=report(
-            SUMMARY["exposure"], caption="../report/exposure.rst", category="Summary tables"
-        ),
-        efficacy=report(
-            SUMMARY["efficacy"], caption="../report/efficacy.rst", category="Summary tables"
-        ),
-        safety=report(
-            SUMMARY["safety"], caption="../report/safety.rst", category="Summary tables"
-        ),
-        bands=report(SUMMARY["bands"], caption="../report/bands.rst", category="Summary tables"),
+        **SUMMARY,
         **DESIGN_SUMMARY,
         **SUCCESS_SUMMARY,
     params:

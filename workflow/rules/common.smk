@@ -14,7 +14,7 @@ import vtrial
 from vtrial.config import load_study
 from vtrial.design import is_twin, summary_tables
 from vtrial.errors import ConfigError
-from vtrial.pipeline import PLOT_KINDS, report_groups, results_sha256, shard_name
+from vtrial.pipeline import PLOT_KINDS, page_tables, report_groups, results_sha256, shard_name
 from vtrial.success import table_names as success_tables
 
 
@@ -78,6 +78,9 @@ PLOT_GROUPS = {
     for kind, names in report_groups(STUDY).items()
 }
 PLOTS = [path for paths in PLOT_GROUPS.values() for path in paths]
+# HTML pages of the report: every summary table, and the study file with its models
+TABLE_PAGES = {name: f"{RESULTS}/report/tables/{name}.html" for name in page_tables(STUDY)}
+STUDY_PAGE = f"{RESULTS}/report/study.html"
 MANIFEST = f"{RESULTS}/manifest.json"
 
 # Every job re-runs when these change: the study content (with the model files it uses) and

@@ -1,9 +1,7 @@
 rule sample_population:
     output:
         population=POPULATION,
-        summary=report(
-            POPULATION_SUMMARY, caption="../report/population.rst", category="Summary tables"
-        ),
+        summary=POPULATION_SUMMARY,
     params:
         **STUDY_PARAMS,
     conda:

@@ -2,6 +2,8 @@ rule report:
     input:
         **SUMMARY,
         **SUCCESS_SUMMARY,
+        **DESIGN_SUMMARY,
+        population=POPULATION_SUMMARY,
         patients=PATIENT_PARTS,
     output:
         **{
@@ -13,9 +15,18 @@ rule report:
             )
             for kind, paths in PLOT_GROUPS.items()
         },
+        **{
+            f"table_{name}": report(
+                path,
+                caption=f"../report/{name}.rst",
+                category="Summary tables",
+            )
+            for name, path in TABLE_PAGES.items()
+        },
+        study=report(STUDY_PAGE, caption="../report/study.rst", category="Study"),
     params:
         **STUDY_PARAMS,
-        outdir=lambda wildcards, output: str(Path(output[0]).parent),
+        outdir=lambda wildcards, output: str(Path(output.study).parent),
     conda:
         "../envs/vtrial.yaml"
     log:
@@ -39,6 +50,8 @@ rule manifest:
         list(DESIGN_SUMMARY.values()),
         list(SUCCESS_SUMMARY.values()),
         PLOTS,
+        list(TABLE_PAGES.values()),
+        STUDY_PAGE,
     output:
         MANIFEST,
     params:

@@ -1,7 +1,7 @@
 """Snakemake adapter of rule report: calls vtrial.pipeline.run_report."""
 
 from vtrial.config import load_study
-from vtrial.pipeline import SUMMARY_TABLES, run_report, setup_logging
+from vtrial.pipeline import SUMMARY_TABLES, page_tables, run_pages, run_report, setup_logging
 from vtrial.success import table_names
 
 # Dask starts worker processes with "spawn", which re-imports this script: guard it.
@@ -15,3 +15,5 @@ if __name__ == "__main__":
         list(sm.input.patients),
         sm.params.outdir,
     )
+    # pages: every summary table and the study file, shown inline by the HTML report
+    run_pages(study, {name: sm.input[name] for name in page_tables(study)}, sm.params.outdir)
