@@ -1,4 +1,5 @@
-"""The vtrial command line (validate, models); verify is tested on real runs in tests/workflow."""
+"""The vtrial command line: validate, models, run (dry and real), describe. verify and
+export are tested on real runs in tests/workflow and tests/test_export.py."""
 
 from __future__ import annotations
 
@@ -47,3 +48,39 @@ def test_run_dry_run_plans_every_stage(tmp_path: Path, capfd: pytest.CaptureFixt
     for rule in ("sample_population", "simulate", "aggregate", "report", "manifest"):
         assert rule in out
     assert not (tmp_path / "results").exists()
+
+
+def test_run_refuses_a_bad_study_before_snakemake(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    data = small_study_data()
+    data["population"]["size"] = -5
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["run", str(path), "--directory", str(tmp_path)]) == 1
+    captured = capfd.readouterr()
+    assert "population.size" in captured.err
+    assert "Building DAG" not in captured.out + captured.err  # Snakemake never started
+    assert not (tmp_path / ".snakemake").exists()
+
+
+@pytest.mark.workflow
+def test_run_then_describe(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """``vtrial run`` runs the study end to end and ends with the key numbers and where
+    the results are; ``vtrial describe`` prints the same numbers."""
+    data = small_study_data()
+    data["population"]["size"] = 40
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main(["run", str(path), "--cores", "2", "--directory", str(tmp_path)]) == 0
+    out = capfd.readouterr().out
+    results = tmp_path / "results" / "small"
+    assert f"results: {results}" in out
+    assert "80 patients, 0 solver failure(s)" in out  # 40 x 2 replicates
+    assert f"report: {results / 'report'} (plots and pages)" in out
+    assert f"HTML report: make report, or add --report {results / 'report.html'}" in out
+    log = (results / "logs" / "simulate" / "part-00000.log").read_text()
+    assert "patients (100.0 %)" in log  # progress of the simulate job
+    assert main(["describe", str(results)]) == 0
+    described = capfd.readouterr().out
+    assert described.strip() in out

@@ -57,11 +57,29 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _option(extra: Sequence[str], *names: str) -> str | None:
+    """The value of a Snakemake option among the extra arguments (``--x v``, ``--x=v``)."""
+    for i, arg in enumerate(extra):
+        for name in names:
+            if arg == name and i + 1 < len(extra):
+                return extra[i + 1]
+            if arg.startswith(f"{name}="):
+                return arg.split("=", 1)[1]
+    return None
+
+
 def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """Validate the study, run the workflow, then print where the results and the report
+    are and the key numbers (:func:`describe`); Snakemake's own exit code otherwise."""
     snakefile = _snakefile()
     if not snakefile.exists():
         print(f"vtrial run: no Snakefile at {snakefile}", file=sys.stderr)
         return 2
+    try:  # every problem at once, before Snakemake starts
+        study = load_study(args.study)
+    except ConfigError as err:
+        print(f"{args.study}: not valid\n{err}", file=sys.stderr)
+        return 1
     cmd = [
         sys.executable,
         "-m",
@@ -75,7 +93,16 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         f"study={Path(args.study).resolve()}",
         *extra,
     ]
-    return subprocess.call(cmd)
+    code = subprocess.call(cmd)
+    dry = any(a in ("-n", "--dry-run", "--dryrun") for a in extra)
+    if code != 0 or dry or _option(extra, "--report") is not None:
+        return code
+    workdir = Path(_option(extra, "--directory", "-d") or ".")
+    results = workdir / "results" / study.name
+    if (results / "manifest.json").exists():
+        print(f"\nresults: {results}\n")
+        print(describe(results))
+    return code
 
 
 def verify(results: str | Path) -> list[str]:
@@ -159,7 +186,12 @@ def describe(results: str | Path) -> str:
             lines.append(text)
     lines += describe_lines(root / "summary")  # individual effects, parameter draws
     lines += success_lines(root / "summary")  # probability of success
-    lines += ["", f"report: {root / 'report'}", f"tables: {root / 'summary'}"]
+    html = root / "report.html"
+    lines += ["", f"report: {root / 'report'} (plots and pages)", f"tables: {root / 'summary'}"]
+    if html.exists():
+        lines.append(f"HTML report: {html}")
+    else:
+        lines.append(f"HTML report: make report, or add --report {html} to the run command")
     return "\n".join(lines)
 
 
