@@ -19,6 +19,11 @@ import pytest
         "vtrial.dosing",
         "vtrial.progress",
         "vtrial.pages",
+        "vtrial.expressions",
+        "vtrial.stats",
+        "vtrial.config",
+        "vtrial.population",
+        "vtrial.residual",
     ],
 )
 def test_docstring_examples(module: str) -> None:

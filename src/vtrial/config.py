@@ -499,7 +499,31 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
 def study_from_dict(
     data: Any, *, source: str = "<dict>", base_dir: str | Path | None = None
 ) -> Study:
-    """Validate a study given as plain data; see :func:`load_study`."""
+    """Validate a study given as plain data; see :func:`load_study`.
+
+    Examples
+    --------
+    The minimal study of ``config/README.md`` (everything else takes its default):
+
+    >>> study = study_from_dict({
+    ...     "study": {"name": "minimal", "seed": 1},
+    ...     "population": {"size": 4},
+    ...     "model": {"pk": "pk_1cmt"},
+    ...     "arms": [{"name": "single_dose", "regimen": {"route": "oral", "dose": 100}}],
+    ... })
+    >>> study.name, study.n_patients, study.arm_names, list(study.model.outputs)
+    ('minimal', 4, ['single_dose'], ['CP'])
+
+    Every problem is reported at once, with where it is and the value found:
+
+    >>> study_from_dict({"study": {"name": "x", "seed": 1}, "population": {"size": -4},
+    ...                  "model": {"pk": "pk_1cmt"}, "arms": []})
+    Traceback (most recent call last):
+    ...
+    vtrial.errors.ConfigError: 2 problems found:
+      - <dict>: arms: ...
+      - <dict>: population.size: must be >= 1, got -4
+    """
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     if not isinstance(data, Mapping):
         raise ConfigError(

@@ -247,6 +247,20 @@ def parse_expression(
     Expression
         The validated expression.
 
+    Examples
+    --------
+    >>> import numpy as np
+    >>> e = parse_expression("CL * (weight / 70) ** 0.75", where="doc")
+    >>> evaluate(e, {"CL": 5.0, "weight": np.array([70.0, 140.0])}).round(4)
+    array([5.   , 8.409])
+
+    Anything but arithmetic, comparisons and whitelisted functions is refused:
+
+    >>> parse_expression("__import__('os').system('ls')", where="my_model.yaml: odes.A")
+    Traceback (most recent call last):
+    ...
+    vtrial.errors.ExpressionError: my_model.yaml: odes.A: attribute access ('.system')...
+
     Raises
     ------
     ExpressionError

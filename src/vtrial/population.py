@@ -205,6 +205,20 @@ def occasion_parameters(study: Study, pop: pd.DataFrame) -> dict[str, np.ndarray
 def sample_population(study: Study, *, candidates: list[int] | None = None) -> pd.DataFrame:
     """Sample the whole virtual population (every replicate).
 
+    Examples
+    --------
+    >>> from vtrial.config import study_from_dict
+    >>> study = study_from_dict({
+    ...     "study": {"name": "minimal", "seed": 1}, "population": {"size": 3},
+    ...     "model": {"pk": "pk_1cmt"},
+    ...     "arms": [{"name": "single_dose", "regimen": {"route": "oral", "dose": 100}}],
+    ... })
+    >>> sample_population(study)[["patient_id", "arm", "CL", "V1"]]
+       patient_id          arm   CL    V1
+    0           1  single_dose  5.0  50.0
+    1           2  single_dose  5.0  50.0
+    2           3  single_dose  5.0  50.0
+
     The patients of a replicate are the first ``population.size`` candidates meeting
     the inclusion and exclusion criteria (:meth:`vtrial.covariates.CovariateSampler.sample`).
 

@@ -133,6 +133,14 @@ def wilson_interval(count: int, n: int, confidence: float) -> tuple[float, float
     ------
     ValueError
         If `count`, `n` or `confidence` are out of range.
+
+    Examples
+    --------
+    12 responders of 40 patients:
+
+    >>> low, high = wilson_interval(12, 40, 0.95)
+    >>> round(low, 4), round(high, 4)
+    (0.1807, 0.4543)
     """
     _check_confidence(confidence)
     if n < 0 or count < 0 or count > n:
