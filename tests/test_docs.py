@@ -47,3 +47,15 @@ def test_readme_model_files_load() -> None:
     for data in models:
         spec = spec_from_dict(data, source="README.md")
         assert spec.outputs
+
+
+def test_readme_images_exist() -> None:
+    """Every image the README shows is in the repository."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (root / "README.md").read_text())
+    assert len(images) >= 1
+    for image in images:
+        assert (root / image).is_file(), image
