@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,35 @@ def write_study(tmp_path: Path) -> Callable[[dict[str, Any], str], Path]:
         return path
 
     return write
+
+
+class _Done:
+    """A finished task of :class:`_SyncClient`."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+
+class _SyncClient:
+    """Stands in for a Dask client: runs each task at submit time."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any, pure: bool = True) -> _Done:
+        return _Done(fn(*args))
+
+
+@contextlib.contextmanager
+def _sync_client(execution: Any, *, threads: int) -> Iterator[_SyncClient]:
+    yield _SyncClient()
+
+
+@pytest.fixture
+def sync_dask(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``vtrial.pipeline.run_simulate`` without Dask: chunks run in this process, at
+    submit time, and are collected in submission order."""
+    from vtrial import pipeline
+
+    monkeypatch.setattr(pipeline, "dask_client", _sync_client)
+    monkeypatch.setattr(pipeline, "in_completion_order", enumerate)

@@ -130,7 +130,7 @@ def test_default_study_loads_with_defaults_filled() -> None:
     assert d["simulation"]["max_steps"] == 200_000
     assert d["model"]["iiv"]["distribution"] == {}
     assert [a["ratio"] for a in d["arms"]] == [1, 1, 1]
-    assert d["exposure"] == {"output": "CP"}
+    assert d["exposure"] == {"output": "CP", "target": {"cmax": [1.0, 4.0]}}
     assert list(study.model.outputs) == ["CP", "ANC", "TUMOUR"]
     assert study.grading("neutropenia") == ([2.0, 1.5, 1.0, 0.5], -1)
     assert study.endpoint_kinds() == {

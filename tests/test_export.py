@@ -13,13 +13,12 @@ from vtrial import cli, pipeline
 from vtrial.config import study_from_dict
 from vtrial.export import COLUMNS, nonmem_dataset, study_of_results
 
-from .test_residual import _observed_data, _sync_client
+from .test_residual import _observed_data
 
 
 @pytest.fixture
-def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def results(tmp_path: Path, sync_dask: None) -> Path:
     """A tiny finished study: population, one simulate shard with observations."""
-    monkeypatch.setattr(pipeline, "dask_client", _sync_client)
     d = _observed_data()
     d["population"]["size"] = 9
     d["study"]["replicates"] = 2

@@ -9,11 +9,9 @@ of the default model on a few dozen patients.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
 import math
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -416,31 +414,9 @@ def test_observations_table_from_kernel_probes(observed: tuple[Study, pd.DataFra
     pd.testing.assert_frame_equal(split, obs, check_exact=True)
 
 
-class _Done:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def result(self) -> Any:
-        return self.value
-
-
-class _SyncClient:
-    """Stands in for a Dask client: runs each task at submit time."""
-
-    def submit(self, fn: Callable[..., Any], *args: Any, pure: bool = True) -> _Done:
-        return _Done(fn(*args))
-
-
-@contextlib.contextmanager
-def _sync_client(execution: Any, *, threads: int) -> Iterator[_SyncClient]:
-    yield _SyncClient()
-
-
-def test_run_simulate_writes_observation_parts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("sync_dask")
+def test_run_simulate_writes_observation_parts(tmp_path: Path) -> None:
     """Shards and chunks of the pipeline give the observations of the whole population."""
-    monkeypatch.setattr(pipeline, "dask_client", _sync_client)
     d = _observed_data()
     d["population"]["size"] = 12
     d["execution"].update(shards=2, chunk_size=5)

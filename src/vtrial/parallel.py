@@ -14,11 +14,11 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from dask.utils import parse_bytes
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, as_completed
 from distributed.worker_memory import parse_memory_limit
 
 log = logging.getLogger("vtrial")
@@ -251,3 +251,12 @@ def dask_client(
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def in_completion_order(futures: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+    """``(index, future)`` of Dask futures in the order they finish (``index`` is the
+    position in `futures`), so that progress is reported as work completes while the
+    results can still be put back in submission order."""
+    index = {fut.key: k for k, fut in enumerate(futures)}
+    for fut in as_completed(futures):
+        yield index[fut.key], fut

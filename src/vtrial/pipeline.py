@@ -40,7 +40,12 @@ from vtrial.io import (
     write_parquet,
     write_text,
 )
-from vtrial.parallel import client_memory_limit, dask_client, worker_memory_limit
+from vtrial.parallel import (
+    client_memory_limit,
+    dask_client,
+    in_completion_order,
+    worker_memory_limit,
+)
 from vtrial.popsummary import acceptance_record, population_summary
 from vtrial.population import sample_population
 from vtrial.progress import Progress
@@ -326,17 +331,13 @@ def run_simulate(
             check_chunk_memory(
                 study, shard, largest, client_memory_limit(client), where="connected workers"
             )
-            from distributed import as_completed
-
             futures = [
                 client.submit(_simulate_chunk, study, rows.iloc[a:b], pure=False) for a, b in bounds
             ]
-            index = {fut.key: k for k, fut in enumerate(futures)}
             results: dict[int, Any] = {}
             progress = Progress(len(rows), label=f"shard {shard}", logger=log)
             with progress.shown():
-                for fut in as_completed(futures):  # chunks in the order they finish
-                    k = index[fut.key]
+                for k, fut in in_completion_order(futures):  # chunks as they finish
                     results[k] = _chunk_result(fut, study, shard, k, bounds, start)
                     progress.update(len(results[k][0]))
             parts = [results[k] for k in range(len(bounds))]  # patient order

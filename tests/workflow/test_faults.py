@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -507,34 +507,14 @@ def test_snakemake_sigterm_then_sigkill_resumes(
 # ---------------------------------------------------------------------------
 
 
-class _Done:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def result(self) -> Any:
-        return self.value
-
-
-class _SyncClient:
-    """Stands in for a Dask client: runs each task at submit time."""
-
-    def submit(self, fn: Callable[..., Any], *args: Any, pure: bool = True) -> _Done:
-        return _Done(fn(*args))
-
-
-@contextlib.contextmanager
-def _sync_client(execution: Any, *, threads: int) -> Iterator[_SyncClient]:
-    yield _SyncClient()
-
-
+@pytest.mark.usefixtures("sync_dask")
 def test_poison_patients_reported_in_bounded_time(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Three poisoned patients in a shard: a drug effect of 1e300 (the solve never
     converges), a kill rate of 1e308 (the derivatives overflow) and a missing clearance.
     Each keeps its row, with its id and solver status; the steps are bounded by
     max_steps; the other 27 rows equal those of the clean population."""
-    monkeypatch.setattr(pipeline, "dask_client", _sync_client)
     data = fault_study_data()
     data["model"]["components"]["neutropenia"]["model"] = "friberg"
     data["execution"]["shards"] = 1
