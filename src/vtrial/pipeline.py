@@ -323,6 +323,7 @@ def run_simulate(
     )
     # compile (or load the cached kernel) once here, before the workers need it
     t_c = time.perf_counter()
+    log.info("kernel: loading it, or compiling it on first use of this model (about 25 s)")
     simulate_patients(study, rows.iloc[:1], threads=1)
     log.info("kernel ready in %.2f s (compile or cache load)", time.perf_counter() - t_c)
     parts: list[tuple[pd.DataFrame, pd.DataFrame, sketch.Sketch, pd.DataFrame, pd.DataFrame]] = []
@@ -436,6 +437,7 @@ def run_aggregate(
     ``study.uncertainty``) are written too, to ``outputs[name]``.
     """
     patients = read_parts(patient_parts)
+    log.info("aggregate: %d patients from %d shard(s)", len(patients), len(patient_parts))
     bands = sketch.merge([sketch.from_frame(pd.read_parquet(p)) for p in band_parts])
     tables = summaries(study, patients, bands)
     pop = pd.read_parquet(population) if population is not None else None
@@ -565,6 +567,7 @@ def run_report(
 
     tables = {k: pd.read_parquet(v) for k, v in summary.items()}
     patients = read_parts(patient_parts)
+    log.info("report: drawing %d plot(s) into %s", len(report_files(study)), outdir)
     units = {**study.model.output_units, **study.endpoint_units()}
     exp_out = study.data["exposure"].get("output") or "CP"
     paths = make_report(
