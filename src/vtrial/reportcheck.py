@@ -174,6 +174,7 @@ def browse(
         opened or was not displayed).
     """
     from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
@@ -197,7 +198,7 @@ def browse(
 
         def menu(label: str) -> bool:
             xpath = f"//nav//a[.//span[normalize-space()={json.dumps(label)}]]"
-            link = _wait(lambda: driver.find_elements(By.XPATH, xpath))
+            link = _wait(lambda: driver.find_elements(By.XPATH, xpath), timeout=5.0)
             if not link:
                 return False
             link[0].click()
@@ -206,6 +207,28 @@ def browse(
         def home() -> None:
             driver.get(html_path.as_uri())
             _wait(lambda: driver.find_elements(By.XPATH, "//nav//a[.//span]"))
+
+        def open_result(category: str, sub: str, key: str) -> str | None:
+            """Click home -> category -> subcategory -> the eye of `key`; None when it
+            worked, else what failed (the app re-renders as it loads, so a click can
+            land on an element just replaced: three attempts)."""
+            row = f"//tr[td[normalize-space()={json.dumps(key)}]]//a[@iconname='eye']"
+            failure = "menu entry not found"
+            for _ in range(3):
+                try:
+                    home()
+                    if not menu(category) or (sub != "Other" and not menu(sub)):
+                        failure = "menu entry not found"
+                        continue
+                    eye = _wait(partial(driver.find_elements, By.XPATH, row), timeout=5.0)
+                    if not eye:
+                        failure = "no row with a view button"
+                        continue
+                    eye[0].click()
+                    return None
+                except WebDriverException as exc:
+                    failure = f"{type(exc).__name__} while clicking"
+            return failure
 
         home()
         if not _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#app nav")):
@@ -216,16 +239,10 @@ def browse(
             for sub, paths in subs.items():
                 for key in paths:
                     what = f"{category} / {sub} / {Path(key).name}"
-                    home()
-                    if not menu(category) or (sub != "Other" and not menu(sub)):
-                        seen.problems.append(f"{what}: menu entry not found")
+                    failure = open_result(category, sub, key)
+                    if failure is not None:
+                        seen.problems.append(f"{what}: {failure}")
                         continue
-                    row = f"//tr[td[normalize-space()={json.dumps(key)}]]//a[@iconname='eye']"
-                    eye = _wait(partial(driver.find_elements, By.XPATH, row))
-                    if not eye:
-                        seen.problems.append(f"{what}: no row with a view button")
-                        continue
-                    eye[0].click()
                     if not _shown(driver, results[key]):
                         seen.problems.append(f"{what}: not displayed")
                         continue
