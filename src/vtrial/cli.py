@@ -147,6 +147,9 @@ def describe(results: str | Path) -> str:
         f"{len(patients)} patients, {failed} solver failure(s)",
         "",
     ]
+    units = manifest.get("units", {})
+    conc = units.get(manifest.get("config", {}).get("exposure", {}).get("output") or "CP", "")
+    metric_units = {"cmax": conc, "auc": f"{conc}·h" if conc else ""}
     rep0 = exposure["replicate"].min()
     for arm in dict.fromkeys(exposure["arm"]):
         lines.append(f"{arm}:")
@@ -155,9 +158,10 @@ def describe(results: str | Path) -> str:
             row = ex[ex["metric"] == metric]
             if len(row) and np.isfinite(row["gmean"].iloc[0]):
                 r = row.iloc[0]
+                u = f" {metric_units[metric]}" if metric_units[metric] else ""
                 lines.append(
-                    f"  {metric:8s} geometric mean {r['gmean']:.4g} (CV {r['gcv']:.0f} %), "
-                    f"5th to 95th percentile {r['p5']:.4g} to {r['p95']:.4g}"
+                    f"  {metric:8s} geometric mean {r['gmean']:.4g}{u} (CV {r['gcv']:.0f} %), "
+                    f"5th to 95th percentile {r['p5']:.4g} to {r['p95']:.4g}{u}"
                 )
         sf = safety[(safety["arm"] == arm) & (safety["grade"] == ">=3")]
         sf = sf[sf["replicate"] == rep0]
@@ -170,7 +174,9 @@ def describe(results: str | Path) -> str:
         for _, r in ef.iterrows():
             binary = r["kind"] == "binary"
             tte = r["kind"] == "time_to_event"  # KM median (h), hazard ratio
-            scale, unit, fmt = (100.0, " %", ".1f") if binary else (1.0, "", ".3g")
+            own = units.get(str(r["endpoint"]), "")
+            own = f" {own}" if own and not tte else ""  # times to event are in h below
+            scale, unit, fmt = (100.0, " %", ".1f") if binary else (1.0, own, ".3g")
             text = (
                 f"  {r['endpoint']}: {'median ' if tte else ''}{scale * r['estimate']:{fmt}}"
                 f"{' h' if tte else unit} "

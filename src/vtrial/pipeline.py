@@ -651,6 +651,8 @@ def run_manifest(
             "data": {str(f): file_sha256(f) for f in input_files(study.data, study.base_dir)},
         },
         "config": json.loads(canonical_json(study.data)),
+        # units of the model outputs and the endpoints (vtrial describe prints them)
+        "units": {**study.model.output_units, **study.endpoint_units()},
         # the study file as run (vtrial verify --recompute rebuilds the study from it)
         "study_file": Path(study.source).read_text() if Path(study.source).exists() else None,
         "base_dir": str(study.base_dir.resolve()),

@@ -313,6 +313,10 @@ def test_describe_prints_key_numbers(runs: dict[str, Path]) -> None:
     assert f"neutropenia grade >= 3: {100 * row['incidence']:.1f} %" in text
     assert "300 patients, 0 solver failure(s)" in text
     assert "objective_response" in text
+    eff = pd.read_parquet(runs["b"] / "summary" / "efficacy.parquet")
+    row = eff[(eff["arm"] == "200mg_qd") & (eff["endpoint"] == "tumour_change")].iloc[0]
+    assert f"tumour_change: {row['estimate']:.3g} % (95 % CI" in text  # unit from the manifest
+    assert re.search(r"cmax +geometric mean [\d.]+ mg/L \(CV", text)
     assert str(runs["b"] / "report") in text
 
 
