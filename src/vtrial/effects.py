@@ -343,15 +343,24 @@ def _distribution(d: np.ndarray, ep: Mapping[str, Any]) -> dict[str, Any]:
     row["sd"] = float(d.std(ddof=1)) if n > 1 else math.nan
     q = np.percentile(d, PERCENTILES) if n else np.full(len(PERCENTILES), math.nan)
     row.update({f"p{p}": float(v) for p, v in zip(PERCENTILES, q, strict=True)})
-    up, down = (d > margin).mean() if n else math.nan, (d < -margin).mean() if n else math.nan
-    row["frac_no_change"] = float((np.abs(d) <= margin).mean()) if n else math.nan
-    if better == "higher":
-        row["frac_benefit"], row["frac_harm"] = float(up), float(down)
-    elif better == "lower":
-        row["frac_benefit"], row["frac_harm"] = float(down), float(up)
-    else:
-        row["frac_benefit"] = row["frac_harm"] = math.nan
+    shares = effect_shares(d, better, margin)
+    row["frac_benefit"], row["frac_no_change"], row["frac_harm"] = shares
     return row
+
+
+def effect_shares(d: np.ndarray, better: str, margin: float) -> tuple[float, float, float]:
+    """Fractions of the individual effects ``d`` that are a benefit, no change
+    (``|d| <= margin``) and a harm, the direction given by ``better`` (``lower`` or
+    ``higher``; otherwise benefit and harm are NaN). All NaN when ``d`` is empty."""
+    if d.size == 0:
+        return math.nan, math.nan, math.nan
+    up, down = float((d > margin).mean()), float((d < -margin).mean())
+    same = float((np.abs(d) <= margin).mean())
+    if better == "higher":
+        return up, same, down
+    if better == "lower":
+        return down, same, up
+    return math.nan, same, math.nan
 
 
 def _frame(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:

@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from statsmodels.duration.survfunc import SurvfuncRight
 
 from vtrial import stats
-from vtrial.effects import paired_arms
+from vtrial.effects import effect_shares, paired_arms
 from vtrial.errors import DataError
 from vtrial.report import (
     DAYS_THRESHOLD_H,
@@ -328,11 +328,6 @@ def plot_individual_effects(
     margin = float(spec.get("margin", 0.0))
     unit_text = "" if binary or not unit else f" ({_text(unit)})"
 
-    def fractions(d: np.ndarray) -> tuple[float, float, float]:
-        up, down = float(np.mean(d > margin)), float(np.mean(d < -margin))
-        same = 1.0 - up - down
-        return (down, same, up) if better == "higher" else (up, same, down)
-
     def build() -> Figure:
         wide = better in ("higher", "lower")
         fig = _new_figure((FIGSIZE[0] * (1.6 if wide else 1.0), FIGSIZE[1]))
@@ -370,7 +365,9 @@ def plot_individual_effects(
         if wide:
             bx = axes[1]
             y = np.arange(len(effects), dtype=np.float64)
-            shares = np.array([fractions(d) for _, _, d in effects]) * 100.0
+            # harm, no change, benefit (left to right), as in summary/individual_effects
+            shares = np.array([effect_shares(d, better, margin)[::-1] for _, _, d in effects])
+            shares *= 100.0
             left = np.zeros(len(effects))
             for k, (label, shade, hatch) in enumerate(_ITE_SHADES):
                 bx.barh(
