@@ -453,25 +453,6 @@ def run_aggregate(
     return rows
 
 
-def report_files(study: Study) -> list[str]:
-    """File names of the report plots a study produces (known before running)."""
-    outs = list(study.data["outputs"]["timecourse"]["outputs"])
-    files = [f"bands_{o}.png" for o in outs]
-    files += [f"safety_{e}.png" for e in study.data["adverse_events"]]
-    if study.data["exposure"].get("output"):
-        files += ["exposure_cmax.png", "exposure_auc.png"]
-    compared = [k for k in study.endpoint_kinds().values() if k != "time_to_event"]
-    if study.control_arm is not None and compared and len(study.arm_names) > 1:
-        files.append("forest.png")  # hazard ratios are not drawn on a difference axis
-    if study.data["exposure"].get("output"):
-        files += [f"exposure_response_{e}.png" for e in study.data["adverse_events"]]
-    files += [f"km_{e}.png" for e in _tte_endpoints(study)]  # vtrial.trial_plots
-    if study.data.get("success"):
-        files.append("success.png")
-    files += [f"individual_effects_{e}.png" for e in _effect_endpoints(study)]
-    return files
-
-
 #: kinds of report plots (file-name prefix -> title), in report order; each kind has its
 #: caption ``workflow/report/plot_<kind>.rst`` in the Snakemake HTML report
 PLOT_KINDS = {
@@ -487,15 +468,31 @@ PLOT_KINDS = {
 
 
 def report_groups(study: Study) -> dict[str, list[str]]:
-    """:func:`report_files` grouped by plot kind (:data:`PLOT_KINDS`, only kinds with a
-    file, in report order)."""
-    by_length = sorted(PLOT_KINDS, key=len, reverse=True)  # exposure_response first
-    groups: dict[str, list[str]] = {k: [] for k in PLOT_KINDS}
-    for name in report_files(study):
-        stem = name.removesuffix(".png")
-        kind = next(k for k in by_length if stem == k or stem.startswith(f"{k}_"))
-        groups[kind].append(name)
-    return {k: v for k, v in groups.items() if v}
+    """File names of the report plots a study produces (known before running), by plot
+    kind (:data:`PLOT_KINDS`; only kinds with a file, in report order)."""
+    d = study.data
+    exposed = bool(d["exposure"].get("output"))
+    compared = [k for k in study.endpoint_kinds().values() if k != "time_to_event"]
+    forest = study.control_arm is not None and bool(compared) and len(study.arm_names) > 1
+    groups = {
+        "bands": [f"bands_{o}.png" for o in d["outputs"]["timecourse"]["outputs"]],
+        "safety": [f"safety_{e}.png" for e in d["adverse_events"]],
+        "exposure": ["exposure_cmax.png", "exposure_auc.png"] if exposed else [],
+        # hazard ratios are not drawn on a difference axis
+        "forest": ["forest.png"] if forest else [],
+        "exposure_response": (
+            [f"exposure_response_{e}.png" for e in d["adverse_events"]] if exposed else []
+        ),
+        "km": [f"km_{e}.png" for e in _tte_endpoints(study)],  # vtrial.trial_plots
+        "success": ["success.png"] if d.get("success") else [],
+        "individual_effects": [f"individual_effects_{e}.png" for e in _effect_endpoints(study)],
+    }
+    return {k: groups[k] for k in PLOT_KINDS if groups[k]}
+
+
+def report_files(study: Study) -> list[str]:
+    """File names of the report plots a study produces, in report order."""
+    return [name for names in report_groups(study).values() for name in names]
 
 
 #: summary tables shown as pages of the HTML report (name -> title), in report order
