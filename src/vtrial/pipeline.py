@@ -564,7 +564,8 @@ def run_report(
 
     tables = {k: pd.read_parquet(v) for k, v in summary.items()}
     patients = read_parts(patient_parts)
-    log.info("report: drawing %d plot(s) into %s", len(report_files(study)), outdir)
+    expected = report_files(study)
+    log.info("report: drawing %d plot(s) into %s", len(expected), outdir)
     units = {**study.model.output_units, **study.endpoint_units()}
     exp_out = study.data["exposure"].get("output") or "CP"
     paths = make_report(
@@ -580,29 +581,17 @@ def run_report(
     )
     from vtrial.trial_plots import trial_plots
 
-    paths += trial_plots(  # Kaplan-Meier curves, probability of success
+    paths += trial_plots(  # Kaplan-Meier, probability of success, individual effects
         patients,
         tables.get("success"),
         time_to_event=_tte_endpoints(study),
         arms=study.arm_names,
         outdir=outdir,
+        control=study.control_arm,
+        effects={e: study.data["endpoints"][e] for e in _effect_endpoints(study)},
+        units=units,
     )
-    from vtrial.trial_plots import plot_individual_effects
-
-    for e in _effect_endpoints(study):
-        paths.append(
-            plot_individual_effects(
-                patients,
-                e,
-                arms=study.arm_names,
-                control=str(study.control_arm),
-                unit=units[e],
-                spec=study.data["endpoints"][e],
-                path=Path(outdir) / f"individual_effects_{e}.png",
-            )
-        )
-    expected = {Path(outdir) / f for f in report_files(study)}
-    missing = sorted(str(p) for p in expected - {Path(p) for p in paths})
+    missing = sorted(str(p) for p in {Path(outdir) / f for f in expected} - set(map(Path, paths)))
     if missing:
         raise RuntimeError(f"report: plots not produced: {missing}")
     return [Path(p) for p in paths]

@@ -412,9 +412,14 @@ def trial_plots(
     time_to_event: Sequence[str],
     arms: Sequence[str],
     outdir: str | Path,
+    control: str | None = None,
+    effects: Mapping[str, Mapping[str, Any]] | None = None,
+    units: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Every trial-layer plot that applies: ``km_<endpoint>.png`` per time-to-event
-    endpoint and ``success.png`` with a success table (see
+    endpoint, ``success.png`` with a success table, and for a twin crossover study
+    ``individual_effects_<endpoint>.png`` per endpoint of `effects` (endpoint -> its
+    study entry) against `control`, with the endpoint's unit from `units` (see
     :func:`vtrial.pipeline.report_files`)."""
     outdir = Path(outdir)
     paths = [
@@ -423,4 +428,18 @@ def trial_plots(
     ]
     if success is not None and len(success):
         paths.append(plot_success(success, arms=arms, path=outdir / "success.png"))
+    if effects and control is None:
+        raise ValueError("trial_plots: individual effects need the control arm")
+    for e, spec in (effects or {}).items():
+        paths.append(
+            plot_individual_effects(
+                patients,
+                e,
+                arms=arms,
+                control=str(control),
+                unit=(units or {}).get(e, ""),
+                spec=spec,
+                path=outdir / f"individual_effects_{_safe_name(e)}.png",
+            )
+        )
     return paths
