@@ -205,12 +205,18 @@ class Study:
         h = hashlib.sha256(canonical_json(self.data).encode())
         for comp in self.model.components:
             h.update(Path(comp.source).read_bytes())
-        cov = (self.data["study"].get("uncertainty") or {}).get("theta", {}).get("covariance")
-        if isinstance(cov, str):
-            h.update((self.base_dir / cov).read_bytes())
-        for table in input_files(self.data, self.base_dir):  # population.resample.table
-            h.update(table.read_bytes())
+        for path in self.data_files:
+            h.update(path.read_bytes())
         return h.hexdigest()
+
+    @property
+    def data_files(self) -> list[Path]:
+        """Data files the study reads besides its model files, in hashing order: the
+        covariance CSV of ``study.uncertainty.theta`` (if it names one) and the
+        covariate table of ``population.resample``."""
+        cov = (self.data["study"].get("uncertainty") or {}).get("theta", {}).get("covariance")
+        files = [self.base_dir / cov] if isinstance(cov, str) else []
+        return files + input_files(self.data, self.base_dir)
 
     def grid(self) -> np.ndarray:
         """Evaluation grid (h): regular grid, stored time points and endpoint times."""

@@ -27,7 +27,6 @@ import pyarrow as pa
 
 from vtrial import sketch, stats
 from vtrial.config import Study, canonical_json
-from vtrial.covariates import input_files
 from vtrial.design import design_tables, is_twin, population_rows, summary_tables
 from vtrial.errors import DataError, ResourceError
 from vtrial.io import (
@@ -633,8 +632,8 @@ def run_manifest(
         "inputs": {
             "study_file_sha256": file_sha256(study.source) if Path(study.source).exists() else None,
             "models": {c.name: file_sha256(c.source) for c in study.model.components},
-            # data files the study reads (population.resample.table)
-            "data": {str(f): file_sha256(f) for f in input_files(study.data, study.base_dir)},
+            # data files the study reads (uncertainty covariance, population.resample.table)
+            "data": {str(f): file_sha256(f) for f in study.data_files},
         },
         "config": json.loads(canonical_json(study.data)),
         # units of the model outputs and the endpoints (vtrial describe prints them)

@@ -54,17 +54,6 @@ def uncertainty_spec(data: Mapping[str, Any]) -> dict[str, Any]:
     return dict(data["study"].get("uncertainty") or {})
 
 
-def has_uncertainty(study: Study) -> bool:
-    """Whether the replicates draw their own population parameters."""
-    return bool(uncertainty_spec(study.data))
-
-
-def covariance_file(data: Mapping[str, Any], base_dir: Path) -> Path | None:
-    """The CSV file of ``uncertainty.theta.covariance`` (None when given inline)."""
-    cov = uncertainty_spec(data).get("theta", {}).get("covariance")
-    return base_dir / cov if isinstance(cov, str) else None
-
-
 @functools.lru_cache(maxsize=16)
 def _read_csv(path: str, mtime_ns: int, size: int) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a CSV file (cached by path, modification time and size)."""
