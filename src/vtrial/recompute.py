@@ -32,7 +32,7 @@ from vtrial.yamlsafe import load_yaml
 log = logging.getLogger("vtrial")
 
 #: per-shard tables, in the order they are compared
-SHARD_TABLES = ("patients", "timecourse", "bands", "observations")
+SHARD_TABLES = ("patients", "timecourse", "bands", "observations", "doses")
 
 
 def _base_dirs(root: Path, manifest: Mapping[str, Any]) -> list[Path]:
@@ -177,6 +177,7 @@ def recompute(
                 paths["bands"],
                 threads=workers,
                 out_observations=paths["observations"] if study.observed_outputs else None,
+                out_doses=paths["doses"] if study.has_dose_ledger else None,
             )
             files.update({f"{t}/{name}.parquet": p for t, p in paths.items() if p.exists()})
         return _compare(root, listed, files)

@@ -10,6 +10,7 @@ import yaml
 
 from tests.conftest import ROOT
 from vtrial.cli import verify
+from vtrial.recompute import recompute
 
 from .test_workflow import snakemake
 
@@ -52,3 +53,7 @@ def test_example_runs_with_a_dose_ledger(tmp_path: Path, name: str, arm: str) ->
         assert set(orr["arm"]) == {"fixed_dose", "with_rules"}
         assert (out / "report" / "bands_TUMOUR.png").exists()
     assert verify(out) == []
+    # the dose ledger is recomputed with its shard, identical (vtrial verify --recompute)
+    checked = tmp_path / "recomputed"
+    assert recompute(out, shards=[1], workers=1, workdir=checked) == []
+    assert (checked / "doses" / "part-00001.parquet").exists()
