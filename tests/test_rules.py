@@ -99,6 +99,36 @@ def test_reduce_then_discontinue_after_two_reductions(tmp_path: Path) -> None:
     assert p["relative_dose_intensity"] == pytest.approx(750.0 / 1200.0, rel=1e-12)
 
 
+def test_ledger_of_patients_with_invalid_parameters(tmp_path: Path) -> None:
+    """A patient whose parameters are invalid (CL = NaN) is never simulated: the doses
+    table still has its planned rows, marked not reached with unknown amounts; the
+    others are untouched; a chunk of only such patients works too."""
+    arm = {"regimen": Q3W, "modification": REDUCE_RULES}
+    d = study_data(tmp_path, arm)
+    d["model"]["parameters"]["RECOVERY"] = {"value": 0.0}
+    study = study_from_dict(d, source="study.yaml")
+    pop = sample_population(study)
+    pop = pop[pop["arm"] == "treated"].reset_index(drop=True)
+    good = doses_table(study, pop, run_population(study, pop, threads=1))
+    poisoned = pop.copy()
+    poisoned.loc[0, "CL"] = np.nan
+    res = run_population(study, poisoned, threads=1)
+    assert res.status[0] == 4
+    assert (res.status[1:] == 0).all()
+    doses = doses_table(study, poisoned, res)
+    first = doses["patient_id"] == pop.loc[0, "patient_id"]
+    assert first.sum() == 4
+    assert (doses.loc[first, "reason"] == "not_reached").all()
+    assert doses.loc[first, ["time", "planned", "given"]].isna().all().all()
+    pd.testing.assert_frame_equal(
+        doses[~first].reset_index(drop=True), good[~first].reset_index(drop=True)
+    )
+    assert np.isnan(res.dose_summary[0]).all()
+    only_bad = poisoned.iloc[:1]
+    lone = doses_table(study, only_bad, run_population(study, only_bad, threads=1))
+    assert lone["reason"].tolist() == ["not_reached"] * 4
+
+
 def test_hold_until_recovery_delays_the_schedule(tmp_path: Path) -> None:
     """ANC < 1.5 until 400 h: held at 0, 168 and 336 h, given at 504 h; the later
     doses move by the same 504 h (a cycle delay)."""

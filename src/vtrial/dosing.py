@@ -179,10 +179,10 @@ class EventTable:
     n: np.ndarray
     ss: np.ndarray
     ss_unit: np.ndarray
-    n_occ: int = 1
-    slot: np.ndarray | None = None
-    pair: np.ndarray | None = None
-    n_slots: int = 0
+    n_occ: int
+    slot: np.ndarray
+    pair: np.ndarray
+    n_slots: int
 
 
 def occasion_starts(phases: Sequence[Phase], occasions: Any) -> list[float]:

@@ -27,7 +27,7 @@ from vtrial.errors import VtrialError
 from vtrial.expressions import evaluate
 from vtrial.models import Model
 from vtrial.residual import add_observations
-from vtrial.rules import RuleProgram
+from vtrial.rules import REASON_CODES, RuleProgram
 
 #: kernel status code -> ``solver_status`` label
 STATUS = {
@@ -401,6 +401,14 @@ def run_kernel(
     bad |= ~np.isfinite(vinv).all(axis=(1, 2, 3)) | ~np.isfinite(vec).all(axis=(1, 2, 3))
     run = np.flatnonzero(~bad)
     n_out = (n_probe, len(monitors), n_store, len(store_out))
+    # n_slots is 0 unless a ledger is asked for or adherence needs the slots; patients
+    # not simulated (invalid parameters) have no dose given: unknown times and amounts
+    n_slots = max(events.n_slots, 1) if (ledger or adherence is not None) else 0
+    led = np.zeros((n, n_slots, 4))
+    dsum = np.zeros((n, 5 if ledger else 0))
+    led[bad] = (np.nan, np.nan, np.nan, REASON_CODES["not_reached"])
+    dsum[bad] = np.nan
+
     if not bad.any():
         # the kernel writes every element of its outputs: no fill, no copy
         res = _result(n, no, n_out, np.float64, np.empty)
@@ -410,6 +418,8 @@ def run_kernel(
         res.status[bad] = 4
         if run.size == 0:
             res.store = res.store.astype(store_dtype)
+            if ledger:
+                res.ledger, res.dose_summary = led, dsum
             return res
         sub = _result(run.size, no, n_out, np.float64, np.empty)
     na = events.n.size
@@ -418,9 +428,6 @@ def run_kernel(
     else:
         levels, start_level = np.full((na, 1), np.nan), np.full(na, -1, dtype=np.int64)
         rule_par = np.zeros((na, 1, 4))
-    slot = events.slot if events.slot is not None else np.full(events.kind.shape, -1)
-    pair = events.pair if events.pair is not None else np.full(events.kind.shape, -1)
-    n_slots = max(events.n_slots, 1) if (ledger or adherence is not None) else 0
     if adherence is not None:
         adh, jit = (np.ascontiguousarray(x, dtype=np.float64) for x in adherence)
         if adh.shape != (n, n_slots) or jit.shape != (n, n_slots):
@@ -428,9 +435,6 @@ def run_kernel(
     else:
         adh = jit = np.zeros((n, 0))
     eps = np.zeros((n, 1, 0)) if assay is None else np.ascontiguousarray(assay, dtype=np.float64)
-    # n_slots is 0 unless a ledger is asked for or adherence needs the slots
-    led = np.zeros((n, n_slots, 4))
-    dsum = np.zeros((n, 5 if ledger else 0))
     kern = load_kernel(model, rules.source if rules is not None else None)
     sub_led = led if sub is res else np.ascontiguousarray(led[run])
     sub_dsum = dsum if sub is res else np.ascontiguousarray(dsum[run])
@@ -457,8 +461,8 @@ def run_kernel(
             events.ss_unit,
             lay.param_index("TLAG") if model.takes_doses else -1,
             lay.param_index("F") if model.takes_doses else -1,
-            np.ascontiguousarray(slot, dtype=np.int64),
-            np.ascontiguousarray(pair, dtype=np.int64),
+            np.ascontiguousarray(events.slot, dtype=np.int64),
+            np.ascontiguousarray(events.pair, dtype=np.int64),
             np.ascontiguousarray(levels, dtype=np.float64),
             np.ascontiguousarray(start_level, dtype=np.int64),
             np.ascontiguousarray(rule_par, dtype=np.float64),
@@ -500,8 +504,6 @@ def run_kernel(
             getattr(res, name)[run] = getattr(sub, name)
         led[run] = sub_led
         dsum[run] = sub_dsum
-        led[bad] = np.nan
-        dsum[bad] = np.nan
     if ledger:
         res.ledger = led
         res.dose_summary = dsum

@@ -61,6 +61,7 @@ REASONS = {
     6: "doubled",
     7: "not_reached",
 }
+REASON_CODES = {label: code for code, label in REASONS.items()}
 #: columns of the per-patient dose summary joined into the patients table
 DOSE_SUMMARY = (
     "relative_dose_intensity",
@@ -378,7 +379,6 @@ def adherence_arrays(
     jitter = np.zeros((n, slots))
     u_miss = patient_uniforms(study.seed, "adherence", replicate, patient_id, slots)
     z_jit = special.ndtri(patient_uniforms(study.seed, "jitter", replicate, patient_id, slots))
-    assert events.slot is not None
     for a, arm in enumerate(arms):
         adh = arm.get("adherence")
         rows = np.flatnonzero(arm_index == a)

@@ -377,7 +377,6 @@ def doses_table(study: Study, pop: pd.DataFrame, res: KernelResult) -> pd.DataFr
     """
     events = study.events()
     arm_index = pop["arm_index"].to_numpy(dtype=np.int64)
-    assert events.slot is not None
     per_arm = (events.slot >= 0).sum(axis=1)
     counts = per_arm[arm_index] if res.ledger.shape[1] else np.zeros(len(pop), dtype=np.int64)
     table = ledger_table(
