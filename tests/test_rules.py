@@ -129,6 +129,23 @@ def test_ledger_of_patients_with_invalid_parameters(tmp_path: Path) -> None:
     assert lone["reason"].tolist() == ["not_reached"] * 4
 
 
+def test_hold_during_an_infusion_keeps_its_end(tmp_path: Path) -> None:
+    """A hold decided while a 100 h infusion runs delays the later doses, not the end
+    of the running infusion: exactly the two 300 mg doses enter (AUC = 600 / CL)."""
+    regimen = {"route": "iv_infusion", "dose": 300, "duration": 100, "interval": 504, "count": 2}
+    rules = {
+        "decide_at": {"every": 24},
+        "rules": [{"when": "t >= 48 and holds < 1", "action": "hold", "recheck": 168}],
+    }
+    d = study_data(tmp_path, {"regimen": regimen, "modification": rules})
+    patients, doses = treated(d)
+    first = doses[doses["patient_id"] == doses["patient_id"].min()]
+    assert first["time"].tolist() == [0.0, 504.0 + 168.0]
+    assert first["reason"].tolist() == ["as_planned", "delayed"]
+    # pk_1cmt, CL 5 L/h: the exact AUC to 2100 h of 600 mg (the rest is < 1e-20)
+    np.testing.assert_allclose(patients["auc"], 600.0 / 5.0, rtol=1e-9)
+
+
 def test_hold_until_recovery_delays_the_schedule(tmp_path: Path) -> None:
     """ANC < 1.5 until 400 h: held at 0, 168 and 336 h, given at 504 h; the later
     doses move by the same 504 h (a cycle delay)."""

@@ -858,10 +858,13 @@ def _simulate_one(
                     st[3] += delay
                     hold_total += delay
                     tn = en[ei]
-                    for e in range(ei, ne):  # this decision and every later event
-                        if en[e] >= tn:
-                            et[e] += delay
-                            eadm[e] += delay
+                    for e in range(ei, ne):  # this decision and every later event,
+                        if en[e] < tn:  # but not the end of an infusion already running
+                            continue
+                        if ek[e] == EV_RATE and ea[e] <= 0.0 and given_rate[eo[e]] != 0.0:
+                            continue
+                        et[e] += delay
+                        eadm[e] += delay
                     _sort_events(ei, et, ek, ea, eo, en, eadm)
                     break  # the decision comes back after the delay
                 if code in (ACT_REDUCE, ACT_ESCALATE):

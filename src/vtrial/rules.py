@@ -9,8 +9,9 @@ jitter). Both run inside the compiled kernel:
   time is pre-dose, so ``CP`` at a decision on a dose day is the trough), optionally
   with assay error, and calls ``_decide``, generated here from the rules: the first
   rule whose ``when`` holds acts;
-- ``hold`` delays the decision and every later event of the arm by ``recheck`` hours,
-  then re-evaluates the rules (the planned schedule shifts, as a cycle delay does);
+- ``hold`` delays the decision and every later event of the arm by ``recheck`` hours
+  (an infusion already running still ends on time), then re-evaluates the rules (the
+  planned schedule shifts, as a cycle delay does);
   holding longer than ``max_hold`` hours at one decision discontinues;
 - ``reduce``/``escalate`` move along the declared dose ``levels`` (bounded by the
   lowest and highest); ``discontinue`` stops every later dose; ``give`` gives as
