@@ -67,7 +67,8 @@ def _decide(a, t, o, wmin, wmax, omin, omax, eps, st, act):  # pragma: no cover 
     """Dose-modification rules of arm ``a`` at a decision (generated from the study).
 
     ``o``: outputs now; ``wmin``/``wmax``: their extremes since the last decision;
-    ``omin``/``omax``: since the start; ``eps``: standard normals of the assay errors;
+    ``omin``/``omax``: since the start; ``eps``: the assay errors (standard normals
+    times each measured output's sd);
     ``st``: level index, reductions, holds, hours held at this decision, current dose.
     Writes ``act[0]`` = 1 if a rule matched (0 otherwise) and ``act[4]`` = its number;
     the rule's action and numbers are data (``rule_par``).

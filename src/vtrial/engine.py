@@ -339,7 +339,8 @@ def run_kernel(
         Per-patient dose multipliers and time jitter, shape (n, events.n_slots) each
         (:func:`vtrial.rules.adherence_arrays`).
     assay : ndarray, optional
-        Standard normals of the assay errors, shape (n, K, n_measured).
+        Assay errors (standard normals times each measured output's sd, see
+        :func:`vtrial.rules.assay_normals`), shape (n, K, n_measured).
     ledger : bool
         Return the dose ledger and the per-patient dose summary.
 
