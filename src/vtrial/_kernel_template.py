@@ -1231,10 +1231,9 @@ def _simulate_one(
     if dsum.shape[1] > 0:
         planned = 0.0
         given = 0.0
-        for sl in range(n_slot):
-            if not math.isnan(ledger[i, sl, 1]):
-                planned += ledger[i, sl, 1]
-                given += ledger[i, sl, 2]
+        for sl in range(n_slot):  # padding slots of shorter arms are 0
+            planned += ledger[i, sl, 1]
+            given += ledger[i, sl, 2]
         dsum[i, 0] = given / planned if planned > 0.0 else np.nan
         dsum[i, 1] = st[2]
         dsum[i, 2] = st[1]

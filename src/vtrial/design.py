@@ -45,8 +45,6 @@ from vtrial.rng import keyed_uniforms
 if TYPE_CHECKING:
     from vtrial.models import Model
 
-DESIGNS = ("parallel", "twin_crossover")
-METHODS = ("simple", "permuted_block", "stratified")
 #: most strata of a stratified randomization (product of the levels of its covariates)
 MAX_STRATA = 10_000
 

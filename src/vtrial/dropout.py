@@ -50,8 +50,6 @@ __all__ = [
 PURPOSE = "dropout"
 #: hours in a year of 365.25 days (``rate_per_year`` -> 1/h)
 HOURS_PER_YEAR = 365.25 * 24.0
-#: exposure metrics a dropout hazard may depend on
-EXPOSURE_METRICS = ("cmax", "auc", "ctrough")
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -56,7 +56,6 @@ COLUMNS = (
     "DV",
     "BLQ",
 )
-_ID_COLUMNS = ("replicate", "patient_id", "arm", "arm_index")
 
 
 def study_of_results(results: str | Path) -> Study:

@@ -28,16 +28,6 @@ from vtrial.rng import keyed_uniforms
 from vtrial.uncertainty import replicate_omega, typical_values
 
 
-def sample_covariates(study: Study, replicate: int) -> dict[str, np.ndarray]:
-    """Covariates of candidates ``0..size-1`` of one replicate, without derived ones.
-
-    Resampled table columns first (``population.resample``), then categoricals, then
-    the rest; see :class:`vtrial.covariates.CovariateSampler` (the patients are these
-    candidates when the study has no inclusion or exclusion criteria).
-    """
-    return covariate_sampler(study).draw(replicate, 0, study.size, derived=False)
-
-
 def derive_covariates(names: list[str], c: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Compute derived covariates.
 
@@ -85,20 +75,6 @@ def derive_covariates(names: list[str], c: Mapping[str, np.ndarray]) -> dict[str
         else:  # pragma: no cover - schema guards
             raise ValueError(f"unknown derived covariate {name!r}")
     return out
-
-
-def allocate_arms(
-    study: Study, replicate: int, covariates: Mapping[str, np.ndarray] | None = None
-) -> np.ndarray:
-    """Allocation to arms (index per patient, in patient order), by ``randomization``.
-
-    By default permuted blocks of ``2 * sum(ratios)`` patients in the declared ratio,
-    each shuffled with keyed uniforms (``allocation``), so every prefix of the trial
-    stays close to the ratio and the allocation depends only on seed, replicate and
-    arms; see :func:`vtrial.design.allocate` for simple and stratified randomization
-    (which needs the replicate's ``covariates``).
-    """
-    return allocate(study, replicate, covariates or {})
 
 
 def individual_parameters(
@@ -249,7 +225,7 @@ def sample_population(study: Study, *, candidates: list[int] | None = None) -> p
         if candidates is not None:
             candidates.append(n_candidates)
         params, etas = individual_parameters(study, covs, r)
-        arm_idx = allocate_arms(study, r, covs)
+        arm_idx = allocate(study, r, covs)  # vtrial.design: randomization
         cols: dict[str, Any] = {
             "replicate": np.full(study.size, r, dtype=np.int32),
             "patient_id": np.arange(1, study.size + 1, dtype=np.int64),

@@ -349,13 +349,13 @@ def assay_normals(
     ``o (1 + e)`` (proportional) or ``o exp(e)`` (exponential).
     """
     n = replicate.size
-    k = len(program.measured) if program is not None else 0
-    if k == 0:
+    if program is None or not program.measured:
         return np.zeros((n, 1, 0))
+    k = len(program.measured)
     out = np.empty((n, MAX_EVALUATIONS, k))
     u = patient_uniforms(study.seed, "assay", replicate, patient_id, MAX_EVALUATIONS * k)
     out[:] = special.ndtri(u).reshape(n, MAX_EVALUATIONS, k)
-    sd = np.array([m[2] for m in program.measured]) if program is not None else np.ones(k)
+    sd = np.array([m[2] for m in program.measured])
     return out * sd  # scaled by each output's assay sd (the kernel adds or multiplies)
 
 
