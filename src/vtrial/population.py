@@ -25,7 +25,7 @@ from vtrial.covariates import categories_of, covariate_sampler
 from vtrial.design import allocate, twin_rows
 from vtrial.expressions import evaluate, parse_expression
 from vtrial.rng import keyed_uniforms
-from vtrial.uncertainty import replicate_omega, typical_values
+from vtrial.uncertainty import covariance_root, replicate_omega, typical_values
 
 
 def derive_covariates(names: list[str], c: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -109,23 +109,12 @@ def individual_parameters(
     etas: dict[str, np.ndarray] = {}
     if names:
         om = replicate_omega(study, replicate)  # OMEGA_r with study.uncertainty
-        try:
-            root = np.linalg.cholesky(om)
-        except np.linalg.LinAlgError:
-            w, q = np.linalg.eigh(om)
-            root = q * np.sqrt(np.clip(w, 0.0, None))
         z = special.ndtri(keyed_uniforms(study.seed, "eta", replicate, n, len(names)))
-        eta = z @ root.T
+        eta = z @ covariance_root(om).T
         for j, name in enumerate(names):
-            e = eta[:, j]
-            etas[name] = e
+            etas[name] = eta[:, j]
             dist = iiv["distribution"].get(name, "lognormal")
-            if dist == "lognormal":
-                params[name] = params[name] * np.exp(e)
-            elif dist == "normal":
-                params[name] = params[name] + e
-            else:
-                params[name] = special.expit(special.logit(params[name]) + e)
+            params[name] = apply_effect(params[name], eta[:, j], dist)
     return params, etas
 
 
@@ -168,14 +157,18 @@ def occasion_parameters(study: Study, pop: pd.DataFrame) -> dict[str, np.ndarray
         kappa = np.column_stack(
             [pop[f"kappa_{name}_{k}"].to_numpy(dtype=np.float64) for k in range(n_occ)]
         )
-        form = dist.get(name, "lognormal")
-        if form == "lognormal":
-            out[name] = base * np.exp(kappa)
-        elif form == "normal":
-            out[name] = base + kappa
-        else:
-            out[name] = special.expit(special.logit(base) + kappa)
+        out[name] = apply_effect(base, kappa, dist.get(name, "lognormal"))
     return out
+
+
+def apply_effect(value: np.ndarray, effect: np.ndarray, dist: str) -> np.ndarray:
+    """A parameter with a random effect: ``value · exp(effect)`` (``lognormal``),
+    ``value + effect`` (``normal``) or ``expit(logit(value) + effect)`` (``logit``)."""
+    if dist == "lognormal":
+        return value * np.exp(effect)
+    if dist == "normal":
+        return value + effect
+    return special.expit(special.logit(value) + effect)
 
 
 def sample_population(study: Study, *, candidates: list[int] | None = None) -> pd.DataFrame:

@@ -161,7 +161,7 @@ def theta_covariance(spec: Mapping[str, Any], base_dir: Path) -> tuple[np.ndarra
     return (np.empty((0, 0)) if problems else mat), problems
 
 
-def _root(mat: np.ndarray) -> np.ndarray:
+def covariance_root(mat: np.ndarray) -> np.ndarray:
     """Cholesky factor of a covariance; eigen square root if it is singular."""
     try:
         return np.linalg.cholesky(mat)
@@ -195,7 +195,7 @@ def typical_values(study: Study, replicate: int) -> dict[str, float]:
         raise DataError(f"{study.source}: study.uncertainty.theta.covariance: {problems[0]}")
     names = list(spec["parameters"])
     z = special.ndtri(keyed_uniforms(study.seed, "uncertainty:theta", replicate, 1, len(names)))
-    delta = _root(mat) @ z[0]
+    delta = covariance_root(mat) @ z[0]
     log = spec.get("scale", "log") == "log"
     for name, dx in zip(names, delta, strict=True):
         values[name] = values[name] * math.exp(dx) if log else values[name] + float(dx)
