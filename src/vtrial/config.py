@@ -47,7 +47,7 @@ from vtrial.endpoints import (
 from vtrial.errors import ConfigError, ExpressionError, Problem
 from vtrial.expressions import parse_expression
 from vtrial.models import Model, build_model, check_model_section
-from vtrial.recist import MAX_ASSESSMENTS, RESPONSE_CATEGORIES, assessment_times
+from vtrial.recist import RESPONSE_CATEGORIES, assessment_times, schedule_problems
 from vtrial.residual import spec_problems as residual_problems
 from vtrial.rules import RuleProgram, rule_problems, rule_program
 from vtrial.yamlsafe import load_yaml, package_schema
@@ -934,7 +934,7 @@ def _semantic_problems(
                 if extra:
                     bad(where, f"keys {extra} only apply to type responder")
                 if typ == "best_response":
-                    for key, msg in _assessment_problems(ep, end):
+                    for key, msg in schedule_problems(ep, end, noun="assessments"):
                         bad(f"{where}{key}", msg)
                 else:
                     extra = [k for k in _ASSESSMENT_KEYS if k in ep]
@@ -1075,43 +1075,6 @@ def _probability_event_problems(
                         f"(model.parameters), got {dict(zip(names, values, strict=True))}",
                     )
                 )
-    return out
-
-
-def _assessment_problems(ep: Mapping[str, Any], end: float) -> list[tuple[str, str]]:
-    """Problems of the assessment times of a best_response endpoint (key relative to it)."""
-    out: list[tuple[str, str]] = []
-    has_every, has_times = "every" in ep, "times" in ep
-    if has_every == has_times:
-        given = [k for k in ("every", "times") if k in ep]
-        rule = "needs exactly one of 'every' (with 'first', 'by') or 'times'"
-        out.append(("", f"{rule}, got {given}"))
-    if not has_every:
-        for key in ("first", "by"):
-            if key in ep:
-                out.append((f".{key}", f"only applies with 'every', got {ep[key]}"))
-    if has_every and not has_times:
-        every = float(ep["every"])
-        first = float(ep.get("first", every))
-        by = float(ep.get("by", end))
-        for key, value in (("first", first), ("by", by)):
-            if value > end:
-                shown = ep.get(key, f"{value} (default)")
-                out.append((f".{key}", f"must be <= simulation.end ({end}), got {shown}"))
-        if first > by:
-            out.append((".by", f"must be >= first ({first}), got {by}"))
-        elif (by - first) / every + 1 > MAX_ASSESSMENTS + 1e-6:
-            count = int((by - first) / every) + 1
-            out.append(
-                (".every", f"gives {count} assessments (limit {MAX_ASSESSMENTS}), got {every}")
-            )
-    if has_times and not has_every:
-        times = [float(t) for t in ep["times"]]
-        if not all(a < b for a, b in itertools.pairwise(times)):
-            out.append((".times", f"must be strictly increasing, got {ep['times']}"))
-        late = [t for t in times if t > end]
-        if late:
-            out.append((".times", f"must be <= simulation.end ({end}), got {late}"))
     return out
 
 

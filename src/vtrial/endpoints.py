@@ -23,7 +23,6 @@ The module also holds the validation of these keys (:func:`endpoint_problems`,
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,11 +35,11 @@ from vtrial.dropout import PURPOSE, Hazard, dropout_times
 from vtrial.engine import Monitor
 from vtrial.models import PK_CONCENTRATION, Model
 from vtrial.recist import (
-    MAX_ASSESSMENTS,
     UNDEFINED,
     assessment_times,
     best_overall_response,
     response_column,
+    schedule_problems,
     visit_responses,
 )
 from vtrial.residual import ErrorModel, observe_patients, patient_normals
@@ -696,40 +695,6 @@ def endpoint_problems(
     return out
 
 
-def _visits_problems(visits: Mapping[str, Any], end: float) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    has_every, has_times = "every" in visits, "times" in visits
-    if has_every == has_times:
-        given = [k for k in ("every", "times") if k in visits]
-        out.append(
-            ("", f"needs exactly one of 'every' (with 'first', 'by') or 'times', got {given}")
-        )
-        return out
-    if has_times:
-        times = [float(t) for t in visits["times"]]
-        for key in ("first", "by"):
-            if key in visits:
-                out.append((f".{key}", f"only applies with 'every', got {visits[key]}"))
-        if not all(a < b for a, b in itertools.pairwise(times)):
-            out.append((".times", f"must be strictly increasing, got {visits['times']}"))
-        late = [t for t in times if t > end]
-        if late:
-            out.append((".times", f"must be <= simulation.end ({end}), got {late}"))
-        return out
-    every = float(visits["every"])
-    first = float(visits.get("first", every))
-    by = float(visits.get("by", end))
-    for key, value in (("first", first), ("by", by)):
-        if value > end:
-            out.append((f".{key}", f"must be <= simulation.end ({end}), got {value}"))
-    if first > by:
-        out.append((".by", f"must be >= first ({first}), got {by}"))
-    elif (by - first) / every + 1 > MAX_ASSESSMENTS + 1e-6:
-        count = int((by - first) / every) + 1
-        out.append((".every", f"gives {count} visits (limit {MAX_ASSESSMENTS}), got {every}"))
-    return out
-
-
 def _exact_exposure(d: Mapping[str, Any], model: Model) -> bool:
     exp_out = d["exposure"].get("output")
     return exp_out == PK_CONCENTRATION and (
@@ -803,7 +768,7 @@ def _dropout_problems(d: Mapping[str, Any], model: Model | None) -> list[tuple[s
                 )
             )
         else:
-            for key, msg in _visits_problems(spec["visits"], end):
+            for key, msg in schedule_problems(spec["visits"], end, noun="visits"):
                 out.append((f"{here}.visits{key}", msg))
     elif "visits" in spec:
         out.append((f"{here}.visits", "only applies with censoring: locf, got censoring: missing"))

@@ -21,6 +21,7 @@ confirmation of CR/PR at a later visit and no minimum duration of SD are require
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "best_response_from_probes",
     "categories_in",
     "response_column",
+    "schedule_problems",
     "visit_responses",
 ]
 
@@ -45,6 +47,43 @@ UNDEFINED = -1
 _CR, _PR, _SD, _PD = range(4)
 #: Most assessments an endpoint may have.
 MAX_ASSESSMENTS = 1000
+
+
+def schedule_problems(spec: Mapping[str, Any], end: float, *, noun: str) -> list[tuple[str, str]]:
+    """Problems of a time schedule given as ``every`` (with ``first``, ``by``) or
+    ``times`` (:func:`assessment_times`): ``(key relative to spec, message)`` pairs;
+    `noun` names the times in messages (``assessments``, ``visits``)."""
+    out: list[tuple[str, str]] = []
+    has_every, has_times = "every" in spec, "times" in spec
+    if has_every == has_times:
+        given = [k for k in ("every", "times") if k in spec]
+        rule = "needs exactly one of 'every' (with 'first', 'by') or 'times'"
+        out.append(("", f"{rule}, got {given}"))
+    if not has_every:
+        for key in ("first", "by"):
+            if key in spec:
+                out.append((f".{key}", f"only applies with 'every', got {spec[key]}"))
+    if has_every and not has_times:
+        every = float(spec["every"])
+        first = float(spec.get("first", every))
+        by = float(spec.get("by", end))
+        for key, value in (("first", first), ("by", by)):
+            if value > end:
+                shown = spec.get(key, f"{value} (default)")
+                out.append((f".{key}", f"must be <= simulation.end ({end}), got {shown}"))
+        if first > by:
+            out.append((".by", f"must be >= first ({first}), got {by}"))
+        elif (by - first) / every + 1 > MAX_ASSESSMENTS + 1e-6:
+            count = int((by - first) / every) + 1
+            out.append((".every", f"gives {count} {noun} (limit {MAX_ASSESSMENTS}), got {every}"))
+    if has_times and not has_every:
+        times = [float(t) for t in spec["times"]]
+        if not all(a < b for a, b in itertools.pairwise(times)):
+            out.append((".times", f"must be strictly increasing, got {spec['times']}"))
+        late = [t for t in times if t > end]
+        if late:
+            out.append((".times", f"must be <= simulation.end ({end}), got {late}"))
+    return out
 
 
 def assessment_times(spec: Mapping[str, Any], end: float) -> list[float]:
