@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import jsonschema
 import numpy as np
@@ -50,6 +50,7 @@ from vtrial.models import Model, build_model, check_model_section
 from vtrial.recist import RESPONSE_CATEGORIES, assessment_times, schedule_problems
 from vtrial.residual import spec_problems as residual_problems
 from vtrial.rules import RuleProgram, rule_problems, rule_program
+from vtrial.stats import EndpointKind
 from vtrial.yamlsafe import load_yaml, package_schema
 
 #: Built-in CTCAE v5 grading scales: ``lln`` is the grade-1 limit and ``thresholds``
@@ -296,7 +297,7 @@ class Study:
 
     def endpoint_kinds(
         self,
-    ) -> dict[str, Literal["continuous", "binary", "categorical", "time_to_event"]]:
+    ) -> dict[str, EndpointKind]:
         """Endpoint name -> ``"continuous"``, ``"binary"`` (responders),
         ``"categorical"`` (``best_response``) or ``"time_to_event"``."""
         return {k: endpoint_kind(v) for k, v in self.data["endpoints"].items()}

@@ -35,10 +35,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from vtrial import stats
 from vtrial.errors import DataError
 
 #: percentiles (%) of the individual effects
-PERCENTILES = (5, 25, 50, 75, 95)
+PERCENTILES = stats.PERCENTILES
 #: columns of ``summary/individual_effects.parquet``
 EFFECT_COLUMNS = (
     "replicate",

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +44,7 @@ from vtrial.recist import (
 )
 from vtrial.residual import ErrorModel, observe_patients, patient_normals
 from vtrial.rng import patient_uniforms
+from vtrial.stats import EFFICACY_TESTS, EndpointKind
 
 if TYPE_CHECKING:
     from vtrial.config import Study
@@ -68,19 +69,14 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
-Kind = Literal["continuous", "binary", "categorical", "time_to_event"]
+Kind = EndpointKind
 
 #: endpoint types computed here only
 TRIAL_TYPES = ("auec", "time_to_event")
 #: endpoint types taken at one time ``at``
 AT_TYPES = ("value_at", "change_from_baseline", "percent_change_from_baseline")
 #: comparison tests by endpoint kind (the first is the default)
-TESTS: dict[str, tuple[str, ...]] = {
-    "continuous": ("welch_t", "mann_whitney"),
-    "binary": ("fisher_exact", "chi_square"),
-    "categorical": ("fisher_exact", "chi_square"),
-    "time_to_event": ("logrank",),
-}
+TESTS = EFFICACY_TESTS
 DEFAULT_TEST = {kind: tests[0] for kind, tests in TESTS.items()}
 #: most points of an ``auec`` or survival ``time_to_event`` time grid
 MAX_SERIES_POINTS = 100_000

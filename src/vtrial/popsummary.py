@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from vtrial import stats
 from vtrial.config import DERIVED, Study
 from vtrial.covariates import categories_of, resampled_columns
 
@@ -29,7 +30,7 @@ __all__ = [
 #: ``arm`` of the rows over all arms (not a valid arm name, so no clash)
 ALL_ARMS = "(all)"
 #: Percentiles of the continuous covariates (numpy ``linear`` interpolation)
-PERCENTILES = (5, 25, 50, 75, 95)
+PERCENTILES = stats.PERCENTILES
 #: Columns of the summary, in order
 COLUMNS = (
     "arm",
