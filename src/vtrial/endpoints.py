@@ -42,7 +42,7 @@ from vtrial.recist import (
     schedule_problems,
     visit_responses,
 )
-from vtrial.residual import ErrorModel, observe_patients, patient_normals
+from vtrial.residual import observe_probes
 from vtrial.rng import patient_uniforms
 from vtrial.stats import EFFICACY_TESTS, EndpointKind
 
@@ -558,18 +558,18 @@ class TrialLayer:
             study = self.study
             times = study.observation_times()
             outs = study.observed_outputs
-            t_idx = [_index(self.probe_t, float(x)) for x in times]
-            o_idx = [self.outputs.index(x) for x in outs]
-            ipred = self.res.probes[:, t_idx, :][:, :, o_idx].astype(np.float64)
-            ipred[self.res.status != 0] = np.nan
-            k = times.size * len(outs)
-            eps = np.empty((self.n, k))
-            for r in np.unique(self.replicate):
-                rows = self.replicate == r
-                eps[rows] = patient_normals(study.seed, int(r), self.patient_id[rows], k)
-            spec = study.residual_error
-            models = [ErrorModel.from_spec(spec[x]) if x in spec else None for x in outs]
-            dv, _ = observe_patients(ipred, models, eps)
+            _, dv, _ = observe_probes(
+                self.res.probes,
+                self.res.status,
+                self.probe_t,
+                self.outputs,
+                times=times,
+                observed=outs,
+                errors=study.residual_error,
+                seed=study.seed,
+                replicate=self.replicate,
+                patient_id=self.patient_id,
+            )
             self._observed = (np.asarray(times, dtype=np.float64), list(outs), dv)
         return self._observed
 

@@ -241,6 +241,42 @@ def patient_normals(seed: int, replicate: int, patient_id: np.ndarray, k: int) -
     return z
 
 
+def observe_probes(
+    probes: np.ndarray,
+    status: np.ndarray,
+    probe_times: Sequence[float] | np.ndarray,
+    outputs: Sequence[str],
+    *,
+    times: np.ndarray,
+    observed: Sequence[str],
+    errors: Mapping[str, Mapping[str, float]],
+    seed: int,
+    replicate: np.ndarray,
+    patient_id: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``ipred``, ``dv`` and ``blq`` (each (n, T, O)) of patients at sampling times.
+
+    ``ipred`` is taken from the kernel's ``probes`` (n, probe times, outputs) at
+    ``times`` (each one of `probe_times`) for the `observed` outputs (each one of
+    `outputs`), NaN for a patient whose ``status`` is not 0; the residual draws are
+    :func:`patient_normals` of each patient's replicate, so any chunk of patients gets
+    the same observations; ``errors`` maps an output to its error model spec (outputs
+    without one are observed exactly).
+    """
+    t_idx = [list(probe_times).index(float(x)) for x in times]
+    o_idx = [list(outputs).index(x) for x in observed]
+    ipred = probes[:, t_idx, :][:, :, o_idx].astype(np.float64)
+    ipred[status != 0] = np.nan
+    k = len(t_idx) * len(o_idx)
+    eps = np.empty((ipred.shape[0], k))
+    for r in np.unique(replicate):
+        rows = replicate == r
+        eps[rows] = patient_normals(seed, int(r), patient_id[rows], k)
+    models = [ErrorModel.from_spec(errors[x]) if x in errors else None for x in observed]
+    dv, blq = observe_patients(ipred, models, eps)
+    return ipred, dv, blq
+
+
 def observe_patients(
     ipred: np.ndarray, models: Sequence[ErrorModel | None], eps: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -30,7 +30,7 @@ from vtrial.engine import (
 from vtrial.models import PK_CONCENTRATION
 from vtrial.population import occasion_parameters
 from vtrial.recist import best_response_from_probes, categories_in
-from vtrial.residual import ErrorModel, observe_patients, patient_normals
+from vtrial.residual import observe_probes
 from vtrial.rules import adherence_arrays, assay_normals, ledger_table, summary_columns
 from vtrial.sketch import Sketch, quantiles, sketch_block
 
@@ -336,21 +336,20 @@ def observations_table(study: Study, pop: pd.DataFrame, res: KernelResult) -> pd
     times = study.observation_times()
     outs = study.observed_outputs
     n, t, o = len(pop), times.size, len(outs)
-    probe_t = study.probe_times()
-    model_outs = list(study.model.outputs)
-    t_idx = [probe_t.index(float(x)) for x in times]
-    o_idx = [model_outs.index(x) for x in outs]
-    ipred = res.probes[:, t_idx, :][:, :, o_idx].astype(np.float64)
-    ipred[res.status != 0] = np.nan
     replicate = pop["replicate"].to_numpy(dtype=np.int32)
     patient_id = pop["patient_id"].to_numpy(dtype=np.int64)
-    eps = np.empty((n, t * o))
-    for r in np.unique(replicate):
-        rows = replicate == r
-        eps[rows] = patient_normals(study.seed, int(r), patient_id[rows], t * o)
-    spec = study.residual_error
-    models = [ErrorModel.from_spec(spec[x]) if x in spec else None for x in outs]
-    dv, blq = observe_patients(ipred, models, eps)
+    ipred, dv, blq = observe_probes(
+        res.probes,
+        res.status,
+        study.probe_times(),
+        list(study.model.outputs),
+        times=times,
+        observed=outs,
+        errors=study.residual_error,
+        seed=study.seed,
+        replicate=replicate,
+        patient_id=patient_id,
+    )
     m = t * o
     return pd.DataFrame(
         {
