@@ -629,10 +629,10 @@ def _tte_row(
 ) -> dict[str, Any]:
     """Statistics of one time-to-event endpoint in one group (finite times, 0/1 events)."""
     n = int(t.size)
-    low, high = _km_median_ci(t, e, confidence)
+    median, low, high = _km_median_ci(t, e, confidence)
     rec: dict[str, Any] = {
         "n": n,
-        "estimate": _km_median(t, e),
+        "estimate": median,
         "ci_low": low,
         "ci_high": high,
     }
@@ -797,8 +797,8 @@ def safety_summary(
         median = np.full(n_groups, np.nan)
         ci = np.full((n_groups, 2), np.nan)
         for g in range(n_groups):
-            median[g] = _km_median(km_time_split[g], km_status_split[g])
-            ci[g] = _km_median_ci(km_time_split[g], km_status_split[g], confidence)
+            med, lo, hi = _km_median_ci(km_time_split[g], km_status_split[g], confidence)
+            median[g], ci[g] = med, (lo, hi)
         median_by_event.append(median)
         ci_by_event.append(ci)
 
@@ -840,26 +840,25 @@ def safety_summary(
     )
 
 
-def _km_median_ci(time: FloatArray, status: FloatArray, confidence: float) -> tuple[float, float]:
-    """Confidence interval of the Kaplan-Meier median (``SurvfuncRight.quantile_ci``,
-    cloglog); (NaN, NaN) without events, upper bound +inf when not bounded."""
+def _km_median_ci(
+    time: FloatArray, status: FloatArray, confidence: float
+) -> tuple[float, float, float]:
+    """Kaplan-Meier median (first event time with S(t) <= 0.5, else NaN) and its
+    confidence interval (``SurvfuncRight.quantile_ci``, cloglog; upper bound +inf when
+    not bounded) from one fit; all NaN without events."""
     if time.size == 0 or not np.any(status > 0):
-        return (math.nan, math.nan)
+        return (math.nan, math.nan, math.nan)
     sf = SurvfuncRight(time, status)
     with np.errstate(divide="ignore", invalid="ignore"):  # log(0) where S reaches 0
         low, high = sf.quantile_ci(0.5, alpha=1.0 - confidence)
-    return (float(low), float(high))
+    reached = np.flatnonzero(np.asarray(sf.surv_prob) <= 0.5 + _KM_TOL)
+    median = float(np.asarray(sf.surv_times)[reached[0]]) if reached.size else math.nan
+    return (median, float(low), float(high))
 
 
 def _km_median(time: FloatArray, status: FloatArray) -> float:
     """Kaplan-Meier median: first event time with S(t) <= 0.5, else NaN."""
-    if time.size == 0 or not np.any(status > 0):
-        return math.nan
-    sf = SurvfuncRight(time, status)
-    reached = np.flatnonzero(np.asarray(sf.surv_prob) <= 0.5 + _KM_TOL)
-    if reached.size == 0:
-        return math.nan
-    return float(np.asarray(sf.surv_times)[reached[0]])
+    return _km_median_ci(time, status, 0.95)[0]
 
 
 def _wilson_arrays(
