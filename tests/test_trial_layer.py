@@ -39,11 +39,12 @@ from scipy import stats as sps
 from vtrial import pipeline
 from vtrial.cli import describe, verify
 from vtrial.config import Study, load_study, study_from_dict
-from vtrial.dropout import Hazard, dropout_times, patient_uniforms
+from vtrial.dropout import Hazard, dropout_times
 from vtrial.errors import ConfigError
 from vtrial.io import read_parts, write_parquet
 from vtrial.population import sample_population
 from vtrial.report import _forest_rows
+from vtrial.rng import patient_uniforms
 from vtrial.sketch import to_frame
 from vtrial.trial import observations_table, run_population, simulate_patients
 
@@ -339,7 +340,7 @@ def test_censoring_missing(missing: Sim) -> None:
     assert pl.loc[d < END, "surv_auec"].isna().all()
 
 
-def test_censoring_locf(locf: Sim) -> None:
+def test_censoring_locf(locf: Sim, missing: Sim) -> None:
     """locf (visits every 48 h): the value at the last visit at or before the dropout,
     baseline if none; e.g. a dropout at 100 h carries SURV(96) forward."""
     _, _, patients, _ = locf
@@ -359,7 +360,11 @@ def test_censoring_locf(locf: Sim) -> None:
     assert row["surv_auec"] == pytest.approx(np.trapezoid(f, grid), rel=1e-6)
     # whole-study extremes stay missing; time to event is censored as with missing
     assert pl.loc[np.isfinite(d), "surv_min"].isna().all()
-    assert (pl.loc[d < 1.0, "event_event"] == 0).all()
+    other = placebo(missing[2])  # the same patients with censoring: missing
+    np.testing.assert_array_equal(other["dropout_time"], d)
+    assert np.isfinite(d).sum() > 100
+    for col in ("event", "event_event"):
+        np.testing.assert_array_equal(pl[col], other[col])
 
 
 # --------------------------------------------------------------------------- #
@@ -471,7 +476,8 @@ def test_stages_write_success_tables_and_plots(missing: Sim, tmp_path: Path) -> 
     assert "hazard ratio vs control" in text
     assert "probability of success (2 replicate trials):" in text
     assert "all: drug (every criterion): 100.0 %" in text
-    read_parts([part])  # round trip of the new columns
+    back = read_parts([part])  # round trip of the new columns (dropout, time to event)
+    pd.testing.assert_frame_equal(back, patients.reset_index(drop=True), check_dtype=False)
     back = pd.read_parquet(part)
     assert back["dropout_time"].dtype == np.float64
     assert np.isinf(back["dropout_time"]).any()

@@ -35,15 +35,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vtrial.rng import patient_uniforms
-
 __all__ = [
     "HOURS_PER_YEAR",
     "PURPOSE",
     "Hazard",
     "cumulative_hazard",
     "dropout_times",
-    "patient_uniforms",
 ]
 
 #: purpose string of the dropout draws (see :mod:`vtrial.rng`)

@@ -88,7 +88,8 @@ def test_report_renders_in_headless_chromium(project: tuple[Path, Path], tmp_pat
     assert len(seen.screenshots) == len(embedded) + 1  # and the landing page
     for shot in seen.screenshots:
         img = mpimg.imread(shot)
-        assert img.shape[:2] == (1000, 1500) or img.shape[1] == 1500, shot
+        assert img.shape[1] == 1500, shot  # the window's width (pages may be taller)
+        assert img.shape[0] >= 800, shot
         assert float(np.std(img[..., :3])) > 0.02, shot
     print(f"\nreport: {len(seen.shown)} results shown; screenshots in {tmp_path / 'shots'}")
 
