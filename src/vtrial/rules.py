@@ -439,7 +439,7 @@ def ledger_table(
     """Long dose ledger: one row per planned administration of every patient."""
     counts = np.asarray(n_slots, dtype=np.int64)
     rows = np.repeat(np.arange(ledger.shape[0]), counts)
-    k = np.concatenate([np.arange(c) for c in counts]) if counts.size else np.zeros(0, int)
+    k = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)  # 0.. per patient
     labels = np.array([REASONS[c] for c in range(len(REASONS))], dtype=object)
     return {
         "replicate": replicate[rows].astype(np.int32),
