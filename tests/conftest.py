@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +81,25 @@ def sync_dask(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(pipeline, "dask_client", _sync_client)
     monkeypatch.setattr(pipeline, "in_completion_order", enumerate)
+
+
+def snakemake_cmd(
+    workdir: Path, study: Path, *extra: str, cores: int = 1, config: Sequence[str] = ()
+) -> list[str]:
+    """Command line of a Snakemake run of the workflow on ``study`` in ``workdir``:
+    ``extra`` (options, targets) before ``--config``, ``config`` items after it."""
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        str(cores),
+        *extra,
+        "--config",
+        f"study={study}",
+        *config,
+    ]

@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import math
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ import yaml
 from scipy import special
 from scipy import stats as sps
 
+from tests.conftest import ROOT, snakemake_cmd
 from vtrial import pipeline
 from vtrial.cli import describe, verify
 from vtrial.config import Study, load_study, study_from_dict
@@ -48,7 +48,6 @@ from vtrial.rng import patient_uniforms
 from vtrial.sketch import to_frame
 from vtrial.trial import observations_table, run_population, simulate_patients
 
-ROOT = Path(__file__).resolve().parents[1]
 SCALE, SHAPE = 300.0, 1.5  # Weibull event hazard (h)
 END = 336.0
 N = 3000  # patients per replicate
@@ -487,20 +486,7 @@ def test_workflow_plans_the_success_tables(tmp_path: Path) -> None:
     """Snakemake (dry run) plans trial/success tables in aggregate, the plots in report."""
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study_data(), sort_keys=False))
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(tmp_path),
-        "--cores",
-        "1",
-        "-n",
-        "--config",
-        f"study={path}",
-    ]
+    cmd = snakemake_cmd(tmp_path, path, "-n")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout + res.stderr

@@ -38,7 +38,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT, small_study_data
+from tests.conftest import ROOT, small_study_data, snakemake_cmd
 from tests.workflow import fault_helpers
 from vtrial import pipeline
 from vtrial.cli import main, verify
@@ -80,27 +80,6 @@ def make_project(folder: Path) -> Path:
     study = folder / "study.yaml"
     study.write_text(yaml.safe_dump(fault_study_data(), sort_keys=False))
     return study
-
-
-def snakemake_cmd(
-    workdir: Path, study: Path, *extra: str, cores: int = 1, config: Sequence[str] = ()
-) -> list[str]:
-    """Command line of a run: ``extra`` (options, targets) before ``--config``."""
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        str(cores),
-        *extra,
-        "--config",
-        f"study={study}",
-        *config,
-    ]
 
 
 def snakemake(

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import ROOT, small_study_data
+from tests.conftest import small_study_data, snakemake_cmd
 from vtrial import reportcheck
 
 pytestmark = pytest.mark.workflow
@@ -29,15 +28,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     wd = tmp_path_factory.mktemp("report_html")
     study = wd / "small.yaml"
     study.write_text(yaml.safe_dump(small_study_data(), sort_keys=False))
-    base = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
-    base += ["--directory", str(wd), "--cores", "2"]
-    config = ["--config", f"study={study}"]
-    res = subprocess.run([*base, *config], capture_output=True, text=True, timeout=900)
+    cmd = snakemake_cmd(wd, study, cores=2)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-4000:]
     report = wd / "results" / "small" / "report.html"
-    res = subprocess.run(
-        [*base, "--report", str(report), *config], capture_output=True, text=True, timeout=600
-    )
+    cmd = snakemake_cmd(wd, study, "--report", str(report), cores=2)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-4000:]
     return wd / "results" / "small", report
 

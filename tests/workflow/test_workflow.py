@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT, small_study_data
+from tests.conftest import ROOT, small_study_data, snakemake_cmd
 from vtrial.cli import describe, main, verify
 from vtrial.io import read_provenance, table_hash
 from vtrial.sketch import ALPHA
@@ -46,21 +46,9 @@ def study_data() -> dict[str, Any]:
     return data
 
 
-def snakemake(workdir: Path, study: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        "--config",
-        f"study={study}",
-        *extra,
-    ]
+def snakemake(workdir: Path, study: Path, *config: str) -> subprocess.CompletedProcess[str]:
+    """Run the workflow on 2 cores; ``config`` items (``shards=7``) after ``--config``."""
+    cmd = snakemake_cmd(workdir, study, cores=2, config=config)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
 
 
