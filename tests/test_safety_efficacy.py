@@ -331,7 +331,7 @@ def _loop_best_response(base: float, sizes: np.ndarray, cr: float, inc: float) -
     return best
 
 
-def test_best_response_from_probes(
+def test_best_response_in_the_patients_table(
     study: Study, population: pd.DataFrame, simulated: tuple[pd.DataFrame, pd.DataFrame, Any]
 ) -> None:
     patients, timecourse, _ = simulated

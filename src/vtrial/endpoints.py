@@ -14,7 +14,10 @@ depend on chunks, shards or workers. It adds
 * endpoints on observed values (``observed: true``: the observation with residual
   error, ``dv`` of :func:`vtrial.trial.observations_table`, at the endpoint time);
 * the censoring of endpoints at dropout (``dropout.censoring``: ``missing`` or
-  ``locf``), and adverse events counted up to the dropout time only.
+  ``locf``), and adverse events counted up to the dropout time only;
+* every other endpoint type but responders too (value at a time, change from
+  baseline, minimum, maximum, best response), so each type has one implementation
+  with or without dropout (:meth:`TrialLayer.endpoint`).
 
 The module also holds the validation of these keys (:func:`endpoint_problems`,
 :func:`trial_problems`, called by :mod:`vtrial.config`) and the probe times they need
@@ -420,15 +423,6 @@ class TrialLayer:
         return out
 
     # ---- endpoints -----------------------------------------------------------
-
-    def handles(self, ep: Mapping[str, Any]) -> bool:
-        """Whether :meth:`endpoint` computes this endpoint (else the plain rules apply)."""
-        typ = ep["type"]
-        if typ in TRIAL_TYPES:
-            return True
-        if typ == "responder":
-            return False
-        return self.dropout is not None or bool(ep.get("observed"))
 
     def endpoint(
         self, name: str, ep: Mapping[str, Any]

@@ -33,7 +33,6 @@ __all__ = [
     "RESPONSE_CATEGORIES",
     "assessment_times",
     "best_overall_response",
-    "best_response_from_probes",
     "categories_in",
     "response_column",
     "schedule_problems",
@@ -220,50 +219,3 @@ def categories_in(values: Sequence[str] | pd.Categorical, allowed: Sequence[str]
     hit = arr.isin(list(allowed)).to_numpy(dtype=np.float64)
     hit[arr.isna().to_numpy()] = np.nan
     return hit
-
-
-def best_response_from_probes(
-    spec: Mapping[str, Any],
-    probes: npt.NDArray[np.float64],
-    probe_times: Sequence[float],
-    outputs: Sequence[str],
-    ok: npt.NDArray[np.bool_],
-    end: float,
-) -> pd.Categorical:
-    """Best overall response of a ``best_response`` endpoint from the kernel's probes.
-
-    Parameters
-    ----------
-    spec : mapping
-        The endpoint (``output``, assessment times, ``complete_below``,
-        ``min_increase``).
-    probes : ndarray, shape (n, n_probes, O)
-        Every output at ``probe_times`` (which include 0 and the assessment times).
-    probe_times : sequence of float
-        The probe times (h).
-    outputs : sequence of str
-        Output names, in the order of the last axis of ``probes``.
-    ok : ndarray of bool, shape (n,)
-        Solves that succeeded (the others get null).
-    end : float
-        ``simulation.end`` (h), the default of ``by``.
-
-    Returns
-    -------
-    pandas.Categorical
-        Ordered categories :data:`RESPONSE_CATEGORIES`, null where undefined.
-    """
-    j = list(outputs).index(spec["output"])
-    times = list(probe_times)
-    idx = [times.index(t) for t in assessment_times(spec, end)]
-    base = probes[:, times.index(0.0), j]
-    codes = best_overall_response(
-        visit_responses(
-            base,
-            probes[:, idx, j],
-            complete_below=spec.get("complete_below"),
-            min_increase=float(spec.get("min_increase", 0.0)),
-        )
-    )
-    codes[~np.asarray(ok, dtype=bool)] = UNDEFINED
-    return response_column(codes)

@@ -29,7 +29,7 @@ from vtrial.engine import (
 )
 from vtrial.models import PK_CONCENTRATION
 from vtrial.population import occasion_parameters
-from vtrial.recist import best_response_from_probes, categories_in
+from vtrial.recist import categories_in
 from vtrial.residual import observe_probes
 from vtrial.rules import adherence_arrays, assay_normals, ledger_table, summary_columns
 from vtrial.sketch import Sketch, quantiles, sketch_block
@@ -235,26 +235,19 @@ def simulate_patients(
     # ---- dropout, adverse events up to it, trial-layer endpoints (vtrial.endpoints)
     layer = TrialLayer(study, pop, res, cols, ok)
     cols.update(layer.patient_columns(cols))
-    # ---- endpoints
-    probe_t = study.probe_times()
-    base = probe_t.index(0.0)
+    # ---- endpoints: responders here, every other type by the trial layer
     values: dict[str, np.ndarray] = {}
     with np.errstate(invalid="ignore", divide="ignore"):
         for name, ep in study.data["endpoints"].items():
-            typ = ep["type"]
-            if layer.handles(ep):  # auec, time_to_event, observed, censored at dropout
+            if ep["type"] != "responder":
                 new_cols, value = layer.endpoint(name, ep)
                 cols.update(new_cols)
                 if value is not None:
                     values[name] = value
                 continue
-            if typ == "best_response":  # categorical: CR/PR/SD/PD, null if undefined
-                end = float(study.data["simulation"]["end"])
-                cols[name] = best_response_from_probes(ep, res.probes, probe_t, outs, ok, end)
-                continue
-            if typ == "responder" and "in" in ep:  # categories of a best_response
+            if "in" in ep:  # categories of a best_response
                 val = categories_in(cols[ep["endpoint"]], ep["in"])
-            elif typ == "responder":
+            else:
                 v = values[ep["endpoint"]]
                 if "below" in ep:
                     hit = v < ep["below"]
@@ -265,21 +258,6 @@ def simulate_patients(
                 else:
                     hit = v >= ep["above_or_equal"]
                 val = np.where(np.isfinite(v), hit.astype(np.float64), np.nan)
-            else:
-                j = outs.index(ep["output"])
-                if typ == "minimum":
-                    val = res.omin[:, j].copy()
-                elif typ == "maximum":
-                    val = res.omax[:, j].copy()
-                else:
-                    at = res.probes[:, probe_t.index(float(ep["at"])), j]
-                    b = res.probes[:, base, j]
-                    if typ == "value_at":
-                        val = at.copy()
-                    elif typ == "change_from_baseline":
-                        val = at - b
-                    else:
-                        val = 100.0 * (at / b - 1.0)
             val[~ok] = np.nan
             values[name] = val
             cols[name] = val
