@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,8 @@ def results(tmp_path: Path, sync_dask: None) -> Path:
         parts["bands"],
         out_observations=out / "observations" / "part-00000.parquet",
     )
-    (out / "manifest.json").write_text(json.dumps({"config": study.data, "source": "study.yaml"}))
+    written = [out / "population.parquet", *parts.values(), out / "observations"]
+    pipeline.run_manifest(study, [p for p in written if p.is_file()], out / "manifest.json")
     return out
 
 

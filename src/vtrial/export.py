@@ -25,13 +25,12 @@ patient's covariates.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from vtrial.config import Study, study_from_dict
+from vtrial.config import Study
 from vtrial.covariates import categories_of
 from vtrial.dosing import DOSE_UNITS
 from vtrial.errors import DataError
@@ -59,14 +58,15 @@ COLUMNS = (
 
 
 def study_of_results(results: str | Path) -> Study:
-    """The study a results folder was produced from (recorded in its manifest)."""
+    """The study a results folder was produced from, as recorded in its manifest
+    (:func:`vtrial.recompute.recorded_study`: refused if a model or input file changed
+    since the run, so the records always match the simulated doses)."""
     path = Path(results) / "manifest.json"
     if not path.exists():
         raise DataError(f"{path}: no manifest (the run did not finish)")
-    manifest = json.loads(path.read_text())
-    source = str(manifest.get("source", "<manifest>"))
-    base = Path(source).parent if Path(source).exists() else None
-    return study_from_dict(manifest["config"], source=source, base_dir=base)
+    from vtrial.recompute import recorded_study  # imports the pipeline (Dask)
+
+    return recorded_study(results)
 
 
 def nonmem_dataset(
@@ -205,6 +205,7 @@ def write_nonmem(
     ``<stem>_dvid.csv`` (``DVID,OUTPUT``) and the codes of the categorical covariates
     (1.. in declared order) as ``<stem>_categories.csv`` (``COVARIATE,CODE,LABEL``).
     """
+    study = study or study_of_results(results)  # loaded once for the data and the key
     data, dvid = nonmem_dataset(results, study=study, replicate=replicate)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -215,7 +216,7 @@ def write_nonmem(
         key.to_csv(tmp, index=False)
     cats = [
         (name, code, label)
-        for name, labels in categories_of((study or study_of_results(results)).data).items()
+        for name, labels in categories_of(study.data).items()
         if name in data.columns
         for code, label in enumerate(labels, start=1)
     ]

@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from vtrial import sketch, stats
-from vtrial.config import Study, canonical_json
+from vtrial.config import Study
 from vtrial.design import design_tables, is_twin, population_rows, summary_tables
 from vtrial.errors import DataError, ResourceError
 from vtrial.io import (
@@ -635,7 +635,9 @@ def run_manifest(
             # data files the study reads (uncertainty covariance, population.resample.table)
             "data": {str(f): file_sha256(f) for f in study.data_files},
         },
-        "config": json.loads(canonical_json(study.data)),
+        # the study with its defaults, in the file's key order (the order matters: a
+        # responder names an endpoint declared before it)
+        "config": json.loads(json.dumps(study.data, allow_nan=False)),
         # units of the model outputs and the endpoints (vtrial describe prints them)
         "units": {**study.model.output_units, **study.endpoint_units()},
         # the study file as run (vtrial verify --recompute rebuilds the study from it)

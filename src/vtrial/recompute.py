@@ -62,7 +62,7 @@ def recorded_study(results: str | Path) -> Study:
     source = str(manifest.get("source", "<manifest>"))
     if manifest.get("study_file") is not None:
         # the file as written, with the execution settings of the run (command-line
-        # overrides included); the canonical config alone has lost the file's key order
+        # overrides included)
         execution = {"execution": manifest["config"]["execution"]}
         data = deep_merge(load_yaml(manifest["study_file"]), execution)
     else:
