@@ -202,17 +202,24 @@ def occasion_starts(phases: Sequence[Phase], occasions: Any) -> list[float]:
     if occasions is None:
         return []
     if isinstance(occasions, str):
-        starts: set[float] = set()
-        for ph in phases:
-            if occasions == "doses":
-                starts.update(float(t) for t in ph.dose_times())
-            elif ph.cycle_length_h is not None:
-                starts.update(ph.start + ph.cycle_length_h * np.arange(ph.cycle_count))
-            else:
-                starts.add(ph.start)
-        times = sorted(starts)
-        return [float(t) for t in times[1:]] if times else []
+        return schedule_starts(phases, occasions)[1:]
     return [float(t) for t in occasions if float(t) > 0.0]
+
+
+def schedule_starts(phases: Sequence[Phase], kind: str) -> list[float]:
+    """Sorted distinct times (h) of every nominal dose (``kind`` ``"doses"``) or of
+    every dosing cycle's start, a phase without cycles counting as one (``"cycles"``);
+    the occasions of :func:`occasion_starts` and the decision times of
+    :func:`vtrial.rules.decision_times`."""
+    starts: set[float] = set()
+    for ph in phases:
+        if kind == "doses":
+            starts.update(float(t) for t in ph.dose_times())
+        elif ph.cycle_length_h is not None:
+            starts.update(float(ph.start + ph.cycle_length_h * k) for k in range(ph.cycle_count))
+        else:
+            starts.add(float(ph.start))
+    return sorted(starts)
 
 
 def arm_events(

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import special
 
-from vtrial.dosing import EV_ORAL, EventTable, regimen_phases
+from vtrial.dosing import EV_ORAL, EventTable, regimen_phases, schedule_starts
 from vtrial.errors import ExpressionError
 from vtrial.expressions import parse_expression, to_source
 from vtrial.rng import patient_uniforms
@@ -115,22 +115,12 @@ def decision_times(spec: Mapping[str, Any], regimen: Any, end: float) -> list[fl
     [0.0, 336.0, 672.0]
     """
     at = spec.get("decide_at", "doses")
-    phases = regimen_phases(regimen)
-    times: set[float] = set()
-    if at == "doses":
-        for ph in phases:
-            times.update(float(t) for t in ph.dose_times())
-    elif at == "cycles":
-        for ph in phases:
-            if ph.cycle_length_h is not None:
-                times.update(float(ph.start + ph.cycle_length_h * k) for k in range(ph.cycle_count))
-            else:
-                times.add(float(ph.start))
+    if isinstance(at, str):  # doses, cycles
+        times = schedule_starts(regimen_phases(regimen), at)
     else:
         start = float(at.get("start", 0.0))
-        every = float(at["every"])
-        times.update(float(t) for t in np.arange(start, end, every))
-    return sorted(t for t in times if 0.0 <= t < end)
+        times = [float(t) for t in np.arange(start, end, float(at["every"]))]
+    return [t for t in times if 0.0 <= t < end]
 
 
 def _names(study: Study) -> tuple[dict[str, int], dict[str, tuple[list[float], int, int]]]:
