@@ -33,7 +33,7 @@ setup: $(STAMP)
 run: setup
 	$(BIN)/snakemake --cores $(CORES) --config study=$(STUDY) --rerun-incomplete $(SNAKEMAKE_ARGS)
 	@$(BIN)/vtrial describe \
-		$$($(BIN)/python -c "from vtrial.config import load_study; print('results/' + load_study('$(STUDY)').name)")
+		$$($(BIN)/python -c "from vtrial.study.config import load_study; print('results/' + load_study('$(STUDY)').name)")
 
 # two test processes (one per core): most of a cold run is compiling each test model's
 # kernel once (numba), which parallelises; a test file's tests stay in one process
@@ -55,14 +55,14 @@ bench: setup
 
 report: run
 	$(BIN)/snakemake --cores $(CORES) --config study=$(STUDY) --report \
-		$$($(BIN)/python -c "from vtrial.config import load_study; print('results/' + load_study('$(STUDY)').name + '/report.html')")
+		$$($(BIN)/python -c "from vtrial.study.config import load_study; print('results/' + load_study('$(STUDY)').name + '/report.html')")
 
 # renders the HTML report in headless Chromium (needs `chromium` and `chromedriver`, e.g.
 # `apt-get install chromium chromium-driver`): every plot and table shown, screenshots in
 # results/<study>/report-screenshots/
 report-check: report
-	$(BIN)/python -m vtrial.reportcheck \
-		$$($(BIN)/python -c "from vtrial.config import load_study; print('results/' + load_study('$(STUDY)').name)")
+	$(BIN)/python -m tests.workflow.reportcheck \
+		$$($(BIN)/python -c "from vtrial.study.config import load_study; print('results/' + load_study('$(STUDY)').name)")
 
 clean:
 	rm -rf results .snakemake

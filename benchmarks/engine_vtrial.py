@@ -38,7 +38,7 @@ MODIFICATION = {
 
 def rules_study() -> Any:
     """A one-arm study of the workload with :data:`MODIFICATION` (for its rules)."""
-    from vtrial.config import study_from_dict
+    from vtrial.study.config import study_from_dict
 
     return study_from_dict(
         {
@@ -61,7 +61,7 @@ def rules_study() -> Any:
 
 
 class VtrialEngine:
-    """``vtrial.engine.run_kernel`` with hourly storage of CP and ANC (= Circ)."""
+    """``vtrial.engine.host.run_kernel`` with hourly storage of CP and ANC (= Circ)."""
 
     name = "vtrial"
 
@@ -73,8 +73,8 @@ class VtrialEngine:
         rules: bool = False,
     ):
         from vtrial import build_model
-        from vtrial.dosing import event_table, regimen_phases
-        from vtrial.engine import Tolerances
+        from vtrial.engine.host import Tolerances
+        from vtrial.protocol.dosing import event_table, regimen_phases
 
         self.model = build_model(MODEL_SECTION)
         self.events = event_table([regimen_phases(REGIMEN)])
@@ -96,7 +96,7 @@ class VtrialEngine:
         self.nsteps: np.ndarray | None = None
 
     def run(self, params: Mapping[str, np.ndarray]) -> W.Outputs:
-        from vtrial.engine import run_kernel
+        from vtrial.engine.host import run_kernel
 
         n = len(next(iter(params.values())))
         res = run_kernel(

@@ -75,9 +75,9 @@ def _sync_client(execution: Any, *, threads: int) -> Iterator[_SyncClient]:
 
 @pytest.fixture
 def sync_dask(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``vtrial.pipeline.run_simulate`` without Dask: chunks run in this process, at
+    """``vtrial.run.stages.run_simulate`` without Dask: chunks run in this process, at
     submit time, and are collected in submission order."""
-    from vtrial import pipeline
+    from vtrial.run import stages as pipeline
 
     monkeypatch.setattr(pipeline, "dask_client", _sync_client)
     monkeypatch.setattr(pipeline, "in_completion_order", enumerate)

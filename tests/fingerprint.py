@@ -1,6 +1,6 @@
 """Fingerprints of the results of every shipped study, at a reduced size.
 
-A fingerprint is the content hash (:func:`vtrial.io.table_hash`: column names, types
+A fingerprint is the content hash (:func:`vtrial.run.io.table_hash`: column names, types
 and values, not file bytes) of every table a study writes: the population, the
 patients, time courses, observations and dose ledger of its single shard, and every
 summary table. ``tests/data/fingerprints.json`` holds the fingerprints recorded
@@ -89,11 +89,11 @@ def _sync_client(execution: Any, *, threads: int) -> Iterator[_SyncClient]:
 def compute(variant: str, workdir: Path) -> dict[str, str]:
     """Run one variant in-process (stages of the workflow, Dask replaced by a serial
     stand-in) in ``workdir``; return table name -> content hash."""
-    from vtrial import pipeline
-    from vtrial.config import load_study
-    from vtrial.design import summary_tables
-    from vtrial.io import table_hash
-    from vtrial.success import table_names
+    from vtrial.analysis.success import table_names
+    from vtrial.population.design import summary_tables
+    from vtrial.run import stages as pipeline
+    from vtrial.run.io import table_hash
+    from vtrial.study.config import load_study
 
     path, transform = VARIANTS[variant]
     data = transform(yaml.safe_load((ROOT / path).read_text()))

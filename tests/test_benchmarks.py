@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from vtrial.codegen import cache_dir
+from vtrial.engine.codegen import cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "benchmarks" / "run.py"

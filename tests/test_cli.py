@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.conftest import DEFAULT_STUDY, small_study_data
-from vtrial.cli import main
+from vtrial.run.cli import main
 
 
 def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:

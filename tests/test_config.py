@@ -1,4 +1,5 @@
-"""Tests for vtrial.config: loading study files, validation (schema, then semantics), defaults.
+"""Tests for vtrial.study.config: loading study files, validation (schema, then
+semantics), defaults.
 
 Every refused study must raise one :class:`ConfigError` whose problems each name the
 file, the key path, the rule broken and the value found. Studies are written to temp
@@ -22,16 +23,16 @@ import numpy as np
 import pytest
 import yaml
 
-from vtrial.config import (
+from vtrial.errors import ConfigError
+from vtrial.model.expressions import ALLOWED_FUNCTIONS
+from vtrial.model.spec import library_path, list_models
+from vtrial.study.config import (
     DERIVED,
     GRADING_SCALES,
     load_study,
     schema_path,
     study_from_dict,
 )
-from vtrial.errors import ConfigError
-from vtrial.expressions import ALLOWED_FUNCTIONS
-from vtrial.models import library_path, list_models
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STUDY = ROOT / "config" / "config.yaml"

@@ -26,15 +26,15 @@ import yaml
 from scipy import special
 from scipy import stats as sps
 
-import vtrial.covariates as cov_mod
+import vtrial.population.covariates as cov_mod
 from tests.conftest import ROOT, small_study_data
-from vtrial.config import Study, study_from_dict
-from vtrial.covariates import covariate_sampler
+from vtrial.analysis.popsummary import ALL_ARMS, population_summary
 from vtrial.errors import ConfigError
-from vtrial.io import read_provenance
-from vtrial.pipeline import run_sample_population
-from vtrial.popsummary import ALL_ARMS, population_summary
-from vtrial.population import derive_covariates, sample_population
+from vtrial.population.covariates import covariate_sampler
+from vtrial.population.sampling import derive_covariates, sample_population
+from vtrial.run.io import read_provenance
+from vtrial.run.stages import run_sample_population
+from vtrial.study.config import Study, study_from_dict
 
 N = 20_000
 SEED = 20261122

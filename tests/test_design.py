@@ -15,14 +15,14 @@ import pytest
 
 from tests.conftest import small_study_data
 from tests.test_config import assert_reported, refused, write_study
-from vtrial.config import Study, study_from_dict
-from vtrial.design import design_tables, randomization, strata_codes
-from vtrial.effects import EFFECT_COLUMNS, PREDICTOR_COLUMNS, individual_effects
+from vtrial.analysis.effects import EFFECT_COLUMNS, PREDICTOR_COLUMNS, individual_effects
+from vtrial.analysis.sketch import merge
 from vtrial.errors import DataError
-from vtrial.pipeline import summaries
-from vtrial.population import sample_population
-from vtrial.sketch import merge
-from vtrial.trial import simulate_patients
+from vtrial.population.design import design_tables, randomization, strata_codes
+from vtrial.population.sampling import sample_population
+from vtrial.run.chunk import simulate_patients
+from vtrial.run.stages import summaries
+from vtrial.study.config import Study, study_from_dict
 
 #: digests of the population of small_study_data() (and with ratios 2:1:1, 400
 #: patients) as sampled before randomization, designs and uncertainty existed
@@ -516,8 +516,8 @@ def test_scenario_changes_keep_the_patients(scenario: str) -> None:
 def test_docstring_examples_of_design() -> None:
     import doctest
 
-    import vtrial.design
+    import vtrial.population.design
 
-    result = doctest.testmod(vtrial.design, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(vtrial.population.design, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0

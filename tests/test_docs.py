@@ -11,19 +11,19 @@ import pytest
 @pytest.mark.parametrize(
     "module",
     [
-        "vtrial.models",
-        "vtrial.rng",
-        "vtrial.engine",
-        "vtrial.recist",
-        "vtrial.adverse",
-        "vtrial.dosing",
-        "vtrial.progress",
-        "vtrial.pages",
-        "vtrial.expressions",
-        "vtrial.stats",
-        "vtrial.config",
-        "vtrial.population",
-        "vtrial.residual",
+        "vtrial.model.spec",
+        "vtrial.infra.rng",
+        "vtrial.engine.host",
+        "vtrial.trial.recist",
+        "vtrial.trial.adverse",
+        "vtrial.protocol.dosing",
+        "vtrial.infra.progress",
+        "vtrial.report.pages",
+        "vtrial.model.expressions",
+        "vtrial.analysis.stats",
+        "vtrial.study.config",
+        "vtrial.population.sampling",
+        "vtrial.model.residual",
     ],
 )
 def test_docstring_examples(module: str) -> None:
@@ -37,8 +37,8 @@ def test_readme_model_files_load() -> None:
     import re
     from pathlib import Path
 
-    from vtrial.models import spec_from_dict
-    from vtrial.yamlsafe import load_yaml
+    from vtrial.infra.yamlsafe import load_yaml
+    from vtrial.model.spec import spec_from_dict
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     blocks = [load_yaml(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.S)]

@@ -1,4 +1,4 @@
-"""Dropout times (vtrial.dropout): inversion of the cumulative hazard at keyed uniforms.
+"""Dropout times (vtrial.trial.dropout): inversion of the cumulative hazard at keyed uniforms.
 
 * distribution against the declared hazard: Kolmogorov-Smirnov tests of N = 20000
   keyed draws (constant, Weibull, exposure multiplier, hazard ratio after an onset);
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from vtrial import dropout, endpoints
-from vtrial.dropout import HOURS_PER_YEAR, Hazard, cumulative_hazard, dropout_times
-from vtrial.rng import keyed_uniforms, patient_uniforms
+from vtrial.infra.rng import keyed_uniforms, patient_uniforms
+from vtrial.run.chunk import dropout, endpoints
+from vtrial.trial.dropout import HOURS_PER_YEAR, Hazard, cumulative_hazard, dropout_times
 
 N = 20_000
 SEED = 11

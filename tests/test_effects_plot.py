@@ -1,4 +1,4 @@
-"""Individual-effects plot of a twin crossover study (vtrial.trial_plots)."""
+"""Individual-effects plot of a twin crossover study (vtrial.report.trial_plots)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from vtrial import trial_plots
 from vtrial.errors import DataError
+from vtrial.report.plots import trial_plots
 
 ARMS = ["placebo", "low", "high"]
 N, REPS = 150, 2

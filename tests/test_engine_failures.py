@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import vtrial
-from vtrial.models import Model
+from vtrial.model.spec import Model
 
 REGIMEN = {"route": "oral", "dose": 100.0, "interval": 24.0, "count": 7}
 TIMES = np.arange(0.0, 337.0, 12.0)

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vtrial import cli, pipeline
-from vtrial.config import study_from_dict
-from vtrial.export import COLUMNS, nonmem_dataset, study_of_results
+from vtrial.run import cli
+from vtrial.run import stages as pipeline
+from vtrial.run.export import COLUMNS, nonmem_dataset, study_of_results
+from vtrial.study.config import study_from_dict
 
 from .test_residual import _observed_data
 

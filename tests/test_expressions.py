@@ -1,4 +1,4 @@
-"""Tests for vtrial.expressions: whitelisting parser, numpy evaluator, code generator.
+"""Tests for vtrial.model.expressions: whitelisting parser, numpy evaluator, code generator.
 
 Tolerances: ``evaluate`` is compared with the same numpy operations written by
 hand, so results must agree to ``rtol=1e-15`` (in practice bit for bit).
@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vtrial import expressions as ex
 from vtrial.errors import ExpressionError, VtrialError
-from vtrial.expressions import (
+from vtrial.model import expressions as ex
+from vtrial.model.expressions import (
     ALLOWED_FUNCTIONS,
     Expression,
     evaluate,

@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from vtrial.io import atomic_path, read_provenance, read_rows, table_hash, write_parquet
-from vtrial.pipeline import shard_rows
+from vtrial.run.io import atomic_path, read_provenance, read_rows, table_hash, write_parquet
+from vtrial.run.stages import shard_rows
 
 
 def frame(n: int = 100) -> pd.DataFrame:

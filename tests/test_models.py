@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 import vtrial
-from vtrial.codegen import kernel_source, model_source
+from vtrial.engine.codegen import kernel_source, model_source
 from vtrial.errors import ModelError
-from vtrial.models import compose, load_model
+from vtrial.model.spec import compose, load_model
 
 USER_MODEL = """
 name: emax_direct

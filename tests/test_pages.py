@@ -1,4 +1,4 @@
-"""HTML pages of the report (vtrial.pages): tables and the study file."""
+"""HTML pages of the report (vtrial.report.pages): tables and the study file."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from tests.conftest import ROOT
-from vtrial.config import load_study
-from vtrial.pages import study_page, table_page
+from vtrial.report.pages import study_page, table_page
+from vtrial.study.config import load_study
 
 
 def test_table_page_cells() -> None:

@@ -9,9 +9,9 @@ import pytest
 from scipy import stats as sps
 
 from tests.conftest import small_study_data
-from vtrial.config import study_from_dict
-from vtrial.population import derive_covariates, sample_population
-from vtrial.rng import keyed_uniforms, purpose_code
+from vtrial.infra.rng import keyed_uniforms, purpose_code
+from vtrial.population.sampling import derive_covariates, sample_population
+from vtrial.study.config import study_from_dict
 
 
 def study(**changes: object):  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""Progress of a simulate job (vtrial.progress): counts, rate, throttled log lines, bar."""
+"""Progress of a simulate job (vtrial.infra.progress): counts, rate, throttled log lines, bar."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from vtrial.progress import Progress
+from vtrial.infra.progress import Progress
 
 
 def clock_at(times: list[float]):  # type: ignore[no-untyped-def]

@@ -1,6 +1,6 @@
-"""Tests of vtrial.report: figures written as valid, non-blank PNGs, atomically.
+"""Tests of vtrial.report.plots: figures written as valid, non-blank PNGs, atomically.
 
-The tables are built with :mod:`vtrial.stats` from a small seeded synthetic
+The tables are built with :mod:`vtrial.analysis.stats` from a small seeded synthetic
 patients table, so the figures read exactly what the pipeline writes.
 """
 
@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from vtrial import report, stats
+from vtrial.analysis import stats
 from vtrial.errors import DataError
+from vtrial.report.plots import plots as report
 
 ARMS = ["placebo", "low", "high"]
 DOSE = {"placebo": 0.0, "low": 50.0, "high": 200.0}

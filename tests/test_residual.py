@@ -1,4 +1,4 @@
-"""Residual error models (vtrial.residual) and the observations they produce.
+"""Residual error models (vtrial.model.residual) and the observations they produce.
 
 Moments are checked on n = 200,000 keyed standard normal draws: sample means within
 4 standard errors (SE = sd / sqrt(n)) and sample SDs within 4 standard errors of an
@@ -22,22 +22,22 @@ import pytest
 from scipy import special
 
 from tests.conftest import small_study_data
-from vtrial import pipeline
-from vtrial.config import Study, study_from_dict
-from vtrial.engine import simulate
+from vtrial.engine.host import simulate
 from vtrial.errors import ConfigError
-from vtrial.io import read_provenance
-from vtrial.models import build_model
-from vtrial.population import sample_population
-from vtrial.residual import (
+from vtrial.infra.rng import keyed_uniforms
+from vtrial.model.residual import (
     ErrorModel,
     add_observations,
     observe_patients,
     parse_spec,
     patient_normals,
 )
-from vtrial.rng import keyed_uniforms
-from vtrial.trial import OBSERVATION_COLUMNS, run_population, simulate_chunk
+from vtrial.model.spec import build_model
+from vtrial.population.sampling import sample_population
+from vtrial.run import stages as pipeline
+from vtrial.run.chunk import OBSERVATION_COLUMNS, run_population, simulate_chunk
+from vtrial.run.io import read_provenance
+from vtrial.study.config import Study, study_from_dict
 
 N = 200_000
 RESIDUAL = {

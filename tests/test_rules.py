@@ -19,11 +19,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from vtrial.config import study_from_dict
 from vtrial.errors import ConfigError
-from vtrial.population import sample_population
-from vtrial.rules import REASONS, decision_times
-from vtrial.trial import doses_table, run_population, simulate_patients
+from vtrial.population.sampling import sample_population
+from vtrial.protocol.rules import REASONS, decision_times
+from vtrial.run.chunk import doses_table, run_population, simulate_patients
+from vtrial.study.config import study_from_dict
 
 from .conftest import small_study_data
 

@@ -1,8 +1,8 @@
 """Graded adverse events from probabilities, the QTc scale and RECIST best response.
 
-* :mod:`vtrial.recist` on hand-checkable size trajectories (every category, "PR then
+* :mod:`vtrial.trial.recist` on hand-checkable size trajectories (every category, "PR then
   PD is PR", "PD at the first assessment", progression from the nadir, limits);
-* :mod:`vtrial.adverse`: the drawn grade rule and its keyed uniforms;
+* :mod:`vtrial.trial.adverse`: the drawn grade rule and its keyed uniforms;
 * one simulated study (the composed model of
   tests/numerics/test_library_safety_efficacy.py, so the same compiled kernel):
   grade frequencies against the proportional-odds probabilities, placebo
@@ -25,22 +25,23 @@ from scipy import stats as sps
 from scipy.special import expit
 
 from tests.numerics.test_library_safety_efficacy import COMPONENTS
-from vtrial import pipeline, stats
-from vtrial.adverse import drawn_grades, event_uniforms
-from vtrial.config import GRADING_SCALES, Study, load_study, study_from_dict
+from vtrial.analysis import stats
 from vtrial.errors import ConfigError, DataError
-from vtrial.io import read_parts, write_parquet
-from vtrial.population import sample_population
-from vtrial.recist import (
+from vtrial.infra.rng import keyed_uniforms
+from vtrial.population.sampling import sample_population
+from vtrial.report.plots import make_report, plot_exposure_response
+from vtrial.run import stages as pipeline
+from vtrial.run.chunk import run_population, simulate_patients
+from vtrial.run.io import read_parts, write_parquet
+from vtrial.study.config import GRADING_SCALES, Study, load_study, study_from_dict
+from vtrial.trial.adverse import drawn_grades, event_uniforms
+from vtrial.trial.recist import (
     RESPONSE_CATEGORIES,
     assessment_times,
     best_overall_response,
     response_column,
     visit_responses,
 )
-from vtrial.report import make_report, plot_exposure_response
-from vtrial.rng import keyed_uniforms
-from vtrial.trial import run_population, simulate_patients
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA: dict[str, Any] = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -308,7 +309,7 @@ def test_qtc_grades(
 
 
 def _loop_best_response(base: float, sizes: np.ndarray, cr: float, inc: float) -> str | None:
-    """Straightforward per-patient RECIST loop (independent of vtrial.recist)."""
+    """Straightforward per-patient RECIST loop (independent of vtrial.trial.recist)."""
     if not (np.isfinite(base) and base > 0):
         return None
     nadir = base

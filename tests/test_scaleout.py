@@ -21,12 +21,13 @@ import yaml
 from distributed import KilledWorker
 
 from tests.conftest import ROOT, small_study_data
-from vtrial import parallel, pipeline
-from vtrial.config import load_study, study_from_dict
 from vtrial.errors import ConfigError, ResourceError
-from vtrial.io import atomic_path, stale_temporaries, write_parquet
-from vtrial.population import sample_population
-from vtrial.trial import simulate_chunk
+from vtrial.population.sampling import sample_population
+from vtrial.run import parallel
+from vtrial.run import stages as pipeline
+from vtrial.run.chunk import simulate_chunk
+from vtrial.run.io import atomic_path, stale_temporaries, write_parquet
+from vtrial.study.config import load_study, study_from_dict
 
 #: keeps the test's scheduler on the loopback interface, without a dashboard
 LOOPBACK = {"host": "127.0.0.1", "dashboard_address": parallel.DASHBOARD_ADDRESS}

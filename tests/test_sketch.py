@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vtrial.sketch import ALPHA, from_frame, merge, quantiles, sketch_block, to_frame
+from vtrial.analysis.sketch import ALPHA, from_frame, merge, quantiles, sketch_block, to_frame
 
 QS = (0.05, 0.5, 0.95)
 

@@ -1,4 +1,4 @@
-"""Tests of vtrial.stats against independent computations.
+"""Tests of vtrial.analysis.stats against independent computations.
 
 Tolerances: sample moments / percentiles vs numpy rtol 1e-12; Welch and
 Newcombe vs hand formulas rtol 1e-10; Wilson vs its closed form rtol 1e-12.
@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 from scipy import stats as sps
 
-from vtrial import stats
+from vtrial.analysis import stats
 from vtrial.errors import DataError
 
 ARMS = ["placebo", "low", "high"]  # deliberately not alphabetical

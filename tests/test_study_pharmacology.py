@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vtrial.config import load_study, study_from_dict
 from vtrial.errors import ConfigError
-from vtrial.population import occasion_parameters, sample_population
-from vtrial.trial import run_population, simulate_patients
+from vtrial.population.sampling import occasion_parameters, sample_population
+from vtrial.run.chunk import run_population, simulate_patients
+from vtrial.study.config import load_study, study_from_dict
 
 from .conftest import small_study_data
 from .numerics.closed_forms import conc_steady_state_bolus
@@ -218,7 +218,7 @@ def test_transit_absorption_switched_on_in_a_study() -> None:
 
 
 def test_infusion_rate_is_an_alternative_to_duration() -> None:
-    from vtrial.dosing import event_table, phase_problems, regimen_phases
+    from vtrial.protocol.dosing import event_table, phase_problems, regimen_phases
 
     by_rate = {"route": "iv_infusion", "dose": 300, "rate": 200, "interval": 24, "count": 2}
     by_duration = {"route": "iv_infusion", "dose": 300, "duration": 1.5, "interval": 24, "count": 2}

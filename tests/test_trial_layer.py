@@ -36,17 +36,17 @@ from scipy import special
 from scipy import stats as sps
 
 from tests.conftest import ROOT, snakemake_cmd
-from vtrial import pipeline
-from vtrial.cli import describe, verify
-from vtrial.config import Study, load_study, study_from_dict
-from vtrial.dropout import Hazard, dropout_times
+from vtrial.analysis.sketch import to_frame
 from vtrial.errors import ConfigError
-from vtrial.io import read_parts, write_parquet
-from vtrial.population import sample_population
-from vtrial.report import _forest_rows
-from vtrial.rng import patient_uniforms
-from vtrial.sketch import to_frame
-from vtrial.trial import observations_table, run_population, simulate_patients
+from vtrial.infra.rng import patient_uniforms
+from vtrial.population.sampling import sample_population
+from vtrial.report.plots import _forest_rows
+from vtrial.run import stages as pipeline
+from vtrial.run.chunk import observations_table, run_population, simulate_patients
+from vtrial.run.cli import describe, verify
+from vtrial.run.io import read_parts, write_parquet
+from vtrial.study.config import Study, load_study, study_from_dict
+from vtrial.trial.dropout import Hazard, dropout_times
 
 SCALE, SHAPE = 300.0, 1.5  # Weibull event hazard (h)
 END = 336.0

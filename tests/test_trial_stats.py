@@ -22,7 +22,7 @@ from scipy import stats as sps
 from statsmodels.duration.hazard_regression import PHReg
 from statsmodels.duration.survfunc import SurvfuncRight, survdiff
 
-from vtrial import stats, success
+from vtrial.analysis import stats, success
 from vtrial.errors import DataError
 
 ARMS = ["placebo", "drug"]

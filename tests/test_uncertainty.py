@@ -16,15 +16,15 @@ from scipy import special
 from tests.conftest import small_study_data
 from tests.test_config import assert_reported, refused, write_study
 from tests.test_design import GOLDEN_SMALL, digest
-from vtrial.config import Study, load_study, omega_matrix, study_from_dict
-from vtrial.population import sample_population
-from vtrial.rng import keyed_uniforms
-from vtrial.uncertainty import (
+from vtrial.infra.rng import keyed_uniforms
+from vtrial.population.sampling import sample_population
+from vtrial.population.uncertainty import (
     UNCERTAINTY_COLUMNS,
     replicate_omega,
     typical_values,
     uncertainty_table,
 )
+from vtrial.study.config import Study, load_study, omega_matrix, study_from_dict
 
 #: covariance of log(CL), log(V1), log(KA) of the THETA draws
 COV = [[0.04, 0.012, 0.0], [0.012, 0.09, -0.015], [0.0, -0.015, 0.0625]]

@@ -6,9 +6,9 @@ patients given as a table (with residual error), and run or verify a study.
 
 from __future__ import annotations
 
-from vtrial.engine import Tolerances, simulate
-from vtrial.models import build_model, compose, list_models, load_model
-from vtrial.residual import add_observations
+from vtrial.engine.host import Tolerances, simulate
+from vtrial.model.residual import add_observations
+from vtrial.model.spec import build_model, compose, list_models, load_model
 
 __version__ = "0.1.0"
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from vtrial import build_model
-from vtrial.models import Model
+from vtrial.model.spec import Model
 
 #: case -> (largest error measured, tolerance asserted)
 _ERRORS: dict[str, tuple[float, float]] = {}

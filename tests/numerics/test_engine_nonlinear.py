@@ -23,9 +23,9 @@ from scipy.integrate import solve_ivp
 from scipy.optimize import minimize_scalar
 
 from vtrial import build_model
-from vtrial.dosing import event_table, regimen_phases
-from vtrial.engine import KernelResult, Tolerances, run_kernel
-from vtrial.models import Model, compose, spec_from_dict
+from vtrial.engine.host import KernelResult, Tolerances, run_kernel
+from vtrial.model.spec import Model, compose, spec_from_dict
+from vtrial.protocol.dosing import event_table, regimen_phases
 
 REL = 1e-5
 TIGHT = Tolerances(rtol=1e-8, atol=1e-12)

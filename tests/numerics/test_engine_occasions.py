@@ -20,9 +20,9 @@ import pytest
 from scipy.integrate import quad
 from scipy.linalg import expm
 
-from vtrial.dosing import event_table, occasion_starts, regimen_phases
-from vtrial.engine import KernelResult, run_kernel
-from vtrial.models import Model
+from vtrial.engine.host import KernelResult, run_kernel
+from vtrial.model.spec import Model
+from vtrial.protocol.dosing import event_table, occasion_starts, regimen_phases
 
 from .closed_forms import (
     conc_bolus,

@@ -23,9 +23,9 @@ import pytest
 from scipy.integrate import solve_ivp
 
 from vtrial import Tolerances, build_model, simulate
-from vtrial.dosing import event_table, regimen_phases
-from vtrial.engine import run_kernel
-from vtrial.models import Model
+from vtrial.engine.host import run_kernel
+from vtrial.model.spec import Model
+from vtrial.protocol.dosing import event_table, regimen_phases
 
 Record = Callable[[str, float, float], None]
 

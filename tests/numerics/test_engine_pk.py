@@ -25,9 +25,9 @@ import pytest
 from scipy.optimize import brentq, minimize_scalar
 
 from vtrial import simulate
-from vtrial.dosing import event_table, regimen_phases
-from vtrial.engine import EIGEN_GAP, KernelResult, run_kernel
-from vtrial.models import Model
+from vtrial.engine.host import EIGEN_GAP, KernelResult, run_kernel
+from vtrial.model.spec import Model
+from vtrial.protocol.dosing import event_table, regimen_phases
 
 from .closed_forms import (
     auc_inf,
@@ -106,7 +106,7 @@ def kernel_one(
     probe_times: Sequence[float] = (),
     store_times: np.ndarray | None = None,
 ) -> KernelResult:
-    """One patient through :func:`vtrial.engine.run_kernel` (float64 store)."""
+    """One patient through :func:`vtrial.engine.host.run_kernel` (float64 store)."""
     res = run_kernel(
         model,
         {k: np.array([v], dtype=np.float64) for k, v in params.items()},
@@ -589,7 +589,7 @@ def test_ka_nudge_within_documented_bound(pk_models: dict[int, Model]) -> None:
         pk_models[1], {"CL": cl, "V1": v1, "KA": k}, {"route": "oral", "dose": 100.0}, times
     )[0]
     ref = 100.0 * k / v1 * times * np.exp(-k * times)
-    # documented in vtrial.engine.pk_modes: about 8 * EIGEN_GAP * k * t relative
+    # documented in vtrial.engine.host.pk_modes: about 8 * EIGEN_GAP * k * t relative
     bound = 8 * EIGEN_GAP * np.maximum(k * times, 1.0)
     assert np.all(np.abs(got / ref - 1.0) <= bound)
 

@@ -15,7 +15,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import vtrial
-from vtrial.models import Model
+from vtrial.model.spec import Model
 
 FAST_EFFECT = """
 name: fast_effect

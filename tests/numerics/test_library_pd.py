@@ -18,9 +18,9 @@ import yaml
 from scipy.integrate import solve_ivp
 
 import vtrial
-from vtrial.codegen import model_source
-from vtrial.models import ModelSpec, compose, library_path, spec_from_dict
-from vtrial.yamlsafe import load_yaml
+from vtrial.engine.codegen import model_source
+from vtrial.infra.yamlsafe import load_yaml
+from vtrial.model.spec import ModelSpec, compose, library_path, spec_from_dict
 
 PARS = {
     "CL": 5.0,

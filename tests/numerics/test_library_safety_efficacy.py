@@ -21,7 +21,7 @@ from scipy.integrate import solve_ivp
 from scipy.special import expit
 
 import vtrial
-from vtrial.models import Model
+from vtrial.model.spec import Model
 
 #: composed model of this module and of tests/test_safety_efficacy.py
 COMPONENTS = {

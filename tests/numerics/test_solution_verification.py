@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from vtrial.config import study_from_dict
-from vtrial.population import sample_population
-from vtrial.trial import simulate_patients
+from vtrial.population.sampling import sample_population
+from vtrial.run.chunk import simulate_patients
+from vtrial.study.config import study_from_dict
 
 from ..conftest import small_study_data
 

@@ -1,7 +1,7 @@
 """Fault injection for tests/workflow/test_faults.py.
 
 A module of its own (not a test file) because Dask worker processes import it to run
-:func:`chunk_blocking_once` in place of :func:`vtrial.pipeline._simulate_chunk`.
+:func:`chunk_blocking_once` in place of :func:`vtrial.run.stages._simulate_chunk`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from vtrial.config import Study
-from vtrial.trial import simulate_chunk
+from vtrial.run.chunk import simulate_chunk
+from vtrial.study.config import Study
 
 #: environment variable naming the folder shared by the test and the workers
 FAULT_DIR = "VTRIAL_TEST_FAULT_DIR"

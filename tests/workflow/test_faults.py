@@ -40,11 +40,11 @@ import yaml
 
 from tests.conftest import ROOT, small_study_data, snakemake_cmd
 from tests.workflow import fault_helpers
-from vtrial import pipeline
-from vtrial.cli import main, verify
-from vtrial.config import load_study
-from vtrial.io import table_hash
-from vtrial.recompute import choose_shards
+from vtrial.run import stages as pipeline
+from vtrial.run.cli import main, verify
+from vtrial.run.io import table_hash
+from vtrial.run.recompute import choose_shards
+from vtrial.study.config import load_study
 
 pytestmark = [
     pytest.mark.workflow,

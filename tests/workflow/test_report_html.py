@@ -1,6 +1,6 @@
 """The Snakemake HTML report of a finished study holds every plot and page, byte for
 byte, with captions, and shows each one when a reader clicks through it in headless
-Chromium (vtrial.reportcheck); screenshots are checked to be real renderings."""
+Chromium (tests.workflow.reportcheck); screenshots are checked to be real renderings."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def test_report_renders_in_headless_chromium(project: tuple[Path, Path], tmp_pat
 def test_check_command_refuses_a_non_report(
     project: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``python -m vtrial.reportcheck``: exit 1 naming the file when it is not a report."""
+    """``python -m tests.workflow.reportcheck``: exit 1 naming the file when it is not a report."""
     results, _ = project
     fake = tmp_path / "report.html"
     fake.write_text("<html><body>hello</body></html>")

@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, small_study_data, snakemake_cmd
-from vtrial.cli import describe, main, verify
-from vtrial.io import read_provenance, table_hash
-from vtrial.sketch import ALPHA
+from vtrial.analysis.sketch import ALPHA
+from vtrial.run.cli import describe, main, verify
+from vtrial.run.io import read_provenance, table_hash
 
 pytestmark = pytest.mark.workflow
 

@@ -14,8 +14,8 @@ import yaml
 
 from tests.conftest import small_study_data
 from tests.workflow.test_workflow import snakemake
-from vtrial.cli import describe, verify
-from vtrial.io import table_hash
+from vtrial.run.cli import describe, verify
+from vtrial.run.io import table_hash
 
 pytestmark = pytest.mark.workflow
 

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from vtrial.cli import verify
-from vtrial.recompute import recompute
+from vtrial.run.cli import verify
+from vtrial.run.recompute import recompute
 
 from .test_workflow import snakemake
 

@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import vtrial
-from vtrial.config import load_study
-from vtrial.design import is_twin, summary_tables
+from vtrial.study.config import load_study
+from vtrial.population.design import is_twin, summary_tables
 from vtrial.errors import ConfigError
-from vtrial.pipeline import PLOT_KINDS, page_tables, report_groups, results_sha256, shard_name
-from vtrial.success import table_names as success_tables
+from vtrial.run.stages import PLOT_KINDS, page_tables, report_groups, results_sha256, shard_name
+from vtrial.analysis.success import table_names as success_tables
 
 
 def _study_path():

@@ -1,9 +1,9 @@
-"""Snakemake adapter of rule aggregate: calls vtrial.pipeline.run_aggregate."""
+"""Snakemake adapter of rule aggregate: calls vtrial.run.stages.run_aggregate."""
 
-from vtrial.config import load_study
-from vtrial.design import summary_tables
-from vtrial.pipeline import SUMMARY_TABLES, run_aggregate, setup_logging
-from vtrial.success import table_names
+from vtrial.analysis.success import table_names
+from vtrial.population.design import summary_tables
+from vtrial.run.stages import SUMMARY_TABLES, run_aggregate, setup_logging
+from vtrial.study.config import load_study
 
 # Dask starts worker processes with "spawn", which re-imports this script: guard it.
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""Snakemake adapter of rule report: calls vtrial.pipeline.run_report."""
+"""Snakemake adapter of rule report: calls vtrial.run.stages.run_report."""
 
-from vtrial.config import load_study
-from vtrial.pipeline import SUMMARY_TABLES, page_tables, run_pages, run_report, setup_logging
-from vtrial.success import table_names
+from vtrial.analysis.success import table_names
+from vtrial.run.stages import SUMMARY_TABLES, page_tables, run_pages, run_report, setup_logging
+from vtrial.study.config import load_study
 
 # Dask starts worker processes with "spawn", which re-imports this script: guard it.
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""Snakemake adapter of rule sample_population: calls vtrial.pipeline.run_sample_population."""
+"""Snakemake adapter of rule sample_population: calls vtrial.run.stages.run_sample_population."""
 
-from vtrial.config import load_study
-from vtrial.pipeline import run_sample_population, setup_logging
+from vtrial.run.stages import run_sample_population, setup_logging
+from vtrial.study.config import load_study
 
 # Dask starts worker processes with "spawn", which re-imports this script: guard it.
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""Snakemake adapter of rule simulate: calls vtrial.pipeline.run_simulate for one shard."""
+"""Snakemake adapter of rule simulate: calls vtrial.run.stages.run_simulate for one shard."""
 
-from vtrial.config import load_study
-from vtrial.pipeline import run_simulate, setup_logging
+from vtrial.run.stages import run_simulate, setup_logging
+from vtrial.study.config import load_study
 
 # Dask starts worker processes with "spawn", which re-imports this script: guard it.
 if __name__ == "__main__":

@@ -1,0 +1,133 @@
+"""Progress of a simulate job: patients done / total and rate, in the log and the terminal.
+
+A :class:`Progress` is told how many patients each finished chunk held. It logs a line
+(``simulate shard 0: 1200/2400 patients (50.0 %), 812 patients/s, about 1.5 s left``)
+at most every ``every`` seconds and always for the last chunk, so a long shard shows
+in its job log what it is doing while a short one logs once; and, when stderr is a
+terminal, it draws a tqdm bar there (log lines are printed above the bar, not
+through it).
+
+>>> import logging
+>>> clock = iter([0.0, 2.0, 4.0, 4.0]).__next__
+>>> p = Progress(100, label="shard 0", logger=logging.getLogger("doc"), every=10.0,
+...              clock=clock, bar=False)
+>>> p.update(40)      # 40 patients at t = 2 s: not logged (every 10 s)
+>>> p.update(60)      # the last chunk at t = 4 s: always logged
+>>> p.done, p.lines[-1]
+(100, 'shard 0: 100/100 patients (100.0 %), 25 patients/s, about 0 s left')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = ["Progress"]
+
+
+class Progress:
+    """Count finished patients; log and draw the progress of one simulate job.
+
+    Parameters
+    ----------
+    total : int
+        Patients (rows) the job simulates.
+    label : str
+        What is simulated, e.g. ``"shard 3"``; starts every log line.
+    logger : logging.Logger
+        Where the lines go (INFO level).
+    every : float
+        Minimum seconds between two log lines (the last one is always logged).
+    clock : callable
+        Seconds as a float (``time.monotonic``; a test passes its own).
+    bar : bool or None
+        Draw a tqdm bar on stderr: ``None`` (default) when stderr is a terminal.
+
+    Attributes
+    ----------
+    done : int
+        Patients finished so far.
+    lines : list of str
+        The lines logged so far (the last one is the final count).
+    """
+
+    def __init__(
+        self,
+        total: int,
+        *,
+        label: str,
+        logger: logging.Logger,
+        every: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        bar: bool | None = None,
+    ) -> None:
+        if total < 0:
+            raise ValueError(f"Progress: total must be >= 0, got {total}")
+        self.total = int(total)
+        self.label = label
+        self.done = 0
+        self.lines: list[str] = []
+        self._log = logger
+        self._every = float(every)
+        self._clock = clock
+        self._t0 = clock()
+        self._last_line = self._t0
+        self._bar: Any = None
+        if bar is None:
+            bar = sys.stderr.isatty()
+        if bar:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=self.total, desc=label, unit="patient", file=sys.stderr, leave=True
+            )
+
+    def update(self, n: int) -> None:
+        """Record ``n`` more finished patients (a chunk)."""
+        self.done += int(n)
+        now = self._clock()
+        if self._bar is not None:
+            self._bar.update(int(n))
+        if self.done >= self.total or now - self._last_line >= self._every:
+            self._last_line = now
+            line = self._line(now - self._t0)
+            self.lines.append(line)
+            self._log.info("%s", line)
+
+    def _line(self, elapsed: float) -> str:
+        rate = self.done / elapsed if elapsed > 0 else float("nan")
+        if self.done >= self.total:
+            left = 0.0
+        else:
+            left = (self.total - self.done) / rate if rate > 0 else float("nan")
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        return (
+            f"{self.label}: {self.done}/{self.total} patients ({pct:.1f} %), "
+            f"{rate:.0f} patients/s, about {left:.0f} s left"
+        )
+
+    def close(self) -> None:
+        """Close the terminal bar (if any)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    @contextlib.contextmanager
+    def shown(self) -> Iterator[Progress]:
+        """Context in which log lines printed to stderr go above the bar; closes it."""
+        try:
+            if self._bar is None:
+                yield self
+            else:
+                from tqdm.contrib.logging import logging_redirect_tqdm
+
+                # the package logger holds the stderr handler (vtrial.run.stages.setup_logging)
+                package = logging.getLogger(self._log.name.split(".")[0])
+                with logging_redirect_tqdm(loggers=[package]):
+                    yield self
+        finally:
+            self.close()

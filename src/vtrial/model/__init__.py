@@ -1,0 +1,6 @@
+"""Models as data: the built-in library of YAML model files (``library/``), the
+whitelisting expression parser (:mod:`~vtrial.model.expressions`: no ``eval`` of user
+text), parsing and composition of model specs (:mod:`~vtrial.model.spec`) and the
+residual error models of observations (:mod:`~vtrial.model.residual`). A model knows
+its parameters, states, equations and outputs; it knows nothing of regimens,
+populations or studies."""

@@ -1,0 +1,234 @@
+"""Virtual populations: covariates, arm allocation and individual parameters.
+
+Each virtual patient (a "digital twin") is a row: ``replicate``, ``patient_id``
+(1-based within its replicate trial), ``arm``, sampled covariates, derived covariates,
+random effects ``eta_<P>`` and the individual value of every model parameter.
+
+All draws are keyed (:mod:`vtrial.infra.rng`): covariates by ``covariate:<name>``, random
+effects by ``eta``, allocation by ``allocation`` (:mod:`vtrial.population.design`), the
+population parameters of a replicate by ``uncertainty:theta`` and ``uncertainty:omega``
+(:mod:`vtrial.population.uncertainty`); so a patient's covariates and parameters do not depend on
+the arms of the study, on the other replicates or on how the later stages are sharded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import special
+
+from vtrial.infra.rng import keyed_uniforms
+from vtrial.model.expressions import evaluate, parse_expression
+from vtrial.population.covariates import categories_of, covariate_sampler
+from vtrial.population.design import allocate, twin_rows
+from vtrial.population.uncertainty import covariance_root, replicate_omega, typical_values
+from vtrial.study.config import Study
+
+
+def derive_covariates(names: list[str], c: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Compute derived covariates.
+
+    - ``bmi`` (kg/m²) = weight / (height/100)²
+    - ``bsa`` (m², Mosteller 1987) = sqrt(height · weight / 3600)
+    - ``bsa_dubois`` (m², DuBois & DuBois 1916) = 0.007184 · weight^0.425 · height^0.725
+    - ``crcl`` (mL/min, Cockcroft & Gault 1976) = (140 − age) · weight / (72 · scr), × 0.85 if F
+    - ``egfr`` (mL/min/1.73 m², CKD-EPI 2021, Inker et al. NEJM 2021) =
+      142 · min(scr/κ, 1)^α · max(scr/κ, 1)^−1.200 · 0.9938^age (× 1.012 if F),
+      κ = 0.7 (F) / 0.9 (M), α = −0.241 (F) / −0.302 (M)
+    - ``lbw`` (kg, Janmahasatian et al. 2005) = 9270 · W / (6680 + 216 · BMI) for M,
+      9270 · W / (8780 + 244 · BMI) for F
+
+    Units: weight kg, height cm, age years, scr (serum creatinine) mg/dL.
+    """
+    out: dict[str, np.ndarray] = {}
+    female = np.asarray(c["sex"]) == "F" if "sex" in c else None
+    for name in names:
+        if name == "bmi":
+            out[name] = c["weight"] / np.square(c["height"] / 100.0)
+        elif name == "bsa":
+            out[name] = np.sqrt(c["height"] * c["weight"] / 3600.0)
+        elif name == "bsa_dubois":
+            out[name] = 0.007184 * c["weight"] ** 0.425 * c["height"] ** 0.725
+        elif name == "crcl":
+            assert female is not None
+            v = (140.0 - c["age"]) * c["weight"] / (72.0 * c["scr"])
+            out[name] = np.where(female, 0.85 * v, v)
+        elif name == "egfr":
+            assert female is not None
+            kappa = np.where(female, 0.7, 0.9)
+            alpha = np.where(female, -0.241, -0.302)
+            r = c["scr"] / kappa
+            v = 142.0 * np.minimum(r, 1.0) ** alpha * np.maximum(r, 1.0) ** -1.2
+            v = v * 0.9938 ** c["age"]
+            out[name] = np.where(female, 1.012 * v, v)
+        elif name == "lbw":
+            assert female is not None
+            bmi = c["weight"] / np.square(c["height"] / 100.0)
+            out[name] = np.where(
+                female,
+                9270.0 * c["weight"] / (8780.0 + 244.0 * bmi),
+                9270.0 * c["weight"] / (6680.0 + 216.0 * bmi),
+            )
+        else:  # pragma: no cover - schema guards
+            raise ValueError(f"unknown derived covariate {name!r}")
+    return out
+
+
+def individual_parameters(
+    study: Study, covariates: Mapping[str, np.ndarray], replicate: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Individual parameter values and random effects of one replicate.
+
+    ``P_i = TV · f(covariates_i)`` transformed by the random effect: log-normal
+    ``P_i = TV_i · exp(eta)``, normal ``TV_i + eta``, logit ``expit(logit(TV_i) + eta)``,
+    with ``eta ~ N(0, OMEGA)`` (Cholesky of OMEGA; eigen-square-root if singular).
+    """
+    n = study.size
+    model = study.model
+    spec = study.data["model"]
+    cats = categories_of(study.data)  # sampled and resampled categorical covariates
+    params: dict[str, np.ndarray] = {}
+    typical = typical_values(study, replicate)  # THETA_r with study.uncertainty
+    for name in model.parameters:
+        tv = np.full(n, typical[name])
+        cov_expr = spec["parameters"].get(name, {}).get("covariates")
+        if cov_expr is not None:
+            expr = parse_expression(
+                cov_expr,
+                where=f"{study.source}: model.parameters.{name}.covariates",
+                known_names=list(covariates),
+                categorical=cats,
+            )
+            tv = tv * evaluate(expr, covariates, size=n)
+        params[name] = tv
+    iiv = spec["iiv"]
+    names = list(iiv["omega"])
+    etas: dict[str, np.ndarray] = {}
+    if names:
+        om = replicate_omega(study, replicate)  # OMEGA_r with study.uncertainty
+        z = special.ndtri(keyed_uniforms(study.seed, "eta", replicate, n, len(names)))
+        eta = z @ covariance_root(om).T
+        for j, name in enumerate(names):
+            etas[name] = eta[:, j]
+            dist = iiv["distribution"].get(name, "lognormal")
+            params[name] = apply_effect(params[name], eta[:, j], dist)
+    return params, etas
+
+
+def occasion_effects(study: Study, replicate: int) -> dict[str, np.ndarray]:
+    """Inter-occasion random effects ``kappa_<P>_<k>`` (occasion k = 0, 1, ...).
+
+    Independent normal draws with variance ``model.iov.omega[P]`` for each of the
+    study's occasions (the most any arm has), keyed by ``iov``: a patient has the same
+    kappas whatever arm, shard or chunk it lands in.
+    """
+    iov = study.data["model"].get("iov")
+    if not iov:
+        return {}
+    n_occ = study.events().n_occ
+    names = list(iov["omega"])
+    z = special.ndtri(keyed_uniforms(study.seed, "iov", replicate, study.size, n_occ * len(names)))
+    out = {}
+    for j, name in enumerate(names):
+        sd = np.sqrt(float(iov["omega"][name]))
+        for k in range(n_occ):
+            out[f"kappa_{name}_{k}"] = sd * z[:, j * n_occ + k]
+    return out
+
+
+def occasion_parameters(study: Study, pop: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per-occasion values, shape (n, n_occ), of the parameters with IOV.
+
+    The individual value ``P_i`` (population column) is transformed like its IIV:
+    log-normal ``P_i exp(kappa)``, normal ``P_i + kappa``, logit
+    ``expit(logit(P_i) + kappa)``.
+    """
+    iov = study.data["model"].get("iov")
+    if not iov:
+        return {}
+    n_occ = study.events().n_occ
+    dist = study.data["model"]["iiv"]["distribution"]
+    out = {}
+    for name in iov["omega"]:
+        base = pop[name].to_numpy(dtype=np.float64)[:, None]
+        kappa = np.column_stack(
+            [pop[f"kappa_{name}_{k}"].to_numpy(dtype=np.float64) for k in range(n_occ)]
+        )
+        out[name] = apply_effect(base, kappa, dist.get(name, "lognormal"))
+    return out
+
+
+def apply_effect(value: np.ndarray, effect: np.ndarray, dist: str) -> np.ndarray:
+    """A parameter with a random effect: ``value · exp(effect)`` (``lognormal``),
+    ``value + effect`` (``normal``) or ``expit(logit(value) + effect)`` (``logit``)."""
+    if dist == "lognormal":
+        return value * np.exp(effect)
+    if dist == "normal":
+        return value + effect
+    return special.expit(special.logit(value) + effect)
+
+
+def sample_population(study: Study, *, candidates: list[int] | None = None) -> pd.DataFrame:
+    """Sample the whole virtual population (every replicate).
+
+    Examples
+    --------
+    >>> from vtrial.study.config import study_from_dict
+    >>> study = study_from_dict({
+    ...     "study": {"name": "minimal", "seed": 1}, "population": {"size": 3},
+    ...     "model": {"pk": "pk_1cmt"},
+    ...     "arms": [{"name": "single_dose", "regimen": {"route": "oral", "dose": 100}}],
+    ... })
+    >>> sample_population(study)[["patient_id", "arm", "CL", "V1"]]
+       patient_id          arm   CL    V1
+    0           1  single_dose  5.0  50.0
+    1           2  single_dose  5.0  50.0
+    2           3  single_dose  5.0  50.0
+
+    The patients of a replicate are the first ``population.size`` candidates meeting
+    the inclusion and exclusion criteria
+    (:meth:`vtrial.population.covariates.CovariateSampler.sample`).
+
+    Parameters
+    ----------
+    study : Study
+    candidates : list, optional
+        Receives the number of candidates examined per replicate (``size`` each
+        without criteria); the acceptance rate of replicate r is
+        ``size / candidates[r]``.
+
+    Returns
+    -------
+    DataFrame
+        One row per (replicate, patient_id), sorted (for ``study.design:
+        twin_crossover`` one row per (replicate, patient_id, arm), the rows of a patient
+        identical but for ``arm`` and ``arm_index``): ``replicate`` (int32),
+        ``patient_id`` (int64), ``arm`` (str), ``arm_index`` (int16), covariates,
+        derived covariates, ``eta_<P>``, ``kappa_<P>_<k>`` (inter-occasion effects,
+        occasion k = 0, 1, ...) and one column per model parameter (the individual
+        value before inter-occasion variability).
+    """
+    frames = []
+    sampler = covariate_sampler(study)
+    arm_names = np.asarray(study.arm_names, dtype=object)
+    for r in range(study.replicates):
+        covs, n_candidates = sampler.sample(r, study.size)  # with derived covariates
+        if candidates is not None:
+            candidates.append(n_candidates)
+        params, etas = individual_parameters(study, covs, r)
+        arm_idx = allocate(study, r, covs)  # vtrial.population.design: randomization
+        cols: dict[str, Any] = {
+            "replicate": np.full(study.size, r, dtype=np.int32),
+            "patient_id": np.arange(1, study.size + 1, dtype=np.int64),
+            "arm": arm_names[arm_idx],
+            "arm_index": arm_idx,
+        }
+        cols.update(covs)
+        cols.update({f"eta_{k}": v for k, v in etas.items()})
+        cols.update(occasion_effects(study, r))
+        cols.update(params)
+        frames.append(twin_rows(study, pd.DataFrame(cols)))  # a row per arm if twin
+    return pd.concat(frames, ignore_index=True)

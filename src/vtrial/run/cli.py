@@ -1,0 +1,287 @@
+"""Command line: ``vtrial validate|models|run|verify|describe|export``.
+
+- ``vtrial validate STUDY``: every problem of a study file at once; exit 1 if any.
+- ``vtrial models``: the built-in model library with references.
+- ``vtrial run STUDY [--cores N] [snakemake args...]``: run the workflow on a study.
+- ``vtrial verify RESULTS_DIR [--recompute [--shards K | --all]]``: check every
+  output against ``manifest.json`` (row counts and content hashes), and recompute
+  ``K`` shards (or all) from the recorded study (:mod:`vtrial.run.recompute`); exit 1
+  naming each difference.
+- ``vtrial describe RESULTS_DIR``: the key numbers of a finished study.
+- ``vtrial export nonmem RESULTS_DIR [--out FILE] [--replicate R]``: doses and
+  observations as a NONMEM/Monolix-style dataset (:mod:`vtrial.run.export`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vtrial.analysis.success import describe_lines as success_lines
+from vtrial.errors import ConfigError, VtrialError
+from vtrial.model.spec import list_models
+from vtrial.population.design import describe_lines
+from vtrial.run.io import file_sha256, table_hash
+from vtrial.study.config import load_study
+
+
+def _snakefile() -> Path:
+    """The workflow's Snakefile (the checkout vtrial is installed from)."""
+    return Path(__file__).resolve().parents[3] / "Snakefile"
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        study = load_study(args.study)
+    except ConfigError as err:
+        print(f"{args.study}: not valid\n{err}", file=sys.stderr)
+        return 1
+    print(
+        f"{args.study}: valid study {study.name!r}: {study.n_patients} patients "
+        f"({study.replicates} replicate(s) x {study.size}), arms {study.arm_names}, "
+        f"model outputs {list(study.model.outputs)}"
+    )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    for m in list_models():
+        print(f"{m['name']:12s} {m['title']}\n{'':12s} {m['reference']}")
+    return 0
+
+
+def _option(extra: Sequence[str], *names: str) -> str | None:
+    """The value of a Snakemake option among the extra arguments (``--x v``, ``--x=v``)."""
+    for i, arg in enumerate(extra):
+        for name in names:
+            if arg == name and i + 1 < len(extra):
+                return extra[i + 1]
+            if arg.startswith(f"{name}="):
+                return arg.split("=", 1)[1]
+    return None
+
+
+def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """Validate the study, run the workflow, then print where the results and the report
+    are and the key numbers (:func:`describe`); Snakemake's own exit code otherwise."""
+    snakefile = _snakefile()
+    if not snakefile.exists():
+        print(f"vtrial run: no Snakefile at {snakefile}", file=sys.stderr)
+        return 2
+    try:  # every problem at once, before Snakemake starts
+        study = load_study(args.study)
+    except ConfigError as err:
+        print(f"{args.study}: not valid\n{err}", file=sys.stderr)
+        return 1
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(snakefile),
+        "--cores",
+        str(args.cores),
+        "--rerun-incomplete",
+        "--config",
+        f"study={Path(args.study).resolve()}",
+        *extra,
+    ]
+    code = subprocess.call(cmd)
+    dry = any(a in ("-n", "--dry-run", "--dryrun") for a in extra)
+    if code != 0 or dry or _option(extra, "--report") is not None:
+        return code
+    workdir = Path(_option(extra, "--directory", "-d") or ".")
+    results = workdir / "results" / study.name
+    if (results / "manifest.json").exists():
+        print(f"\nresults: {results}\n")
+        print(describe(results))
+    return code
+
+
+def verify(results: str | Path) -> list[str]:
+    """Differences between a results folder and its ``manifest.json`` (empty if none)."""
+    root = Path(results)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.exists():
+        return [f"{manifest_path}: missing"]
+    manifest = json.loads(manifest_path.read_text())
+    problems = []
+    for entry in manifest["outputs"]:
+        path = root / entry["path"]
+        if not path.exists():
+            problems.append(f"{path}: missing (listed in the manifest)")
+            continue
+        try:
+            if "content_sha256" in entry:
+                df = pd.read_parquet(path)
+                if len(df) != entry["rows"]:
+                    problems.append(f"{path}: {len(df)} rows, manifest says {entry['rows']}")
+                elif table_hash(df) != entry["content_sha256"]:
+                    problems.append(f"{path}: content differs from the manifest")
+            elif file_sha256(path) != entry["file_sha256"]:
+                problems.append(f"{path}: file differs from the manifest")
+        except (OSError, ValueError) as exc:  # unreadable, truncated Parquet
+            problems.append(f"{path}: unreadable ({exc})")
+    return problems
+
+
+def describe(results: str | Path) -> str:
+    """The key numbers of a finished study, as text for the terminal."""
+    root = Path(results)
+    manifest = json.loads((root / "manifest.json").read_text())
+    patients = pd.read_parquet(root / "patients")
+    exposure = pd.read_parquet(root / "summary" / "exposure.parquet")
+    safety = pd.read_parquet(root / "summary" / "safety.parquet")
+    efficacy = pd.read_parquet(root / "summary" / "efficacy.parquet")
+    failed = int((patients["solver_status"] != "ok").sum())
+    sha = manifest["study_sha256"][:12]
+    lines = [
+        f"study {manifest['study']} (seed {manifest['seed']}, sha256 {sha})",
+        f"{len(patients)} patients, {failed} solver failure(s)",
+        "",
+    ]
+    units = manifest.get("units", {})
+    conc = units.get(manifest.get("config", {}).get("exposure", {}).get("output") or "CP", "")
+    metric_units = {"cmax": conc, "auc": f"{conc}·h" if conc else ""}
+    rep0 = exposure["replicate"].min()
+    for arm in dict.fromkeys(exposure["arm"]):
+        lines.append(f"{arm}:")
+        ex = exposure[(exposure["arm"] == arm) & (exposure["replicate"] == rep0)]
+        for metric in ("cmax", "auc"):
+            row = ex[ex["metric"] == metric]
+            if len(row) and np.isfinite(row["gmean"].iloc[0]):
+                r = row.iloc[0]
+                u = f" {metric_units[metric]}" if metric_units[metric] else ""
+                lines.append(
+                    f"  {metric:8s} geometric mean {r['gmean']:.4g}{u} (CV {r['gcv']:.0f} %), "
+                    f"5th to 95th percentile {r['p5']:.4g} to {r['p95']:.4g}{u}"
+                )
+        sf = safety[(safety["arm"] == arm) & (safety["grade"] == ">=3")]
+        sf = sf[sf["replicate"] == rep0]
+        for _, r in sf.iterrows():
+            lines.append(
+                f"  {r['event']} grade >= 3: {100 * r['incidence']:.1f} % "
+                f"(95 % CI {100 * r['ci_low']:.1f} to {100 * r['ci_high']:.1f}), n={r['n']}"
+            )
+        ef = efficacy[(efficacy["arm"] == arm) & (efficacy["replicate"] == rep0)]
+        for _, r in ef.iterrows():
+            binary = r["kind"] == "binary"
+            tte = r["kind"] == "time_to_event"  # KM median (h), hazard ratio
+            own = units.get(str(r["endpoint"]), "")
+            own = f" {own}" if own and not tte else ""  # times to event are in h below
+            scale, unit, fmt = (100.0, " %", ".1f") if binary else (1.0, own, ".3g")
+            text = (
+                f"  {r['endpoint']}: {'median ' if tte else ''}{scale * r['estimate']:{fmt}}"
+                f"{' h' if tte else unit} "
+                f"(95 % CI {scale * r['ci_low']:{fmt}} to {scale * r['ci_high']:{fmt}})"
+            )
+            if np.isfinite(r["diff"]):
+                p = r["p_value"]
+                ptext = "p=n/a" if not np.isfinite(p) else f"p={p:.2g}" if p > 0 else "p<1e-300"
+                if tte:
+                    text += f", hazard ratio vs control {r['diff']:.3g}, {ptext}"
+                else:
+                    text += f", vs control {scale * r['diff']:+{fmt}}{unit}, {ptext}"
+            lines.append(text)
+    lines += describe_lines(root / "summary")  # individual effects, parameter draws
+    lines += success_lines(root / "summary")  # probability of success
+    html = root / "report.html"
+    lines += ["", f"report: {root / 'report'} (plots and pages)", f"tables: {root / 'summary'}"]
+    if html.exists():
+        lines.append(f"HTML report: {html}")
+    else:
+        lines.append(f"HTML report: make report, or add --report {html} to the run command")
+    return "\n".join(lines)
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    print(describe(args.results))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    problems = verify(args.results)
+    if args.recompute and not Path(args.results, "manifest.json").exists():
+        args.recompute = False  # the missing manifest is reported
+    if args.recompute:
+        from vtrial.run.recompute import choose_shards, recompute, recorded_study
+
+        n = int(recorded_study(args.results).execution["shards"])
+        chosen = choose_shards(n, None if args.all else args.shards, seed=args.seed)
+        print(f"recomputing shard(s) {chosen} of {n} from the recorded study")
+        problems += recompute(args.results, shards=chosen, workers=args.workers)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    what = " and the recomputed shards" if args.recompute else ""
+    print(f"{args.results}: every output matches manifest.json{what}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from vtrial.run.export import write_nonmem
+
+    out = Path(args.out) if args.out else Path(args.results) / "export" / "nonmem.csv"
+    rows = write_nonmem(args.results, out, replicate=args.replicate)
+    print(f"{out}: {rows} records (doses and observations); DVID key in {out.stem}_dvid.csv")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vtrial`` command."""
+    parser = argparse.ArgumentParser(prog="vtrial", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("validate", help="check a study file, report every problem")
+    p.add_argument("study")
+    sub.add_parser("models", help="list the built-in model library")
+    p = sub.add_parser("run", help="run the workflow on a study (extra args go to snakemake)")
+    p.add_argument("study")
+    p.add_argument("--cores", type=int, default=2)
+    p = sub.add_parser("verify", help="check a results folder against its manifest")
+    p.add_argument("results")
+    p.add_argument(
+        "--recompute",
+        action="store_true",
+        help="also recompute shards from the recorded study and compare their tables",
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--shards", type=int, default=1, metavar="K", help="shards to recompute")
+    g.add_argument("--all", action="store_true", help="recompute every shard")
+    p.add_argument("--workers", type=int, default=1, help="local Dask workers to recompute on")
+    p.add_argument("--seed", type=int, default=None, help="seed of the choice of shards")
+    p = sub.add_parser("describe", help="the key numbers of a finished study")
+    p.add_argument("results")
+    p = sub.add_parser("export", help="export doses and observations (NONMEM/Monolix dataset)")
+    p.add_argument("format", choices=["nonmem"])
+    p.add_argument("results")
+    p.add_argument("--out", help="CSV file (default: <results>/export/nonmem.csv)")
+    p.add_argument("--replicate", type=int, help="only this replicate trial")
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        if args.command == "validate":
+            return cmd_validate(args)
+        if args.command == "models":
+            return cmd_models(args)
+        if args.command == "run":
+            return cmd_run(args, extra)
+        if args.command == "describe":
+            return cmd_describe(args)
+        if args.command == "export":
+            return cmd_export(args)
+        return cmd_verify(args)
+    except VtrialError as err:
+        print(f"vtrial: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,901 @@
+"""Trial layer of the patients table: dropout, AUEC, time to event, observed endpoints.
+
+:class:`TrialLayer` is used by :func:`vtrial.run.chunk.simulate_patients` on each chunk of
+patients, after the kernel has run. It is a pure function of the patients' rows and
+kernel results (every draw is keyed, see :mod:`vtrial.infra.rng`), so its columns do not
+depend on chunks, shards or workers. It adds
+
+* ``dropout_time`` (h; +inf if no dropout by ``simulation.end``, NaN if the solve
+  failed) when the study has a ``dropout`` section (:mod:`vtrial.trial.dropout`);
+* the endpoint types ``auec`` (area under an output's curve by the trapezoid rule on
+  a regular grid of probe times) and ``time_to_event`` (columns ``<name>``, h, and
+  ``<name>_event``, 1 event / 0 censored): an event when a survival output falls to a
+  keyed uniform (purpose ``tte:<name>``), or when an output crosses a value;
+* endpoints on observed values (``observed: true``: the observation with residual
+  error, ``dv`` of :func:`vtrial.run.chunk.observations_table`, at the endpoint time);
+* the censoring of endpoints at dropout (``dropout.censoring``: ``missing`` or
+  ``locf``), and adverse events counted up to the dropout time only;
+* every other endpoint type but responders too (value at a time, change from
+  baseline, minimum, maximum, best response), so each type has one implementation
+  with or without dropout (:meth:`TrialLayer.endpoint`).
+
+The module also holds the validation of these keys (:func:`endpoint_problems`,
+:func:`trial_problems`, called by :mod:`vtrial.study.config`) and the probe times they need
+(:func:`trial_probe_times`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from vtrial.analysis.stats import EFFICACY_TESTS, EndpointKind
+from vtrial.engine.host import Monitor
+from vtrial.infra.rng import patient_uniforms
+from vtrial.model.residual import observe_probes
+from vtrial.model.spec import PK_CONCENTRATION, Model
+from vtrial.trial.dropout import PURPOSE, Hazard, dropout_times
+from vtrial.trial.recist import (
+    UNDEFINED,
+    assessment_times,
+    best_overall_response,
+    response_column,
+    schedule_problems,
+    visit_responses,
+)
+
+if TYPE_CHECKING:
+    from vtrial.engine.host import KernelResult
+    from vtrial.study.config import Study
+
+__all__ = [
+    "AT_TYPES",
+    "DEFAULT_TEST",
+    "TESTS",
+    "TRIAL_TYPES",
+    "TrialLayer",
+    "auec_times",
+    "censor_events",
+    "endpoint_problems",
+    "extra_monitors",
+    "fill_defaults",
+    "locf_visits",
+    "survival_event_times",
+    "trapezoid",
+    "trial_probe_times",
+    "trial_problems",
+]
+
+FloatArray = npt.NDArray[np.float64]
+Kind = EndpointKind
+
+#: endpoint types computed here only
+TRIAL_TYPES = ("auec", "time_to_event")
+#: endpoint types taken at one time ``at``
+AT_TYPES = ("value_at", "change_from_baseline", "percent_change_from_baseline")
+#: comparison tests by endpoint kind (the first is the default)
+TESTS = EFFICACY_TESTS
+DEFAULT_TEST = {kind: tests[0] for kind, tests in TESTS.items()}
+#: most points of an ``auec`` or survival ``time_to_event`` time grid
+MAX_SERIES_POINTS = 100_000
+#: most bytes of the kernel's probes per Dask task (chunk x probe times x outputs x 8)
+MAX_PROBE_BYTES = 512 * 2**20
+#: patients-table column of the dropout time
+DROPOUT_COLUMN = "dropout_time"
+
+
+# --------------------------------------------------------------------------- #
+# Time grids (shared by validation, probe times and computation)
+# --------------------------------------------------------------------------- #
+
+
+def series_times(lo: float, hi: float, every: float) -> FloatArray:
+    """``lo, lo + every, ...`` up to ``hi``, and ``hi`` (h), sorted and unique.
+
+    A last point within 1e-9 steps of ``hi`` is taken as ``hi``.
+
+    Examples
+    --------
+    >>> series_times(0.0, 10.0, 4.0).tolist()
+    [0.0, 4.0, 8.0, 10.0]
+    >>> series_times(0.0, 2.1, 0.7).tolist()  # 3 * 0.7 = 2.0999999999999996
+    [0.0, 0.7, 1.4, 2.1]
+    """
+    if not hi >= lo:
+        return np.empty(0)
+    m = int(np.floor((hi - lo) / every + 1e-9))
+    pts = lo + every * np.arange(m + 1)
+    return np.append(pts[pts < hi - 1e-9 * every], hi)
+
+
+def auec_times(ep: Mapping[str, Any], data: Mapping[str, Any]) -> FloatArray:
+    """Grid (h) of an ``auec`` endpoint: ``from, from + every, ..., to`` (defaults filled)."""
+    sim = data["simulation"]
+    lo = float(ep.get("from", 0.0))
+    hi = float(ep.get("to", sim["end"]))
+    return series_times(lo, hi, float(ep.get("every", sim["grid"])))
+
+
+def survival_times(ep: Mapping[str, Any], data: Mapping[str, Any]) -> FloatArray:
+    """Grid (h) of a survival ``time_to_event`` endpoint: ``0, every, ..., end``; empty
+    for a threshold crossing (``below``/``above``, timed by the kernel)."""
+    if "below" in ep or "above" in ep:
+        return np.empty(0)
+    sim = data["simulation"]
+    return series_times(0.0, float(sim["end"]), float(ep.get("every", sim["grid"])))
+
+
+def locf_visits(data: Mapping[str, Any]) -> list[float]:
+    """Visit times (h) of ``dropout.visits`` (for ``censoring: locf``), else empty."""
+    drop = data.get("dropout")
+    if not drop or "visits" not in drop:
+        return []
+    return assessment_times(drop["visits"], float(data["simulation"]["end"]))
+
+
+def trial_probe_times(data: Mapping[str, Any]) -> set[float]:
+    """Probe times (h) the trial layer needs: AUEC and survival grids, LOCF visits."""
+    times: set[float] = set()
+    for ep in data["endpoints"].values():
+        if ep["type"] == "auec":
+            times.update(float(t) for t in auec_times(ep, data))
+        elif ep["type"] == "time_to_event":
+            times.update(float(t) for t in survival_times(ep, data))
+    times.update(float(t) for t in locf_visits(data))
+    return times
+
+
+# --------------------------------------------------------------------------- #
+# Pure computations
+# --------------------------------------------------------------------------- #
+
+
+def trapezoid(values: FloatArray, times: FloatArray) -> FloatArray:
+    """Area under each row of ``values`` (n, m) over ``times`` (m,), trapezoid rule.
+
+    Examples
+    --------
+    >>> trapezoid(np.array([[0.0, 2.0, 2.0]]), np.array([0.0, 1.0, 3.0])).tolist()
+    [5.0]
+    """
+    v = np.asarray(values, dtype=np.float64)
+    t = np.asarray(times, dtype=np.float64)
+    if t.size < 2:
+        return np.zeros(v.shape[0])
+    return np.asarray(0.5 * ((v[:, 1:] + v[:, :-1]) * np.diff(t)[None, :]).sum(axis=1))
+
+
+def survival_event_times(surv: FloatArray, times: FloatArray, u: FloatArray) -> FloatArray:
+    """First time each patient's survival curve falls to or below its uniform.
+
+    Parameters
+    ----------
+    surv : ndarray, shape (n, m)
+        Survival probability S(t) at ``times`` (non-increasing in t, S(0) = 1).
+    times : ndarray, shape (m,)
+        Increasing times (h).
+    u : ndarray, shape (n,)
+        One uniform per patient.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        The first t with S(t) <= u, linearly interpolated between the two grid times
+        around the first grid point where it holds (the first time itself if that is
+        the first point); NaN if S stays above u (or is NaN).
+
+    Examples
+    --------
+    >>> s = np.array([[1.0, 0.6, 0.2], [1.0, 0.9, 0.8]])
+    >>> survival_event_times(s, np.array([0.0, 10.0, 20.0]), np.array([0.4, 0.5])).tolist()
+    [15.0, nan]
+    """
+    s = np.asarray(surv, dtype=np.float64)
+    t = np.asarray(times, dtype=np.float64)
+    uu = np.asarray(u, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        hit = s <= uu[:, None]
+    has = hit.any(axis=1)
+    k = np.argmax(hit, axis=1)
+    out = np.full(s.shape[0], np.nan)
+    rows = np.flatnonzero(has)
+    kk = k[rows]
+    first = kk == 0
+    out[rows[first]] = t[0]
+    r, j = rows[~first], kk[~first]
+    s0, s1 = s[r, j - 1], s[r, j]
+    frac = np.where(s0 != s1, (s0 - uu[r]) / np.where(s0 != s1, s0 - s1, 1.0), 1.0)
+    out[r] = t[j - 1] + np.clip(frac, 0.0, 1.0) * (t[j] - t[j - 1])
+    return out
+
+
+def censor_events(event_time: FloatArray, horizon: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Observed time and event indicator of a time to event censored at ``horizon``.
+
+    Parameters
+    ----------
+    event_time : ndarray, shape (n,)
+        Time of the event (h), NaN if none was simulated.
+    horizon : ndarray, shape (n,)
+        End of follow-up of each patient: min(``simulation.end``, dropout time); NaN
+        for a patient whose follow-up is unknown (failed solve).
+
+    Returns
+    -------
+    time, event : ndarray, shape (n,)
+        ``time = min(event_time, horizon)``; ``event`` 1.0 if the event happened at
+        or before the horizon, 0.0 if censored; both NaN where ``horizon`` is NaN.
+
+    Examples
+    --------
+    >>> t, e = censor_events(np.array([5.0, np.nan, 9.0]), np.array([8.0, 8.0, 7.0]))
+    >>> t.tolist(), e.tolist()
+    ([5.0, 8.0, 7.0], [1.0, 0.0, 0.0])
+    """
+    ev = np.asarray(event_time, dtype=np.float64)
+    hz = np.asarray(horizon, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        happened = np.isfinite(ev) & (ev <= hz)
+    time = np.where(happened, ev, hz)
+    event = happened.astype(np.float64)
+    unknown = np.isnan(hz)
+    time[unknown] = np.nan
+    event[unknown] = np.nan
+    return time, event
+
+
+def last_visit_index(times: FloatArray, visits: FloatArray, dropout: FloatArray) -> np.ndarray:
+    """Index into ``times`` of the last visit at or before each dropout time.
+
+    ``visits`` (sorted, members of ``times``) always start with baseline 0: a patient
+    who drops out before the first visit carries the baseline forward.
+    """
+    v = np.asarray(visits, dtype=np.float64)
+    pos = np.searchsorted(v, np.nan_to_num(dropout, nan=-1.0), side="right") - 1
+    pos = np.clip(pos, 0, v.size - 1)
+    return np.searchsorted(np.asarray(times, dtype=np.float64), v[pos])
+
+
+def _index(times: FloatArray, t: float) -> int:
+    i = int(np.searchsorted(times, t))
+    if i >= times.size or times[i] != t:
+        raise ValueError(f"time {t} is not among the recorded times")
+    return i
+
+
+# --------------------------------------------------------------------------- #
+# Kernel monitors
+# --------------------------------------------------------------------------- #
+
+
+def _threshold_events(study: Study) -> list[tuple[str, str, list[float], int]]:
+    out = []
+    for ev, spec in study.data["adverse_events"].items():
+        if "probabilities" not in spec:
+            thr, direction = study.grading(ev)
+            out.append((ev, spec["output"], thr, direction))
+    return out
+
+
+def extra_monitors(study: Study) -> tuple[list[Monitor], dict[tuple[str, ...], int]]:
+    """Threshold crossings the trial layer needs, and their positions in that list.
+
+    With a ``dropout`` section, every grade limit of every adverse event graded from
+    an output (key ``("ae", event, grade)``), so grades can be counted up to the
+    dropout time; and every ``time_to_event`` endpoint with ``below``/``above`` (key
+    ``("tte", name)``). :func:`vtrial.run.chunk.monitors` appends them after its own.
+    """
+    mons: list[Monitor] = []
+    keys: dict[tuple[str, ...], int] = {}
+    if study.data.get("dropout"):
+        for ev, output, thr, direction in _threshold_events(study):
+            for k, limit in enumerate(thr, start=1):
+                keys[("ae", ev, str(k))] = len(mons)
+                mons.append(Monitor(output, limit, direction))
+    for name, ep in study.data["endpoints"].items():
+        if ep["type"] == "time_to_event" and ("below" in ep or "above" in ep):
+            keys[("tte", name)] = len(mons)
+            below = "below" in ep
+            mons.append(
+                Monitor(ep["output"], float(ep["below" if below else "above"]), -1 if below else 1)
+            )
+    return mons, keys
+
+
+# --------------------------------------------------------------------------- #
+# Per-chunk computation
+# --------------------------------------------------------------------------- #
+
+
+class TrialLayer:
+    """Dropout, censoring and trial-layer endpoints of one chunk of patients.
+
+    Parameters
+    ----------
+    study : Study
+    pop : DataFrame
+        The chunk's rows of the population table.
+    res : KernelResult
+        The kernel's result for these rows (with :func:`extra_monitors` appended to
+        the monitors).
+    cols : mapping
+        Patients-table columns computed so far (``replicate``, ``patient_id``, the
+        exposure metrics).
+    ok : ndarray of bool, shape (n,)
+        Solves that succeeded.
+    """
+
+    def __init__(
+        self,
+        study: Study,
+        pop: pd.DataFrame,
+        res: KernelResult,
+        cols: Mapping[str, Any],
+        ok: npt.NDArray[np.bool_],
+    ) -> None:
+        self.study = study
+        self.data = study.data
+        self.res = res
+        self.ok = np.asarray(ok, dtype=bool)
+        self.n = len(pop)
+        self.outputs = list(study.model.outputs)
+        self.probe_t = np.asarray(study.probe_times(), dtype=np.float64)
+        self.end = float(self.data["simulation"]["end"])
+        self.replicate = np.asarray(cols["replicate"], dtype=np.int64)
+        self.patient_id = np.asarray(cols["patient_id"], dtype=np.int64)
+        mons, keys = extra_monitors(study)
+        self._cross0 = res.cross.shape[1] - len(mons)
+        self._keys = keys
+        self.spec: Mapping[str, Any] | None = self.data.get("dropout") or None
+        self.dropout = self._dropout_times(cols) if self.spec else None
+        self._observed: tuple[FloatArray, list[str], FloatArray] | None = None
+
+    # ---- dropout -------------------------------------------------------------
+
+    def _cross(self, key: tuple[str, ...]) -> FloatArray:
+        return np.asarray(self.res.cross[:, self._cross0 + self._keys[key]], dtype=np.float64)
+
+    def _dropout_times(self, cols: Mapping[str, Any]) -> FloatArray:
+        spec = self.spec
+        assert spec is not None
+        u = patient_uniforms(self.study.seed, PURPOSE, self.replicate, self.patient_id)
+        mult = np.ones(self.n)
+        if "exposure" in spec:
+            metric = np.asarray(cols[spec["exposure"]["metric"]], dtype=np.float64)
+            with np.errstate(over="ignore", invalid="ignore"):
+                mult = np.exp(float(spec["exposure"]["beta"]) * metric)
+        onset = np.full(self.n, np.inf)
+        ratio = 1.0
+        if "adverse_event" in spec:
+            ae = spec["adverse_event"]
+            onset = self._cross(("ae", ae["event"], str(int(ae["grade"]))))
+            ratio = float(ae["hazard_ratio"])
+        t = dropout_times(
+            Hazard.from_spec(spec), u, multiplier=mult, onset=onset, ratio=ratio, end=self.end
+        )
+        t[~self.ok] = np.nan
+        return t
+
+    def patient_columns(self, cols: Mapping[str, Any]) -> dict[str, Any]:
+        """``dropout_time`` and the adverse-event columns counted up to the dropout.
+
+        With a dropout, the grade of an event graded from an output is the number of
+        its limits first crossed at or before the dropout time, and
+        ``ae_<E>_time_grade3`` is NaN if the grade-3 limit was first crossed after it
+        (``ae_<E>_worst`` stays the worst value of the whole simulation). Events graded
+        from ``probabilities`` have no onset time and are not changed; nor are patients
+        whose dropout time is unknown (failed solve).
+
+        Parameters
+        ----------
+        cols : mapping
+            The patients-table columns computed so far (with ``ae_<E>_grade``).
+
+        Returns
+        -------
+        dict
+            Columns to add or replace (empty without a dropout section).
+        """
+        if self.dropout is None:
+            return {}
+        d = self.dropout
+        out: dict[str, Any] = {DROPOUT_COLUMN: d}
+        known = self.ok & ~np.isnan(d)
+        for ev, _, thr, _ in _threshold_events(self.study):
+            crossed = np.column_stack(
+                [self._cross(("ae", ev, str(k))) for k in range(1, len(thr) + 1)]
+            )
+            with np.errstate(invalid="ignore"):
+                on_study = crossed <= d[:, None]
+            graded = pd.array(cols[f"ae_{ev}_grade"], dtype="Int8").copy()
+            graded[known] = on_study.sum(axis=1)[known].astype(np.int8)
+            out[f"ae_{ev}_grade"] = graded
+            if len(thr) >= 3:
+                t3 = crossed[:, 2].copy()
+                t3[known & ~on_study[:, 2]] = np.nan
+                t3[~self.ok] = np.nan
+                out[f"ae_{ev}_time_grade3"] = t3
+        return out
+
+    # ---- endpoints -----------------------------------------------------------
+
+    def endpoint(
+        self, name: str, ep: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], FloatArray | None]:
+        """Columns of one endpoint and its float values for responders (None if none)."""
+        typ = ep["type"]
+        if typ == "best_response":
+            return {name: self._best_response(ep)}, None
+        if typ == "time_to_event":
+            time, event = self._time_to_event(name, ep)
+            return {name: time, f"{name}_event": event}, None
+        if typ == "auec":
+            val = self._auec(ep)
+        elif typ in ("minimum", "maximum"):
+            j = self.outputs.index(ep["output"])
+            src = self.res.omin if typ == "minimum" else self.res.omax
+            val = np.array(src[:, j], dtype=np.float64)
+            if self.dropout is not None:  # a whole-study extreme is not known after dropout
+                val[~(self.dropout >= self.end)] = np.nan
+        else:
+            val = self._at_value(ep)
+        val[~self.ok] = np.nan
+        return {name: val}, val
+
+    def _series(self, ep: Mapping[str, Any]) -> tuple[FloatArray, FloatArray]:
+        """Values (n, m) and times (m,) of the endpoint's output: model or observed."""
+        if ep.get("observed"):
+            times, outs, dv = self.observed()
+            return dv[:, :, outs.index(ep["output"])], times
+        j = self.outputs.index(ep["output"])
+        return np.asarray(self.res.probes[:, :, j], dtype=np.float64), self.probe_t
+
+    def _at_value(self, ep: Mapping[str, Any]) -> FloatArray:
+        values, times = self._series(ep)
+        at = float(ep["at"])
+        rows = np.arange(self.n)
+        idx = np.full(self.n, _index(times, at))
+        d = self.dropout
+        if d is not None:
+            censored = ~(d >= at)  # dropped out before `at` (or unknown)
+            if self.spec is not None and self.spec["censoring"] == "locf":
+                visits = np.array([0.0, *(v for v in locf_visits(self.data) if v < at)])
+                idx = np.where(censored, last_visit_index(times, visits, d), idx)
+                censored = np.isnan(d)
+        at_v = values[rows, idx]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if ep["type"] == "value_at":
+                val = at_v.copy()
+            elif ep["type"] == "change_from_baseline":
+                val = at_v - values[:, _index(times, 0.0)]
+            else:
+                val = 100.0 * (at_v / values[:, _index(times, 0.0)] - 1.0)
+        if d is not None:
+            val[censored] = np.nan
+        return val
+
+    def _auec(self, ep: Mapping[str, Any]) -> FloatArray:
+        values, times = self._series(ep)
+        grid = auec_times(ep, self.data)
+        idx = np.searchsorted(times, grid)
+        f = values[:, idx].copy()
+        to = float(grid[-1])
+        d = self.dropout
+        censored = np.zeros(self.n, dtype=bool)
+        if d is not None:
+            censored = ~(d >= to)
+            if self.spec is not None and self.spec["censoring"] == "locf":
+                visits = np.array([0.0, *(v for v in locf_visits(self.data) if v < to)])
+                vi = last_visit_index(times, visits, d)
+                carried = values[np.arange(self.n), vi]
+                after = grid[None, :] > times[vi][:, None]
+                rows = censored & ~np.isnan(d)
+                f[rows] = np.where(after[rows], carried[rows, None], f[rows])
+                censored = np.isnan(d)
+        if ep.get("above_baseline"):
+            f = f - values[:, _index(times, 0.0)][:, None]
+        val = trapezoid(f, grid)
+        val[censored] = np.nan
+        return val
+
+    def _time_to_event(self, name: str, ep: Mapping[str, Any]) -> tuple[FloatArray, FloatArray]:
+        if "below" in ep or "above" in ep:
+            ev = self._cross(("tte", name))
+        else:
+            grid = survival_times(ep, self.data)
+            j = self.outputs.index(ep["output"])
+            surv = self.res.probes[:, np.searchsorted(self.probe_t, grid), j]
+            u = patient_uniforms(self.study.seed, f"tte:{name}", self.replicate, self.patient_id)
+            ev = survival_event_times(surv, grid, u)
+        horizon = np.full(self.n, self.end)
+        if self.dropout is not None:
+            horizon = np.fmin(horizon, self.dropout)  # NaN dropout: unknown follow-up
+            horizon[np.isnan(self.dropout)] = np.nan
+        horizon[~self.ok] = np.nan
+        return censor_events(ev, horizon)
+
+    def _best_response(self, ep: Mapping[str, Any]) -> pd.Categorical:
+        j = self.outputs.index(ep["output"])
+        times = assessment_times(ep, self.end)
+        idx = [_index(self.probe_t, t) for t in times]
+        codes = visit_responses(
+            self.res.probes[:, _index(self.probe_t, 0.0), j],
+            self.res.probes[:, idx, j],
+            complete_below=ep.get("complete_below"),
+            min_increase=float(ep.get("min_increase", 0.0)),
+        )
+        d = self.dropout
+        done = np.ones(codes.shape, dtype=bool)
+        if d is not None:  # assessments after the dropout are not made
+            done = np.asarray(times)[None, :] <= np.nan_to_num(d, nan=-1.0)[:, None]
+            codes = np.where(done, codes, 2).astype(np.int8)  # SD never changes the best
+        best = best_overall_response(codes)
+        if codes.shape[1]:
+            best[~done.any(axis=1)] = UNDEFINED  # no assessment before the dropout
+        best[~self.ok] = UNDEFINED
+        return response_column(best)
+
+    # ---- observations ---------------------------------------------------------
+
+    def observed(self) -> tuple[FloatArray, list[str], FloatArray]:
+        """Sampling times, observed outputs and ``dv`` (n, T, O) of this chunk.
+
+        The same values as the ``dv`` column of
+        :func:`vtrial.run.chunk.observations_table` (same keyed draws).
+        """
+        if self._observed is None:
+            study = self.study
+            times = study.observation_times()
+            outs = study.observed_outputs
+            _, dv, _ = observe_probes(
+                self.res.probes,
+                self.res.status,
+                self.probe_t,
+                self.outputs,
+                times=times,
+                observed=outs,
+                errors=study.residual_error,
+                seed=study.seed,
+                replicate=self.replicate,
+                patient_id=self.patient_id,
+            )
+            self._observed = (np.asarray(times, dtype=np.float64), list(outs), dv)
+        return self._observed
+
+
+# --------------------------------------------------------------------------- #
+# Defaults and validation
+# --------------------------------------------------------------------------- #
+
+
+def fill_defaults(d: dict[str, Any]) -> None:
+    """Defaults of the trial-layer keys (in place; only where the keys are used).
+
+    ``auec``: ``from`` 0, ``to`` ``simulation.end``, ``every`` ``simulation.grid``,
+    ``above_baseline`` false; a survival ``time_to_event``: ``every``
+    ``simulation.grid``; ``dropout``: ``censoring: missing``, an
+    ``adverse_event.grade`` of 3; ``success`` criteria: see :mod:`vtrial.analysis.success`.
+    """
+    sim = d.get("simulation", {})
+    for ep in (d.get("endpoints") or {}).values():
+        if not isinstance(ep, dict):
+            continue
+        if ep.get("type") == "auec":
+            ep.setdefault("from", 0.0)
+            ep.setdefault("to", sim.get("end"))
+            ep.setdefault("every", sim.get("grid"))
+            ep.setdefault("above_baseline", False)
+        elif ep.get("type") == "time_to_event" and "below" not in ep and "above" not in ep:
+            ep.setdefault("every", sim.get("grid"))
+    drop = d.get("dropout")
+    if isinstance(drop, dict):
+        drop.setdefault("censoring", "missing")
+        if isinstance(drop.get("adverse_event"), dict):
+            drop["adverse_event"].setdefault("grade", 3)
+    from vtrial.analysis.success import fill_success_defaults
+
+    fill_success_defaults(d)
+
+
+def endpoint_kind(ep: Mapping[str, Any]) -> Kind:
+    """``continuous``, ``binary``, ``categorical`` or ``time_to_event``."""
+    typ = ep["type"]
+    if typ == "responder":
+        return "binary"
+    if typ == "best_response":
+        return "categorical"
+    if typ == "time_to_event":
+        return "time_to_event"
+    return "continuous"
+
+
+def endpoint_problems(
+    ep: Mapping[str, Any], d: Mapping[str, Any], model: Model | None
+) -> list[tuple[str, str]]:
+    """Problems of an ``auec`` or ``time_to_event`` endpoint (keys relative to it)."""
+    out: list[tuple[str, str]] = []
+    typ = ep["type"]
+    end = float(d["simulation"]["end"])
+    outputs = list(model.outputs) if model is not None else None
+    if outputs is not None and ep.get("output") not in outputs:
+        out.append((".output", f"not a model output {outputs}, got {ep.get('output')!r}"))
+    # keys of the other endpoint types (others, e.g. of the trial design, are theirs)
+    forbidden = {
+        "at",
+        "endpoint",
+        "in",
+        "below_or_equal",
+        "above_or_equal",
+        "first",
+        "by",
+        "times",
+        "complete_below",
+        "min_increase",
+        "observed",
+    }
+    if typ == "auec":
+        forbidden |= {"below", "above"}
+        lo, hi = float(ep["from"]), float(ep["to"])
+        if hi > end:
+            out.append((".to", f"must be <= simulation.end ({end}), got {ep['to']}"))
+        if not lo < hi:
+            out.append((".from", f"must be < to ({ep['to']}), got {ep['from']}"))
+        elif (hi - lo) / float(ep["every"]) + 1 > MAX_SERIES_POINTS:
+            count = int((hi - lo) / float(ep["every"])) + 1
+            out.append(
+                (
+                    ".every",
+                    f"gives {count} grid times (limit {MAX_SERIES_POINTS}), got {ep['every']}",
+                )
+            )
+    else:
+        forbidden |= {"from", "to", "above_baseline"}
+        keys = [k for k in ("below", "above") if k in ep]
+        if len(keys) > 1:
+            out.append(("", f"takes at most one of 'below' and 'above', got {keys}"))
+        if keys:
+            forbidden.add("every")
+        else:
+            if end / float(ep["every"]) + 1 > MAX_SERIES_POINTS:
+                count = int(end / float(ep["every"])) + 1
+                out.append(
+                    (
+                        ".every",
+                        f"gives {count} grid times (limit {MAX_SERIES_POINTS}), got {ep['every']}",
+                    )
+                )
+            if model is not None and ep.get("output") in model.outputs:
+                unit = model.output_units.get(ep["output"], "")
+                if unit not in ("", "1"):
+                    out.append(
+                        (
+                            ".output",
+                            "a survival output is a probability (unit 1); give 'below' or "
+                            f"'above' for a threshold crossing, got {ep['output']} in {unit}",
+                        )
+                    )
+    extra = sorted(k for k in ep if k in forbidden)
+    if extra:
+        out.append(("", f"keys {extra} do not apply to type {typ}"))
+    return out
+
+
+def _exact_exposure(d: Mapping[str, Any], model: Model) -> bool:
+    exp_out = d["exposure"].get("output")
+    return exp_out == PK_CONCENTRATION and (
+        model.pk_compartments is not None or bool(model.ode_exposure)
+    )
+
+
+def _dropout_problems(d: Mapping[str, Any], model: Model | None) -> list[tuple[str, str]]:
+    spec = d["dropout"]
+    here = "dropout"
+    out: list[tuple[str, str]] = []
+    end = float(d["simulation"]["end"])
+    needs = {"constant": ["rate_per_year"], "weibull": ["scale_days", "shape"]}[spec["hazard"]]
+    other = [k for k in ("rate_per_year", "scale_days", "shape") if k not in needs and k in spec]
+    missing = [k for k in needs if k not in spec]
+    if missing:
+        out.append((here, f"a {spec['hazard']} hazard needs {needs}, missing {missing}"))
+    if other:
+        out.append((here, f"a {spec['hazard']} hazard takes {needs}, not {other}"))
+    if "exposure" in spec:
+        metric = spec["exposure"]["metric"]
+        if not d["exposure"].get("output"):
+            out.append((f"{here}.exposure", "needs exposure.output (the drug concentration)"))
+        elif metric != "cmax" and model is not None and not _exact_exposure(d, model):
+            out.append(
+                (
+                    f"{here}.exposure.metric",
+                    f"{metric} is only computed for exposure.output {PK_CONCENTRATION} of a PK "
+                    f"macro or an ODE model with a dosing section; use cmax, got {metric}",
+                )
+            )
+    if "adverse_event" in spec:
+        ae = spec["adverse_event"]
+        events = d["adverse_events"]
+        ev, grade = ae["event"], int(ae["grade"])
+        if ev not in events:
+            out.append(
+                (
+                    f"{here}.adverse_event.event",
+                    f"not an adverse event {sorted(events)}, got {ev!r}",
+                )
+            )
+        elif "probabilities" in events[ev]:
+            out.append(
+                (
+                    f"{here}.adverse_event.event",
+                    f"{ev!r} is graded from probabilities (no onset time); use an event graded "
+                    f"from an output, got {ev!r}",
+                )
+            )
+        else:
+            if "grading" in events[ev]:
+                from vtrial.study.config import GRADING_SCALES
+
+                n_limits = len(GRADING_SCALES[events[ev]["grading"]]["thresholds"])
+            else:
+                n_limits = len(events[ev].get("thresholds", []))
+            if grade > n_limits:
+                out.append(
+                    (
+                        f"{here}.adverse_event.grade",
+                        f"{ev!r} has {n_limits} grade limit(s), got grade {grade}",
+                    )
+                )
+    if spec["censoring"] == "locf":
+        if "visits" not in spec:
+            out.append(
+                (
+                    f"{here}.visits",
+                    "censoring locf needs the visits whose last value is carried forward",
+                )
+            )
+        else:
+            for key, msg in schedule_problems(spec["visits"], end, noun="visits"):
+                out.append((f"{here}.visits{key}", msg))
+    elif "visits" in spec:
+        out.append((f"{here}.visits", "only applies with censoring: locf, got censoring: missing"))
+    return out
+
+
+def trial_problems(
+    d: Mapping[str, Any], model: Model | None, *, memory: bool = True
+) -> list[tuple[str, str]]:
+    """Every problem of the trial-layer keys of a study with defaults filled.
+
+    Endpoint keys ``observed``, ``test``, ``from``, ``to``, ``above_baseline`` on the
+    older endpoint types, responders of a time to event, column name clashes, the
+    ``dropout`` and ``success`` sections and (if ``memory``, i.e. the rest of the study
+    is valid) the memory of the probes per Dask task.
+
+    Returns
+    -------
+    list of (where, message)
+        ``where`` is the key path in the study.
+    """
+    out: list[tuple[str, str]] = []
+    eps: Mapping[str, Any] = d["endpoints"]
+    obs = d["outputs"].get("observations")
+    observed_outputs = list(obs["outputs"]) if obs else []
+    obs_times = _observation_times(d)  # None: unknown (too many, refused elsewhere)
+    for name, ep in eps.items():
+        where = f"endpoints.{name}"
+        typ = ep["type"]
+        kind = endpoint_kind(ep)
+        if typ not in TRIAL_TYPES:
+            extra = [k for k in ("from", "to", "above_baseline") if k in ep]
+            if extra:
+                out.append((where, f"keys {extra} only apply to type auec"))
+        if "test" in ep and ep["test"] not in TESTS[kind]:
+            out.append(
+                (
+                    f"{where}.test",
+                    f"a {kind} endpoint takes {list(TESTS[kind])}, got {ep['test']!r}",
+                )
+            )
+        if ep.get("observed"):
+            if typ not in AT_TYPES:
+                out.append(
+                    (f"{where}.observed", f"only applies to types {list(AT_TYPES)}, got type {typ}")
+                )
+            elif ep.get("output") not in observed_outputs:
+                out.append(
+                    (
+                        f"{where}.observed",
+                        f"{ep.get('output')!r} is not in outputs.observations.outputs "
+                        f"{observed_outputs}",
+                    )
+                )
+            elif obs_times is not None:
+                need = [float(ep["at"])] + ([0.0] if typ != "value_at" else [])
+                off = [t for t in need if t not in obs_times]
+                if off:
+                    out.append(
+                        (
+                            f"{where}.observed",
+                            f"needs sampling times (outputs.observations) at {off} h",
+                        )
+                    )
+        if typ == "responder":
+            ref = ep.get("endpoint")
+            if ref in eps and eps[ref]["type"] == "time_to_event":
+                out.append(
+                    (
+                        f"{where}.endpoint",
+                        f"{ref!r} is a time to event (censored); a responder needs a "
+                        "continuous endpoint",
+                    )
+                )
+        if typ == "time_to_event":
+            col = f"{name}_event"
+            if col in eps:
+                out.append((f"endpoints.{col}", f"clashes with the event column of {name!r}"))
+    if DROPOUT_COLUMN in eps:
+        out.append(("endpoints", f"name {DROPOUT_COLUMN!r} is reserved for the dropout time"))
+    if d.get("dropout"):
+        out += _dropout_problems(d, model)
+        spec = d["dropout"]
+        if spec["censoring"] == "locf" and "visits" in spec:
+            visits = locf_visits(d)
+            for name, ep in eps.items():
+                if ep.get("observed") and ep["type"] in AT_TYPES and obs_times is not None:
+                    off = [v for v in [0.0, *visits] if v not in obs_times]
+                    if off:
+                        out.append(
+                            (
+                                f"endpoints.{name}.observed",
+                                "locf carries observations forward: the baseline 0 and "
+                                f"dropout.visits must be sampling times "
+                                f"(outputs.observations), missing {off} h",
+                            )
+                        )
+    from vtrial.analysis.success import spec_problems as success_problems
+
+    out += success_problems(d)
+    if memory and model is not None and trial_probe_times(d):
+        out += _memory_problems(d, model)
+    return out
+
+
+def _observation_times(d: Mapping[str, Any]) -> set[float] | None:
+    """Sampling times of ``outputs.observations`` (empty without), or None when their
+    number is over the limit (reported by the validation of ``outputs.observations``)."""
+    from vtrial.study.config import MAX_OBSERVATION_TIMES, Study
+
+    obs = d["outputs"].get("observations")
+    if not obs:
+        return set()
+    if "every" in obs:
+        lo, hi, step = float(obs["from"]), float(obs["to"]), float(obs["every"])
+        if (hi - lo) / step + 1 > MAX_OBSERVATION_TIMES:
+            return None
+
+    return {float(t) for t in Study(dict(d), "", Path()).observation_times()}
+
+
+def _memory_problems(d: Mapping[str, Any], model: Model) -> list[tuple[str, str]]:
+    from vtrial.study.config import Study
+
+    study = Study(dict(d), "", Path())
+    n_probe = len(study.probe_times())
+    chunk = min(int(d["execution"]["chunk_size"]), study.n_patients)
+    n_out = len(model.outputs)
+    size = chunk * n_probe * n_out * 8
+    if size <= MAX_PROBE_BYTES:
+        return []
+    return [
+        (
+            "execution.chunk_size",
+            f"the kernel's probes take chunk_size x probe times x outputs x 8 bytes = "
+            f"{chunk} x {n_probe} x {n_out} x 8 = {size / 2**20:.0f} MiB per Dask task "
+            f"(limit {MAX_PROBE_BYTES / 2**20:.0f} MiB): use a coarser 'every' of the auec / "
+            f"time_to_event endpoints or a smaller chunk_size, got {chunk}",
+        )
+    ]
