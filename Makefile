@@ -16,7 +16,7 @@ SNAKEMAKE_ARGS ?=
 help:
 	@echo "make run    - set up and run the default study end to end (local Dask cluster)"
 	@echo "make test   - set up and run the test suite"
-	@echo "make lint   - ruff check, ruff format --check, snakemake --lint, mypy src"
+	@echo "make lint   - ruff check, ruff format --check, snakemake --lint, mypy src, layer contracts"
 	@echo "make bench  - benchmark harness"
 	@echo "make report - Snakemake HTML report of the default study"
 	@echo "make report-check - render that report in headless Chromium, screenshot every view"
@@ -45,6 +45,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/snakemake --lint --config study=$(STUDY)
 	$(BIN)/mypy src
+	$(BIN)/lint-imports
 
 # Peers are optional: each is installed if it can be (numbalsoda builds with a Fortran
 # compiler, e.g. `apt-get install gfortran`); the harness reports missing ones as unavailable.

@@ -89,8 +89,8 @@ def _sync_client(execution: Any, *, threads: int) -> Iterator[_SyncClient]:
 def compute(variant: str, workdir: Path) -> dict[str, str]:
     """Run one variant in-process (stages of the workflow, Dask replaced by a serial
     stand-in) in ``workdir``; return table name -> content hash."""
+    from vtrial.analysis.design import summary_tables
     from vtrial.analysis.success import table_names
-    from vtrial.population.design import summary_tables
     from vtrial.run import stages as pipeline
     from vtrial.run.io import table_hash
     from vtrial.study.config import load_study

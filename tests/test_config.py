@@ -26,13 +26,9 @@ import yaml
 from vtrial.errors import ConfigError
 from vtrial.model.expressions import ALLOWED_FUNCTIONS
 from vtrial.model.spec import library_path, list_models
-from vtrial.study.config import (
-    DERIVED,
-    GRADING_SCALES,
-    load_study,
-    schema_path,
-    study_from_dict,
-)
+from vtrial.population.covariates import DERIVED
+from vtrial.study.config import load_study, schema_path, study_from_dict
+from vtrial.trial.adverse import GRADING_SCALES
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STUDY = ROOT / "config" / "config.yaml"

@@ -15,10 +15,11 @@ import pytest
 
 from tests.conftest import small_study_data
 from tests.test_config import assert_reported, refused, write_study
+from vtrial.analysis.design import design_tables
 from vtrial.analysis.effects import EFFECT_COLUMNS, PREDICTOR_COLUMNS, individual_effects
 from vtrial.analysis.sketch import merge
 from vtrial.errors import DataError
-from vtrial.population.design import design_tables, randomization, strata_codes
+from vtrial.population.design import randomization, strata_codes
 from vtrial.population.sampling import sample_population
 from vtrial.run.chunk import simulate_patients
 from vtrial.run.stages import summaries

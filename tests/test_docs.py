@@ -59,3 +59,21 @@ def test_readme_images_exist() -> None:
     assert len(images) >= 1
     for image in images:
         assert (root / image).is_file(), image
+
+
+def test_public_api_is_lazy_and_complete() -> None:
+    """``import vtrial`` loads no heavy dependency; every name of ``__all__`` resolves."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vtrial; heavy = [m for m in ('numba', 'pandas', 'scipy', 'dask') "
+        "if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    import vtrial
+
+    assert sorted(vtrial.__all__) == sorted([*vtrial._EXPORTS, "__version__"])
+    for name in vtrial.__all__:
+        assert getattr(vtrial, name) is not None

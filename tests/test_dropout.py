@@ -15,7 +15,7 @@ import pytest
 from scipy import stats as sps
 
 from vtrial.infra.rng import keyed_uniforms, patient_uniforms
-from vtrial.run.chunk import dropout, endpoints
+from vtrial.trial import dropout, endpoints
 from vtrial.trial.dropout import HOURS_PER_YEAR, Hazard, cumulative_hazard, dropout_times
 
 N = 20_000

@@ -11,7 +11,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from vtrial.errors import DataError
-from vtrial.report.plots import trial_plots
+from vtrial.report import trial_plots
 
 ARMS = ["placebo", "low", "high"]
 N, REPS = 150, 2

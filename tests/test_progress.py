@@ -58,3 +58,35 @@ def test_bar_drawn_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert re.search(r"shard 0: 100%.*20/20", err), err
     assert p._bar is None  # closed
+
+
+def test_heartbeat_says_start_elapsed_time_and_end() -> None:
+    import io
+    import time
+
+    from vtrial.infra.progress import Heartbeat
+
+    stream = io.StringIO()
+    logger = logging.getLogger("vtrial.test_heartbeat")
+    with Heartbeat("compiling", logger=logger, every=0.05, stream=stream) as hb:
+        time.sleep(0.3)
+    assert hb.lines[0] == "compiling: started"
+    beats = [line for line in hb.lines if "still running" in line]
+    assert len(beats) >= 2, hb.lines  # every 0.05 s for 0.3 s
+    assert all(line.endswith("s elapsed") for line in beats)
+    assert hb.lines[-1].startswith("compiling: done in ")
+    printed = stream.getvalue().splitlines()
+    assert printed == [f"vtrial: {line}" for line in hb.lines]
+
+
+def test_heartbeat_without_stream_only_logs(caplog: pytest.LogCaptureFixture) -> None:
+    from vtrial.infra.progress import Heartbeat
+
+    logger = logging.getLogger("vtrial.test_heartbeat_log")
+    with (
+        caplog.at_level(logging.INFO, logger="vtrial.test_heartbeat_log"),
+        Heartbeat("step", logger=logger, every=60.0, stream=None) as hb,
+    ):
+        pass
+    assert [r.getMessage() for r in caplog.records] == hb.lines
+    assert len(hb.lines) == 2  # started, done: no beat within 60 s

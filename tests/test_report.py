@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from vtrial.analysis import stats
 from vtrial.errors import DataError
-from vtrial.report.plots import plots as report
+from vtrial.report import plots as report
 
 ARMS = ["placebo", "low", "high"]
 DOSE = {"placebo": 0.0, "low": 50.0, "high": 200.0}

@@ -33,8 +33,8 @@ from vtrial.report.plots import make_report, plot_exposure_response
 from vtrial.run import stages as pipeline
 from vtrial.run.chunk import run_population, simulate_patients
 from vtrial.run.io import read_parts, write_parquet
-from vtrial.study.config import GRADING_SCALES, Study, load_study, study_from_dict
-from vtrial.trial.adverse import drawn_grades, event_uniforms
+from vtrial.study.config import Study, load_study, study_from_dict
+from vtrial.trial.adverse import GRADING_SCALES, drawn_grades, event_uniforms
 from vtrial.trial.recist import (
     RESPONSE_CATEGORIES,
     assessment_times,

@@ -20,11 +20,12 @@ from vtrial.infra.rng import keyed_uniforms
 from vtrial.population.sampling import sample_population
 from vtrial.population.uncertainty import (
     UNCERTAINTY_COLUMNS,
+    omega_matrix,
     replicate_omega,
     typical_values,
     uncertainty_table,
 )
-from vtrial.study.config import Study, load_study, omega_matrix, study_from_dict
+from vtrial.study.config import Study, load_study, study_from_dict
 
 #: covariance of log(CL), log(V1), log(KA) of the THETA draws
 COV = [[0.04, 0.012, 0.0], [0.012, 0.09, -0.015], [0.0, -0.015, 0.0625]]

@@ -74,7 +74,7 @@ def make_project(folder: Path) -> Path:
     """A project folder: study file, its model file and a README; returns the study."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(
-        ROOT / "src" / "vtrial" / "library" / "friberg.yaml", folder / "my_friberg.yaml"
+        ROOT / "src" / "vtrial" / "model" / "library" / "friberg.yaml", folder / "my_friberg.yaml"
     )
     (folder / "README.md").write_text("# a project\n")
     study = folder / "study.yaml"

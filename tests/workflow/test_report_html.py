@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import small_study_data, snakemake_cmd
-from vtrial import reportcheck
+from tests.workflow import reportcheck
 
 pytestmark = pytest.mark.workflow
 

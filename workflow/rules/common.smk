@@ -12,7 +12,8 @@ from pathlib import Path
 
 import vtrial
 from vtrial.study.config import load_study
-from vtrial.population.design import is_twin, summary_tables
+from vtrial.analysis.design import summary_tables
+from vtrial.population.design import is_twin
 from vtrial.errors import ConfigError
 from vtrial.run.stages import PLOT_KINDS, page_tables, report_groups, results_sha256, shard_name
 from vtrial.analysis.success import table_names as success_tables

@@ -1,7 +1,7 @@
 """Snakemake adapter of rule aggregate: calls vtrial.run.stages.run_aggregate."""
 
+from vtrial.analysis.design import summary_tables
 from vtrial.analysis.success import table_names
-from vtrial.population.design import summary_tables
 from vtrial.run.stages import SUMMARY_TABLES, run_aggregate, setup_logging
 from vtrial.study.config import load_study
 

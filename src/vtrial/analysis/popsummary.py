@@ -10,14 +10,16 @@ and frequencies, and the acceptance rate of the inclusion/exclusion criteria.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from vtrial.analysis import stats
-from vtrial.population.covariates import categories_of, resampled_columns
-from vtrial.study.config import DERIVED, Study
+from vtrial.population.covariates import DERIVED, categories_of, resampled_columns
+
+if TYPE_CHECKING:
+    from vtrial.study.config import Study
 
 __all__ = [
     "ALL_ARMS",

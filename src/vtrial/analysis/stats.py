@@ -33,7 +33,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +44,7 @@ from statsmodels.duration.survfunc import _survdiff as _logrank_parts  # O - E a
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
 from vtrial.errors import DataError
+from vtrial.trial.kinds import EFFICACY_TESTS, EndpointKind
 
 __all__ = [
     "EFFICACY_COLUMNS",
@@ -276,17 +277,6 @@ EFFICACY_COLUMNS: tuple[str, ...] = (
     "test",
     "method",
 )
-
-
-#: comparison tests of :func:`efficacy_summary` by endpoint kind (first: the default)
-EFFICACY_TESTS: dict[str, tuple[str, ...]] = {
-    "continuous": ("welch_t", "mann_whitney"),
-    "binary": ("fisher_exact", "chi_square"),
-    "categorical": ("fisher_exact", "chi_square"),
-    "time_to_event": ("logrank",),
-}
-
-EndpointKind = Literal["continuous", "binary", "categorical", "time_to_event"]
 
 
 def efficacy_summary(

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["Progress"]
+__all__ = ["Heartbeat", "Progress"]
 
 
 class Progress:
@@ -131,3 +131,81 @@ class Progress:
                     yield self
         finally:
             self.close()
+
+
+class Heartbeat:
+    """Say that a long step runs, with its elapsed time, until it ends.
+
+    Used around a kernel's first call, which compiles it (tens of seconds, silent in
+    numba): a line when the step starts, one every ``every`` seconds while it runs,
+    and one when it ends. Lines go to ``logger`` at INFO level and, when stderr is a
+    terminal or the logger has nowhere to write (a notebook without logging set
+    up), to stderr as well.
+
+    Parameters
+    ----------
+    what : str
+        What runs, e.g. ``"kernel of model pk_2cmt+friberg: compiling"``.
+    logger : logging.Logger
+    every : float
+        Seconds between two lines while the step runs.
+    stream : file-like, optional
+        Where the terminal lines go (default: stderr, when it is a terminal or the
+        logger has no handler; ``None`` there means log only).
+
+    Attributes
+    ----------
+    lines : list of str
+        The lines said so far.
+
+    Examples
+    --------
+    >>> import logging
+    >>> with Heartbeat("step", logger=logging.getLogger("doc"), every=60.0) as hb:
+    ...     pass
+    >>> hb.lines[0], hb.lines[-1].startswith("step: done in")
+    ('step: started', True)
+    """
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        logger: logging.Logger,
+        every: float = 10.0,
+        stream: Any = "auto",
+    ) -> None:
+        import threading
+
+        self.what = what
+        self.lines: list[str] = []
+        self._log = logger
+        self._every = float(every)
+        if stream == "auto":
+            quiet_logger = not logger.hasHandlers()
+            stream = sys.stderr if (sys.stderr.isatty() or quiet_logger) else None
+        self._stream = stream
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="vtrial-heartbeat")
+        self._t0 = 0.0
+
+    def _say(self, line: str) -> None:
+        self.lines.append(line)
+        self._log.info("%s", line)
+        if self._stream is not None:
+            print(f"vtrial: {line}", file=self._stream, flush=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._every):
+            self._say(f"{self.what}: still running, {time.monotonic() - self._t0:.0f} s elapsed")
+
+    def __enter__(self) -> Heartbeat:
+        self._t0 = time.monotonic()
+        self._say(f"{self.what}: started")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._say(f"{self.what}: done in {time.monotonic() - self._t0:.1f} s")

@@ -48,6 +48,10 @@ from scipy import special
 
 from vtrial.infra.rng import keyed_uniform_rows
 
+#: most sampling times of ``outputs.observations.every`` (and of ``times``, by the schema)
+MAX_OBSERVATION_TIMES = 10_000
+
+
 #: purpose string of the residual-error draws (see :mod:`vtrial.infra.rng`)
 PURPOSE = "residual"
 #: error model keys; each takes a number > 0
@@ -370,3 +374,22 @@ def add_observations(
         if m.lloq is not None:
             out[f"{name}_blq"] = m.blq(dv)
     return out
+
+
+def observation_times(observations: Mapping[str, Any] | None, end: float) -> np.ndarray:
+    """Sampling times (h) of an ``outputs.observations`` section, sorted, unique.
+
+    ``times`` plus ``from, from + every, ...`` up to ``to`` (a last time within 1e-9
+    steps of ``to`` is taken as ``to``); empty without observations. ``end`` is
+    ``simulation.end``, the default of ``to``.
+    """
+    if not observations:
+        return np.empty(0)
+    pts = [np.asarray(observations.get("times", []), dtype=np.float64)]
+    if "every" in observations:
+        lo, hi = float(observations.get("from", 0.0)), float(observations.get("to", end))
+        step = float(observations["every"])
+        if hi >= lo:
+            m = int(np.floor((hi - lo) / step + 1e-9))
+            pts.append(np.minimum(lo + step * np.arange(m + 1), hi))
+    return np.unique(np.concatenate(pts))

@@ -17,7 +17,7 @@ A model is a YAML file (see ``vtrial/schemas/model.schema.yaml``) with
   and ``odes`` (right-hand sides);
 - ``outputs``: algebraic expressions reported in time courses and endpoints.
 
-The built-in library is the folder ``vtrial/library``; :func:`list_models` lists it
+The built-in library is the folder ``vtrial/model/library``; :func:`list_models` lists it
 and :func:`load_model` loads a library name or a user's file of the same form.
 Models compose (:func:`compose`): a PK model plus PD/safety/efficacy components whose
 inputs are linked to named outputs.

@@ -47,6 +47,17 @@ from vtrial.errors import ConfigError, ExpressionError, Problem
 from vtrial.infra.rng import keyed_uniform_rows, stream
 from vtrial.model.expressions import Expression, evaluate, parse_expression
 
+#: Derived covariates: name -> (covariates needed, unit).
+DERIVED: dict[str, tuple[tuple[str, ...], str]] = {
+    "bmi": (("weight", "height"), "kg/m2"),
+    "bsa": (("weight", "height"), "m2"),
+    "bsa_dubois": (("weight", "height"), "m2"),
+    "crcl": (("age", "weight", "scr", "sex"), "mL/min"),
+    "egfr": (("age", "scr", "sex"), "mL/min/1.73m2"),
+    "lbw": (("weight", "height", "sex"), "kg"),
+}
+
+
 __all__ = [
     "CANDIDATE_CAP_FACTOR",
     "CONTINUOUS",

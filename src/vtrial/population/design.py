@@ -40,10 +40,10 @@ import pandas as pd
 from vtrial.errors import Problem
 from vtrial.infra.rng import keyed_uniforms
 from vtrial.population.covariates import categories_of, resampled_columns
-from vtrial.study.config import Study
 
 if TYPE_CHECKING:
     from vtrial.model.spec import Model
+    from vtrial.study.config import Study
 
 #: most strata of a stratified randomization (product of the levels of its covariates)
 MAX_STRATA = 10_000
@@ -368,117 +368,3 @@ def _randomization_problems(
     if n_strata > MAX_STRATA:
         bad("randomization.strata", f"give {n_strata} strata (limit {MAX_STRATA})")
     return out
-
-
-def summary_tables(study: Study) -> list[str]:
-    """Names of the design's extra summary tables (``summary/<name>.parquet``):
-    ``individual_effects`` and ``individual_predictors`` for a twin crossover study,
-    ``uncertainty`` for a study with ``study.uncertainty``."""
-    names = ["individual_effects", "individual_predictors"] if is_twin(study) else []
-    if study.data["study"].get("uncertainty"):
-        names.append("uncertainty")
-    return names
-
-
-def design_tables(
-    study: Study, patients: pd.DataFrame, population: pd.DataFrame | None
-) -> dict[str, pd.DataFrame]:
-    """The design's summary tables (:func:`summary_tables`), for the aggregate stage.
-
-    Parameters
-    ----------
-    study : Study
-    patients : DataFrame
-        The whole patients table.
-    population : DataFrame or None
-        The population table (its covariates); required for a twin crossover study.
-
-    Returns
-    -------
-    dict of str to DataFrame
-        ``individual_effects`` and ``individual_predictors``
-        (:func:`vtrial.analysis.effects.individual_effects`) for a twin crossover study,
-        ``uncertainty`` (:func:`vtrial.population.uncertainty.uncertainty_table`) with
-        ``study.uncertainty``; empty otherwise.
-    """
-    from vtrial.analysis.effects import individual_effects  # statistics only where needed
-    from vtrial.population.uncertainty import uncertainty_table
-
-    out: dict[str, pd.DataFrame] = {}
-    names = summary_tables(study)
-    if "individual_effects" in names:
-        if population is None:
-            raise ValueError("population: required for a twin crossover study")
-        control = study.control_arm
-        assert control is not None  # validation requires it for twin_crossover
-        covs = dict(study.data["population"]["covariates"])
-        cats = categories_of(study.data)
-        for name in resampled_columns(study.data, study.source, study.base_dir).columns:
-            covs.setdefault(name, {"categorical": cats[name]} if name in cats else {})
-        effects, predictors = individual_effects(
-            patients,
-            population,
-            arms=study.arm_names,
-            control=control,
-            endpoints=study.data["endpoints"],
-            kinds=study.endpoint_kinds(),
-            covariates=covs,
-            derived=study.data["population"]["derived"],
-        )
-        out["individual_effects"] = effects
-        out["individual_predictors"] = predictors
-    if "uncertainty" in names:
-        out["uncertainty"] = uncertainty_table(study)
-    return out
-
-
-def describe_lines(summary_dir: Path) -> list[str]:
-    """Lines of ``vtrial describe`` for the design's tables found in ``summary_dir``:
-    the individual effects (all replicates pooled) and the parameter draws."""
-    lines: list[str] = []
-    path = summary_dir / "individual_effects.parquet"
-    if path.exists():
-        eff = pd.read_parquet(path)
-        eff = eff[eff["replicate"].isna()]
-        pred_path = summary_dir / "individual_predictors.parquet"
-        pred = pd.read_parquet(pred_path) if pred_path.exists() else None
-        control = eff["control"].iloc[0] if len(eff) else ""
-        lines += [
-            "",
-            f"individual effects vs {control} (twin crossover: every patient under every "
-            "arm; replicates pooled):",
-        ]
-        for _, r in eff.iterrows():
-            text = (
-                f"  {r['arm']} {r['endpoint']}: mean {r['mean']:.3g} (SD {r['sd']:.3g}), "
-                f"5th to 95th percentile {r['p5']:.3g} to {r['p95']:.3g}"
-            )
-            if r["better"]:
-                text += (
-                    f"; benefit {100 * r['frac_benefit']:.1f} %, harm {100 * r['frac_harm']:.1f} %"
-                )
-            if pred is not None and np.isfinite(r["r_squared"]):
-                p = pred[
-                    pred["replicate"].isna()
-                    & (pred["arm"] == r["arm"])
-                    & (pred["endpoint"] == r["endpoint"])
-                    & pred["in_regression"]
-                ].dropna(subset=["std_coef"])
-                text += f"; R^2 {r['r_squared']:.2f}"
-                if len(p):
-                    top = p.loc[p["std_coef"].abs().idxmax()]
-                    text += f" (strongest: {top['covariate']}, std coef {top['std_coef']:+.2f})"
-            lines.append(text)
-    path = summary_dir / "uncertainty.parquet"
-    if path.exists():
-        unc = pd.read_parquet(path)
-        n_rep = unc["replicate"].nunique()
-        lines += ["", f"parameter uncertainty ({n_rep} replicate draws; median, 5th to 95th):"]
-        diag = unc[(unc["quantity"] == "theta") | ~unc["parameter"].str.contains("~")]
-        for (quantity, name), g in diag.groupby(["quantity", "parameter"], sort=False):
-            q = np.percentile(g["value"], [50, 5, 95])
-            lines.append(
-                f"  {quantity} {name}: nominal {g['nominal'].iloc[0]:.4g}, "
-                f"drawn {q[0]:.4g} ({q[1]:.4g} to {q[2]:.4g})"
-            )
-    return lines

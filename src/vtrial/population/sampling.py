@@ -14,7 +14,7 @@ the arms of the study, on the other replicates or on how the later stages are sh
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,9 @@ from vtrial.model.expressions import evaluate, parse_expression
 from vtrial.population.covariates import categories_of, covariate_sampler
 from vtrial.population.design import allocate, twin_rows
 from vtrial.population.uncertainty import covariance_root, replicate_omega, typical_values
-from vtrial.study.config import Study
+
+if TYPE_CHECKING:
+    from vtrial.study.config import Study
 
 
 def derive_covariates(names: list[str], c: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -36,14 +36,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from scipy import special
-from scipy.stats import invwishart
 
 from vtrial.errors import DataError, Problem
 from vtrial.infra.rng import keyed_uniforms, stream
-from vtrial.study.config import Study, omega_matrix
 
 if TYPE_CHECKING:
     from vtrial.model.spec import Model
+    from vtrial.study.config import Study
 
 #: relative tolerance of the symmetry and positive semi-definiteness checks
 MATRIX_TOL = 1e-10
@@ -230,6 +229,8 @@ def replicate_omega(study: Study, replicate: int) -> np.ndarray:
     if df is None or om.size == 0:
         return om
     gen = stream(study.seed, "uncertainty:omega", replicate)
+    from scipy.stats import invwishart  # scipy.stats costs 0.5 s: only when drawing
+
     draw = invwishart.rvs(df=float(df), scale=inverse_wishart_scale(om, df), random_state=gen)
     return np.asarray(draw, dtype=np.float64).reshape(om.shape)
 
@@ -335,3 +336,15 @@ def uncertainty_problems(
                     f"eigenvalue of model.iiv {w.min():.3g}",
                 )
     return out
+
+
+def omega_matrix(iiv: Mapping[str, Any]) -> np.ndarray:
+    """OMEGA (variance-covariance of the random effects) in the order of ``iiv['omega']``."""
+    names = list(iiv["omega"])
+    var = np.array([float(iiv["omega"][k]) for k in names])
+    om = np.diag(var)
+    for pair, r in (iiv.get("correlations") or {}).items():
+        a, b = pair.split("~")
+        i, j = names.index(a), names.index(b)
+        om[i, j] = om[j, i] = float(r) * np.sqrt(var[i] * var[j])
+    return om

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vtrial.analysis.design import describe_lines
 from vtrial.analysis.success import describe_lines as success_lines
 from vtrial.errors import ConfigError, VtrialError
 from vtrial.model.spec import list_models
-from vtrial.population.design import describe_lines
 from vtrial.run.io import file_sha256, table_hash
 from vtrial.study.config import load_study
 

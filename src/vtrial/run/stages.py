@@ -26,11 +26,12 @@ import pandas as pd
 import pyarrow as pa
 
 from vtrial.analysis import sketch, stats
+from vtrial.analysis.design import design_tables, summary_tables
 from vtrial.analysis.popsummary import acceptance_record, population_summary
 from vtrial.analysis.success import success_tables, table_names
 from vtrial.errors import DataError, ResourceError
 from vtrial.infra.progress import Progress
-from vtrial.population.design import design_tables, is_twin, population_rows, summary_tables
+from vtrial.population.design import is_twin, population_rows
 from vtrial.population.sampling import sample_population
 from vtrial.run.chunk import OBSERVATION_COLUMNS, bands_table, simulate_chunk, simulate_patients
 from vtrial.run.io import (

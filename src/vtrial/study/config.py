@@ -26,13 +26,17 @@ import jsonschema
 import numpy as np
 import yaml
 
-from vtrial.analysis.stats import EndpointKind
+from vtrial.analysis.success import fill_success_defaults
+from vtrial.analysis.success import spec_problems as success_problems
 from vtrial.errors import ConfigError, ExpressionError, Problem
 from vtrial.infra.yamlsafe import load_yaml, package_schema
 from vtrial.model.expressions import parse_expression
+from vtrial.model.residual import MAX_OBSERVATION_TIMES, observation_times
 from vtrial.model.residual import spec_problems as residual_problems
 from vtrial.model.spec import Model, build_model, check_model_section
-from vtrial.population.covariates import covariate_problems, input_files, resampled_columns
+from vtrial.population.covariates import DERIVED, covariate_problems, input_files, resampled_columns
+from vtrial.population.design import design_problems
+from vtrial.population.uncertainty import omega_matrix, uncertainty_problems
 from vtrial.protocol.dosing import (
     DOSE_UNITS,
     EventTable,
@@ -43,7 +47,10 @@ from vtrial.protocol.dosing import (
     regimen_phases,
 )
 from vtrial.protocol.rules import RuleProgram, rule_problems, rule_program
+from vtrial.study.execution import execution_problems
+from vtrial.trial.adverse import GRADING_SCALES
 from vtrial.trial.endpoints import (
+    MAX_PROBE_BYTES,
     TRIAL_TYPES,
     endpoint_kind,
     endpoint_problems,
@@ -51,44 +58,9 @@ from vtrial.trial.endpoints import (
     trial_probe_times,
     trial_problems,
 )
+from vtrial.trial.kinds import EndpointKind
 from vtrial.trial.recist import RESPONSE_CATEGORIES, assessment_times, schedule_problems
 
-#: Built-in CTCAE v5 grading scales: ``lln`` is the grade-1 limit and ``thresholds``
-#: the limits of grades 2.. (entry 0 is None, replaced by ``lln``), in ``unit``. For a
-#: ``below`` scale ``lln`` is the lower limit of normal (the study may override it);
-#: for an ``above`` scale it is a fixed upper limit (QTc > 450 ms).
-GRADING_SCALES: dict[str, dict[str, Any]] = {
-    "ctcae_v5_neutrophil_count_decreased": {
-        "direction": "below",
-        "lln": 2.0,
-        "thresholds": [None, 1.5, 1.0, 0.5],
-        "unit": "10^9/L",
-    },
-    "ctcae_v5_platelet_count_decreased": {
-        "direction": "below",
-        "lln": 150.0,
-        "thresholds": [None, 75.0, 50.0, 25.0],
-        "unit": "10^9/L",
-    },
-    # grade 1: average QTc 450-480 ms, grade 2: 481-500 ms, grade 3: >= 501 ms (or a
-    # change > 60 ms: grade a change output with custom thresholds); grade 4
-    # (torsade de pointes, serious arrhythmia) is not a QTc level
-    "ctcae_v5_electrocardiogram_qt_corrected_interval_prolonged": {
-        "direction": "above",
-        "lln": 450.0,
-        "thresholds": [None, 480.0, 500.0],
-        "unit": "ms",
-    },
-}
-#: Derived covariates: name -> (covariates needed, unit).
-DERIVED: dict[str, tuple[tuple[str, ...], str]] = {
-    "bmi": (("weight", "height"), "kg/m2"),
-    "bsa": (("weight", "height"), "m2"),
-    "bsa_dubois": (("weight", "height"), "m2"),
-    "crcl": (("age", "weight", "scr", "sex"), "mL/min"),
-    "egfr": (("age", "scr", "sex"), "mL/min/1.73m2"),
-    "lbw": (("weight", "height", "sex"), "kg"),
-}
 _DISTRIBUTIONS = ("categorical", "normal", "lognormal", "uniform", "empirical", "constant")
 _RESPONDER_KEYS = ("below", "below_or_equal", "above", "above_or_equal")
 #: keys of a best_response endpoint besides type, output and description
@@ -248,23 +220,11 @@ class Study:
         return sorted(obs["outputs"]) if obs else []
 
     def observation_times(self) -> np.ndarray:
-        """Sampling times of ``outputs.observations`` (h), sorted, unique; empty if none.
-
-        ``times`` plus ``from, from + every, ...`` up to ``to`` (a last time within
-        1e-9 steps of ``to`` is taken as ``to``).
-        """
-        obs = self.data["outputs"].get("observations")
-        if not obs:
-            return np.empty(0)
-        pts = [np.asarray(obs.get("times", []), dtype=np.float64)]
-        if "every" in obs:
-            end = float(self.data["simulation"]["end"])
-            lo, hi = float(obs.get("from", 0.0)), float(obs.get("to", end))
-            step = float(obs["every"])
-            if hi >= lo:
-                m = int(np.floor((hi - lo) / step + 1e-9))
-                pts.append(np.minimum(lo + step * np.arange(m + 1), hi))
-        return np.unique(np.concatenate(pts))
+        """Sampling times of ``outputs.observations`` (h), sorted, unique; empty if none
+        (:func:`vtrial.model.residual.observation_times`)."""
+        return observation_times(
+            self.data["outputs"].get("observations"), float(self.data["simulation"]["end"])
+        )
 
     def probe_times(self) -> list[float]:
         """Times at which every output is recorded for endpoints (baseline 0 first)."""
@@ -453,7 +413,8 @@ def default_data(data: Mapping[str, Any], model: Model | None) -> dict[str, Any]
     ex.setdefault("workers", 2)
     ex.setdefault("chunk_size", 2000)
     ex.setdefault("scheduler_address", None)
-    fill_defaults(d)  # auec, time_to_event, dropout, success (vtrial.trial.endpoints)
+    fill_defaults(d)  # auec, time_to_event, dropout (vtrial.trial.endpoints)
+    fill_success_defaults(d)  # vtrial.analysis.success
     return d
 
 
@@ -553,8 +514,6 @@ def study_from_dict(
     full = default_data(data, model)
     problems += _semantic_problems(full, model, source, base_dir=base)
     # trial design and parameter uncertainty (their modules import this one)
-    from vtrial.population.design import design_problems
-    from vtrial.population.uncertainty import uncertainty_problems
 
     problems += design_problems(full, model, source, base)
     problems += uncertainty_problems(full, model, source, base)
@@ -964,18 +923,35 @@ def _semantic_problems(
     if ex["shards"] > total:
         bad("execution.shards", f"must be <= the number of patients ({total}), got {ex['shards']}")
     if "cluster" in ex or "memory_limit" in ex:
-        from vtrial.run.parallel import execution_problems  # imports distributed: only if needed
-
         for where, msg in execution_problems(ex):
             bad(where, msg)
     out += _observation_problems(d, model, src)
     # dropout, trial-layer endpoint keys, success criteria (vtrial.trial.endpoints)
-    out += [Problem(src, w, m) for w, m in trial_problems(d, model, memory=not out)]
+    out += [Problem(src, w, m) for w, m in trial_problems(d, model)]
+    out += [Problem(src, w, m) for w, m in success_problems(d)]
+    if not out and model is not None and trial_probe_times(d):  # the rest is valid
+        out += [Problem(src, w, m) for w, m in _probe_memory_problems(d, model)]
     return out
 
 
-#: most sampling times of ``outputs.observations.every`` (and of ``times``, by the schema)
-MAX_OBSERVATION_TIMES = 10_000
+def _probe_memory_problems(d: dict[str, Any], model: Model) -> list[tuple[str, str]]:
+    """The kernel's probes of one Dask task must fit :data:`MAX_PROBE_BYTES`."""
+    study = Study(d, "", Path())
+    n_probe = len(study.probe_times())
+    chunk = min(int(d["execution"]["chunk_size"]), study.n_patients)
+    n_out = len(model.outputs)
+    size = chunk * n_probe * n_out * 8
+    if size <= MAX_PROBE_BYTES:
+        return []
+    return [
+        (
+            "execution.chunk_size",
+            f"the kernel's probes take chunk_size x probe times x outputs x 8 bytes = "
+            f"{chunk} x {n_probe} x {n_out} x 8 = {size / 2**20:.0f} MiB per Dask task "
+            f"(limit {MAX_PROBE_BYTES / 2**20:.0f} MiB): use a coarser 'every' of the auec / "
+            f"time_to_event endpoints or a smaller chunk_size, got {chunk}",
+        )
+    ]
 
 
 def _observation_problems(d: dict[str, Any], model: Model | None, src: str) -> list[Problem]:
@@ -1077,15 +1053,3 @@ def _probability_event_problems(
                     )
                 )
     return out
-
-
-def omega_matrix(iiv: Mapping[str, Any]) -> np.ndarray:
-    """OMEGA (variance-covariance of the random effects) in the order of ``iiv['omega']``."""
-    names = list(iiv["omega"])
-    var = np.array([float(iiv["omega"][k]) for k in names])
-    om = np.diag(var)
-    for pair, r in (iiv.get("correlations") or {}).items():
-        a, b = pair.split("~")
-        i, j = names.index(a), names.index(b)
-        om[i, j] = om[j, i] = float(r) * np.sqrt(var[i] * var[j])
-    return om

@@ -24,6 +24,35 @@ import pandas as pd
 
 from vtrial.infra.rng import patient_uniforms
 
+#: Built-in CTCAE v5 grading scales: ``lln`` is the grade-1 limit and ``thresholds``
+#: the limits of grades 2.. (entry 0 is None, replaced by ``lln``), in ``unit``. For a
+#: ``below`` scale ``lln`` is the lower limit of normal (the study may override it);
+#: for an ``above`` scale it is a fixed upper limit (QTc > 450 ms).
+GRADING_SCALES: dict[str, dict[str, Any]] = {
+    "ctcae_v5_neutrophil_count_decreased": {
+        "direction": "below",
+        "lln": 2.0,
+        "thresholds": [None, 1.5, 1.0, 0.5],
+        "unit": "10^9/L",
+    },
+    "ctcae_v5_platelet_count_decreased": {
+        "direction": "below",
+        "lln": 150.0,
+        "thresholds": [None, 75.0, 50.0, 25.0],
+        "unit": "10^9/L",
+    },
+    # grade 1: average QTc 450-480 ms, grade 2: 481-500 ms, grade 3: >= 501 ms (or a
+    # change > 60 ms: grade a change output with custom thresholds); grade 4
+    # (torsade de pointes, serious arrhythmia) is not a QTc level
+    "ctcae_v5_electrocardiogram_qt_corrected_interval_prolonged": {
+        "direction": "above",
+        "lln": 450.0,
+        "thresholds": [None, 480.0, 500.0],
+        "unit": "ms",
+    },
+}
+
+
 __all__ = ["drawn_grades", "event_uniforms", "probability_event_columns"]
 
 

@@ -27,19 +27,19 @@ The module also holds the validation of these keys (:func:`endpoint_problems`,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from vtrial.analysis.stats import EFFICACY_TESTS, EndpointKind
 from vtrial.engine.host import Monitor
 from vtrial.infra.rng import patient_uniforms
-from vtrial.model.residual import observe_probes
+from vtrial.model.residual import MAX_OBSERVATION_TIMES, observation_times, observe_probes
 from vtrial.model.spec import PK_CONCENTRATION, Model
+from vtrial.trial.adverse import GRADING_SCALES
 from vtrial.trial.dropout import PURPOSE, Hazard, dropout_times
+from vtrial.trial.kinds import EFFICACY_TESTS, EndpointKind
 from vtrial.trial.recist import (
     UNDEFINED,
     assessment_times,
@@ -52,7 +52,6 @@ from vtrial.trial.recist import (
 if TYPE_CHECKING:
     from vtrial.engine.host import KernelResult
     from vtrial.study.config import Study
-
 __all__ = [
     "AT_TYPES",
     "DEFAULT_TEST",
@@ -597,9 +596,6 @@ def fill_defaults(d: dict[str, Any]) -> None:
         drop.setdefault("censoring", "missing")
         if isinstance(drop.get("adverse_event"), dict):
             drop["adverse_event"].setdefault("grade", 3)
-    from vtrial.analysis.success import fill_success_defaults
-
-    fill_success_defaults(d)
 
 
 def endpoint_kind(ep: Mapping[str, Any]) -> Kind:
@@ -737,8 +733,6 @@ def _dropout_problems(d: Mapping[str, Any], model: Model | None) -> list[tuple[s
             )
         else:
             if "grading" in events[ev]:
-                from vtrial.study.config import GRADING_SCALES
-
                 n_limits = len(GRADING_SCALES[events[ev]["grading"]]["thresholds"])
             else:
                 n_limits = len(events[ev].get("thresholds", []))
@@ -765,15 +759,13 @@ def _dropout_problems(d: Mapping[str, Any], model: Model | None) -> list[tuple[s
     return out
 
 
-def trial_problems(
-    d: Mapping[str, Any], model: Model | None, *, memory: bool = True
-) -> list[tuple[str, str]]:
+def trial_problems(d: Mapping[str, Any], model: Model | None) -> list[tuple[str, str]]:
     """Every problem of the trial-layer keys of a study with defaults filled.
 
     Endpoint keys ``observed``, ``test``, ``from``, ``to``, ``above_baseline`` on the
     older endpoint types, responders of a time to event, column name clashes, the
-    ``dropout`` and ``success`` sections and (if ``memory``, i.e. the rest of the study
-    is valid) the memory of the probes per Dask task.
+    and the ``dropout`` section. (The ``success`` section and the memory of the probes
+    per Dask task are checked by :mod:`vtrial.study.config`.)
 
     Returns
     -------
@@ -856,19 +848,12 @@ def trial_problems(
                                 f"(outputs.observations), missing {off} h",
                             )
                         )
-    from vtrial.analysis.success import spec_problems as success_problems
-
-    out += success_problems(d)
-    if memory and model is not None and trial_probe_times(d):
-        out += _memory_problems(d, model)
     return out
 
 
 def _observation_times(d: Mapping[str, Any]) -> set[float] | None:
     """Sampling times of ``outputs.observations`` (empty without), or None when their
     number is over the limit (reported by the validation of ``outputs.observations``)."""
-    from vtrial.study.config import MAX_OBSERVATION_TIMES, Study
-
     obs = d["outputs"].get("observations")
     if not obs:
         return set()
@@ -876,26 +861,4 @@ def _observation_times(d: Mapping[str, Any]) -> set[float] | None:
         lo, hi, step = float(obs["from"]), float(obs["to"]), float(obs["every"])
         if (hi - lo) / step + 1 > MAX_OBSERVATION_TIMES:
             return None
-
-    return {float(t) for t in Study(dict(d), "", Path()).observation_times()}
-
-
-def _memory_problems(d: Mapping[str, Any], model: Model) -> list[tuple[str, str]]:
-    from vtrial.study.config import Study
-
-    study = Study(dict(d), "", Path())
-    n_probe = len(study.probe_times())
-    chunk = min(int(d["execution"]["chunk_size"]), study.n_patients)
-    n_out = len(model.outputs)
-    size = chunk * n_probe * n_out * 8
-    if size <= MAX_PROBE_BYTES:
-        return []
-    return [
-        (
-            "execution.chunk_size",
-            f"the kernel's probes take chunk_size x probe times x outputs x 8 bytes = "
-            f"{chunk} x {n_probe} x {n_out} x 8 = {size / 2**20:.0f} MiB per Dask task "
-            f"(limit {MAX_PROBE_BYTES / 2**20:.0f} MiB): use a coarser 'every' of the auec / "
-            f"time_to_event endpoints or a smaller chunk_size, got {chunk}",
-        )
-    ]
+    return {float(t) for t in observation_times(obs, float(d["simulation"]["end"]))}
