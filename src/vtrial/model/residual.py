@@ -393,3 +393,70 @@ def observation_times(observations: Mapping[str, Any] | None, end: float) -> np.
             m = int(np.floor((hi - lo) / step + 1e-9))
             pts.append(np.minimum(lo + step * np.arange(m + 1), hi))
     return np.unique(np.concatenate(pts))
+
+
+def observation_problems(
+    d: Mapping[str, Any], outputs: Sequence[str] | None
+) -> list[tuple[str, str]]:
+    """Problems of ``model.residual_error`` and ``outputs.observations`` of a study
+    (defaults filled); ``outputs``: the model's outputs (None if the model is invalid).
+
+    Returns
+    -------
+    list of (where, message)
+    """
+    out: list[tuple[str, str]] = []
+
+    def bad(where: str, msg: str) -> None:
+        out.append((where, msg))
+
+    res: dict[str, Any] = d["model"].get("residual_error", {})
+    for where, msg in spec_problems(res, outputs):
+        bad("model.residual_error" + (f".{where}" if where else ""), msg)
+    obs = d["outputs"].get("observations")
+    if obs is None:
+        if res:
+            bad(
+                "model.residual_error",
+                f"applies to outputs.observations, which is not set, got entries {sorted(res)}",
+            )
+        return out
+    here = "outputs.observations"
+    end = float(d["simulation"]["end"])
+    if outputs is not None:
+        for i, o in enumerate(obs["outputs"]):
+            if o not in outputs:
+                bad(f"{here}.outputs[{i}]", f"not a model output {outputs}, got {o!r}")
+    for name in res:
+        if name not in obs["outputs"] and (outputs is None or name in outputs):
+            bad(
+                f"model.residual_error.{name}",
+                f"is not observed: add it to {here}.outputs {obs['outputs']}, got {name!r}",
+            )
+    seen: dict[float, int] = {}
+    for i, t in enumerate(obs["times"]):
+        if t > end:
+            bad(f"{here}.times[{i}]", f"must be <= simulation.end ({end}), got {t}")
+        if t in seen:
+            bad(f"{here}.times[{i}]", f"repeats times[{seen[t]}], got {t}")
+        seen.setdefault(t, i)
+    if "every" in obs:
+        lo, hi, step = float(obs["from"]), float(obs["to"]), float(obs["every"])
+        for key, v in (("from", lo), ("to", hi)):
+            if v > end:
+                bad(f"{here}.{key}", f"must be <= simulation.end ({end}), got {obs[key]}")
+        if lo > hi:
+            bad(f"{here}.from", f"must be <= to ({obs['to']}), got {obs['from']}")
+        elif (hi - lo) / step + 1 > MAX_OBSERVATION_TIMES:
+            count = int((hi - lo) / step) + 1
+            bad(
+                f"{here}.every",
+                f"gives {count} sampling times (limit {MAX_OBSERVATION_TIMES}), got {obs['every']}",
+            )
+    else:
+        for key in ("from", "to"):
+            if key in obs:
+                bad(f"{here}.{key}", f"only applies with 'every', got {obs[key]}")
+        if not obs["times"]:
+            bad(here, "needs sampling 'times' or 'every' (with optional 'from' and 'to')")
+    return out

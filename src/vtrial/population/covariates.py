@@ -1116,3 +1116,115 @@ def _empirical_problems(
                         )
                     )
     return out
+
+
+_DISTRIBUTIONS = ("categorical", "normal", "lognormal", "uniform", "empirical", "constant")
+
+
+def population_problems(
+    d: Mapping[str, Any], source: str, base_dir: str | Path
+) -> tuple[list[Problem], dict[str, list[str]], set[str]]:
+    """Problems of the ``population`` section of a study (defaults filled).
+
+    Distributions, ``by`` conditioning, bounds, derived covariates, the resampled
+    table (:func:`resampled_columns`) and :func:`covariate_problems` (correlations,
+    empirical distributions, criteria and their pilot, run only if all else is well).
+
+    Returns
+    -------
+    problems : list of Problem
+    categories : dict of str to list of str
+        Every categorical covariate (sampled or resampled) and its labels.
+    names : set of str
+        Every covariate name: sampled, derived and resampled.
+    """
+    src = source
+    out: list[Problem] = []
+
+    def bad(where: str, msg: str) -> None:
+        out.append(Problem(src, where, msg))
+
+    covs: dict[str, Any] = d["population"]["covariates"]
+    base = Path(base_dir)
+    resampled = resampled_columns(d, src, base)  # population.resample: a covariate table
+    out += resampled.problems
+    categories: dict[str, list[str]] = dict(resampled.categories)
+    have = set(covs) | set(resampled.columns)
+    for name, spec in covs.items():
+        where = f"population.covariates.{name}"
+        kinds = [k for k in _DISTRIBUTIONS if k in spec]
+        if len(kinds) != 1:
+            bad(where, f"needs exactly one distribution of {list(_DISTRIBUTIONS)}, got {kinds}")
+            continue
+        kind = kinds[0]
+        if kind == "categorical":
+            freq = spec["categorical"]
+            total = sum(freq.values())
+            if abs(total - 1.0) > 1e-6:
+                bad(f"{where}.categorical", f"frequencies must sum to 1, got {total:g}")
+            categories[name] = list(freq)
+            if "by" in spec or "bounds" in spec:
+                bad(where, "a categorical covariate takes no 'by' or 'bounds'")
+    for name, spec in covs.items():
+        where = f"population.covariates.{name}"
+        kinds = [k for k in _DISTRIBUTIONS if k in spec]
+        if len(kinds) != 1 or kinds[0] == "categorical":
+            continue
+        by = spec.get("by")
+        if by is not None and by not in categories:
+            bad(
+                f"{where}.by", f"must name a categorical covariate {sorted(categories)}, got {by!r}"
+            )
+            continue
+        if kinds[0] in ("uniform", "constant") and "bounds" in spec:
+            bad(f"{where}.bounds", f"a {kinds[0]} covariate takes no 'bounds'")
+        if kinds[0] == "constant" and by is not None:
+            bad(f"{where}.by", "a constant covariate takes no 'by'")
+        params = spec[kinds[0]] if isinstance(spec[kinds[0]], Mapping) else {}
+        complete = True
+        for key, val in params.items():
+            if isinstance(val, Mapping):
+                if by is None:
+                    bad(f"{where}.{kinds[0]}.{key}", "a per-category value needs 'by'")
+                    complete = False
+                elif set(val) != set(categories[by]):
+                    bad(
+                        f"{where}.{kinds[0]}.{key}",
+                        f"needs a value for every category of {by} {categories[by]}, "
+                        f"got {sorted(val)}",
+                    )
+                    complete = False
+        if not complete:
+            continue
+        if "bounds" in spec:
+            lo, hi = spec["bounds"]
+            if not lo < hi:
+                bad(f"{where}.bounds", f"lower bound must be < upper bound, got [{lo}, {hi}]")
+            if kinds[0] == "lognormal" and lo < 0:
+                bad(f"{where}.bounds", f"a log-normal covariate is > 0, got lower bound {lo}")
+        if kinds[0] == "uniform":
+            lo_v, hi_v = params.get("low"), params.get("high")
+            for c in categories.get(by, [None]) if by else [None]:
+                lv = lo_v[c] if isinstance(lo_v, Mapping) and c is not None else lo_v
+                hv = hi_v[c] if isinstance(hi_v, Mapping) and c is not None else hi_v
+                if isinstance(lv, int | float) and isinstance(hv, int | float) and not lv < hv:
+                    bad(f"{where}.uniform", f"low must be < high, got [{lv}, {hv}]")
+    derived = d["population"]["derived"]
+    for i, name in enumerate(derived):
+        needs, _ = DERIVED[name]
+        missing = [c for c in needs if c not in have]
+        if missing:
+            bad(f"population.derived[{i}]", f"{name} needs covariate(s) {missing}")
+        if name in covs:
+            bad(f"population.derived[{i}]", f"{name} is also a sampled covariate")
+        sex_labels = categories.get("sex")
+        if "sex" in needs and "sex" in have and set(sex_labels or ()) != {"F", "M"}:
+            bad(
+                f"population.derived[{i}]",
+                f"{name} needs sex with categories F and M, "
+                f"got {sex_labels if sex_labels is not None else 'a numeric covariate'}",
+            )
+    cov_names = set(covs) | set(derived) | set(resampled.columns)
+    # correlations, empirical distributions, inclusion/exclusion (with a pilot draw)
+    out += covariate_problems(d, src, base, categories, pilot=not out)
+    return out, categories, cov_names

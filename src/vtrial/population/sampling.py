@@ -13,20 +13,28 @@ the arms of the study, on the other replicates or on how the later stages are sh
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from scipy import special
 
+from vtrial.errors import ExpressionError, Problem
 from vtrial.infra.rng import keyed_uniforms
 from vtrial.model.expressions import evaluate, parse_expression
 from vtrial.population.covariates import categories_of, covariate_sampler
 from vtrial.population.design import allocate, twin_rows
-from vtrial.population.uncertainty import covariance_root, replicate_omega, typical_values
+from vtrial.population.uncertainty import (
+    covariance_root,
+    omega_matrix,
+    replicate_omega,
+    typical_values,
+)
 
 if TYPE_CHECKING:
+    from vtrial.model.spec import Model
     from vtrial.study.config import Study
 
 
@@ -234,3 +242,109 @@ def sample_population(study: Study, *, candidates: list[int] | None = None) -> p
         cols.update(params)
         frames.append(twin_rows(study, pd.DataFrame(cols)))  # a row per arm if twin
     return pd.concat(frames, ignore_index=True)
+
+
+def variability_problems(
+    d: Mapping[str, Any],
+    model: Model,
+    source: str,
+    cov_names: set[str],
+    categories: Mapping[str, Sequence[str]],
+) -> list[Problem]:
+    """Problems of ``model.parameters`` covariate models, ``model.iiv`` (OMEGA names,
+    distributions, correlations, positive semi-definiteness) and ``model.iov``.
+
+    ``cov_names`` and ``categories``: the population's covariates
+    (:func:`vtrial.population.covariates.population_problems`).
+    """
+    src = source
+    out: list[Problem] = []
+
+    def bad(where: str, msg: str) -> None:
+        out.append(Problem(src, where, msg))
+
+    clash = sorted(cov_names & set(model.parameters))
+    if clash:
+        bad("population.covariates", f"names {clash} are also model parameters")
+    for pname, spec in d["model"]["parameters"].items():
+        if "covariates" in spec:
+            try:
+                parse_expression(
+                    spec["covariates"],
+                    where=f"{src}: model.parameters.{pname}.covariates",
+                    known_names=sorted(cov_names),
+                    categorical=categories,
+                )
+            except ExpressionError as exc:
+                bad(
+                    f"model.parameters.{pname}.covariates",
+                    f"{exc.reason} in expression {exc.expression!r}",
+                )
+    iiv = d["model"]["iiv"]
+    omega: dict[str, float] = iiv["omega"]
+    for k in omega:
+        if k not in model.parameters:
+            bad(
+                f"model.iiv.omega.{k}",
+                f"not a model parameter (parameters: {sorted(model.parameters)})",
+            )
+    for k, dist in iiv["distribution"].items():
+        if k not in omega:
+            bad(f"model.iiv.distribution.{k}", "has no omega (variance) entry")
+        elif dist == "logit" and k in model.parameters:
+            v = model.parameters[k].value
+            if not 0 < v < 1:
+                bad(f"model.iiv.distribution.{k}", f"logit needs a value in (0, 1), got {v}")
+    for k in omega:
+        lognormal = iiv["distribution"].get(k, "lognormal") == "lognormal"
+        if lognormal and k in model.parameters and model.parameters[k].value <= 0:
+            value = model.parameters[k].value
+            bad(f"model.iiv.omega.{k}", f"log-normal IIV needs a typical value > 0, got {value}")
+    names = list(omega)
+    seen_pairs: dict[frozenset[str], str] = {}
+    for pair in iiv["correlations"]:
+        a, b = pair.split("~")
+        key = frozenset((a, b))
+        if key in seen_pairs:
+            bad(f"model.iiv.correlations.{pair}", f"repeats {seen_pairs[key]}")
+        seen_pairs.setdefault(key, pair)
+        for x in (a, b):
+            if x not in omega:
+                bad(f"model.iiv.correlations.{pair}", f"{x} has no omega (variance) entry")
+        if a == b:
+            bad(f"model.iiv.correlations.{pair}", "a correlation needs two different names")
+    if not any(p.where.startswith("model.iiv") for p in out) and names:
+        om = omega_matrix(iiv)
+        w = np.linalg.eigvalsh(om)
+        if w.min() < -1e-10 * max(1.0, float(w.max())):
+            bad(
+                "model.iiv",
+                f"OMEGA must be positive semi-definite, smallest eigenvalue {w.min():.3g}",
+            )
+    iov = d["model"].get("iov")
+    if iov:
+        for k in iov["omega"]:
+            if k not in model.parameters:
+                bad(
+                    f"model.iov.omega.{k}",
+                    f"not a model parameter (parameters: {sorted(model.parameters)})",
+                )
+            elif (
+                iiv["distribution"].get(k, "lognormal") == "lognormal"
+                and model.parameters[k].value <= 0
+            ):
+                bad(
+                    f"model.iov.omega.{k}",
+                    f"log-normal IOV needs a typical value > 0, got {model.parameters[k].value}",
+                )
+        occ = iov["occasions"]
+        if isinstance(occ, list):
+            end = float(d["simulation"]["end"])
+            if any(b <= a for a, b in itertools.pairwise(occ)):
+                bad("model.iov.occasions", f"start times must increase strictly, got {occ}")
+            if occ and not (min(occ) >= 0 and max(occ) < end):
+                bad(
+                    "model.iov.occasions",
+                    f"start times must be in [0, simulation.end={end:g}), got {occ}",
+                )
+    return out

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import itertools
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -28,15 +26,17 @@ import yaml
 
 from vtrial.analysis.success import fill_success_defaults
 from vtrial.analysis.success import spec_problems as success_problems
-from vtrial.errors import ConfigError, ExpressionError, Problem
+from vtrial.errors import ConfigError, Problem
 from vtrial.infra.yamlsafe import load_yaml, package_schema
-from vtrial.model.expressions import parse_expression
-from vtrial.model.residual import MAX_OBSERVATION_TIMES, observation_times
-from vtrial.model.residual import spec_problems as residual_problems
+from vtrial.model.residual import observation_problems, observation_times
 from vtrial.model.spec import Model, build_model, check_model_section
-from vtrial.population.covariates import DERIVED, covariate_problems, input_files, resampled_columns
+from vtrial.population.covariates import (
+    input_files,
+    population_problems,
+)
 from vtrial.population.design import design_problems
-from vtrial.population.uncertainty import omega_matrix, uncertainty_problems
+from vtrial.population.sampling import variability_problems
+from vtrial.population.uncertainty import uncertainty_problems
 from vtrial.protocol.dosing import (
     DOSE_UNITS,
     EventTable,
@@ -48,23 +48,17 @@ from vtrial.protocol.dosing import (
 )
 from vtrial.protocol.rules import RuleProgram, rule_problems, rule_program
 from vtrial.study.execution import execution_problems
-from vtrial.trial.adverse import GRADING_SCALES
+from vtrial.trial.adverse import GRADING_SCALES, adverse_event_problems
 from vtrial.trial.endpoints import (
     MAX_PROBE_BYTES,
-    TRIAL_TYPES,
     endpoint_kind,
-    endpoint_problems,
+    endpoint_section_problems,
     fill_defaults,
     trial_probe_times,
     trial_problems,
 )
 from vtrial.trial.kinds import EndpointKind
-from vtrial.trial.recist import RESPONSE_CATEGORIES, assessment_times, schedule_problems
-
-_DISTRIBUTIONS = ("categorical", "normal", "lognormal", "uniform", "empirical", "constant")
-_RESPONDER_KEYS = ("below", "below_or_equal", "above", "above_or_equal")
-#: keys of a best_response endpoint besides type, output and description
-_ASSESSMENT_KEYS = ("every", "first", "by", "times", "complete_below", "min_increase")
+from vtrial.trial.recist import assessment_times
 
 
 def _schema() -> dict[str, Any]:
@@ -539,180 +533,13 @@ def _semantic_problems(
     def bad(where: str, msg: str) -> None:
         out.append(Problem(src, where, msg))
 
-    # ---- population
-    covs: dict[str, Any] = d["population"]["covariates"]
-    base = base_dir if base_dir is not None else Path.cwd()
-    resampled = resampled_columns(d, src, base)  # population.resample: a covariate table
-    out += resampled.problems
-    categories: dict[str, list[str]] = dict(resampled.categories)
-    have = set(covs) | set(resampled.columns)
-    for name, spec in covs.items():
-        where = f"population.covariates.{name}"
-        kinds = [k for k in _DISTRIBUTIONS if k in spec]
-        if len(kinds) != 1:
-            bad(where, f"needs exactly one distribution of {list(_DISTRIBUTIONS)}, got {kinds}")
-            continue
-        kind = kinds[0]
-        if kind == "categorical":
-            freq = spec["categorical"]
-            total = sum(freq.values())
-            if abs(total - 1.0) > 1e-6:
-                bad(f"{where}.categorical", f"frequencies must sum to 1, got {total:g}")
-            categories[name] = list(freq)
-            if "by" in spec or "bounds" in spec:
-                bad(where, "a categorical covariate takes no 'by' or 'bounds'")
-    for name, spec in covs.items():
-        where = f"population.covariates.{name}"
-        kinds = [k for k in _DISTRIBUTIONS if k in spec]
-        if len(kinds) != 1 or kinds[0] == "categorical":
-            continue
-        by = spec.get("by")
-        if by is not None and by not in categories:
-            bad(
-                f"{where}.by", f"must name a categorical covariate {sorted(categories)}, got {by!r}"
-            )
-            continue
-        if kinds[0] in ("uniform", "constant") and "bounds" in spec:
-            bad(f"{where}.bounds", f"a {kinds[0]} covariate takes no 'bounds'")
-        if kinds[0] == "constant" and by is not None:
-            bad(f"{where}.by", "a constant covariate takes no 'by'")
-        params = spec[kinds[0]] if isinstance(spec[kinds[0]], Mapping) else {}
-        complete = True
-        for key, val in params.items():
-            if isinstance(val, Mapping):
-                if by is None:
-                    bad(f"{where}.{kinds[0]}.{key}", "a per-category value needs 'by'")
-                    complete = False
-                elif set(val) != set(categories[by]):
-                    bad(
-                        f"{where}.{kinds[0]}.{key}",
-                        f"needs a value for every category of {by} {categories[by]}, "
-                        f"got {sorted(val)}",
-                    )
-                    complete = False
-        if not complete:
-            continue
-        if "bounds" in spec:
-            lo, hi = spec["bounds"]
-            if not lo < hi:
-                bad(f"{where}.bounds", f"lower bound must be < upper bound, got [{lo}, {hi}]")
-            if kinds[0] == "lognormal" and lo < 0:
-                bad(f"{where}.bounds", f"a log-normal covariate is > 0, got lower bound {lo}")
-        if kinds[0] == "uniform":
-            lo_v, hi_v = params.get("low"), params.get("high")
-            for c in categories.get(by, [None]) if by else [None]:
-                lv = lo_v[c] if isinstance(lo_v, Mapping) and c is not None else lo_v
-                hv = hi_v[c] if isinstance(hi_v, Mapping) and c is not None else hi_v
-                if isinstance(lv, int | float) and isinstance(hv, int | float) and not lv < hv:
-                    bad(f"{where}.uniform", f"low must be < high, got [{lv}, {hv}]")
-    derived = d["population"]["derived"]
-    for i, name in enumerate(derived):
-        needs, _ = DERIVED[name]
-        missing = [c for c in needs if c not in have]
-        if missing:
-            bad(f"population.derived[{i}]", f"{name} needs covariate(s) {missing}")
-        if name in covs:
-            bad(f"population.derived[{i}]", f"{name} is also a sampled covariate")
-        sex_labels = categories.get("sex")
-        if "sex" in needs and "sex" in have and set(sex_labels or ()) != {"F", "M"}:
-            bad(
-                f"population.derived[{i}]",
-                f"{name} needs sex with categories F and M, "
-                f"got {sex_labels if sex_labels is not None else 'a numeric covariate'}",
-            )
-    cov_names = set(covs) | set(derived) | set(resampled.columns)
-    # correlations, empirical distributions, inclusion/exclusion (with a pilot draw)
-    out += covariate_problems(d, src, base, categories, pilot=not out)
+    # ---- population (vtrial.population.covariates)
+    pop_problems, categories, cov_names = population_problems(d, src, base_dir or Path.cwd())
+    out += pop_problems
 
-    # ---- model parameters, covariate models and IIV
+    # ---- model parameters, covariate models, IIV and IOV (vtrial.population.sampling)
     if model is not None:
-        clash = sorted(cov_names & set(model.parameters))
-        if clash:
-            bad("population.covariates", f"names {clash} are also model parameters")
-        for pname, spec in d["model"]["parameters"].items():
-            if "covariates" in spec:
-                try:
-                    parse_expression(
-                        spec["covariates"],
-                        where=f"{src}: model.parameters.{pname}.covariates",
-                        known_names=sorted(cov_names),
-                        categorical=categories,
-                    )
-                except ExpressionError as exc:
-                    bad(
-                        f"model.parameters.{pname}.covariates",
-                        f"{exc.reason} in expression {exc.expression!r}",
-                    )
-        iiv = d["model"]["iiv"]
-        omega: dict[str, float] = iiv["omega"]
-        for k in omega:
-            if k not in model.parameters:
-                bad(
-                    f"model.iiv.omega.{k}",
-                    f"not a model parameter (parameters: {sorted(model.parameters)})",
-                )
-        for k, dist in iiv["distribution"].items():
-            if k not in omega:
-                bad(f"model.iiv.distribution.{k}", "has no omega (variance) entry")
-            elif dist == "logit" and k in model.parameters:
-                v = model.parameters[k].value
-                if not 0 < v < 1:
-                    bad(f"model.iiv.distribution.{k}", f"logit needs a value in (0, 1), got {v}")
-        for k in omega:
-            lognormal = iiv["distribution"].get(k, "lognormal") == "lognormal"
-            if lognormal and k in model.parameters and model.parameters[k].value <= 0:
-                value = model.parameters[k].value
-                bad(
-                    f"model.iiv.omega.{k}", f"log-normal IIV needs a typical value > 0, got {value}"
-                )
-        names = list(omega)
-        seen_pairs: dict[frozenset[str], str] = {}
-        for pair in iiv["correlations"]:
-            a, b = pair.split("~")
-            key = frozenset((a, b))
-            if key in seen_pairs:
-                bad(f"model.iiv.correlations.{pair}", f"repeats {seen_pairs[key]}")
-            seen_pairs.setdefault(key, pair)
-            for x in (a, b):
-                if x not in omega:
-                    bad(f"model.iiv.correlations.{pair}", f"{x} has no omega (variance) entry")
-            if a == b:
-                bad(f"model.iiv.correlations.{pair}", "a correlation needs two different names")
-        if not any(p.where.startswith("model.iiv") for p in out) and names:
-            om = omega_matrix(iiv)
-            w = np.linalg.eigvalsh(om)
-            if w.min() < -1e-10 * max(1.0, float(w.max())):
-                bad(
-                    "model.iiv",
-                    f"OMEGA must be positive semi-definite, smallest eigenvalue {w.min():.3g}",
-                )
-        iov = d["model"].get("iov")
-        if iov:
-            for k in iov["omega"]:
-                if k not in model.parameters:
-                    bad(
-                        f"model.iov.omega.{k}",
-                        f"not a model parameter (parameters: {sorted(model.parameters)})",
-                    )
-                elif (
-                    iiv["distribution"].get(k, "lognormal") == "lognormal"
-                    and model.parameters[k].value <= 0
-                ):
-                    bad(
-                        f"model.iov.omega.{k}",
-                        f"log-normal IOV needs a typical value > 0, "
-                        f"got {model.parameters[k].value}",
-                    )
-            occ = iov["occasions"]
-            if isinstance(occ, list):
-                end = float(d["simulation"]["end"])
-                if any(b <= a for a, b in itertools.pairwise(occ)):
-                    bad("model.iov.occasions", f"start times must increase strictly, got {occ}")
-                if occ and not (min(occ) >= 0 and max(occ) < end):
-                    bad(
-                        "model.iov.occasions",
-                        f"start times must be in [0, simulation.end={end:g}), got {occ}",
-                    )
+        out += variability_problems(d, model, src, cov_names, categories)
 
     # ---- arms and regimens
     arms = d["arms"]
@@ -780,7 +607,7 @@ def _semantic_problems(
             f"gives {end / float(tc['every']):.0f} stored times per patient (limit 1e5), "
             f"got {tc['every']}",
         )
-    if outputs is not None:
+    if model is not None and outputs is not None:
         for i, o in enumerate(tc["outputs"]):
             if o not in outputs:
                 bad(f"outputs.timecourse.outputs[{i}]", f"not a model output {outputs}, got {o!r}")
@@ -793,130 +620,10 @@ def _semantic_problems(
                     f"exposure.target.{metric}",
                     f"must be [low, high] with low < high, got {[low, high]}",
                 )
-        for ev, spec in d["adverse_events"].items():
-            where = f"adverse_events.{ev}"
-            if "probabilities" in spec:  # grade drawn from model probabilities
-                for key, msg in _probability_event_problems(spec, model):
-                    bad(f"{where}{key}", msg)
-                continue
-            if spec["output"] not in outputs:
-                bad(f"{where}.output", f"not a model output {outputs}, got {spec['output']!r}")
-            has_g, has_t = "grading" in spec, "thresholds" in spec
-            if has_g == has_t:
-                bad(where, "needs exactly one of 'grading' (a built-in scale) or 'thresholds'")
-            if has_t:
-                thr = spec["thresholds"]
-                below = spec.get("direction", "below") == "below"
-                mono = all((a > b) if below else (a < b) for a, b in itertools.pairwise(thr))
-                if not mono:
-                    order = "decreasing" if below else "increasing"
-                    bad(
-                        f"{where}.thresholds", f"must be strictly {order} for grades 1.., got {thr}"
-                    )
-            if has_g and "direction" in spec:
-                bad(f"{where}.direction", "is set by the built-in grading scale")
-            if "lln" in spec and not has_g:
-                bad(f"{where}.lln", "only applies to a built-in grading scale")
-            if "lln" in spec and has_g:
-                scale = GRADING_SCALES[spec["grading"]]
-                g2 = float(scale["thresholds"][1])
-                low = scale["direction"] == "below"
-                if not low:
-                    bad(
-                        f"{where}.lln",
-                        f"{spec['grading']} has fixed limits (grade 1 above {scale['lln']}); "
-                        f"use 'thresholds' with direction above for others, got {spec['lln']}",
-                    )
-                elif not spec["lln"] > g2:
-                    bad(
-                        f"{where}.lln",
-                        f"must be > the grade-2 limit {g2} of {spec['grading']}, got {spec['lln']}",
-                    )
-        seen_ep: list[str] = []
-        for name, ep in d["endpoints"].items():
-            where = f"endpoints.{name}"
-            typ = ep["type"]
-            if typ in TRIAL_TYPES:  # auec, time_to_event (vtrial.trial.endpoints)
-                for key, msg in endpoint_problems(ep, d, model):
-                    bad(f"{where}{key}", msg)
-                seen_ep.append(name)
-                continue
-            if typ == "responder":
-                ref = ep.get("endpoint")
-                if ref is None or ref not in seen_ep:
-                    bad(
-                        f"{where}.endpoint",
-                        f"a responder needs an endpoint defined before it {seen_ep}, got {ref!r}",
-                    )
-                elif d["endpoints"][ref]["type"] == "responder":
-                    bad(
-                        f"{where}.endpoint",
-                        f"{ref!r} is binary; a responder needs a continuous one",
-                    )
-                keys = [k for k in (*_RESPONDER_KEYS, "in") if k in ep]
-                ref_type = d["endpoints"][ref]["type"] if ref in seen_ep else None
-                if len(keys) != 1:
-                    bad(where, f"needs exactly one of {[*_RESPONDER_KEYS, 'in']}, got {keys}")
-                elif ref_type == "best_response" and keys != ["in"]:
-                    bad(
-                        f"{where}.{keys[0]}",
-                        f"{ref!r} is a best_response (categories {list(RESPONSE_CATEGORIES)}): "
-                        f"use 'in' (e.g. in: [CR, PR]), got {keys[0]}: {ep[keys[0]]}",
-                    )
-                elif keys == ["in"] and ref_type not in (None, "best_response"):
-                    bad(
-                        f"{where}.in",
-                        f"only applies to a best_response endpoint, {ref!r} is {ref_type}; "
-                        f"got {ep['in']}",
-                    )
-                if "output" in ep or "at" in ep:
-                    bad(where, "a responder takes 'endpoint' and a threshold, not 'output'/'at'")
-                extra = [k for k in _ASSESSMENT_KEYS if k in ep]
-                if extra:
-                    bad(where, f"keys {extra} only apply to type best_response")
-            else:
-                if ep.get("output") not in outputs:
-                    bad(
-                        f"{where}.output", f"not a model output {outputs}, got {ep.get('output')!r}"
-                    )
-                needs_at = typ in (
-                    "value_at",
-                    "change_from_baseline",
-                    "percent_change_from_baseline",
-                )
-                if needs_at and "at" not in ep:
-                    bad(where, f"type {typ} needs 'at' (h)")
-                if not needs_at and "at" in ep:
-                    bad(f"{where}.at", f"type {typ} takes no 'at'")
-                if "at" in ep and float(ep["at"]) > end:
-                    bad(f"{where}.at", f"must be <= simulation.end ({end}), got {ep['at']}")
-                extra = [k for k in (*_RESPONDER_KEYS, "endpoint", "in") if k in ep]
-                if extra:
-                    bad(where, f"keys {extra} only apply to type responder")
-                if typ == "best_response":
-                    for key, msg in schedule_problems(ep, end, noun="assessments"):
-                        bad(f"{where}{key}", msg)
-                else:
-                    extra = [k for k in _ASSESSMENT_KEYS if k in ep]
-                    if extra:
-                        bad(where, f"keys {extra} only apply to type best_response")
-            seen_ep.append(name)
-        reserved = {
-            "replicate",
-            "patient_id",
-            "arm",
-            "arm_index",
-            "solver_status",
-            "n_steps",
-            "cmax",
-            "tmax",
-            "auc",
-            "ctrough",
-        }
-        clash = sorted(set(d["endpoints"]) & reserved)
-        clash += sorted(n for n in d["endpoints"] if n.startswith("ae_"))
-        if clash:
-            bad("endpoints", f"names {clash} are reserved for patient-table columns")
+        for where, msg in adverse_event_problems(d["adverse_events"], model):
+            bad(where, msg)
+        for where, msg in endpoint_section_problems(d, model):
+            bad(where, msg)
 
     ex = d["execution"]
     total = d["population"]["size"] * d["study"]["replicates"]
@@ -925,7 +632,8 @@ def _semantic_problems(
     if "cluster" in ex or "memory_limit" in ex:
         for where, msg in execution_problems(ex):
             bad(where, msg)
-    out += _observation_problems(d, model, src)
+    outputs_or_none = list(model.outputs) if model is not None else None
+    out += [Problem(src, w, m) for w, m in observation_problems(d, outputs_or_none)]
     # dropout, trial-layer endpoint keys, success criteria (vtrial.trial.endpoints)
     out += [Problem(src, w, m) for w, m in trial_problems(d, model)]
     out += [Problem(src, w, m) for w, m in success_problems(d)]
@@ -952,104 +660,3 @@ def _probe_memory_problems(d: dict[str, Any], model: Model) -> list[tuple[str, s
             f"time_to_event endpoints or a smaller chunk_size, got {chunk}",
         )
     ]
-
-
-def _observation_problems(d: dict[str, Any], model: Model | None, src: str) -> list[Problem]:
-    """``model.residual_error`` and ``outputs.observations`` (see :mod:`vtrial.model.residual`)."""
-    out: list[Problem] = []
-
-    def bad(where: str, msg: str) -> None:
-        out.append(Problem(src, where, msg))
-
-    outputs = list(model.outputs) if model is not None else None
-    res: dict[str, Any] = d["model"].get("residual_error", {})
-    for where, msg in residual_problems(res, outputs):
-        bad("model.residual_error" + (f".{where}" if where else ""), msg)
-    obs = d["outputs"].get("observations")
-    if obs is None:
-        if res:
-            bad(
-                "model.residual_error",
-                f"applies to outputs.observations, which is not set, got entries {sorted(res)}",
-            )
-        return out
-    here = "outputs.observations"
-    end = float(d["simulation"]["end"])
-    if outputs is not None:
-        for i, o in enumerate(obs["outputs"]):
-            if o not in outputs:
-                bad(f"{here}.outputs[{i}]", f"not a model output {outputs}, got {o!r}")
-    for name in res:
-        if name not in obs["outputs"] and (outputs is None or name in outputs):
-            bad(
-                f"model.residual_error.{name}",
-                f"is not observed: add it to {here}.outputs {obs['outputs']}, got {name!r}",
-            )
-    seen: dict[float, int] = {}
-    for i, t in enumerate(obs["times"]):
-        if t > end:
-            bad(f"{here}.times[{i}]", f"must be <= simulation.end ({end}), got {t}")
-        if t in seen:
-            bad(f"{here}.times[{i}]", f"repeats times[{seen[t]}], got {t}")
-        seen.setdefault(t, i)
-    if "every" in obs:
-        lo, hi, step = float(obs["from"]), float(obs["to"]), float(obs["every"])
-        for key, v in (("from", lo), ("to", hi)):
-            if v > end:
-                bad(f"{here}.{key}", f"must be <= simulation.end ({end}), got {obs[key]}")
-        if lo > hi:
-            bad(f"{here}.from", f"must be <= to ({obs['to']}), got {obs['from']}")
-        elif (hi - lo) / step + 1 > MAX_OBSERVATION_TIMES:
-            count = int((hi - lo) / step) + 1
-            bad(
-                f"{here}.every",
-                f"gives {count} sampling times (limit {MAX_OBSERVATION_TIMES}), got {obs['every']}",
-            )
-    else:
-        for key in ("from", "to"):
-            if key in obs:
-                bad(f"{here}.{key}", f"only applies with 'every', got {obs[key]}")
-        if not obs["times"]:
-            bad(here, "needs sampling 'times' or 'every' (with optional 'from' and 'to')")
-    return out
-
-
-def _probability_event_problems(
-    spec: Mapping[str, Any], model: Model | None
-) -> list[tuple[str, str]]:
-    """Problems of an adverse event graded from ``probabilities`` (key relative to it)."""
-    out: list[tuple[str, str]] = []
-    probs = list(spec["probabilities"])
-    extra = [k for k in ("output", "grading", "thresholds", "direction", "lln") if k in spec]
-    if extra:
-        out.append(("", f"'probabilities' (a drawn grade) takes no {extra}"))
-    outputs = list(model.outputs) if model is not None else []
-    for i, name in enumerate(probs):
-        if name not in outputs:
-            out.append((f".probabilities[{i}]", f"not a model output {outputs}, got {name!r}"))
-    # names that differ only by a grade number (P_GE1, P_GE2, ...) must be in grade order
-    split = [re.fullmatch(r"(.*?)(\d+)", str(name)) for name in probs]
-    if all(split) and len({m.group(1) for m in split if m}) == 1:
-        numbers = [int(m.group(2)) for m in split if m]
-        if numbers != sorted(numbers):
-            out.append(
-                (
-                    ".probabilities",
-                    f"must be in grade order (P(grade >= 1) first), got {probs}",
-                )
-            )
-    if model is not None:
-        for comp in model.components:
-            if comp.name != "ae_proportional_odds":
-                continue
-            names = [f"B{k}" for k in range(1, 5)]
-            values = [model.parameters[b].value for b in names if b in model.parameters]
-            if len(values) == 4 and not all(a > b for a, b in itertools.pairwise(values)):
-                out.append(
-                    (
-                        "",
-                        "ae_proportional_odds needs decreasing intercepts B1 > B2 > B3 > B4 "
-                        f"(model.parameters), got {dict(zip(names, values, strict=True))}",
-                    )
-                )
-    return out

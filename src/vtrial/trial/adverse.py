@@ -16,13 +16,19 @@ does not depend on chunks, shards, workers or the other patients.
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from vtrial.infra.rng import patient_uniforms
+
+if TYPE_CHECKING:
+    from vtrial.model.spec import Model
 
 #: Built-in CTCAE v5 grading scales: ``lln`` is the grade-1 limit and ``thresholds``
 #: the limits of grades 2.. (entry 0 is None, replaced by ``lln``), in ``unit``. For a
@@ -144,3 +150,99 @@ def probability_event_columns(
         f"ae_{event}_worst": np.asarray(worst[:, 0], dtype=np.float64).copy(),
         f"ae_{event}_time_grade3": np.full(len(u), np.nan),
     }
+
+
+def adverse_event_problems(events: Mapping[str, Any], model: Model) -> list[tuple[str, str]]:
+    """Problems of the ``adverse_events`` section: outputs, grading scale or
+    thresholds (monotone), ``direction``, ``lln``, and events graded from
+    probabilities (:func:`probability_event_problems`).
+
+    Returns
+    -------
+    list of (where, message)
+    """
+    outputs = list(model.outputs)
+    out: list[tuple[str, str]] = []
+
+    def bad(where: str, msg: str) -> None:
+        out.append((where, msg))
+
+    for ev, spec in events.items():
+        where = f"adverse_events.{ev}"
+        if "probabilities" in spec:  # grade drawn from model probabilities
+            for key, msg in probability_event_problems(spec, model):
+                bad(f"{where}{key}", msg)
+            continue
+        if spec["output"] not in outputs:
+            bad(f"{where}.output", f"not a model output {outputs}, got {spec['output']!r}")
+        has_g, has_t = "grading" in spec, "thresholds" in spec
+        if has_g == has_t:
+            bad(where, "needs exactly one of 'grading' (a built-in scale) or 'thresholds'")
+        if has_t:
+            thr = spec["thresholds"]
+            below = spec.get("direction", "below") == "below"
+            mono = all((a > b) if below else (a < b) for a, b in itertools.pairwise(thr))
+            if not mono:
+                order = "decreasing" if below else "increasing"
+                bad(f"{where}.thresholds", f"must be strictly {order} for grades 1.., got {thr}")
+        if has_g and "direction" in spec:
+            bad(f"{where}.direction", "is set by the built-in grading scale")
+        if "lln" in spec and not has_g:
+            bad(f"{where}.lln", "only applies to a built-in grading scale")
+        if "lln" in spec and has_g:
+            scale = GRADING_SCALES[spec["grading"]]
+            g2 = float(scale["thresholds"][1])
+            low = scale["direction"] == "below"
+            if not low:
+                bad(
+                    f"{where}.lln",
+                    f"{spec['grading']} has fixed limits (grade 1 above {scale['lln']}); "
+                    f"use 'thresholds' with direction above for others, got {spec['lln']}",
+                )
+            elif not spec["lln"] > g2:
+                bad(
+                    f"{where}.lln",
+                    f"must be > the grade-2 limit {g2} of {spec['grading']}, got {spec['lln']}",
+                )
+    return out
+
+
+def probability_event_problems(
+    spec: Mapping[str, Any], model: Model | None
+) -> list[tuple[str, str]]:
+    """Problems of an adverse event graded from ``probabilities`` (key relative to it)."""
+    out: list[tuple[str, str]] = []
+    probs = list(spec["probabilities"])
+    extra = [k for k in ("output", "grading", "thresholds", "direction", "lln") if k in spec]
+    if extra:
+        out.append(("", f"'probabilities' (a drawn grade) takes no {extra}"))
+    outputs = list(model.outputs) if model is not None else []
+    for i, name in enumerate(probs):
+        if name not in outputs:
+            out.append((f".probabilities[{i}]", f"not a model output {outputs}, got {name!r}"))
+    # names that differ only by a grade number (P_GE1, P_GE2, ...) must be in grade order
+    split = [re.fullmatch(r"(.*?)(\d+)", str(name)) for name in probs]
+    if all(split) and len({m.group(1) for m in split if m}) == 1:
+        numbers = [int(m.group(2)) for m in split if m]
+        if numbers != sorted(numbers):
+            out.append(
+                (
+                    ".probabilities",
+                    f"must be in grade order (P(grade >= 1) first), got {probs}",
+                )
+            )
+    if model is not None:
+        for comp in model.components:
+            if comp.name != "ae_proportional_odds":
+                continue
+            names = [f"B{k}" for k in range(1, 5)]
+            values = [model.parameters[b].value for b in names if b in model.parameters]
+            if len(values) == 4 and not all(a > b for a, b in itertools.pairwise(values)):
+                out.append(
+                    (
+                        "",
+                        "ae_proportional_odds needs decreasing intercepts B1 > B2 > B3 > B4 "
+                        f"(model.parameters), got {dict(zip(names, values, strict=True))}",
+                    )
+                )
+    return out

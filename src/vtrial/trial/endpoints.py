@@ -41,6 +41,7 @@ from vtrial.trial.adverse import GRADING_SCALES
 from vtrial.trial.dropout import PURPOSE, Hazard, dropout_times
 from vtrial.trial.kinds import EFFICACY_TESTS, EndpointKind
 from vtrial.trial.recist import (
+    RESPONSE_CATEGORIES,
     UNDEFINED,
     assessment_times,
     best_overall_response,
@@ -862,3 +863,112 @@ def _observation_times(d: Mapping[str, Any]) -> set[float] | None:
         if (hi - lo) / step + 1 > MAX_OBSERVATION_TIMES:
             return None
     return {float(t) for t in observation_times(obs, float(d["simulation"]["end"]))}
+
+
+_RESPONDER_KEYS = ("below", "below_or_equal", "above", "above_or_equal")
+#: keys of a best_response endpoint besides type, output and description
+_ASSESSMENT_KEYS = ("every", "first", "by", "times", "complete_below", "min_increase")
+
+
+def endpoint_section_problems(d: Mapping[str, Any], model: Model) -> list[tuple[str, str]]:
+    """Problems of the ``endpoints`` section of a study (defaults filled): outputs,
+    ``at`` times, responders and the endpoint they threshold, best-response
+    schedules, the trial-layer types (:func:`endpoint_problems`) and names reserved
+    for patient-table columns. (:func:`trial_problems` checks the keys shared by the
+    types.)
+
+    Returns
+    -------
+    list of (where, message)
+    """
+    outputs = list(model.outputs)
+    end = float(d["simulation"]["end"])
+    out: list[tuple[str, str]] = []
+
+    def bad(where: str, msg: str) -> None:
+        out.append((where, msg))
+
+    seen_ep: list[str] = []
+    for name, ep in d["endpoints"].items():
+        where = f"endpoints.{name}"
+        typ = ep["type"]
+        if typ in TRIAL_TYPES:  # auec, time_to_event (vtrial.trial.endpoints)
+            for key, msg in endpoint_problems(ep, d, model):
+                bad(f"{where}{key}", msg)
+            seen_ep.append(name)
+            continue
+        if typ == "responder":
+            ref = ep.get("endpoint")
+            if ref is None or ref not in seen_ep:
+                bad(
+                    f"{where}.endpoint",
+                    f"a responder needs an endpoint defined before it {seen_ep}, got {ref!r}",
+                )
+            elif d["endpoints"][ref]["type"] == "responder":
+                bad(
+                    f"{where}.endpoint",
+                    f"{ref!r} is binary; a responder needs a continuous one",
+                )
+            keys = [k for k in (*_RESPONDER_KEYS, "in") if k in ep]
+            ref_type = d["endpoints"][ref]["type"] if ref in seen_ep else None
+            if len(keys) != 1:
+                bad(where, f"needs exactly one of {[*_RESPONDER_KEYS, 'in']}, got {keys}")
+            elif ref_type == "best_response" and keys != ["in"]:
+                bad(
+                    f"{where}.{keys[0]}",
+                    f"{ref!r} is a best_response (categories {list(RESPONSE_CATEGORIES)}): "
+                    f"use 'in' (e.g. in: [CR, PR]), got {keys[0]}: {ep[keys[0]]}",
+                )
+            elif keys == ["in"] and ref_type not in (None, "best_response"):
+                bad(
+                    f"{where}.in",
+                    f"only applies to a best_response endpoint, {ref!r} is {ref_type}; "
+                    f"got {ep['in']}",
+                )
+            if "output" in ep or "at" in ep:
+                bad(where, "a responder takes 'endpoint' and a threshold, not 'output'/'at'")
+            extra = [k for k in _ASSESSMENT_KEYS if k in ep]
+            if extra:
+                bad(where, f"keys {extra} only apply to type best_response")
+        else:
+            if ep.get("output") not in outputs:
+                bad(f"{where}.output", f"not a model output {outputs}, got {ep.get('output')!r}")
+            needs_at = typ in (
+                "value_at",
+                "change_from_baseline",
+                "percent_change_from_baseline",
+            )
+            if needs_at and "at" not in ep:
+                bad(where, f"type {typ} needs 'at' (h)")
+            if not needs_at and "at" in ep:
+                bad(f"{where}.at", f"type {typ} takes no 'at'")
+            if "at" in ep and float(ep["at"]) > end:
+                bad(f"{where}.at", f"must be <= simulation.end ({end}), got {ep['at']}")
+            extra = [k for k in (*_RESPONDER_KEYS, "endpoint", "in") if k in ep]
+            if extra:
+                bad(where, f"keys {extra} only apply to type responder")
+            if typ == "best_response":
+                for key, msg in schedule_problems(ep, end, noun="assessments"):
+                    bad(f"{where}{key}", msg)
+            else:
+                extra = [k for k in _ASSESSMENT_KEYS if k in ep]
+                if extra:
+                    bad(where, f"keys {extra} only apply to type best_response")
+        seen_ep.append(name)
+    reserved = {
+        "replicate",
+        "patient_id",
+        "arm",
+        "arm_index",
+        "solver_status",
+        "n_steps",
+        "cmax",
+        "tmax",
+        "auc",
+        "ctrough",
+    }
+    clash = sorted(set(d["endpoints"]) & reserved)
+    clash += sorted(n for n in d["endpoints"] if n.startswith("ae_"))
+    if clash:
+        bad("endpoints", f"names {clash} are reserved for patient-table columns")
+    return out
