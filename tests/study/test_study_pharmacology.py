@@ -9,13 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.conftest import small_study_data
+from tests.numerics.closed_forms import conc_steady_state_bolus
 from vtrial.errors import ConfigError
 from vtrial.population.sampling import occasion_parameters, sample_population
 from vtrial.run.chunk import run_population, simulate_patients
 from vtrial.study.config import load_study, study_from_dict
-
-from .conftest import small_study_data
-from .numerics.closed_forms import conc_steady_state_bolus
 
 WriteStudy = Callable[[dict[str, Any], str], Path]
 

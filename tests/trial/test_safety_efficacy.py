@@ -43,7 +43,7 @@ from vtrial.trial.recist import (
     visit_responses,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA: dict[str, Any] = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
 CR, PR, SD, PD = range(4)

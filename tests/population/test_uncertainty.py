@@ -14,8 +14,8 @@ import pytest
 from scipy import special
 
 from tests.conftest import small_study_data
-from tests.test_config import assert_reported, refused, write_study
-from tests.test_design import GOLDEN_SMALL, digest
+from tests.population.test_design import GOLDEN_SMALL, digest
+from tests.study.test_config import assert_reported, refused, write_study
 from vtrial.infra.rng import keyed_uniforms
 from vtrial.population.sampling import sample_population
 from vtrial.population.uncertainty import (

@@ -30,7 +30,7 @@ from vtrial.population.covariates import DERIVED
 from vtrial.study.config import load_study, schema_path, study_from_dict
 from vtrial.trial.adverse import GRADING_SCALES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STUDY = ROOT / "config" / "config.yaml"
 README = ROOT / "config" / "README.md"
 DEFAULT_DATA: dict[str, Any] = yaml.safe_load(DEFAULT_STUDY.read_text())

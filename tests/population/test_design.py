@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import small_study_data
-from tests.test_config import assert_reported, refused, write_study
+from tests.study.test_config import assert_reported, refused, write_study
 from vtrial.analysis.design import design_tables
 from vtrial.analysis.effects import EFFECT_COLUMNS, PREDICTOR_COLUMNS, individual_effects
 from vtrial.analysis.sketch import merge

@@ -8,12 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.model.test_residual import _observed_data
 from vtrial.run import cli
 from vtrial.run import stages as pipeline
 from vtrial.run.export import COLUMNS, nonmem_dataset, study_of_results
 from vtrial.study.config import study_from_dict
-
-from .test_residual import _observed_data
 
 
 @pytest.fixture
