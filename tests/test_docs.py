@@ -23,6 +23,7 @@ import pytest
         "vtrial.analysis.stats",
         "vtrial.study.config",
         "vtrial.population.sampling",
+        "vtrial.population.distributions",
         "vtrial.model.residual",
     ],
 )

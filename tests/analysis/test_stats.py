@@ -1,4 +1,6 @@
-"""Tests of vtrial.analysis.stats against independent computations.
+"""Tests of the summary tables against independent computations: the shared statistics
+(vtrial.analysis.stats) and the exposure, efficacy, safety and band tables built on them
+(vtrial.analysis.exposure, .efficacy, .safety, .bands).
 
 Tolerances: sample moments / percentiles vs numpy rtol 1e-12; Welch and
 Newcombe vs hand formulas rtol 1e-10; Wilson vs its closed form rtol 1e-12.
@@ -15,6 +17,10 @@ import pytest
 from scipy import stats as sps
 
 from vtrial.analysis import stats
+from vtrial.analysis.bands import percentile_bands
+from vtrial.analysis.efficacy import efficacy_summary
+from vtrial.analysis.exposure import exposure_summary
+from vtrial.analysis.safety import GRADE_CATEGORIES, safety_summary
 from vtrial.errors import DataError
 
 ARMS = ["placebo", "low", "high"]  # deliberately not alphabetical
@@ -161,7 +167,7 @@ def test_wilson_empty_and_invalid() -> None:
 def test_exposure_matches_numpy() -> None:
     df = make_patients()
     metrics = ["cmax", "auc"]
-    out = stats.exposure_summary(df, metrics=metrics, arms=ARMS)
+    out = exposure_summary(df, metrics=metrics, arms=ARMS)
     assert len(out) == 3 * len(ARMS) * len(metrics)
     for row in out.itertuples(index=False):
         grp = ok_group(df, row.replicate, row.arm)
@@ -191,7 +197,7 @@ def test_exposure_matches_numpy() -> None:
 
 def test_exposure_noninteger_percentiles() -> None:
     df = make_patients(seed=1)
-    out = stats.exposure_summary(df, metrics=["auc"], arms=["high"], percentiles=(2.5, 50, 97.5))
+    out = exposure_summary(df, metrics=["auc"], arms=["high"], percentiles=(2.5, 50, 97.5))
     assert [c for c in out.columns if c.startswith("p")] == ["p2_5", "p50", "p97_5"]
     row = out.iloc[0]
     x = ok_group(df, 0, "high")["auc"].dropna().to_numpy()
@@ -210,7 +216,7 @@ def test_exposure_degenerate_groups() -> None:
             "cmax": [2.0, 1.0, 1.0, -1.0, np.nan],
         }
     )
-    out = stats.exposure_summary(df, metrics=["cmax"], arms=["a", "b", "c", "empty"])
+    out = exposure_summary(df, metrics=["cmax"], arms=["a", "b", "c", "empty"])
     a, b, c, e = (out.iloc[i] for i in range(4))
     # n = 1: mean/percentiles defined, sd and gcv not
     assert (a["n"], a["mean"], a["p5"], a["p95"], a["gmean"]) == (1, 2.0, 2.0, 2.0, 2.0)
@@ -231,11 +237,11 @@ def test_exposure_degenerate_groups() -> None:
 def test_exposure_validation() -> None:
     df = make_patients()
     with pytest.raises(DataError, match="ctrough"):
-        stats.exposure_summary(df, metrics=["ctrough"], arms=ARMS)
+        exposure_summary(df, metrics=["ctrough"], arms=ARMS)
     with pytest.raises(ValueError, match="duplicated"):
-        stats.exposure_summary(df, metrics=["cmax", "cmax"], arms=ARMS)
+        exposure_summary(df, metrics=["cmax", "cmax"], arms=ARMS)
     with pytest.raises(DataError, match="numeric"):
-        stats.exposure_summary(df, metrics=["solver_status"], arms=ARMS)
+        exposure_summary(df, metrics=["solver_status"], arms=ARMS)
 
 
 # --------------------------------------------------------------------------- #
@@ -245,14 +251,14 @@ def test_exposure_validation() -> None:
 
 def _all_tables(df: pd.DataFrame) -> list[pd.DataFrame]:
     return [
-        stats.exposure_summary(df, metrics=["auc", "cmax"], arms=ARMS),
-        stats.efficacy_summary(
+        exposure_summary(df, metrics=["auc", "cmax"], arms=ARMS),
+        efficacy_summary(
             df,
             endpoints={"tumour_change": "continuous", "objective_response": "binary"},
             arms=ARMS,
             control="placebo",
         ),
-        stats.safety_summary(df, events=["neutropenia"], arms=ARMS, horizon=600.0),
+        safety_summary(df, events=["neutropenia"], arms=ARMS, horizon=600.0),
     ]
 
 
@@ -263,7 +269,7 @@ def test_row_order_and_dtypes() -> None:
     assert list(expo["arm"][:6]) == ["placebo", "placebo", "low", "low", "high", "high"]
     assert list(expo["metric"][:4]) == ["auc", "cmax", "auc", "cmax"]
     assert list(eff["endpoint"][:2]) == ["tumour_change", "objective_response"]
-    assert list(saf["grade"][:10]) == list(stats.GRADE_CATEGORIES)
+    assert list(saf["grade"][:10]) == list(GRADE_CATEGORIES)
     assert len(saf) == 3 * 3 * 10
     for table, text in [
         (expo, ["arm", "metric"]),
@@ -310,7 +316,7 @@ def test_empty_patients_table() -> None:
 def test_continuous_efficacy_vs_hand_welch() -> None:
     df = make_patients(seed=2)
     conf = 0.9
-    out = stats.efficacy_summary(
+    out = efficacy_summary(
         df, endpoints={"tumour_change": "continuous"}, arms=ARMS, control="placebo", confidence=conf
     )
     for row in out.itertuples(index=False):
@@ -342,7 +348,7 @@ def test_continuous_efficacy_vs_hand_welch() -> None:
 
 def test_binary_efficacy_vs_hand() -> None:
     df = make_patients(seed=4)
-    out = stats.efficacy_summary(
+    out = efficacy_summary(
         df, endpoints={"objective_response": "binary"}, arms=ARMS, control="placebo"
     )
     for row in out.itertuples(index=False):
@@ -384,9 +390,7 @@ def _small_binary_table() -> pd.DataFrame:
 
 def test_fisher_small_table_hand_hypergeometric() -> None:
     df = _small_binary_table()
-    out = stats.efficacy_summary(
-        df, endpoints={"orr": "binary"}, arms=["ctl", "trt"], control="ctl"
-    )
+    out = efficacy_summary(df, endpoints={"orr": "binary"}, arms=["ctl", "trt"], control="ctl")
     ctl, trt = out.iloc[0], out.iloc[1]
     assert (ctl["n"], ctl["n_failed"], ctl["n_missing"]) == (8, 1, 1)
     assert (trt["n"], trt["n_failed"], trt["n_missing"]) == (9, 0, 0)
@@ -401,16 +405,14 @@ def test_fisher_small_table_hand_hypergeometric() -> None:
 def test_binary_endpoint_as_bool() -> None:
     df = _small_binary_table().dropna()
     df["orr"] = df["orr"].astype(bool)
-    out = stats.efficacy_summary(
-        df, endpoints={"orr": "binary"}, arms=["ctl", "trt"], control="ctl"
-    )
+    out = efficacy_summary(df, endpoints={"orr": "binary"}, arms=["ctl", "trt"], control="ctl")
     assert list(out["n"]) == [8, 9]
     np.testing.assert_allclose(out["estimate"], [3 / 8, 7 / 9], rtol=1e-15)
 
 
 def test_efficacy_control_none() -> None:
     df = make_patients()
-    out = stats.efficacy_summary(
+    out = efficacy_summary(
         df,
         endpoints={"tumour_change": "continuous", "objective_response": "binary"},
         arms=ARMS,
@@ -448,7 +450,7 @@ def _degenerate_table() -> pd.DataFrame:
 def test_efficacy_degenerate_cases() -> None:
     df = _degenerate_table()
     arms = ["ctl", "same", "shift", "one", "spread", "empty"]
-    out = stats.efficacy_summary(
+    out = efficacy_summary(
         df, endpoints={"y": "continuous", "r": "binary"}, arms=arms, control="ctl"
     ).set_index(["arm", "endpoint"])
     # zero variance: mean is defined, t-interval is not
@@ -492,27 +494,23 @@ def test_efficacy_degenerate_cases() -> None:
 def test_efficacy_validation() -> None:
     df = make_patients()
     with pytest.raises(ValueError, match="control"):
-        stats.efficacy_summary(
-            df, endpoints={"tumour_change": "continuous"}, arms=ARMS, control="nope"
-        )
+        efficacy_summary(df, endpoints={"tumour_change": "continuous"}, arms=ARMS, control="nope")
     with pytest.raises(ValueError, match="kind"):
-        stats.efficacy_summary(
+        efficacy_summary(
             df,
             endpoints={"tumour_change": "ordinal"},
             arms=ARMS,
             control=None,
         )
     with pytest.raises(ValueError, match="confidence"):
-        stats.efficacy_summary(
+        efficacy_summary(
             df, endpoints={"tumour_change": "continuous"}, arms=ARMS, control=None, confidence=95
         )
     bad = df.copy()
     bad["objective_response"] = bad["objective_response"].astype(np.float64)
     bad.loc[bad.index[bad["solver_status"] == "ok"][2], "objective_response"] = 2.0
     with pytest.raises(DataError, match="0/1"):
-        stats.efficacy_summary(
-            bad, endpoints={"objective_response": "binary"}, arms=ARMS, control=None
-        )
+        efficacy_summary(bad, endpoints={"objective_response": "binary"}, arms=ARMS, control=None)
 
 
 # --------------------------------------------------------------------------- #
@@ -522,7 +520,7 @@ def test_efficacy_validation() -> None:
 
 def test_safety_counts_and_wilson() -> None:
     df = make_patients(seed=5)
-    out = stats.safety_summary(df, events=["neutropenia"], arms=ARMS, horizon=600.0)
+    out = safety_summary(df, events=["neutropenia"], arms=ARMS, horizon=600.0)
     for row in out.itertuples(index=False):
         g = ok_group(df, row.replicate, row.arm)["ae_neutropenia_grade"].to_numpy()
         if row.grade.startswith(">="):
@@ -581,7 +579,7 @@ def _ae_table(event_times: list[float], n_none: int) -> pd.DataFrame:
 )
 def test_km_median_hand(event_times: list[float], n_none: int, expected: float) -> None:
     df = _ae_table(event_times, n_none)
-    out = stats.safety_summary(df, events=["x"], arms=["a"], horizon=10.0)
+    out = safety_summary(df, events=["x"], arms=["a"], horizon=10.0)
     med = out.set_index("grade")["median_time_grade3"]
     assert med.drop(">=3").isna().all()
     np.testing.assert_equal(med[">=3"], expected)
@@ -590,7 +588,7 @@ def test_km_median_hand(event_times: list[float], n_none: int, expected: float) 
 def test_km_excludes_failed_patients() -> None:
     df = _ae_table([1.0, 3.0, 4.0], 3)
     failed = _ae_table([0.5, 0.6], 0).assign(solver_status="max_steps", patient_id=[10, 11])
-    out = stats.safety_summary(
+    out = safety_summary(
         pd.concat([df, failed], ignore_index=True), events=["x"], arms=["a"], horizon=10.0
     )
     row = out.set_index("grade").loc[">=3"]
@@ -600,26 +598,26 @@ def test_km_excludes_failed_patients() -> None:
 def test_safety_validation() -> None:
     df = _ae_table([1.0, 3.0], 2)
     with pytest.raises(ValueError, match="horizon"):
-        stats.safety_summary(df, events=["x"], arms=["a"], horizon=0.0)
+        safety_summary(df, events=["x"], arms=["a"], horizon=0.0)
     bad = df.copy()
     bad.loc[0, "ae_x_time_grade3"] = np.nan  # grade 3 without a time
     with pytest.raises(DataError, match="patient_id 0"):
-        stats.safety_summary(bad, events=["x"], arms=["a"], horizon=10.0)
+        safety_summary(bad, events=["x"], arms=["a"], horizon=10.0)
     bad = df.copy()
     bad.loc[3, "ae_x_time_grade3"] = 5.0  # time without grade >= 3
     with pytest.raises(DataError, match="finite exactly when"):
-        stats.safety_summary(bad, events=["x"], arms=["a"], horizon=10.0)
+        safety_summary(bad, events=["x"], arms=["a"], horizon=10.0)
     bad = df.copy()
     bad["ae_x_grade"] = bad["ae_x_grade"].astype(np.float64)
     bad.loc[2, "ae_x_grade"] = 7
     with pytest.raises(DataError, match="0-5"):
-        stats.safety_summary(bad, events=["x"], arms=["a"], horizon=10.0)
+        safety_summary(bad, events=["x"], arms=["a"], horizon=10.0)
     # the same garbage in a failed patient is ignored
     bad.loc[2, "solver_status"] = "nonfinite"
-    out = stats.safety_summary(bad, events=["x"], arms=["a"], horizon=10.0)
+    out = safety_summary(bad, events=["x"], arms=["a"], horizon=10.0)
     assert out["n_failed"].eq(1).all()
     with pytest.raises(DataError, match="ae_y_grade"):
-        stats.safety_summary(df, events=["y"], arms=["a"], horizon=10.0)
+        safety_summary(df, events=["y"], arms=["a"], horizon=10.0)
 
 
 # --------------------------------------------------------------------------- #
@@ -653,7 +651,7 @@ def test_percentile_bands_vs_numpy() -> None:
     extra = tc.iloc[[0]].assign(arm="c", time=3.5, conc=np.float32(np.nan), anc=np.float32(2.0))
     tc = pd.concat([tc, extra], ignore_index=True)
     arms = ["c", "a", "b", "missing"]
-    out = stats.percentile_bands(tc, outputs=["conc", "anc"], arms=arms, percentiles=(5, 50, 95))
+    out = percentile_bands(tc, outputs=["conc", "anc"], arms=arms, percentiles=(5, 50, 95))
     assert list(out.columns) == ["arm", "output", "time", "n", "p5", "p50", "p95", "mean"]
     expected_keys = [
         (arm, o, t)
@@ -683,11 +681,11 @@ def test_percentile_bands_vs_numpy() -> None:
 
 def test_percentile_bands_empty_and_validation() -> None:
     tc = make_timecourse(4, 3, ["conc"])
-    out = stats.percentile_bands(tc, outputs=["conc"], arms=["zzz"])
+    out = percentile_bands(tc, outputs=["conc"], arms=["zzz"])
     assert len(out) == 0
     assert list(out.columns) == ["arm", "output", "time", "n", "p5", "p50", "p95", "mean"]
     with pytest.raises(DataError, match="anc"):
-        stats.percentile_bands(tc, outputs=["anc"], arms=["a"])
+        percentile_bands(tc, outputs=["anc"], arms=["a"])
     bad = tc.assign(time=np.nan)
     with pytest.raises(DataError, match="time"):
-        stats.percentile_bands(bad, outputs=["conc"], arms=["a"])
+        percentile_bands(bad, outputs=["conc"], arms=["a"])

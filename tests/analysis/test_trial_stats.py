@@ -22,7 +22,9 @@ from scipy import stats as sps
 from statsmodels.duration.hazard_regression import PHReg
 from statsmodels.duration.survfunc import SurvfuncRight, survdiff
 
-from vtrial.analysis import stats, success
+from vtrial.analysis import success
+from vtrial.analysis.efficacy import efficacy_summary
+from vtrial.analysis.safety import SAFETY_COLUMNS, safety_summary
 from vtrial.errors import DataError
 
 ARMS = ["placebo", "drug"]
@@ -84,14 +86,14 @@ def logrank_hand(
 
 def test_mann_whitney_and_chi_square_match_scipy() -> None:
     df = two_arm_table()
-    out = stats.efficacy_summary(
+    out = efficacy_summary(
         df,
         endpoints=KINDS,  # type: ignore[arg-type]
         arms=ARMS,
         control="placebo",
         tests={"y": "mann_whitney", "resp": "chi_square"},
     )
-    welch = stats.efficacy_summary(
+    welch = efficacy_summary(
         df,
         endpoints={"y": "continuous"},
         arms=ARMS,
@@ -125,7 +127,7 @@ def test_chi_square_hand_case_and_zero_margin() -> None:
             "resp": resp,
         }
     )
-    out = stats.efficacy_summary(
+    out = efficacy_summary(
         df, endpoints={"resp": "binary"}, arms=ARMS, control="placebo", tests={"resp": "chi_square"}
     )
     chi2 = 40 * (10 * 15 - 10 * 5) ** 2 / (20 * 20 * 15 * 25)
@@ -133,7 +135,7 @@ def test_chi_square_hand_case_and_zero_margin() -> None:
     p = out.loc[out["arm"] == "drug", "p_value"].item()
     assert p == pytest.approx(math.erfc(math.sqrt(chi2 / 2)), rel=1e-12)  # chi2(1) tail
     # nobody responds in either arm: a zero margin, the statistic is 0/0
-    out = stats.efficacy_summary(
+    out = efficacy_summary(
         df.assign(resp=0.0),
         endpoints={"resp": "binary"},
         arms=ARMS,
@@ -145,7 +147,7 @@ def test_chi_square_hand_case_and_zero_margin() -> None:
 
 def test_unknown_test_for_kind_is_refused() -> None:
     with pytest.raises(ValueError, match=r"tests\['y'\]: a continuous endpoint takes"):
-        stats.efficacy_summary(
+        efficacy_summary(
             two_arm_table(),
             endpoints={"y": "continuous"},
             arms=ARMS,
@@ -161,9 +163,7 @@ def test_unknown_test_for_kind_is_refused() -> None:
 
 def test_time_to_event_rows_match_statsmodels() -> None:
     df = two_arm_table(seed=4)
-    out = stats.efficacy_summary(
-        df, endpoints={"pfs": "time_to_event"}, arms=ARMS, control="placebo"
-    )
+    out = efficacy_summary(df, endpoints={"pfs": "time_to_event"}, arms=ARMS, control="placebo")
     assert set(out["kind"]) == {"time_to_event"}
     for rep in range(3):
         x, c = group(df, rep, "drug"), group(df, rep, "placebo")
@@ -217,7 +217,7 @@ def test_logrank_hand_computed() -> None:
             "t_event": 1.0,
         }
     )
-    out = stats.efficacy_summary(df, endpoints={"t": "time_to_event"}, arms=ARMS, control="placebo")
+    out = efficacy_summary(df, endpoints={"t": "time_to_event"}, arms=ARMS, control="placebo")
     o_e = 3 - (1 / 2 + 2 / 5 + 1 / 2 + 1 / 3 + 1 / 2)
     v = 1 / 4 + 6 / 25 + 1 / 4 + 2 / 9 + 1 / 4
     p = sps.chi2.sf(o_e**2 / v, 1)
@@ -241,9 +241,7 @@ def test_time_to_event_boundaries() -> None:
     )
 
     def drug_row(df: pd.DataFrame) -> pd.Series:
-        out = stats.efficacy_summary(
-            df, endpoints={"t": "time_to_event"}, arms=ARMS, control="placebo"
-        )
+        out = efficacy_summary(df, endpoints={"t": "time_to_event"}, arms=ARMS, control="placebo")
         return out[out["arm"] == "drug"].iloc[0]
 
     row = drug_row(base)  # no event in the arm: hazard ratio < 1, median not reached
@@ -297,7 +295,7 @@ def test_safety_median_ci_and_censoring_at_dropout() -> None:
     )
 
     def ge3(**kw: str) -> pd.Series:
-        out = stats.safety_summary(df, events=["x"], arms=["a"], horizon=10.0, **kw)
+        out = safety_summary(df, events=["x"], arms=["a"], horizon=10.0, **kw)
         return out.set_index("grade").loc[">=3"]
 
     plain, censored = ge3(), ge3(censor="dropout_time")
@@ -309,8 +307,8 @@ def test_safety_median_ci_and_censoring_at_dropout() -> None:
         np.testing.assert_equal(
             [row["median_time_grade3_ci_low"], row["median_time_grade3_ci_high"]], want
         )
-    assert list(stats.SAFETY_COLUMNS) == list(
-        stats.safety_summary(df, events=["x"], arms=["a"], horizon=10.0).columns
+    assert list(SAFETY_COLUMNS) == list(
+        safety_summary(df, events=["x"], arms=["a"], horizon=10.0).columns
     )
 
 

@@ -1,4 +1,5 @@
-"""Tests for vtrial.model.expressions: whitelisting parser, numpy evaluator, code generator.
+"""Tests for vtrial.model.expressions: whitelisting parser (vtrial.model.syntax), numpy
+evaluator (vtrial.model.evaluator), code generator (vtrial.model.emitter).
 
 Tolerances: ``evaluate`` is compared with the same numpy operations written by
 hand, so results must agree to ``rtol=1e-15`` (in practice bit for bit).
@@ -20,9 +21,9 @@ import numpy as np
 import pytest
 
 from vtrial.errors import ExpressionError, VtrialError
+from vtrial.model import emitter, evaluator, syntax
 from vtrial.model import expressions as ex
 from vtrial.model.expressions import (
-    ALLOWED_FUNCTIONS,
     Expression,
     evaluate,
     names_in,
@@ -30,6 +31,7 @@ from vtrial.model.expressions import (
     to_source,
     topological_order,
 )
+from vtrial.model.syntax import ALLOWED_FUNCTIONS
 
 WHERE = "study.yaml: arms[0].dose"
 CATEGORIES: dict[str, list[str]] = {"sex": ["M", "F"], "cyp2c9": ["EM", "IM", "PM"]}
@@ -368,26 +370,26 @@ def test_empty_rejected(text: str) -> None:
 
 
 def test_length_limit() -> None:
-    ok = "x" + " + x" * ((ex.MAX_LENGTH - 1) // 4)
-    assert len(ok) <= ex.MAX_LENGTH
+    ok = "x" + " + x" * ((syntax.MAX_LENGTH - 1) // 4)
+    assert len(ok) <= syntax.MAX_LENGTH
     with pytest.raises(ExpressionError, match="nested too deeply"):
         parse(ok)  # long sums are deep; the length check alone passes
-    assert parse("(" + " " * (ex.MAX_LENGTH - 3) + "x)").names == {"x"}
-    too_long = "x" + " " * ex.MAX_LENGTH
+    assert parse("(" + " " * (syntax.MAX_LENGTH - 3) + "x)").names == {"x"}
+    too_long = "x" + " " * syntax.MAX_LENGTH
     reason = reason_of(too_long)
-    assert f"too long ({ex.MAX_LENGTH + 1} characters, at most {ex.MAX_LENGTH})" in reason
+    assert f"too long ({syntax.MAX_LENGTH + 1} characters, at most {syntax.MAX_LENGTH})" in reason
 
 
 @pytest.mark.parametrize(
     ("depth", "allowed"),
-    [(ex.MAX_DEPTH, True), (ex.MAX_DEPTH + 1, False), (200, False)],
+    [(syntax.MAX_DEPTH, True), (syntax.MAX_DEPTH + 1, False), (200, False)],
 )
 def test_depth_limit(depth: int, allowed: bool) -> None:
     text = "exp(" * (depth - 1) + "x" + ")" * (depth - 1)
     if allowed:
         assert parse(text).names == {"x"}
     else:
-        assert f"nested too deeply (depth {depth}, at most {ex.MAX_DEPTH})" in reason_of(text)
+        assert f"nested too deeply (depth {depth}, at most {syntax.MAX_DEPTH})" in reason_of(text)
 
 
 @pytest.mark.parametrize(
@@ -395,7 +397,7 @@ def test_depth_limit(depth: int, allowed: bool) -> None:
     ["-" * 1999 + "x", "1+" * 999 + "1", "(" * 150 + "x" + ")" * 150, "x" + "**x" * 600],
 )
 def test_pathological_input_fails_cleanly(text: str) -> None:
-    assert len(text) <= ex.MAX_LENGTH
+    assert len(text) <= syntax.MAX_LENGTH
     if text.startswith("((("):  # parentheses alone do not nest nodes
         assert parse(text).names == {"x"}
     else:
@@ -945,12 +947,13 @@ def test_topological_order_self_reference() -> None:
 
 
 # ---------------------------------------------------------------------------
-# The module itself never evaluates text
+# The modules themselves never evaluate text
 # ---------------------------------------------------------------------------
 
 
-def test_module_does_not_call_eval_exec_or_compile() -> None:
-    tree = ast.parse(inspect.getsource(ex))
+@pytest.mark.parametrize("module", [ex, syntax, evaluator, emitter], ids=lambda m: m.__name__)
+def test_module_does_not_call_eval_exec_or_compile(module: Any) -> None:
+    tree = ast.parse(inspect.getsource(module))
     called = {
         node.func.id
         for node in ast.walk(tree)

@@ -1,5 +1,7 @@
-"""Virtual populations: copula, empirical distributions, genotypes, derived covariates,
+"""Virtual populations (vtrial.population.covariates and the distributions, resample and
+validate modules it draws on): copula, empirical distributions, genotypes,
 inclusion/exclusion criteria, resampling of a covariate table, population summary.
+Derived covariates: test_derived.py.
 
 Statistical checks use N = 20,000 draws and a tolerance of 4 standard errors: means
 against the exact mean of the declared (truncated) marginal, correlations of the
@@ -11,7 +13,6 @@ deterministic; the measured numbers are in the comments.
 from __future__ import annotations
 
 import copy
-import doctest
 import hashlib
 import logging
 import re
@@ -31,7 +32,7 @@ from tests.conftest import ROOT, small_study_data
 from vtrial.analysis.popsummary import ALL_ARMS, population_summary
 from vtrial.errors import ConfigError
 from vtrial.population.covariates import covariate_sampler
-from vtrial.population.sampling import derive_covariates, sample_population
+from vtrial.population.sampling import sample_population
 from vtrial.run.io import read_provenance
 from vtrial.run.stages import run_sample_population
 from vtrial.study.config import Study, study_from_dict
@@ -160,12 +161,6 @@ def test_every_distribution_is_bit_identical_to_before() -> None:
     assert list(pop.columns[4 : 4 + len(names)]) == names
     expected = "2ff9c6adf8e498bebd6975a20aba094481ce1c63a2f3653400919032d57a1940"
     assert covariate_hash(pop, names) == expected
-
-
-def test_docstring_examples() -> None:
-    result = doctest.testmod(cov_mod)
-    assert result.attempted > 0
-    assert result.failed == 0
 
 
 # ---------------------------------------------------------------------------
@@ -411,48 +406,6 @@ def test_genotype_frequencies_and_covariate_model() -> None:
     d["model"]["parameters"]["CL"]["covariates"] = "0.6 if cyp2c9 == 'XM' else 1"
     with pytest.raises(ConfigError, match=r"model\.parameters\.CL\.covariates: .*'XM'"):
         study_from_dict(d)
-
-
-# ---------------------------------------------------------------------------
-# Derived covariates against hand-computed values
-# ---------------------------------------------------------------------------
-
-
-def test_derived_covariates_against_hand_computed_values() -> None:
-    """Values worked out by hand from the published equations (rounded as shown).
-
-    Patient 1: M, 60 y, 72 kg, 180 cm, scr 1.0; patient 2: F, 60 y, 72 kg, 165 cm,
-    scr 1.0; patient 3: M, 50 y, 80 kg, 180 cm, scr 1.0; patient 4: F, 50 y, 60 kg,
-    165 cm, scr 1.0; patient 5: F, 30 y, 60 kg, 165 cm, scr 0.6; patient 6: M, 70 y,
-    80 kg, 180 cm, scr 0.8.
-    """
-    c = {
-        "sex": np.array(["M", "F", "M", "F", "F", "M"], dtype=object),
-        "age": np.array([60.0, 60.0, 50.0, 50.0, 30.0, 70.0]),
-        "weight": np.array([72.0, 72.0, 80.0, 60.0, 60.0, 80.0]),
-        "height": np.array([180.0, 165.0, 180.0, 165.0, 165.0, 180.0]),
-        "scr": np.array([1.0, 1.0, 1.0, 1.0, 0.6, 0.8]),
-    }
-    d = derive_covariates(["bmi", "bsa", "bsa_dubois", "crcl", "egfr", "lbw"], c)
-    # Cockcroft-Gault: (140 - 60) * 72 / (72 * 1.0) = 80 mL/min; female x 0.85 = 68;
-    # (140 - 50) * 80 / 72 = 100; (140 - 50) * 60 / 72 * 0.85 = 63.75;
-    # (140 - 30) * 60 / (72 * 0.6) * 0.85 = 129.86; (140 - 70) * 80 / (72 * 0.8) = 97.22
-    np.testing.assert_allclose(d["crcl"], [80, 68, 100, 63.75, 129.86, 97.22], rtol=5e-4)
-    # BMI: 80 / 1.8^2 = 24.69 kg/m2; 60 / 1.65^2 = 22.04
-    np.testing.assert_allclose(d["bmi"][[2, 3]], [24.69, 22.04], rtol=5e-4)
-    # Mosteller: sqrt(180 * 80 / 3600) = sqrt(4) = 2 m2 exactly; sqrt(165 * 60 / 3600) = 1.658
-    assert d["bsa"][2] == 2.0
-    assert d["bsa"][3] == pytest.approx(1.658, rel=5e-4)
-    # DuBois: 0.007184 * 80^0.425 (6.4388) * 180^0.725 (43.154) = 1.9962 m2
-    assert d["bsa_dubois"][2] == pytest.approx(1.9962, rel=5e-4)
-    # CKD-EPI 2021 (race-free), rounded like the NKF calculator: 50 y M scr 1.0 -> 92,
-    # 50 y F scr 1.0 -> 69 (142 * (1/0.7)^-1.2 * 0.9938^50 * 1.012 = 68.6);
-    # 30 y F scr 0.6 < kappa: 142 * (0.6/0.7)^-0.241 * 0.9938^30 * 1.012 = 123.8 -> 124;
-    # 70 y M scr 0.8 < kappa: 142 * (0.8/0.9)^-0.302 * 0.9938^70 = 95.2 -> 95
-    assert np.round(d["egfr"][2:]).tolist() == [92, 69, 124, 95]
-    # Janmahasatian 2005 LBW: M 9270 * 80 / (6680 + 216 * 24.69) = 61.73 kg;
-    # F 9270 * 60 / (8780 + 244 * 22.04) = 39.29 kg
-    np.testing.assert_allclose(d["lbw"][[2, 3]], [61.73, 39.29], rtol=5e-4)
 
 
 # ---------------------------------------------------------------------------

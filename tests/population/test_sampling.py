@@ -1,4 +1,4 @@
-"""Virtual population: distributions, derived covariates, allocation, keyed invariance."""
+"""Virtual population: distributions, allocation, keyed invariance."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from scipy import stats as sps
 
 from tests.conftest import small_study_data
 from vtrial.infra.rng import keyed_uniforms, purpose_code
-from vtrial.population.sampling import derive_covariates, sample_population
+from vtrial.population.sampling import sample_population
 from vtrial.study.config import study_from_dict
 
 
@@ -104,28 +104,3 @@ def test_covariate_distributions_match_the_request() -> None:
         5.0 * (pop["weight"] / 70) ** 0.75 * (pop["crcl"] / 100) ** 0.25 * np.exp(pop["eta_CL"])
     )
     np.testing.assert_allclose(pop["CL"], expected, rtol=1e-14)
-
-
-def test_derived_covariates_hand_checked() -> None:
-    c = {
-        "weight": np.array([70.0, 60.0]),
-        "height": np.array([175.0, 160.0]),
-        "age": np.array([40.0, 70.0]),
-        "scr": np.array([1.0, 0.8]),
-        "sex": np.array(["M", "F"], dtype=object),
-    }
-    d = derive_covariates(["bmi", "bsa", "bsa_dubois", "crcl", "egfr", "lbw"], c)
-    np.testing.assert_allclose(d["bmi"], [70 / 1.75**2, 60 / 1.6**2], rtol=1e-14)
-    np.testing.assert_allclose(d["bsa"], np.sqrt([175 * 70 / 3600, 160 * 60 / 3600]), rtol=1e-14)
-    np.testing.assert_allclose(
-        d["bsa_dubois"], 0.007184 * np.array([70, 60]) ** 0.425 * np.array([175, 160]) ** 0.725
-    )
-    # Cockcroft-Gault: (140-40)*70/72 = 97.22 mL/min; female (140-70)*60/(72*0.8)*0.85
-    np.testing.assert_allclose(d["crcl"], [100 * 70 / 72, 70 * 60 / 57.6 * 0.85], rtol=1e-14)
-    # CKD-EPI 2021, male scr 1.0 (> kappa 0.9): 142 * (1/0.9)^-1.2 * 0.9938^40
-    m = 142 * (1 / 0.9) ** -1.2 * 0.9938**40
-    f = 142 * (0.8 / 0.7) ** -1.2 * 0.9938**70 * 1.012
-    np.testing.assert_allclose(d["egfr"], [m, f], rtol=1e-12)
-    bmi = d["bmi"]
-    lbw = [9270 * 70 / (6680 + 216 * bmi[0]), 9270 * 60 / (8780 + 244 * bmi[1])]
-    np.testing.assert_allclose(d["lbw"], lbw, rtol=1e-14)

@@ -1,6 +1,6 @@
 """Tests of vtrial.report.plots: figures written as valid, non-blank PNGs, atomically.
 
-The tables are built with :mod:`vtrial.analysis.stats` from a small seeded synthetic
+The tables are built with the summaries of :mod:`vtrial.analysis` from a small seeded synthetic
 patients table, so the figures read exactly what the pipeline writes.
 """
 
@@ -18,6 +18,10 @@ import pytest
 from matplotlib.figure import Figure
 
 from vtrial.analysis import stats
+from vtrial.analysis.bands import percentile_bands
+from vtrial.analysis.efficacy import efficacy_summary
+from vtrial.analysis.exposure import exposure_summary
+from vtrial.analysis.safety import safety_summary
 from vtrial.errors import DataError
 from vtrial.report import plots as report
 
@@ -90,12 +94,10 @@ def make_timecourse(patients: pd.DataFrame, horizon: float = 168.0) -> pd.DataFr
 
 def make_tables(patients: pd.DataFrame, horizon: float = 168.0) -> dict[str, pd.DataFrame]:
     return {
-        "exposure": stats.exposure_summary(patients, metrics=["cmax", "auc"], arms=ARMS),
-        "efficacy": stats.efficacy_summary(
-            patients, endpoints=ENDPOINTS, arms=ARMS, control="placebo"
-        ),
-        "safety": stats.safety_summary(patients, events=["neutropenia"], arms=ARMS, horizon=336.0),
-        "bands": stats.percentile_bands(
+        "exposure": exposure_summary(patients, metrics=["cmax", "auc"], arms=ARMS),
+        "efficacy": efficacy_summary(patients, endpoints=ENDPOINTS, arms=ARMS, control="placebo"),
+        "safety": safety_summary(patients, events=["neutropenia"], arms=ARMS, horizon=336.0),
+        "bands": percentile_bands(
             make_timecourse(patients, horizon), outputs=["CP", "ANC"], arms=ARMS
         ),
     }
@@ -255,9 +257,7 @@ def test_safety_without_replicate_0_is_pooled(
 
 def test_safety_empty_arm_and_errors(patients: pd.DataFrame, tmp_path: Path) -> None:
     # "empty" is requested from stats but has no patients: n = 0, drawn as "no data"
-    safety = stats.safety_summary(
-        patients, events=["neutropenia"], arms=["low", "empty"], horizon=336.0
-    )
+    safety = safety_summary(patients, events=["neutropenia"], arms=["low", "empty"], horizon=336.0)
     assert_png(
         report.plot_safety(safety, "neutropenia", arms=["low", "empty"], path=tmp_path / "s.png")
     )

@@ -24,9 +24,9 @@ import pytest
 import yaml
 
 from vtrial.errors import ConfigError
-from vtrial.model.expressions import ALLOWED_FUNCTIONS
 from vtrial.model.spec import library_path, list_models
-from vtrial.population.covariates import DERIVED
+from vtrial.model.syntax import ALLOWED_FUNCTIONS
+from vtrial.population.derived import DERIVED
 from vtrial.study.config import load_study, schema_path, study_from_dict
 from vtrial.trial.adverse import GRADING_SCALES
 

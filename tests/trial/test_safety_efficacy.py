@@ -26,6 +26,8 @@ from scipy.special import expit
 
 from tests.numerics.test_library_safety_efficacy import COMPONENTS
 from vtrial.analysis import stats
+from vtrial.analysis.efficacy import efficacy_summary
+from vtrial.analysis.safety import safety_summary
 from vtrial.errors import ConfigError, DataError
 from vtrial.infra.rng import keyed_uniforms
 from vtrial.population.sampling import sample_population
@@ -392,9 +394,7 @@ def test_results_do_not_depend_on_chunks(
 def test_summaries(study: Study, simulated: tuple[pd.DataFrame, pd.DataFrame, Any]) -> None:
     patients = simulated[0]
     arms = study.arm_names
-    eff = stats.efficacy_summary(
-        patients, endpoints=study.endpoint_kinds(), arms=arms, control="placebo"
-    )
+    eff = efficacy_summary(patients, endpoints=study.endpoint_kinds(), arms=arms, control="placebo")
     names = ["bor=CR", "bor=PR", "bor=SD", "bor=PD", "orr", "tumour_change"]
     assert eff["endpoint"].tolist() == names * 4  # 2 replicates x 2 arms
     for _, row in eff[eff["endpoint"].str.startswith("bor=")].iterrows():
@@ -414,7 +414,7 @@ def test_summaries(study: Study, simulated: tuple[pd.DataFrame, pd.DataFrame, An
             assert est[(r, arm, "orr")] == pytest.approx(
                 est[(r, arm, "bor=CR")] + est[(r, arm, "bor=PR")], abs=1e-12
             )
-    safety = stats.safety_summary(
+    safety = safety_summary(
         patients.assign(
             **{
                 f"ae_{e}_grade": patients[f"ae_{e}_grade"].astype("float64")
@@ -487,7 +487,7 @@ def test_efficacy_categorical_explicit_categories_and_errors() -> None:
             "resp": ["PR", None, "SD", "PR", "XX"],  # plain text; failed row ignored
         }
     )
-    out = stats.efficacy_summary(
+    out = efficacy_summary(
         df,
         endpoints={"resp": "categorical"},
         arms=["a", "b"],
@@ -500,13 +500,13 @@ def test_efficacy_categorical_explicit_categories_and_errors() -> None:
     assert out["estimate"].tolist() == [0.5, 0.5, 1.0, 0.0]
     assert out["diff"].tolist()[2:] == [0.5, -0.5]
     # default categories: the sorted labels of ok patients
-    out = stats.efficacy_summary(
+    out = efficacy_summary(
         df.iloc[:4], endpoints={"resp": "categorical"}, arms=["a", "b"], control=None
     )
     assert out["endpoint"].tolist()[:2] == ["resp=PR", "resp=SD"]
     bad = df.assign(solver_status="ok")
     with pytest.raises(DataError, match=r"row 4: resp: categorical endpoint must be one of"):
-        stats.efficacy_summary(
+        efficacy_summary(
             bad,
             endpoints={"resp": "categorical"},
             arms=["a", "b"],

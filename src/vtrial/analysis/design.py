@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from vtrial.population.covariates import categories_of, resampled_columns
+from vtrial.population.covariates import categories_of
 from vtrial.population.design import is_twin
+from vtrial.population.resample import resampled_columns
 
 if TYPE_CHECKING:
     from vtrial.study.config import Study

@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 
 from vtrial.analysis import stats
-from vtrial.population.covariates import DERIVED, categories_of, resampled_columns
+from vtrial.population.covariates import categories_of
+from vtrial.population.derived import DERIVED
+from vtrial.population.resample import resampled_columns
 
 if TYPE_CHECKING:
     from vtrial.study.config import Study

@@ -7,7 +7,7 @@ A study's ``success`` section is one criterion or a list of them::
 
 In every replicate trial, each arm other than the reference (``compare_to``: the
 study's ``control_arm`` for ``control``, else an arm name) is compared with the
-reference on the criterion's endpoint by :func:`vtrial.analysis.stats.efficacy_summary` (the
+reference on the criterion's endpoint by :func:`vtrial.analysis.efficacy.efficacy_summary` (the
 same estimates, intervals and tests as the efficacy table, with the criterion's
 test). The replicate **succeeds** for that arm when the two-sided p-value is below
 ``alpha`` *and* the effect goes in the declared ``direction``:
@@ -210,7 +210,7 @@ def trial_table(
     Parameters
     ----------
     patients : pandas.DataFrame
-        The patients table (see :func:`vtrial.analysis.stats.efficacy_summary`).
+        The patients table (see :func:`vtrial.analysis.efficacy.efficacy_summary`).
     criteria : sequence of mapping
         :func:`criteria`: ``name``, ``endpoint``, ``reference``, ``test``, ``alpha``,
         ``direction``.
@@ -232,13 +232,13 @@ def trial_table(
         ratio for a time to event); ``success`` (bool): ``p_value < alpha`` and the
         effect in ``direction``.
     """
-    from vtrial.analysis import stats
+    from vtrial.analysis.efficacy import efficacy_summary
 
     parts = []
     for c in criteria:
         ep, ref = str(c["endpoint"]), str(c["reference"])
         kind = kinds[ep]
-        eff = stats.efficacy_summary(
+        eff = efficacy_summary(
             patients,
             endpoints={ep: kind},  # type: ignore[dict-item]
             arms=arms,

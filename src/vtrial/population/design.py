@@ -39,7 +39,8 @@ import pandas as pd
 
 from vtrial.errors import Problem
 from vtrial.infra.rng import keyed_uniforms
-from vtrial.population.covariates import categories_of, resampled_columns
+from vtrial.population.covariates import categories_of
+from vtrial.population.resample import resampled_columns
 
 if TYPE_CHECKING:
     from vtrial.model.spec import Model

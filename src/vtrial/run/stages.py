@@ -25,9 +25,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from vtrial.analysis import sketch, stats
+from vtrial.analysis import sketch
 from vtrial.analysis.design import design_tables, summary_tables
+from vtrial.analysis.efficacy import efficacy_summary
+from vtrial.analysis.exposure import exposure_summary
 from vtrial.analysis.popsummary import acceptance_record, population_summary
+from vtrial.analysis.safety import safety_summary
 from vtrial.analysis.success import success_tables, table_names
 from vtrial.errors import DataError, ResourceError
 from vtrial.infra.progress import Progress
@@ -393,13 +396,13 @@ def summaries(
     eps = study.endpoint_kinds()
     tests = {k: v["test"] for k, v in study.data["endpoints"].items() if "test" in v}
     out = {
-        "exposure": stats.exposure_summary(
+        "exposure": exposure_summary(
             patients, metrics=["cmax", "tmax", "auc", "ctrough"], arms=arms
         ),
-        "efficacy": stats.efficacy_summary(
+        "efficacy": efficacy_summary(
             patients, endpoints=eps, arms=arms, control=study.control_arm, tests=tests
         ),
-        "safety": stats.safety_summary(
+        "safety": safety_summary(
             _grades_as_int(patients, events),
             events=events,
             arms=arms,

@@ -30,13 +30,11 @@ from vtrial.errors import ConfigError, Problem
 from vtrial.infra.yamlsafe import load_yaml, package_schema
 from vtrial.model.residual import observation_problems, observation_times
 from vtrial.model.spec import Model, build_model, check_model_section
-from vtrial.population.covariates import (
-    input_files,
-    population_problems,
-)
 from vtrial.population.design import design_problems
+from vtrial.population.resample import input_files
 from vtrial.population.sampling import variability_problems
 from vtrial.population.uncertainty import uncertainty_problems
+from vtrial.population.validate import population_problems
 from vtrial.protocol.dosing import (
     DOSE_UNITS,
     EventTable,
@@ -533,7 +531,7 @@ def _semantic_problems(
     def bad(where: str, msg: str) -> None:
         out.append(Problem(src, where, msg))
 
-    # ---- population (vtrial.population.covariates)
+    # ---- population (vtrial.population.validate)
     pop_problems, categories, cov_names = population_problems(d, src, base_dir or Path.cwd())
     out += pop_problems
 
