@@ -1,4 +1,5 @@
-"""Tests of vtrial.report.plots: figures written as valid, non-blank PNGs, atomically.
+"""Tests of vtrial.report (plots, bands, safety, exposure, forest): figures written as
+valid, non-blank PNGs, atomically.
 
 The tables are built with the summaries of :mod:`vtrial.analysis` from a small seeded synthetic
 patients table, so the figures read exactly what the pipeline writes.
@@ -23,7 +24,11 @@ from vtrial.analysis.efficacy import efficacy_summary
 from vtrial.analysis.exposure import exposure_summary
 from vtrial.analysis.safety import safety_summary
 from vtrial.errors import DataError
+from vtrial.report import bands as bands_plots
+from vtrial.report import exposure as exposure_plots
+from vtrial.report import forest as forest_plots
 from vtrial.report import plots as report
+from vtrial.report import safety as safety_plots
 
 ARMS = ["placebo", "low", "high"]
 DOSE = {"placebo": 0.0, "low": 50.0, "high": 200.0}
@@ -146,7 +151,7 @@ def no_temp_files(folder: Path) -> bool:
 
 @pytest.mark.parametrize("log", [False, True])
 def test_plot_bands_writes_png(tables: dict[str, pd.DataFrame], tmp_path: Path, log: bool) -> None:
-    out = report.plot_bands(
+    out = bands_plots.plot_bands(
         tables["bands"], "CP", arms=ARMS, unit="mg/L", path=tmp_path / "cp.png", log=log
     )
     assert out == tmp_path / "cp.png"
@@ -157,7 +162,7 @@ def test_plot_bands_writes_png(tables: dict[str, pd.DataFrame], tmp_path: Path, 
 
 def test_bands_axis_units_and_skipped_arms(tables: dict[str, pd.DataFrame]) -> None:
     # 168 h horizon > 72 h: days; an arm not in the table is skipped.
-    fig = report._bands_figure(
+    fig = bands_plots._bands_figure(
         tables["bands"], "ANC", ["high", "ghost", "low"], "10^9/L", None, False
     )
     ax = fig.axes[0]
@@ -168,7 +173,7 @@ def test_bands_axis_units_and_skipped_arms(tables: dict[str, pd.DataFrame]) -> N
     assert [t.get_text() for t in legend.get_texts()] == ["high", "low"]
     assert ax.get_xlim()[1] == pytest.approx(7.0, rel=0.1)
     # log scale: placebo CP is all 0 and disappears from the legend
-    fig = report._bands_figure(tables["bands"], "CP", ARMS, "mg/L", "my title", True)
+    fig = bands_plots._bands_figure(tables["bands"], "CP", ARMS, "mg/L", "my title", True)
     ax = fig.axes[0]
     assert ax.get_yscale() == "log"
     assert ax.get_title() == "my title"
@@ -179,29 +184,29 @@ def test_bands_axis_units_and_skipped_arms(tables: dict[str, pd.DataFrame]) -> N
 
 def test_bands_hours_for_short_horizon(patients: pd.DataFrame) -> None:
     bands = make_tables(patients, horizon=48.0)["bands"]
-    fig = report._bands_figure(bands, "CP", ARMS, "mg/L", None, False)
+    fig = bands_plots._bands_figure(bands, "CP", ARMS, "mg/L", None, False)
     assert fig.axes[0].get_xlabel() == "Time (h)"
 
 
 def test_bands_with_nan_rows(tables: dict[str, pd.DataFrame], tmp_path: Path) -> None:
     bands = tables["bands"].copy()
     bands.loc[bands.index[::3], ["p5", "p50", "p95"]] = np.nan
-    assert_png(report.plot_bands(bands, "ANC", arms=ARMS, unit="", path=tmp_path / "a.png"))
+    assert_png(bands_plots.plot_bands(bands, "ANC", arms=ARMS, unit="", path=tmp_path / "a.png"))
 
 
 def test_bands_errors(tables: dict[str, pd.DataFrame], tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no finite"):
-        report.plot_bands(tables["bands"], "NOPE", arms=ARMS, unit="", path=tmp_path / "x.png")
+        bands_plots.plot_bands(tables["bands"], "NOPE", arms=ARMS, unit="", path=tmp_path / "x.png")
     with pytest.raises(DataError, match="no finite positive"):
-        report.plot_bands(
+        bands_plots.plot_bands(
             tables["bands"], "CP", arms=["placebo"], unit="", path=tmp_path / "x.png", log=True
         )
     with pytest.raises(DataError, match="missing column"):
-        report.plot_bands(
+        bands_plots.plot_bands(
             tables["bands"].drop(columns="p95"), "CP", arms=ARMS, unit="", path=tmp_path / "x.png"
         )
     with pytest.raises(ValueError, match="duplicated"):
-        report.plot_bands(
+        bands_plots.plot_bands(
             tables["bands"], "CP", arms=["low", "low"], unit="", path=tmp_path / "x.png"
         )
     assert not (tmp_path / "x.png").exists()
@@ -214,14 +219,16 @@ def test_bands_errors(tables: dict[str, pd.DataFrame], tmp_path: Path) -> None:
 
 
 def test_plot_safety_writes_png(tables: dict[str, pd.DataFrame], tmp_path: Path) -> None:
-    out = report.plot_safety(
+    out = safety_plots.plot_safety(
         tables["safety"], "neutropenia", arms=[*ARMS, "ghost"], path=tmp_path / "s.png"
     )
     assert_png(out)
 
 
 def test_safety_pooled_incidence(patients: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:
-    records, note = report._safety_arms(tables["safety"], "neutropenia", ["high", "ghost"], 0.95)
+    records, note = safety_plots.safety_arms(
+        tables["safety"], "neutropenia", ["high", "ghost"], 0.95
+    )
     assert note == "replicate 0"
     assert [r.arm for r in records] == ["high"]
     rec = records[0]
@@ -241,7 +248,7 @@ def test_safety_without_replicate_0_is_pooled(
     patients: pd.DataFrame, tables: dict[str, pd.DataFrame]
 ) -> None:
     safety = tables["safety"][tables["safety"]["replicate"] != 0]
-    records, note = report._safety_arms(safety, "neutropenia", ["low"], 0.95)
+    records, note = safety_plots.safety_arms(safety, "neutropenia", ["low"], 0.95)
     assert note == "pooled over replicates"
     ok = patients[
         (patients["solver_status"] == "ok")
@@ -259,12 +266,14 @@ def test_safety_empty_arm_and_errors(patients: pd.DataFrame, tmp_path: Path) -> 
     # "empty" is requested from stats but has no patients: n = 0, drawn as "no data"
     safety = safety_summary(patients, events=["neutropenia"], arms=["low", "empty"], horizon=336.0)
     assert_png(
-        report.plot_safety(safety, "neutropenia", arms=["low", "empty"], path=tmp_path / "s.png")
+        safety_plots.plot_safety(
+            safety, "neutropenia", arms=["low", "empty"], path=tmp_path / "s.png"
+        )
     )
     with pytest.raises(DataError, match="no rows"):
-        report.plot_safety(safety, "rash", arms=["low"], path=tmp_path / "x.png")
+        safety_plots.plot_safety(safety, "rash", arms=["low"], path=tmp_path / "x.png")
     with pytest.raises(ValueError, match="confidence"):
-        report.plot_safety(
+        safety_plots.plot_safety(
             safety, "neutropenia", arms=["low"], path=tmp_path / "x.png", confidence=95
         )
 
@@ -278,7 +287,7 @@ def test_safety_empty_arm_and_errors(patients: pd.DataFrame, tmp_path: Path) -> 
 def test_plot_exposure_writes_png(
     patients: pd.DataFrame, tmp_path: Path, target: tuple[float, float] | None
 ) -> None:
-    out = report.plot_exposure(
+    out = exposure_plots.plot_exposure(
         patients, "cmax", arms=ARMS, unit="mg/L", path=tmp_path / "e.png", target=target
     )
     assert_png(out)
@@ -287,12 +296,12 @@ def test_plot_exposure_writes_png(
 def test_exposure_skips_placebo_and_failed(patients: pd.DataFrame) -> None:
     df = patients.copy()
     df.loc[df["solver_status"] != "ok", "auc"] = np.inf  # garbage of failed patients
-    data = report._exposure_values(df, "auc", [*ARMS, "ghost"])
+    data = exposure_plots.exposure_values(df, "auc", [*ARMS, "ghost"])
     assert [arm for _, arm, _ in data] == ["low", "high"]
     for _, arm, v in data:
         ok = df[(df["arm"] == arm) & (df["solver_status"] == "ok")]
         np.testing.assert_array_equal(v, ok["auc"].to_numpy())
-    fig = report._exposure_figure(data, "auc", "mg/L·h", None)
+    fig = exposure_plots._exposure_figure(data, "auc", "mg/L·h", None)
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert [lab.split("\n")[0] for lab in labels] == ["low", "high"]
@@ -303,17 +312,21 @@ def test_exposure_skips_placebo_and_failed(patients: pd.DataFrame) -> None:
 def test_exposure_linear_when_zero_in_active_arm(patients: pd.DataFrame) -> None:
     df = patients.copy()
     df.loc[df.index[df["arm"] == "low"][0], "cmax"] = 0.0
-    fig = report._exposure_figure(report._exposure_values(df, "cmax", ARMS), "cmax", "", None)
+    fig = exposure_plots._exposure_figure(
+        exposure_plots.exposure_values(df, "cmax", ARMS), "cmax", "", None
+    )
     assert fig.axes[0].get_yscale() == "linear"
 
 
 def test_exposure_errors(patients: pd.DataFrame, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no non-zero"):
-        report.plot_exposure(patients, "cmax", arms=["placebo"], unit="", path=tmp_path / "x.png")
+        exposure_plots.plot_exposure(
+            patients, "cmax", arms=["placebo"], unit="", path=tmp_path / "x.png"
+        )
     with pytest.raises(DataError, match="missing column"):
-        report.plot_exposure(patients, "vss", arms=ARMS, unit="", path=tmp_path / "x.png")
+        exposure_plots.plot_exposure(patients, "vss", arms=ARMS, unit="", path=tmp_path / "x.png")
     with pytest.raises(ValueError, match="target"):
-        report.plot_exposure(
+        exposure_plots.plot_exposure(
             patients, "cmax", arms=ARMS, unit="", path=tmp_path / "x.png", target=(5.0, 1.0)
         )
     assert not (tmp_path / "x.png").exists()
@@ -325,12 +338,14 @@ def test_exposure_errors(patients: pd.DataFrame, tmp_path: Path) -> None:
 
 
 def test_plot_forest_writes_png(tables: dict[str, pd.DataFrame], tmp_path: Path) -> None:
-    assert_png(report.plot_forest(tables["efficacy"], path=tmp_path / "f.png", control="placebo"))
+    assert_png(
+        forest_plots.plot_forest(tables["efficacy"], path=tmp_path / "f.png", control="placebo")
+    )
 
 
 def test_forest_rows(tables: dict[str, pd.DataFrame]) -> None:
     eff = tables["efficacy"]
-    rows, used = report._forest_rows(eff, "placebo", [*ARMS, "ghost"])
+    rows, used = forest_plots.forest_rows(eff, "placebo", [*ARMS, "ghost"])
     assert used == 0
     assert [(r.endpoint, r.arm) for r in rows] == [
         ("tumour_change", "low"),
@@ -346,14 +361,14 @@ def test_forest_rows(tables: dict[str, pd.DataFrame]) -> None:
         assert r.high == pytest.approx(float(src["diff_ci_high"].iloc[0]) * scale)
         assert r.p_value == pytest.approx(float(src["p_value"].iloc[0]))
     # no replicate 0: the smallest replicate is used
-    rows1, used1 = report._forest_rows(eff[eff["replicate"] == 1], "placebo", None)
+    rows1, used1 = forest_plots.forest_rows(eff[eff["replicate"] == 1], "placebo", None)
     assert used1 == 1
     assert len(rows1) == 4
 
 
 def test_forest_labels(tables: dict[str, pd.DataFrame]) -> None:
-    rows, used = report._forest_rows(tables["efficacy"], "placebo", ARMS)
-    fig = report._forest_figure(rows, used, "placebo", {"tumour_change": "%"}, "95 %")
+    rows, used = forest_plots.forest_rows(tables["efficacy"], "placebo", ARMS)
+    fig = forest_plots._forest_figure(rows, used, "placebo", {"tumour_change": "%"}, "95 %")
     xlabels = [ax.get_xlabel() for ax in fig.axes if ax.get_xlabel()]
     assert xlabels == [
         "Difference vs placebo (%)",
@@ -364,9 +379,13 @@ def test_forest_labels(tables: dict[str, pd.DataFrame]) -> None:
 def test_forest_errors(tables: dict[str, pd.DataFrame], tmp_path: Path) -> None:
     eff = tables["efficacy"]
     with pytest.raises(DataError, match="no rows other than"):
-        report.plot_forest(eff[eff["arm"] == "placebo"], path=tmp_path / "x.png", control="placebo")
+        forest_plots.plot_forest(
+            eff[eff["arm"] == "placebo"], path=tmp_path / "x.png", control="placebo"
+        )
     with pytest.raises(DataError, match="missing column"):
-        report.plot_forest(eff.drop(columns="p_value"), path=tmp_path / "x.png", control="placebo")
+        forest_plots.plot_forest(
+            eff.drop(columns="p_value"), path=tmp_path / "x.png", control="placebo"
+        )
 
 
 # --------------------------------------------------------------------------- #
@@ -375,7 +394,7 @@ def test_forest_errors(tables: dict[str, pd.DataFrame], tmp_path: Path) -> None:
 
 
 def test_plot_exposure_response_writes_png(patients: pd.DataFrame, tmp_path: Path) -> None:
-    out = report.plot_exposure_response(
+    out = exposure_plots.plot_exposure_response(
         patients,
         metric="auc",
         event_grade_column="ae_neutropenia_grade",
@@ -387,7 +406,7 @@ def test_plot_exposure_response_writes_png(patients: pd.DataFrame, tmp_path: Pat
 
 @pytest.mark.parametrize("bins", [1, 4, 5])
 def test_exposure_response_bins(patients: pd.DataFrame, bins: int) -> None:
-    table = report._exposure_response_bins(patients, "auc", "ae_neutropenia_grade", bins)
+    table = exposure_plots._exposure_response_bins(patients, "auc", "ae_neutropenia_grade", bins)
     dosed = patients[(patients["solver_status"] == "ok") & (patients["auc"] > 0)]
     x = dosed["auc"].to_numpy()
     g = dosed["ae_neutropenia_grade"].to_numpy()
@@ -413,20 +432,20 @@ def test_exposure_response_ties_and_errors(tmp_path: Path) -> None:
             "g": [5, 0, 3, 1, 4, 2, 5],
         }
     )
-    table = report._exposure_response_bins(df, "auc", "g", 5)
+    table = exposure_plots._exposure_response_bins(df, "auc", "g", 5)
     assert table["n"].sum() == 5  # placebo (0) and the failed patient excluded
     assert len(table) == 2  # tied quantiles merged
     assert_png(
-        report.plot_exposure_response(
+        exposure_plots.plot_exposure_response(
             df, metric="auc", event_grade_column="g", unit="", path=tmp_path / "er.png", bins=5
         )
     )
     with pytest.raises(DataError, match="no dosed"):
-        report.plot_exposure_response(
+        exposure_plots.plot_exposure_response(
             df[df["auc"] == 0], metric="auc", event_grade_column="g", unit="", path=tmp_path / "x"
         )
     with pytest.raises(ValueError, match="bins"):
-        report.plot_exposure_response(
+        exposure_plots.plot_exposure_response(
             df, metric="auc", event_grade_column="g", unit="", path=tmp_path / "x", bins=0
         )
 
@@ -585,7 +604,7 @@ def test_failed_save_leaves_old_file(
 
     monkeypatch.setattr(Figure, "savefig", broken_savefig)
     with pytest.raises(OSError, match="disk full"):
-        report.plot_exposure(patients, "auc", arms=ARMS, unit="", path=target)
+        exposure_plots.plot_exposure(patients, "auc", arms=ARMS, unit="", path=target)
     assert target.read_bytes() == b"old"
     assert no_temp_files(tmp_path)
 
@@ -595,7 +614,7 @@ def test_no_global_state_leak(patients: pd.DataFrame, tmp_path: Path) -> None:
 
     before = dict(mpl.rcParams)
     backend = mpl.get_backend()
-    report.plot_exposure(patients, "auc", arms=ARMS, unit="", path=tmp_path / "e.png")
+    exposure_plots.plot_exposure(patients, "auc", arms=ARMS, unit="", path=tmp_path / "e.png")
     assert dict(mpl.rcParams) == before
     assert mpl.get_backend() == backend
     assert plt.get_fignums() == []

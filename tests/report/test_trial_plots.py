@@ -48,7 +48,7 @@ def capture(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
         figs.append(build())
         return Path(path)
 
-    monkeypatch.setattr(trial_plots, "_render", render)
+    monkeypatch.setattr(trial_plots, "render_png", render)
     return figs
 
 

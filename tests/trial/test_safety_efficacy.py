@@ -31,7 +31,8 @@ from vtrial.analysis.safety import safety_summary
 from vtrial.errors import ConfigError, DataError
 from vtrial.infra.rng import keyed_uniforms
 from vtrial.population.sampling import sample_population
-from vtrial.report.plots import make_report, plot_exposure_response
+from vtrial.report.exposure import plot_exposure_response
+from vtrial.report.plots import make_report
 from vtrial.run import stages as pipeline
 from vtrial.run.chunk import run_population, simulate_patients
 from vtrial.run.io import read_parts, write_parquet

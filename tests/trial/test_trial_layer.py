@@ -40,7 +40,7 @@ from vtrial.analysis.sketch import to_frame
 from vtrial.errors import ConfigError
 from vtrial.infra.rng import patient_uniforms
 from vtrial.population.sampling import sample_population
-from vtrial.report.plots import _forest_rows
+from vtrial.report.forest import forest_rows
 from vtrial.run import stages as pipeline
 from vtrial.run.chunk import observations_table, run_population, simulate_patients
 from vtrial.run.cli import describe, verify
@@ -443,7 +443,7 @@ def test_stages_write_success_tables_and_plots(missing: Sim, tmp_path: Path) -> 
     assert {"median_time_grade3_ci_low", "median_time_grade3_ci_high"} <= set(safety.columns)
 
     # the forest plot shows differences, not hazard ratios
-    forest, _ = _forest_rows(eff, "placebo", study.arm_names)
+    forest, _ = forest_rows(eff, "placebo", study.arm_names)
     assert {r.endpoint for r in forest} == {
         "surv_auec",
         "surv_loss",

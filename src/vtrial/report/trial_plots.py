@@ -1,6 +1,6 @@
 """Figures of the trial layer: Kaplan-Meier curves and probability of success.
 
-Same rules as :mod:`vtrial.report.plots` (whose helpers and styles this module uses):
+Same rules as :mod:`vtrial.report.plots` (helpers and styles from :mod:`vtrial.report.style`):
 matplotlib object API with the Agg canvas, atomic PNG writes, one style per arm
 (colour, line style, marker) readable in black and white, units on every axis.
 
@@ -30,19 +30,19 @@ from statsmodels.duration.survfunc import SurvfuncRight
 from vtrial.analysis import stats
 from vtrial.analysis.effects import effect_shares, paired_arms
 from vtrial.errors import DataError
-from vtrial.report.plots import (
+from vtrial.report.style import (
     DAYS_THRESHOLD_H,
     FIGSIZE,
     HOURS_PER_DAY,
-    _arm_style,
-    _as_float,
-    _as_str,
-    _new_figure,
-    _ok_rows,
-    _render,
-    _require,
-    _safe_name,
-    _text,
+    arm_style,
+    as_float,
+    as_str,
+    escape_text,
+    new_figure,
+    ok_rows,
+    render_png,
+    require_columns,
+    safe_name,
 )
 
 __all__ = ["km_curve", "plot_individual_effects", "plot_km", "plot_success", "trial_plots"]
@@ -118,11 +118,11 @@ def plot_km(
     """
     arms = stats.unique_names(arms, "arms")
     ecol = f"{endpoint}_event"
-    _require(patients, ["arm", "solver_status", endpoint, ecol], "patients")
-    time = _as_float(patients[endpoint])
-    event = _as_float(patients[ecol])
-    arm = _as_str(patients["arm"])
-    keep = _ok_rows(patients) & np.isfinite(time) & np.isfinite(event)
+    require_columns(patients, ["arm", "solver_status", endpoint, ecol], "patients")
+    time = as_float(patients[endpoint])
+    event = as_float(patients[ecol])
+    arm = as_str(patients["arm"])
+    keep = ok_rows(patients) & np.isfinite(time) & np.isfinite(event)
     curves = []
     for i, a in enumerate(arms):
         sel = keep & (arm == a)
@@ -139,10 +139,10 @@ def plot_km(
         in_days = horizon > DAYS_THRESHOLD_H
         scale = 1.0 / HOURS_PER_DAY if in_days else 1.0
         unit = "days" if in_days else "h"
-        fig = _new_figure()
+        fig = new_figure()
         ax = fig.add_subplot()
         for i, a, n, k, median, t, s in curves:
-            st = _arm_style(i)
+            st = arm_style(i)
             med = f"{median * scale:.3g} {unit}" if math.isfinite(median) else "not reached"
             ax.step(
                 t * scale,
@@ -151,7 +151,7 @@ def plot_km(
                 color=st.colour,
                 linestyle=st.linestyle,
                 linewidth=1.8,
-                label=f"{_text(a)} (n = {n}, {k} events, median {med})",
+                label=f"{escape_text(a)} (n = {n}, {k} events, median {med})",
             )
             step = max(1, t.size // 6)
             ax.plot(
@@ -169,13 +169,13 @@ def plot_km(
         ax.set_ylim(0.0, 102.0)
         ax.set_xlabel(f"Time ({unit})")
         ax.set_ylabel("Event-free (%)")
-        ax.set_title(f"{_text(endpoint)}: Kaplan–Meier estimate (replicates pooled)")
+        ax.set_title(f"{escape_text(endpoint)}: Kaplan–Meier estimate (replicates pooled)")
         ax.grid(True, color="0.9", linewidth=0.6)
         ax.set_axisbelow(True)
         ax.legend(loc="lower left", frameon=False)
         return fig
 
-    return _render(build, path)
+    return render_png(build, path)
 
 
 def plot_success(success: pd.DataFrame, *, arms: Sequence[str], path: str | Path) -> Path:
@@ -203,26 +203,26 @@ def plot_success(success: pd.DataFrame, *, arms: Sequence[str], path: str | Path
     """
     arms = stats.unique_names(arms, "arms")
     cols = ["criterion", "arm", "reference", "n_replicates", "probability", "ci_low", "ci_high"]
-    _require(success, cols, "success")
+    require_columns(success, cols, "success")
     if len(success) == 0:
         raise DataError("success: table is empty")
-    crit = _as_str(success["criterion"])
-    arm = _as_str(success["arm"])
-    ref = _as_str(success["reference"])
-    n_rep = _as_float(success["n_replicates"])
-    p = 100.0 * _as_float(success["probability"])
-    lo = 100.0 * _as_float(success["ci_low"])
-    hi = 100.0 * _as_float(success["ci_high"])
+    crit = as_str(success["criterion"])
+    arm = as_str(success["arm"])
+    ref = as_str(success["reference"])
+    n_rep = as_float(success["n_replicates"])
+    p = 100.0 * as_float(success["probability"])
+    lo = 100.0 * as_float(success["ci_low"])
+    hi = 100.0 * as_float(success["ci_high"])
 
     def build() -> Figure:
         rows = len(success)
-        fig = _new_figure((FIGSIZE[0], max(FIGSIZE[1], 1.2 + 0.45 * rows)))
+        fig = new_figure((FIGSIZE[0], max(FIGSIZE[1], 1.2 + 0.45 * rows)))
         ax = fig.add_subplot()
         y = np.arange(rows, dtype=np.float64)
         labels = []
         for r in range(rows):
             idx = arms.index(arm[r]) if arm[r] in arms else r
-            st = _arm_style(idx)
+            st = arm_style(idx)
             ax.plot([lo[r], hi[r]], [y[r], y[r]], color=st.colour, linewidth=1.6)
             for end in (lo[r], hi[r]):
                 ax.plot([end, end], [y[r] - 0.15, y[r] + 0.15], color=st.colour, linewidth=1.6)
@@ -236,8 +236,8 @@ def plot_success(success: pd.DataFrame, *, arms: Sequence[str], path: str | Path
                 markeredgewidth=0.8,
                 linestyle="none",
             )
-            vs = f" vs {_text(ref[r])}" if ref[r] else " (every criterion)"
-            labels.append(f"{_text(crit[r])}: {_text(arm[r])}{vs}")
+            vs = f" vs {escape_text(ref[r])}" if ref[r] else " (every criterion)"
+            labels.append(f"{escape_text(crit[r])}: {escape_text(arm[r])}{vs}")
             ax.annotate(
                 f"{p[r]:.0f} % [{lo[r]:.0f}, {hi[r]:.0f}]",
                 (100.0, y[r]),
@@ -257,7 +257,7 @@ def plot_success(success: pd.DataFrame, *, arms: Sequence[str], path: str | Path
         ax.set_axisbelow(True)
         return fig
 
-    return _render(build, path)
+    return render_png(build, path)
 
 
 def plot_individual_effects(
@@ -306,7 +306,9 @@ def plot_individual_effects(
         If the table is not a twin crossover table or no pair is valid.
     """
     arms = stats.unique_names(arms, "arms")
-    _require(patients, ["replicate", "patient_id", "arm", "solver_status", endpoint], "patients")
+    require_columns(
+        patients, ["replicate", "patient_id", "arm", "solver_status", endpoint], "patients"
+    )
     spec = dict(spec or {})
     pairs = paired_arms(patients, arms=arms, control=control)
     effects = []
@@ -326,11 +328,11 @@ def plot_individual_effects(
             edges = np.histogram_bin_edges(values, bins=_ITE_MAX_BINS if np.ptp(values) else 3)
     better = str(spec.get("better", ""))
     margin = float(spec.get("margin", 0.0))
-    unit_text = "" if binary or not unit else f" ({_text(unit)})"
+    unit_text = "" if binary or not unit else f" ({escape_text(unit)})"
 
     def build() -> Figure:
         wide = better in ("higher", "lower")
-        fig = _new_figure((FIGSIZE[0] * (1.6 if wide else 1.0), FIGSIZE[1]))
+        fig = new_figure((FIGSIZE[0] * (1.6 if wide else 1.0), FIGSIZE[1]))
         axes = fig.subplots(1, 2, width_ratios=(3, 2)) if wide else [fig.add_subplot()]
         ax = axes[0]
         if margin > 0:
@@ -338,7 +340,7 @@ def plot_individual_effects(
         ax.axvline(0.0, color="0.4", linewidth=0.9, linestyle=(0, (4, 2)), zorder=1)
         top = 0.0
         for i, arm, d in effects:
-            st = _arm_style(i)
+            st = arm_style(i)
             pct = 100.0 * np.histogram(d, bins=edges)[0] / d.size
             top = max(top, float(pct.max()))
             p5, p50, p95 = np.percentile(d, (5, 50, 95))
@@ -350,15 +352,17 @@ def plot_individual_effects(
                 linewidth=1.8,
                 hatch=st.hatch,
                 fill=False,
-                label=f"{_text(arm)} (n = {d.size}, median {p50:.3g}, "
+                label=f"{escape_text(arm)} (n = {d.size}, median {p50:.3g}, "
                 f"5-95 % {p5:.3g} to {p95:.3g})",
             )
         if binary:
             ax.set_xticks([-1, 0, 1], ["lost response", "same", "gained response"])
-        ax.set_xlabel(f"Individual effect on {_text(endpoint)}: arm - {_text(control)}{unit_text}")
+        ax.set_xlabel(
+            f"Individual effect on {escape_text(endpoint)}: arm - {escape_text(control)}{unit_text}"
+        )
         ax.set_ylabel("Patients (%)")
         ax.set_ylim(0.0, 1.1 * top + 5.0 * (len(effects) + (margin > 0)))  # legend room
-        ax.set_title(f"{_text(endpoint)}: individual effects (each patient its own control)")
+        ax.set_title(f"{escape_text(endpoint)}: individual effects (each patient its own control)")
         ax.grid(True, axis="y", color="0.9", linewidth=0.6)
         ax.set_axisbelow(True)
         ax.legend(loc="upper left", frameon=False, fontsize=8)
@@ -394,7 +398,7 @@ def plot_individual_effects(
                             else None,
                         )
                 left += shares[:, k]
-            bx.set_yticks(y, [_text(a) for _, a, _ in effects])
+            bx.set_yticks(y, [escape_text(a) for _, a, _ in effects])
             bx.set_ylim(len(effects) - 0.5, -0.5)
             bx.set_xlim(0.0, 100.0)
             bx.set_xlabel("Patients (%)")
@@ -402,7 +406,7 @@ def plot_individual_effects(
             bx.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, frameon=False)
         return fig
 
-    return _render(build, path)
+    return render_png(build, path)
 
 
 def trial_plots(
@@ -423,7 +427,7 @@ def trial_plots(
     :func:`vtrial.run.stages.report_files`)."""
     outdir = Path(outdir)
     paths = [
-        plot_km(patients, e, arms=arms, path=outdir / f"km_{_safe_name(e)}.png")
+        plot_km(patients, e, arms=arms, path=outdir / f"km_{safe_name(e)}.png")
         for e in time_to_event
     ]
     if success is not None and len(success):
@@ -439,7 +443,7 @@ def trial_plots(
                 control=str(control),
                 unit=(units or {}).get(e, ""),
                 spec=spec,
-                path=outdir / f"individual_effects_{_safe_name(e)}.png",
+                path=outdir / f"individual_effects_{safe_name(e)}.png",
             )
         )
     return paths
