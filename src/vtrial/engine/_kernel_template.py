@@ -1,9 +1,18 @@
 """Template of the compiled simulation kernel (numba).
 
-:mod:`vtrial.engine.codegen` copies this file into the kernel cache and replaces the block
-between the ``MODEL BEGIN``/``MODEL END`` markers with functions generated from a
-model spec. As shipped, the block holds a pure-PK model (no ODE states, output
-``CP``), so this module is itself a working kernel, used by the tests.
+:mod:`vtrial.engine.codegen` copies this file into the kernel cache and replaces the
+blocks between ``--- NAME BEGIN ---``/``--- NAME END ---`` marker comments:
+
+- ``MODEL``: functions generated from a model spec. As shipped, the block holds a
+  pure-PK model (no ODE states, output ``CP``), so this module is itself a working
+  kernel, used by the tests.
+- ``RULES``: ``_decide``, generated from a study's dose-modification rules
+  (:func:`vtrial.protocol.rules.rules_source`); as shipped, no rule ever matches.
+- ``CODES``, ``BATCH ARGS``, ``PATIENT ARGS`` and ``PATIENT CALL``: the integer codes
+  shared with the host and the parameter lists of :func:`simulate_batch` and
+  :func:`_simulate_one` (and the call between them), written from their single
+  declaration in :mod:`vtrial.engine.interface`. They are never edited here: the
+  shipped text equals what code generation writes (``tests/engine/test_interface.py``).
 
 Numerical method (per patient, independent of every other patient):
 
@@ -18,6 +27,31 @@ Numerical method (per patient, independent of every other patient):
   ``positive`` are integrated on the log scale.
 - Output times that coincide with a dose are taken before the dose (mrgsolve's
   default; NONMEM with the observation record first).
+
+Structure: :func:`simulate_batch` runs :func:`_simulate_one` per patient (in
+parallel), which walks the patient's time line segment by segment between events
+through named steps:
+
+- :func:`_patient_events` (the patient's events, sorted; plans the ledger);
+- :func:`_steady_start` (the PK macro at steady state of the first phase);
+- at each event time: :func:`_evaluate_rules`, :func:`_hold_events` and
+  :func:`_change_level` (dose modification at a decision), :func:`_dose_reason` and
+  :func:`_dose` (an administration), :func:`_change_occasion` and :func:`_trough`;
+- over each segment: :func:`_integration_step` (one adaptive step with error and
+  stiffness control), then for the grid points inside the step :func:`_state_at`
+  (dense output) and :func:`_record` (outputs and every per-patient reduction);
+  :func:`_pk_peak_at_event`, :func:`_pk_peak_on_grid`, :func:`_ode_peak_at_event` and
+  :func:`_track_ode_peak` keep the exposure candidates;
+- at the end: :func:`_pk_cmax` and :func:`_ode_cmax` (exact Cmax), :func:`_fail`,
+  and the ledger (:func:`_ledger_plan`, :func:`_ledger_give`, :func:`_dose_summary`).
+
+The steps take plain arrays and scalars and return the scalars they change. Calling a
+compiled function updates the reference counts of its array arguments, so the steps
+run at every grid point or ODE step (:func:`_record`, :func:`_state_at`,
+:func:`_integration_step`, :func:`_track_ode_peak`) are inlined by numba
+(``inline="always"``): the kernel is faster than the single long function it
+replaces, for a few seconds more compilation per model. (A named tuple of arrays
+would cost such an update at each access to a field, so there are none.)
 """
 
 from __future__ import annotations
@@ -26,6 +60,44 @@ import math
 
 import numpy as np
 from numba import njit, prange
+
+# --- CODES BEGIN ---
+# generated from vtrial.engine.interface.CODE_TABLES: edit there, not here
+# solver status (vtrial.engine.interface.Status)
+OK = 0  # solved
+MAX_STEPS = 1  # more attempted steps than max_steps
+STEP_UNDERFLOW = 2  # the step size became negligible against the time
+NONFINITE = 3  # the states became non-finite at every step size
+INVALID_INITIAL = 4  # set on the host: unusable parameters or initial states
+STIFF = 5  # Dormand-Prince detected stiffness: the patient is re-solved with Rosenbrock
+# integration methods (vtrial.engine.interface.Method)
+DOPRI5 = 0  # Dormand-Prince 5(4)
+ROSENBROCK23 = 1  # Rosenbrock 2(3)
+DOPRI5_ROSENBROCK23 = 2  # used: Dormand-Prince failed or was stiff, Rosenbrock retry
+# event kinds (vtrial.protocol.codes.EventKind)
+EV_ORAL = 0  # bolus into the depot (lag and bioavailability apply)
+EV_BOLUS = 1  # bolus into the central compartment
+EV_RATE = 2  # change of the infusion rate into the central compartment
+EV_MARK = 3  # no dose: a time at which the pre-dose concentration is recorded (trough)
+EV_OCC = 4  # no dose: a new occasion starts (amount: its index; IOV parameters change)
+EV_DECIDE = 5  # no dose: dose-modification rules are evaluated
+# rule actions (vtrial.protocol.codes.Action)
+ACT_NONE = 0  # no rule matched: give as planned
+ACT_HOLD = 1  # delay this and every later event by the rule's recheck (h)
+ACT_REDUCE = 2  # move down the arm's dose levels
+ACT_ESCALATE = 3  # move up the arm's dose levels
+ACT_DISCONTINUE = 4  # give no later dose
+ACT_GIVE = 5  # a rule matched and says: give as planned
+# dose-ledger reasons (vtrial.protocol.codes.Reason)
+R_PLANNED = 0  # given as planned
+R_DELAYED = 1  # given after a hold
+R_REDUCED = 2  # given at a reduced level
+R_ESCALATED = 3  # given at an escalated level
+R_DISCONTINUED = 4  # not given: treatment discontinued
+R_MISSED = 5  # not given: missed (adherence)
+R_DOUBLED = 6  # given twice (adherence: double after a miss)
+R_NOT_REACHED = 7  # after the end of the simulation (or the patient was not simulated)
+# --- CODES END ---
 
 # --- MODEL BEGIN ---
 NS = 0  # number of ODE states
@@ -86,43 +158,6 @@ def _f(t, z, p, cp, rin, dz):  # pragma: no cover - compiled
     if DOSE_IV >= 0:
         dz[DOSE_IV] += rin
 
-
-# status codes (see vtrial.engine.host.STATUS)
-OK = 0
-MAX_STEPS = 1
-STEP_UNDERFLOW = 2
-NONFINITE = 3
-INVALID_INITIAL = 4  # set on the host
-STIFF = 5  # Dormand-Prince detected stiffness: the patient is re-solved with Rosenbrock
-
-# integration methods
-DOPRI5 = 0
-ROSENBROCK23 = 1
-
-# event kinds
-EV_ORAL = 0  # bolus into the depot (lag and bioavailability apply)
-EV_BOLUS = 1  # bolus into the central compartment
-EV_RATE = 2  # change of the infusion rate into the central compartment
-EV_MARK = 3  # no dose: a time at which the pre-dose concentration is recorded (trough)
-EV_OCC = 4  # no dose: a new occasion starts (amount: its index; IOV parameters change)
-EV_DECIDE = 5  # no dose: dose-modification rules are evaluated
-
-# rule actions (see vtrial.protocol.rules.ACTIONS)
-ACT_NONE = 0  # no rule matched: give as planned
-ACT_HOLD = 1
-ACT_REDUCE = 2
-ACT_ESCALATE = 3
-ACT_DISCONTINUE = 4
-ACT_GIVE = 5  # a rule matched and says: give as planned
-# dose-ledger reasons (see vtrial.protocol.rules.REASONS)
-R_PLANNED = 0
-R_DELAYED = 1
-R_REDUCED = 2
-R_ESCALATED = 3
-R_DISCONTINUED = 4
-R_MISSED = 5
-R_DOUBLED = 6
-R_NOT_REACHED = 7
 
 # Dormand-Prince 5(4) tableau and the continuous extension (Hairer, Norsett & Wanner,
 # Solving ODE I, sec. II.5/II.6; Shampine 1986), the same constants as scipy's RK45.
@@ -398,7 +433,9 @@ def _dense(theta, h, z, k, zout):  # pragma: no cover - compiled
         zout[i] = z[i] + h * (acc + b6 * k[6, i])
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+# inlined (numba IR): called at every grid point, where a call would update the
+# reference counts of its array arguments each time
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _record(
     g,
     tg,
@@ -594,13 +631,620 @@ def n_levels_a(levels, a):  # pragma: no cover - compiled
     return n
 
 
+# ---- the steps of _simulate_one
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _ledger_plan(ledger, i, sl, planned):  # pragma: no cover - compiled
+    """Open the ledger row of administration ``sl``: not reached, nothing given yet."""
+    ledger[i, sl, 0] = np.nan
+    ledger[i, sl, 1] = planned
+    ledger[i, sl, 2] = 0.0
+    ledger[i, sl, 3] = R_NOT_REACHED
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _ledger_give(ledger, i, sl, t_adm, mult, reason):  # pragma: no cover - compiled
+    """Close the ledger row of administration ``sl``: given at ``t_adm``, ``mult`` times
+    the planned amount, for ``reason``."""
+    ledger[i, sl, 0] = t_adm
+    ledger[i, sl, 2] = ledger[i, sl, 1] * mult
+    ledger[i, sl, 3] = reason
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _dose_summary(i, ledger, st, t_disc, hold_total, dsum):  # pragma: no cover - compiled
+    """Per-patient dose summary (``vtrial.protocol.rules.DOSE_SUMMARY``) from the ledger."""
+    planned = 0.0
+    given = 0.0
+    for sl in range(ledger.shape[1]):  # padding slots of shorter arms are 0
+        planned += ledger[i, sl, 1]
+        given += ledger[i, sl, 2]
+    dsum[i, 0] = given / planned if planned > 0.0 else np.nan
+    dsum[i, 1] = st[2]
+    dsum[i, 2] = st[1]
+    dsum[i, 3] = t_disc
+    dsum[i, 4] = hold_total
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _patient_events(
+    i,
+    a,
+    pmat,
+    dose_scale,
+    jit,
+    ev_time,
+    ev_amt,
+    ev_kind,
+    ev_unit,
+    ev_n,
+    ev_slot,
+    ev_pair,
+    tlag_idx,
+    f_idx,
+    ledger,
+):  # pragma: no cover - compiled
+    """Patient i's events, sorted by the time they act on the model; plans the ledger.
+
+    Lag and bioavailability are those of the dose's occasion (applied to oral doses),
+    amounts are scaled by the patient's dose scale; occasion switches precede the
+    doses at the same nominal time in the table. Returns ``et`` (time the event acts
+    on the model: after lag, jitter and holds), ``ek`` (kind), ``ea`` (amount acting
+    on the model: after F and dose scaling), ``eo`` (column in the arm's event table),
+    ``en`` (nominal time: a hold delays the events not before it) and ``eadm``
+    (administration time: the ledger's time).
+    """
+    ne = ev_n[a]
+    et = np.empty(ne)
+    ek = np.empty(ne, dtype=np.int64)
+    ea = np.empty(ne)
+    eo = np.empty(ne, dtype=np.int64)
+    en = np.empty(ne)
+    eadm = np.empty(ne)
+    n_slot = ledger.shape[1]
+    occ_d = 0
+    for e in range(ne):
+        kind = ev_kind[a, e]
+        amt = ev_amt[a, e] * dose_scale[i, ev_unit[a, e]]
+        tt = ev_time[a, e]
+        en[e] = tt
+        sl = ev_slot[a, e]
+        if kind == EV_ORAL and jit.shape[1] > 0 and sl >= 0:
+            tt += jit[i, sl]
+        eadm[e] = tt
+        if n_slot > 0 and sl >= 0:
+            if kind == EV_RATE:
+                _ledger_plan(ledger, i, sl, amt * (ev_time[a, ev_pair[a, e]] - ev_time[a, e]))
+            else:
+                _ledger_plan(ledger, i, sl, amt)
+        if kind == EV_OCC:
+            occ_d = int(ev_amt[a, e])
+            amt = ev_amt[a, e]
+        elif kind == EV_ORAL:
+            if tlag_idx >= 0:
+                tt += pmat[i, occ_d, tlag_idx]
+            if f_idx >= 0:
+                amt *= pmat[i, occ_d, f_idx]
+        et[e] = tt
+        ek[e] = kind
+        ea[e] = amt
+        eo[e] = e
+    _sort_events(0, et, ek, ea, eo, en, eadm)
+    return et, ek, ea, eo, en, eadm
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _steady_start(
+    i, a, m, p, lam, vinv, ss_spec, ss_unit, dose_scale, tlag_idx, f_idx
+):  # pragma: no cover - compiled
+    """Start the PK macro at steady state of the arm's first phase, if it asks for it.
+
+    Returns False if that steady state does not exist (see :func:`_steady_state`).
+    """
+    tau = ss_spec[a, 0]
+    if tau > 0.0 and m.shape[0] > 0:
+        kind = int(ss_spec[a, 1])
+        amt = ss_spec[a, 2] * dose_scale[i, ss_unit[a]]
+        tlag = p[tlag_idx] if tlag_idx >= 0 else 0.0
+        if kind == EV_ORAL and f_idx >= 0:
+            amt *= p[f_idx]
+        return _steady_state(m, lam, vinv, tau, kind, amt, ss_spec[a, 3], tlag)
+    return True
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _evaluate_rules(
+    i,
+    a,
+    t,
+    n_eval,
+    disc,
+    z,
+    p,
+    m,
+    wv,
+    lam,
+    cm,
+    otmp,
+    wmin,
+    wmax,
+    omin,
+    omax,
+    meas_eps,
+    rule_par,
+    st,
+    act,
+):  # pragma: no cover - compiled
+    """The dose-modification rules at a decision at ``t``: ``(action, delay, step)``.
+
+    The outputs are taken from the state now (with the assay errors of evaluation
+    ``n_eval``); the first matching rule's action and numbers come from ``rule_par``.
+    A hold that would exceed the rule's longest hold becomes a discontinuation.
+    """
+    cp_now = _cp_at(0.0, m, wv, lam, cm)
+    _outputs(t, z, p, cp_now, otmp)
+    k_eps = min(n_eval, meas_eps.shape[1] - 1)
+    if disc:
+        act[0] = ACT_NONE
+    else:
+        _decide(a, t, otmp, wmin, wmax, omin[i], omax[i], meas_eps[i, k_eps], st, act)
+    code = ACT_NONE
+    delay = 0.0
+    step = 1
+    if act[0] > 0.0:  # rule number act[4] matched: its action is data
+        rule = int(act[4])
+        code = int(rule_par[a, rule, 0])
+        delay = rule_par[a, rule, 1]
+        step = int(rule_par[a, rule, 2])
+        if code == ACT_HOLD and st[3] + delay > rule_par[a, rule, 3]:
+            code = ACT_DISCONTINUE  # the longest hold allowed would be exceeded
+    return code, delay, step
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _hold_events(ei, delay, et, ek, ea, eo, en, eadm, given_rate):  # pragma: no cover - compiled
+    """Delay the decision ``ei`` and every later event by ``delay`` (h), then re-sort.
+
+    Events nominally before the decision and the end of an infusion already running
+    keep their times.
+    """
+    tn = en[ei]
+    for e in range(ei, et.shape[0]):
+        if en[e] < tn:
+            continue
+        if ek[e] == EV_RATE and ea[e] <= 0.0 and given_rate[eo[e]] != 0.0:
+            continue
+        et[e] += delay
+        eadm[e] += delay
+    _sort_events(ei, et, ek, ea, eo, en, eadm)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _change_level(a, code, step, st, levels):  # pragma: no cover - compiled
+    """Move ``step`` dose levels down (reduce) or up (escalate), within the arm's levels.
+
+    Updates the level index ``st[0]``, the reductions ``st[1]`` and the dose ``st[4]``.
+    """
+    lv = int(st[0]) + (step if code == ACT_ESCALATE else -step)
+    lv = min(max(lv, 0), n_levels_a(levels, a) - 1)
+    if code == ACT_REDUCE and lv < int(st[0]):
+        st[1] += 1.0
+    st[0] = lv
+    st[4] = levels[a, lv]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _dose_reason(i, sl, kind, factor, disc, t_adm, t_nom, adh, jit):  # pragma: no cover
+    """Multiplier of a planned dose and its ledger reason: ``(mult, reason)``.
+
+    ``factor``: current dose over the planned one; ``t_adm``/``t_nom``: administration
+    and nominal time (a later administration than its jitter explains was delayed by
+    a hold); adherence and discontinuation override the reason.
+    """
+    mult = factor
+    reason = R_PLANNED
+    jit_sl = jit[i, sl] if (jit.shape[1] > 0 and kind == EV_ORAL) else 0.0
+    if factor < 1.0:
+        reason = R_REDUCED
+    elif factor > 1.0:
+        reason = R_ESCALATED
+    elif t_adm > t_nom + jit_sl:
+        reason = R_DELAYED
+    if adh.shape[1] > 0 and sl >= 0:
+        mult *= adh[i, sl]
+        if adh[i, sl] == 0.0:
+            reason = R_MISSED
+        elif adh[i, sl] > 1.0:
+            reason = R_DOUBLED
+    if disc:
+        mult = 0.0
+        reason = R_DISCONTINUED
+    return mult, reason
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _dose(kind, amt, z, m, vinv, rin, rtot):  # pragma: no cover - compiled
+    """Give ``amt``: a bolus into its dosing state or the PK modes, or an infusion rate.
+
+    Returns the infusion rates ``(rin, rtot)`` into the IV dosing state of an ODE model
+    and into the PK macro's central compartment.
+    """
+    if kind == EV_ORAL:
+        if DOSE_ORAL >= 0:
+            z[DOSE_ORAL] += amt
+        else:
+            for q in range(m.shape[0]):
+                m[q] += amt * vinv[q, 0]
+    elif kind == EV_BOLUS:
+        if DOSE_IV >= 0:
+            z[DOSE_IV] += amt
+        else:
+            for q in range(m.shape[0]):
+                m[q] += amt * vinv[q, 1]
+    elif DOSE_IV >= 0:
+        rin += amt
+    else:
+        rtot += amt
+    return rin, rtot
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _change_occasion(m, xa, vec_old, vinv_new):  # pragma: no cover - compiled
+    """Modal state at an occasion change: amounts are continuous, ``x = V_old m``,
+    ``m = V_new^-1 x`` (``xa``: scratch)."""
+    nm = m.shape[0]
+    for r in range(nm):
+        acc = 0.0
+        for q in range(nm):
+            acc += vec_old[r, q] * m[q]
+        xa[r] = acc
+    for q in range(nm):
+        acc = 0.0
+        for r in range(nm):
+            acc += vinv_new[q, r] * xa[r]
+        m[q] = acc
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _trough(t, z, p, m, wv, lam, cm, otmp):  # pragma: no cover - compiled
+    """Concentration at ``t`` before the doses at ``t`` (ODE output CP_OUT or PK CP)."""
+    if CP_OUT >= 0:
+        _outputs(t, z, p, 0.0, otmp)
+        return otmp[CP_OUT]
+    return _cp_at(0.0, m, wv, lam, cm)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _modal_input(rtot, vinv, lam, u, wv):  # pragma: no cover - compiled
+    """Modal infusion input ``u`` of the rate ``rtot`` into the central compartment and
+    ``wv = u / lam``."""
+    for q in range(u.shape[0]):
+        u[q] = rtot * vinv[q, 1]
+        wv[q] = u[q] / lam[q]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _pk_peak_at_event(
+    t,
+    tb,
+    g,
+    cp0,
+    occ,
+    m,
+    wv,
+    t_grid,
+    cand,
+    best_m,
+    best_u,
+    best_seg,
+    best_pm,
+    best_pu,
+    best_pseg,
+    prev_m,
+    prev_u,
+    prev_seg,
+):  # pragma: no cover - compiled
+    """Candidate Cmax of the PK macro at the start of the segment [t, tb].
+
+    A better candidate keeps its segment (modal state ``best_m``, ``best_u``;
+    ``best_seg``: start, end, window around the candidate, occasion), searched forward
+    to the next grid point, and the segment before it (``best_pm``, ``best_pu``;
+    ``best_pseg``: start, window start, occasion), searched backward to the previous
+    grid point, from the segment just finished (``prev_m``, ``prev_u``; ``prev_seg``:
+    start, occasion).
+    """
+    ng = t_grid.shape[0]
+    if cp0 > cand[0]:
+        cand[0] = cp0
+        cand[1] = t
+        best_m[:] = m
+        best_u[:] = wv
+        best_seg[3] = occ
+        best_seg[0] = t
+        best_seg[1] = tb
+        # forward window: to the next grid point; backward: the previous segment
+        best_seg[2] = (t_grid[g] - t) if g < ng else (tb - t)
+        best_pm[:] = prev_m
+        best_pu[:] = prev_u
+        best_pseg[2] = prev_seg[1]
+        best_pseg[0] = prev_seg[0]
+        gb = g - 1
+        while gb >= 0 and t_grid[gb] >= t:
+            gb -= 1
+        best_pseg[1] = max(prev_seg[0], t_grid[gb]) if gb >= 0 else prev_seg[0]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _ode_peak_at_event(t, z, p, otmp, best, tbest, want_right, lseg, rseg):  # pragma: no cover
+    """Candidate Cmax of the ODE output CP_OUT just after the doses at ``t``.
+
+    Returns the updated ``(best, tbest, want_right)``; a new best point has no step
+    before it to refine on (``lseg``), and wants the step after it (``rseg``).
+    """
+    _outputs(t, z, p, 0.0, otmp)  # after the doses at t
+    if otmp[CP_OUT] > best:
+        best = otmp[CP_OUT]
+        tbest = t
+        lseg[:] = np.nan
+        rseg[:] = np.nan
+        want_right = True
+    return best, tbest, want_right
+
+
+# inlined (numba IR): called at every step of an ODE exposure model (see _record)
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _track_ode_peak(
+    t, hs, t1, occ, z, znew, k, p, otmp, best, tbest, want_right, lz, lk, lseg, rz, rk, rseg
+):  # pragma: no cover - compiled
+    """Candidate Cmax of the ODE output CP_OUT at the end ``t1`` of an accepted step.
+
+    The best step end is bracketed by the step before it (state ``lz``, stages ``lk``;
+    ``lseg``: start, size, occasion) and the step after it (``rz``, ``rk``, ``rseg``),
+    kept for the refinement on their dense output. Returns the updated
+    ``(best, tbest, want_right)``.
+    """
+    if want_right:
+        rz[:] = z
+        rk[:, :] = k
+        rseg[0] = t
+        rseg[1] = hs
+        rseg[2] = occ
+        want_right = False
+    _outputs(t1, znew, p, 0.0, otmp)
+    if otmp[CP_OUT] > best:
+        best = otmp[CP_OUT]
+        tbest = t1
+        lz[:] = z
+        lk[:, :] = k
+        lseg[0] = t
+        lseg[1] = hs
+        lseg[2] = occ
+        rseg[:] = np.nan
+        want_right = True
+    return best, tbest, want_right
+
+
+# inlined (numba IR): called at every step (see _record)
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _integration_step(
+    t,
+    hs,
+    h,
+    z,
+    k,
+    p,
+    m,
+    wv,
+    lam,
+    cm,
+    tseg,
+    rin,
+    ztmp,
+    znew,
+    jac,
+    wmat,
+    rvec,
+    errv,
+    rtol,
+    atol,
+    method,
+    steps,
+    max_steps,
+    nstiff,
+    nonstiff,
+):  # pragma: no cover - compiled
+    """One attempted step of size ``hs`` from (t, z), with error and stiffness control.
+
+    Fills ``znew`` and the stages ``k`` (for the dense output; ``ztmp``, ``jac``,
+    ``wmat``, ``rvec``, ``errv``: work arrays). Returns
+    ``(accepted, stat, h, hnew, steps, nstiff, nonstiff)``: a rejected step (not
+    accepted) comes with the smaller step ``h`` to retry with, or a failure ``stat``;
+    an accepted one with the next step ``hnew``. ``steps`` counts accepted and
+    error-rejected steps; ``nstiff``/``nonstiff`` are DOPRI5's stiffness counters.
+    """
+    ns = NS
+    finite = True
+    if method == DOPRI5:
+        _rk_step(t, hs, z, k, p, m, wv, lam, cm, tseg, rin, ztmp, znew)
+        for q in range(ns):
+            errv[q] = hs * (
+                E1 * k[0, q]
+                + E3 * k[2, q]
+                + E4 * k[3, q]
+                + E5 * k[4, q]
+                + E6 * k[5, q]
+                + E7 * k[6, q]
+            )
+    else:
+        finite = _ros_step(
+            t, hs, z, k, p, m, wv, lam, cm, tseg, rin, ztmp, znew, jac, wmat, rvec, errv
+        )
+    err = 0.0
+    for q in range(ns):
+        # an error in log(y) is a relative error in y: scale it by rtol alone
+        if LOGSCALE[q]:
+            sc = atol + rtol
+        else:
+            sc = atol + rtol * max(abs(z[q]), abs(znew[q]))
+        err += (errv[q] / sc) ** 2
+        if not math.isfinite(znew[q]):
+            finite = False
+    err = math.sqrt(err / ns)
+    if not finite or not math.isfinite(err):
+        h = 0.25 * hs
+        stat = NONFINITE if h < 1e-12 * max(1.0, abs(t)) else OK
+        return False, stat, h, h, steps, nstiff, nonstiff
+    steps += 1
+    if steps > max_steps:
+        return False, MAX_STEPS, h, h, steps, nstiff, nonstiff
+    expo = -0.2 if method == DOPRI5 else -1.0 / 3.0
+    if err > 1.0:
+        h = hs * max(0.2, 0.9 * err**expo)
+        stat = STEP_UNDERFLOW if h < 1e-12 * max(1.0, abs(t)) else OK
+        return False, stat, h, h, steps, nstiff, nonstiff
+    fac = 10.0 if err == 0.0 else min(10.0, 0.9 * err**expo)
+    hnew = hs * fac
+    if method == DOPRI5:
+        # stiffness detection of Hairer's DOPRI5: h*|lambda| estimated from the
+        # last two stages; 15 accepted steps near the stability boundary -> stiff
+        stnum = 0.0
+        stden = 0.0
+        for q in range(ns):
+            stnum += (k[6, q] - k[5, q]) ** 2
+            stden += (znew[q] - ztmp[q]) ** 2
+        if stden > 0.0 and hs * math.sqrt(stnum / stden) > 3.25:
+            nonstiff = 0
+            nstiff += 1
+            if nstiff >= 15:
+                return False, STIFF, h, hnew, steps, nstiff, nonstiff
+        else:
+            nonstiff += 1
+            if nonstiff >= 6:
+                nstiff = 0
+    return True, OK, h, hnew, steps, nstiff, nonstiff
+
+
+# inlined (numba IR): called at every grid point (see _record)
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _state_at(tg, t, t1, hs, z, znew, k, method, zg):  # pragma: no cover - compiled
+    """ODE states ``zg`` at ``tg`` in the accepted step (t, t1] of size ``hs``: its end
+    exactly, inside it from the method's dense output."""
+    if tg == t1:
+        zg[:] = znew
+    elif method == DOPRI5:
+        _dense((tg - t) / hs, hs, z, k, zg)
+    else:
+        _dense_ros((tg - t) / hs, hs, z, k, zg)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _pk_peak_on_grid(
+    g, tg, tseg, tb, occ, m, wv, t_grid, best_m, best_u, best_seg, best_pseg
+):  # pragma: no cover - compiled
+    """A better PK candidate at grid point ``g`` (time ``tg``) of the segment [tseg, tb]:
+    keep its segment, to be searched within the grid spacing around it (see
+    :func:`_pk_peak_at_event`)."""
+    ng = t_grid.shape[0]
+    best_m[:] = m
+    best_u[:] = wv
+    best_seg[3] = occ
+    best_pseg[:] = np.nan
+    best_seg[0] = tseg
+    best_seg[1] = tb
+    best_seg[2] = max(
+        tg - t_grid[g - 1] if g > 0 else 0.0,
+        t_grid[g + 1] - tg if g + 1 < ng else 0.0,
+    )
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _pk_cmax(
+    i, cand, best_m, best_u, best_seg, best_pm, best_pu, best_pseg, lam_all, cm_all
+):  # pragma: no cover - compiled
+    """Exact Cmax of the PK macro: the best candidate refined inside its segment and,
+    for a candidate at an event time, at the end of the segment before it (see
+    :func:`_pk_peak_at_event`)."""
+    cmax = cand[0]
+    tmax = cand[1]
+    if lam_all.shape[2] > 0 and math.isfinite(best_seg[0]):
+        occ = int(best_seg[3])
+        w = best_seg[2]
+        lo = max(best_seg[0], tmax - w)
+        hi = min(best_seg[1], tmax + w)
+        if hi > lo:
+            tr, cr = _refine_cmax(
+                lo, hi, best_m, best_u, lam_all[i, occ], cm_all[i, occ], best_seg[0]
+            )
+            if cr > cmax:
+                cmax = cr
+                tmax = tr
+        # a candidate at an event time: also search the end of the segment before it
+        t_ev = cand[1]
+        if math.isfinite(best_pseg[0]) and t_ev > best_pseg[1]:
+            pocc = int(best_pseg[2])
+            tr, cr = _refine_cmax(
+                best_pseg[1],
+                t_ev,
+                best_pm,
+                best_pu,
+                lam_all[i, pocc],
+                cm_all[i, pocc],
+                best_pseg[0],
+            )
+            if cr > cmax:
+                cmax = cr
+                tmax = tr
+    return cmax, tmax
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _ode_cmax(
+    i, best, tbest, lz, lk, lseg, rz, rk, rseg, pmat, method, zg, otmp
+):  # pragma: no cover - compiled
+    """Exact Cmax of the ODE output CP_OUT: the best step end or post-dose point,
+    refined on the dense output of the steps around it (see :func:`_track_ode_peak`)."""
+    cmax = best
+    tmax = tbest
+    if math.isfinite(lseg[0]):
+        tr, cr = _refine_dense(lseg[1], lseg[0], lz, lk, pmat[i, int(lseg[2])], method, zg, otmp)
+        if cr > cmax:
+            cmax = cr
+            tmax = tr
+    if math.isfinite(rseg[0]):
+        tr, cr = _refine_dense(rseg[1], rseg[0], rz, rk, pmat[i, int(rseg[2])], method, zg, otmp)
+        if cr > cmax:
+            cmax = cr
+            tmax = tr
+    return cmax, tmax
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _fail(
+    i, stat, steps, omin, omax, targmin, targmax, cross, probes, store, pk_metrics, status, nsteps
+):  # pragma: no cover - compiled
+    """A failed patient keeps its row but no partial result that could pass for one."""
+    status[i] = stat
+    nsteps[i] = steps
+    for j in range(omin.shape[1]):
+        omin[i, j] = np.nan
+        omax[i, j] = np.nan
+        targmin[i, j] = np.nan
+        targmax[i, j] = np.nan
+    for j in range(4):
+        pk_metrics[i, j] = np.nan
+    _clear_traces(i, cross, probes, store)
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _simulate_one(
+    # --- PATIENT ARGS BEGIN ---
     i,
-    P_,
-    Y0,
+    method,
+    pmat,
+    y0,
     arm,
-    dscale,
+    dose_scale,
     lam_all,
     cm_all,
     vinv_all,
@@ -633,7 +1277,6 @@ def _simulate_one(
     atol,
     max_steps,
     h_max,
-    method,
     status,
     nsteps,
     omin,
@@ -646,59 +1289,38 @@ def _simulate_one(
     pk_metrics,
     ledger,
     dsum,
+    # --- PATIENT ARGS END ---
 ):  # pragma: no cover - compiled
+    """Simulate patient i with integration method ``method`` (see :func:`simulate_batch`)."""
     ns = NS
     nm = lam_all.shape[2]
     no = omin.shape[1]
+    a = arm[i]
     occ = 0
-    p = P_[i, 0]
+    p = pmat[i, 0]
     lam = lam_all[i, 0]
     cm = cm_all[i, 0]
     vinv = vinv_all[i, 0]
-    a = arm[i]
-    # ---- this patient's events: lag and bioavailability of the dose's occasion on oral
-    # doses, dose scaling, sorted by actual time (occasion switches precede the doses at
-    # the same nominal time in the table)
-    ne = ev_n[a]
-    et = np.empty(ne)  # time the event acts on the model (after lag, jitter, holds)
-    ek = np.empty(ne, dtype=np.int64)
-    ea = np.empty(ne)  # amount acting on the model (after F and dose scaling)
-    eo = np.empty(ne, dtype=np.int64)  # column in the arm's event table
-    en = np.empty(ne)  # nominal time (a hold delays the events not before it)
-    eadm = np.empty(ne)  # administration time (the ledger's time)
+    et, ek, ea, eo, en, eadm = _patient_events(
+        i,
+        a,
+        pmat,
+        dose_scale,
+        jit,
+        ev_time,
+        ev_amt,
+        ev_kind,
+        ev_unit,
+        ev_n,
+        ev_slot,
+        ev_pair,
+        tlag_idx,
+        f_idx,
+        ledger,
+    )
+    ne = et.shape[0]
     given_rate = np.zeros(ne)  # rate started by an infusion, by its stop's column
     n_slot = ledger.shape[1]
-    occ_d = 0
-    for e in range(ne):
-        kind = ev_kind[a, e]
-        amt = ev_amt[a, e] * dscale[i, ev_unit[a, e]]
-        tt = ev_time[a, e]
-        en[e] = tt
-        sl = ev_slot[a, e]
-        if kind == EV_ORAL and jit.shape[1] > 0 and sl >= 0:
-            tt += jit[i, sl]
-        eadm[e] = tt
-        if n_slot > 0 and sl >= 0:
-            ledger[i, sl, 0] = np.nan
-            if kind == EV_RATE:
-                ledger[i, sl, 1] = amt * (ev_time[a, ev_pair[a, e]] - ev_time[a, e])
-            else:
-                ledger[i, sl, 1] = amt
-            ledger[i, sl, 2] = 0.0
-            ledger[i, sl, 3] = R_NOT_REACHED
-        if kind == EV_OCC:
-            occ_d = int(ev_amt[a, e])
-            amt = ev_amt[a, e]
-        elif kind == EV_ORAL:
-            if tlag_idx >= 0:
-                tt += P_[i, occ_d, tlag_idx]
-            if f_idx >= 0:
-                amt *= P_[i, occ_d, f_idx]
-        et[e] = tt
-        ek[e] = kind
-        ea[e] = amt
-        eo[e] = e
-    _sort_events(0, et, ek, ea, eo, en, eadm)
     # dose modification and adherence state
     st = np.zeros(5)  # level index, reductions, holds, hours held at this decision, dose
     act = np.zeros(5)
@@ -712,8 +1334,8 @@ def _simulate_one(
     hold_total = 0.0
     n_eval = 0
     held_before = False
-    wmin = np.empty(omin.shape[1])
-    wmax = np.empty(omin.shape[1])
+    wmin = np.empty(no)  # extremes of the outputs since the last decision
+    wmax = np.empty(no)
     wmin[:] = np.nan
     wmax[:] = np.nan
     # ---- state
@@ -724,7 +1346,7 @@ def _simulate_one(
     rtot = 0.0  # infusion rate into the PK macro's central compartment (mg/h)
     rin = 0.0  # infusion rate into the IV dosing state of an ODE model (mg/h)
     z = np.zeros(ns)
-    _to_internal(Y0[i], z)
+    _to_internal(y0[i], z)
     k = np.empty((7, ns))
     ztmp = np.empty(ns)
     znew = np.empty(ns)
@@ -739,25 +1361,22 @@ def _simulate_one(
     o = np.empty(no)
     oprev = np.empty(no)
     otmp = np.empty(no)
-    cand = np.empty(2)
+    cand = np.empty(2)  # best PK concentration on the grid or at an event, its time
     cand[0] = -np.inf
     cand[1] = np.nan
+    # PK exposure: the segment of the best candidate, the one before it, the last one
     best_m = np.zeros(nm)
     best_u = np.zeros(nm)
-    best_seg = np.empty(3)  # segment start, segment end, grid spacing around the candidate
+    best_seg = np.empty(4)  # segment start, end, grid spacing around the candidate, occasion
     best_seg[:] = np.nan
-    best_occ = 0
-    # a candidate at an event time may sit next to a peak in the segment before it
-    prev_m = np.zeros(nm)
-    prev_u = np.zeros(nm)
-    prev_seg = np.empty(2)  # previous segment start, window start
-    prev_seg[:] = np.nan
-    prev_occ = 0
     best_pm = np.zeros(nm)
     best_pu = np.zeros(nm)
-    best_pseg = np.empty(2)
+    best_pseg = np.empty(3)  # segment start, window start, occasion
     best_pseg[:] = np.nan
-    best_pocc = 0
+    prev_m = np.zeros(nm)
+    prev_u = np.zeros(nm)
+    prev_seg = np.empty(2)  # segment start, occasion
+    prev_seg[:] = np.nan
     # ODE exposure (CP_OUT >= 0): best step end or post-dose point, and the steps around
     # it (start time, size, state, stages, parameter occasion) for the refinement
     nsave = ns if CP_OUT >= 0 else 0
@@ -786,23 +1405,16 @@ def _simulate_one(
     steps = 0
     h = h_max
     stat = OK
-    # steady-state start: the PK macro at steady state of the arm's first phase
-    tau = ss_spec[a, 0]
-    if tau > 0.0 and nm > 0:
-        kind = int(ss_spec[a, 1])
-        amt = ss_spec[a, 2] * dscale[i, ss_unit[a]]
-        tlag = p[tlag_idx] if tlag_idx >= 0 else 0.0
-        if kind == EV_ORAL and f_idx >= 0:
-            amt *= p[f_idx]
-        if not _steady_state(m, lam, vinv, tau, kind, amt, ss_spec[a, 3], tlag):
-            stat = INVALID_INITIAL
+    if not _steady_start(i, a, m, p, lam, vinv, ss_spec, ss_unit, dose_scale, tlag_idx, f_idx):
+        stat = INVALID_INITIAL
     cp_start = _cp_at(0.0, m, wv, lam, cm)
     # grid points at the start are taken before any dose at that time
     while g < ng and t_grid[g] <= t and stat == OK:
+        zs = z if ns > 0 else zg
         _record(
             g,
             t_grid[g],
-            z if ns > 0 else zg,
+            zs,
             p,
             cp_start,
             i,
@@ -830,51 +1442,43 @@ def _simulate_one(
     ei = 0
     first = True
     while t < t_end and stat == OK:
-        # apply the events at time t
+        # ---- apply the events at time t
         while ei < ne and et[ei] <= t:
             kind = ek[ei]
             if kind == EV_DECIDE:
-                cp_now = _cp_at(0.0, m, wv, lam, cm)
-                _outputs(t, z, p, cp_now, otmp)
-                k_eps = min(n_eval, meas_eps.shape[1] - 1)
+                code, delay, step = _evaluate_rules(
+                    i,
+                    a,
+                    t,
+                    n_eval,
+                    disc,
+                    z,
+                    p,
+                    m,
+                    wv,
+                    lam,
+                    cm,
+                    otmp,
+                    wmin,
+                    wmax,
+                    omin,
+                    omax,
+                    meas_eps,
+                    rule_par,
+                    st,
+                    act,
+                )
                 n_eval += 1
-                if disc:
-                    act[0] = ACT_NONE
-                else:
-                    _decide(a, t, otmp, wmin, wmax, omin[i], omax[i], meas_eps[i, k_eps], st, act)
-                code = ACT_NONE
-                delay = 0.0
-                step = 1
-                if act[0] > 0.0:  # rule number act[4] matched: its action is data
-                    rule = int(act[4])
-                    code = int(rule_par[a, rule, 0])
-                    delay = rule_par[a, rule, 1]
-                    step = int(rule_par[a, rule, 2])
-                    if code == ACT_HOLD and st[3] + delay > rule_par[a, rule, 3]:
-                        code = ACT_DISCONTINUE  # the longest hold allowed would be exceeded
                 if code == ACT_HOLD:
                     if not held_before:
                         st[2] += 1.0
                     held_before = True
                     st[3] += delay
                     hold_total += delay
-                    tn = en[ei]
-                    for e in range(ei, ne):  # this decision and every later event,
-                        if en[e] < tn:  # but not the end of an infusion already running
-                            continue
-                        if ek[e] == EV_RATE and ea[e] <= 0.0 and given_rate[eo[e]] != 0.0:
-                            continue
-                        et[e] += delay
-                        eadm[e] += delay
-                    _sort_events(ei, et, ek, ea, eo, en, eadm)
+                    _hold_events(ei, delay, et, ek, ea, eo, en, eadm, given_rate)
                     break  # the decision comes back after the delay
                 if code in (ACT_REDUCE, ACT_ESCALATE):
-                    lv = int(st[0]) + (step if code == ACT_ESCALATE else -step)
-                    lv = min(max(lv, 0), n_levels_a(levels, a) - 1)
-                    if code == ACT_REDUCE and lv < int(st[0]):
-                        st[1] += 1.0
-                    st[0] = lv
-                    st[4] = levels[a, lv]
+                    _change_level(a, code, step, st, levels)
                     factor = st[4] / base_dose
                 elif code == ACT_DISCONTINUE:
                     disc = True
@@ -886,47 +1490,13 @@ def _simulate_one(
             elif kind in (EV_ORAL, EV_BOLUS) or (kind == EV_RATE and ea[ei] > 0):
                 col = eo[ei]
                 sl = ev_slot[a, col]
-                mult = factor
-                reason = R_PLANNED
-                jit_sl = jit[i, sl] if (jit.shape[1] > 0 and kind == EV_ORAL) else 0.0
-                if factor < 1.0:
-                    reason = R_REDUCED
-                elif factor > 1.0:
-                    reason = R_ESCALATED
-                elif eadm[ei] > en[ei] + jit_sl:
-                    reason = R_DELAYED
-                if adh.shape[1] > 0 and sl >= 0:
-                    mult *= adh[i, sl]
-                    if adh[i, sl] == 0.0:
-                        reason = R_MISSED
-                    elif adh[i, sl] > 1.0:
-                        reason = R_DOUBLED
-                if disc:
-                    mult = 0.0
-                    reason = R_DISCONTINUED
+                mult, reason = _dose_reason(i, sl, kind, factor, disc, eadm[ei], en[ei], adh, jit)
                 amt = ea[ei] * mult
-                if kind == EV_ORAL:
-                    if DOSE_ORAL >= 0:
-                        z[DOSE_ORAL] += amt
-                    else:
-                        for q in range(nm):
-                            m[q] += amt * vinv[q, 0]
-                elif kind == EV_BOLUS:
-                    if DOSE_IV >= 0:
-                        z[DOSE_IV] += amt
-                    else:
-                        for q in range(nm):
-                            m[q] += amt * vinv[q, 1]
-                else:
+                if kind == EV_RATE:
                     given_rate[ev_pair[a, col]] = amt
-                    if DOSE_IV >= 0:
-                        rin += amt
-                    else:
-                        rtot += amt
+                rin, rtot = _dose(kind, amt, z, m, vinv, rin, rtot)
                 if n_slot > 0 and sl >= 0:
-                    ledger[i, sl, 0] = eadm[ei]
-                    ledger[i, sl, 2] = ledger[i, sl, 1] * mult
-                    ledger[i, sl, 3] = reason
+                    _ledger_give(ledger, i, sl, eadm[ei], mult, reason)
             elif kind == EV_RATE:  # an infusion ends: remove the rate it started with
                 r = given_rate[eo[ei]]
                 if DOSE_IV >= 0:
@@ -936,65 +1506,46 @@ def _simulate_one(
             elif kind == EV_OCC:
                 new = int(ea[ei])
                 if new != occ:
-                    # amounts are continuous across occasions: x = V_old m, m = V_new^-1 x
-                    vec = vec_all[i, occ]
-                    for r in range(nm):
-                        acc = 0.0
-                        for q in range(nm):
-                            acc += vec[r, q] * m[q]
-                        xa[r] = acc
+                    _change_occasion(m, xa, vec_all[i, occ], vinv_all[i, new])
                     occ = new
-                    p = P_[i, occ]
+                    p = pmat[i, occ]
                     lam = lam_all[i, occ]
                     cm = cm_all[i, occ]
                     vinv = vinv_all[i, occ]
-                    for q in range(nm):
-                        acc = 0.0
-                        for r in range(nm):
-                            acc += vinv[q, r] * xa[r]
-                        m[q] = acc
             else:
-                if CP_OUT >= 0:
-                    _outputs(t, z, p, 0.0, otmp)
-                    ctrough = otmp[CP_OUT]
-                else:
-                    ctrough = _cp_at(0.0, m, wv, lam, cm)
+                ctrough = _trough(t, z, p, m, wv, lam, cm, otmp)
             ei += 1
-        for q in range(nm):
-            u[q] = rtot * vinv[q, 1]
-            wv[q] = u[q] / lam[q]
+        # ---- the segment [t, tb] up to the next event
+        _modal_input(rtot, vinv, lam, u, wv)
         tb = t_end
         if ei < ne and et[ei] < t_end:
             tb = et[ei]
         tseg = t
         cp0 = _cp_at(0.0, m, wv, lam, cm)
-        if cp0 > cand[0]:
-            cand[0] = cp0
-            cand[1] = t
-            best_m[:] = m
-            best_u[:] = wv
-            best_occ = occ
-            best_seg[0] = t
-            best_seg[1] = tb
-            # forward window: to the next grid point; backward: the previous segment
-            best_seg[2] = (t_grid[g] - t) if g < ng else (tb - t)
-            best_pm[:] = prev_m
-            best_pu[:] = prev_u
-            best_pocc = prev_occ
-            best_pseg[0] = prev_seg[0]
-            gb = g - 1
-            while gb >= 0 and t_grid[gb] >= t:
-                gb -= 1
-            best_pseg[1] = max(prev_seg[0], t_grid[gb]) if gb >= 0 else prev_seg[0]
+        _pk_peak_at_event(
+            t,
+            tb,
+            g,
+            cp0,
+            occ,
+            m,
+            wv,
+            t_grid,
+            cand,
+            best_m,
+            best_u,
+            best_seg,
+            best_pm,
+            best_pu,
+            best_pseg,
+            prev_m,
+            prev_u,
+            prev_seg,
+        )
         if CP_OUT >= 0:
-            _outputs(t, z, p, 0.0, otmp)  # after the doses at t
-            if otmp[CP_OUT] > ode_best:
-                ode_best = otmp[CP_OUT]
-                ode_tbest = t
-                lseg[:] = np.nan
-                rseg[:] = np.nan
-                want_right = True
-        # ---- integrate the ODE states over [t, tb]
+            ode_best, ode_tbest, want_right = _ode_peak_at_event(
+                t, z, p, otmp, ode_best, ode_tbest, want_right, lseg, rseg
+            )
         if ns > 0:
             _f(t, z, p, cp0, rin, k[0])
             # every segment starts after a dose or infusion change, where the right-hand
@@ -1011,102 +1562,64 @@ def _simulate_one(
                 hs = tb - t
                 last = True
             if ns > 0:
-                finite = True
-                if method == DOPRI5:
-                    _rk_step(t, hs, z, k, p, m, wv, lam, cm, tseg, rin, ztmp, znew)
-                    for q in range(ns):
-                        errv[q] = hs * (
-                            E1 * k[0, q]
-                            + E3 * k[2, q]
-                            + E4 * k[3, q]
-                            + E5 * k[4, q]
-                            + E6 * k[5, q]
-                            + E7 * k[6, q]
-                        )
-                else:
-                    finite = _ros_step(
-                        t, hs, z, k, p, m, wv, lam, cm, tseg, rin, ztmp, znew, jac, wmat, rvec, errv
-                    )
-                err = 0.0
-                for q in range(ns):
-                    # an error in log(y) is a relative error in y: scale it by rtol alone
-                    if LOGSCALE[q]:
-                        sc = atol + rtol
-                    else:
-                        sc = atol + rtol * max(abs(z[q]), abs(znew[q]))
-                    err += (errv[q] / sc) ** 2
-                    if not math.isfinite(znew[q]):
-                        finite = False
-                err = math.sqrt(err / ns)
-                if not finite or not math.isfinite(err):
-                    h = 0.25 * hs
-                    if h < 1e-12 * max(1.0, abs(t)):
-                        stat = NONFINITE
+                accepted, stat, h, hnew, steps, nstiff, nonstiff = _integration_step(
+                    t,
+                    hs,
+                    h,
+                    z,
+                    k,
+                    p,
+                    m,
+                    wv,
+                    lam,
+                    cm,
+                    tseg,
+                    rin,
+                    ztmp,
+                    znew,
+                    jac,
+                    wmat,
+                    rvec,
+                    errv,
+                    rtol,
+                    atol,
+                    method,
+                    steps,
+                    max_steps,
+                    nstiff,
+                    nonstiff,
+                )
+                if not accepted:
                     continue
-                steps += 1
-                if steps > max_steps:
-                    stat = MAX_STEPS
-                    break
-                expo = -0.2 if method == DOPRI5 else -1.0 / 3.0
-                if err > 1.0:
-                    h = hs * max(0.2, 0.9 * err**expo)
-                    if h < 1e-12 * max(1.0, abs(t)):
-                        stat = STEP_UNDERFLOW
-                    continue
-                fac = 10.0 if err == 0.0 else min(10.0, 0.9 * err**expo)
-                hnew = hs * fac
-                if method == DOPRI5:
-                    # stiffness detection of Hairer's DOPRI5: h*|lambda| estimated from the
-                    # last two stages; 15 accepted steps near the stability boundary -> stiff
-                    stnum = 0.0
-                    stden = 0.0
-                    for q in range(ns):
-                        stnum += (k[6, q] - k[5, q]) ** 2
-                        stden += (znew[q] - ztmp[q]) ** 2
-                    if stden > 0.0 and hs * math.sqrt(stnum / stden) > 3.25:
-                        nonstiff = 0
-                        nstiff += 1
-                        if nstiff >= 15:
-                            stat = STIFF
-                            break
-                    else:
-                        nonstiff += 1
-                        if nonstiff >= 6:
-                            nstiff = 0
             else:
                 hnew = h
             t1 = tb if last else t + hs
             if CP_OUT >= 0:
-                # exposure of an ODE model: the best accepted step end, bracketed by the
-                # step before and the step after it (refined on their dense output)
-                if want_right:
-                    rz[:] = z
-                    rk[:, :] = k
-                    rseg[0] = t
-                    rseg[1] = hs
-                    rseg[2] = occ
-                    want_right = False
-                _outputs(t1, znew, p, 0.0, otmp)
-                if otmp[CP_OUT] > ode_best:
-                    ode_best = otmp[CP_OUT]
-                    ode_tbest = t1
-                    lz[:] = z
-                    lk[:, :] = k
-                    lseg[0] = t
-                    lseg[1] = hs
-                    lseg[2] = occ
-                    rseg[:] = np.nan
-                    want_right = True
+                ode_best, ode_tbest, want_right = _track_ode_peak(
+                    t,
+                    hs,
+                    t1,
+                    occ,
+                    z,
+                    znew,
+                    k,
+                    p,
+                    otmp,
+                    ode_best,
+                    ode_tbest,
+                    want_right,
+                    lz,
+                    lk,
+                    lseg,
+                    rz,
+                    rk,
+                    rseg,
+                )
             # outputs at grid points inside (t, t1]
             while g < ng and t_grid[g] <= t1:
                 tg = t_grid[g]
                 if ns > 0:
-                    if tg == t1:
-                        zg[:] = znew
-                    elif method == DOPRI5:
-                        _dense((tg - t) / hs, hs, z, k, zg)
-                    else:
-                        _dense_ros((tg - t) / hs, hs, z, k, zg)
+                    _state_at(tg, t, t1, hs, z, znew, k, method, zg)
                 cpg = _cp_at(tg - tseg, m, wv, lam, cm)
                 before = cand[0]
                 _record(
@@ -1137,15 +1650,8 @@ def _simulate_one(
                     wmax,
                 )
                 if cand[0] > before:
-                    best_m[:] = m
-                    best_u[:] = wv
-                    best_occ = occ
-                    best_pseg[:] = np.nan
-                    best_seg[0] = tseg
-                    best_seg[1] = tb
-                    best_seg[2] = max(
-                        tg - t_grid[g - 1] if g > 0 else 0.0,
-                        t_grid[g + 1] - tg if g + 1 < ng else 0.0,
+                    _pk_peak_on_grid(
+                        g, tg, tseg, tb, occ, m, wv, t_grid, best_m, best_u, best_seg, best_pseg
                     )
                 g += 1
             if ns > 0:
@@ -1155,73 +1661,38 @@ def _simulate_one(
             h = hnew
         prev_m[:] = m
         prev_u[:] = wv
-        prev_occ = occ
+        prev_seg[1] = occ
         prev_seg[0] = tseg
         auc += _advance_modes(tb - tseg, m, u, lam, cm)
     # events at the very end of the horizon: only the trough marker matters
     while ei < ne and et[ei] <= t_end:
         if ek[ei] == EV_MARK:
-            if CP_OUT >= 0:
-                _outputs(t_end, z, p, 0.0, otmp)
-                ctrough = otmp[CP_OUT]
-            else:
-                ctrough = _cp_at(0.0, m, wv, lam, cm)
+            ctrough = _trough(t_end, z, p, m, wv, lam, cm, otmp)
         ei += 1
     if stat != OK:
-        # a failed patient keeps its row but no partial result that could pass for one
-        status[i] = stat
-        nsteps[i] = steps
-        for j in range(no):
-            omin[i, j] = np.nan
-            omax[i, j] = np.nan
-            targmin[i, j] = np.nan
-            targmax[i, j] = np.nan
-        for j in range(4):
-            pk_metrics[i, j] = np.nan
-        _clear_traces(i, cross, probes, store)
+        _fail(
+            i,
+            stat,
+            steps,
+            omin,
+            omax,
+            targmin,
+            targmax,
+            cross,
+            probes,
+            store,
+            pk_metrics,
+            status,
+            nsteps,
+        )
         return
-    # exact Cmax: refine the best candidate inside its segment
-    cmax = cand[0]
-    tmax = cand[1]
-    if nm > 0 and math.isfinite(best_seg[0]):
-        w = best_seg[2]
-        lo = max(best_seg[0], tmax - w)
-        hi = min(best_seg[1], tmax + w)
-        if hi > lo:
-            tr, cr = _refine_cmax(
-                lo, hi, best_m, best_u, lam_all[i, best_occ], cm_all[i, best_occ], best_seg[0]
-            )
-            if cr > cmax:
-                cmax = cr
-                tmax = tr
-        # a candidate at an event time: also search the end of the segment before it
-        t_ev = cand[1]
-        if math.isfinite(best_pseg[0]) and t_ev > best_pseg[1]:
-            tr, cr = _refine_cmax(
-                best_pseg[1],
-                t_ev,
-                best_pm,
-                best_pu,
-                lam_all[i, best_pocc],
-                cm_all[i, best_pocc],
-                best_pseg[0],
-            )
-            if cr > cmax:
-                cmax = cr
-                tmax = tr
+    cmax, tmax = _pk_cmax(
+        i, cand, best_m, best_u, best_seg, best_pm, best_pu, best_pseg, lam_all, cm_all
+    )
     if CP_OUT >= 0:
-        cmax = ode_best
-        tmax = ode_tbest
-        if math.isfinite(lseg[0]):
-            tr, cr = _refine_dense(lseg[1], lseg[0], lz, lk, P_[i, int(lseg[2])], method, zg, otmp)
-            if cr > cmax:
-                cmax = cr
-                tmax = tr
-        if math.isfinite(rseg[0]):
-            tr, cr = _refine_dense(rseg[1], rseg[0], rz, rk, P_[i, int(rseg[2])], method, zg, otmp)
-            if cr > cmax:
-                cmax = cr
-                tmax = tr
+        cmax, tmax = _ode_cmax(
+            i, ode_best, ode_tbest, lz, lk, lseg, rz, rk, rseg, pmat, method, zg, otmp
+        )
         auc = z[AUC_STATE]
     exposed = nm > 0 or CP_OUT >= 0
     pk_metrics[i, 0] = cmax if exposed else np.nan
@@ -1229,30 +1700,22 @@ def _simulate_one(
     pk_metrics[i, 2] = auc if exposed else np.nan
     pk_metrics[i, 3] = ctrough
     if dsum.shape[1] > 0:
-        planned = 0.0
-        given = 0.0
-        for sl in range(n_slot):  # padding slots of shorter arms are 0
-            planned += ledger[i, sl, 1]
-            given += ledger[i, sl, 2]
-        dsum[i, 0] = given / planned if planned > 0.0 else np.nan
-        dsum[i, 1] = st[2]
-        dsum[i, 2] = st[1]
-        dsum[i, 3] = t_disc
-        dsum[i, 4] = hold_total
+        _dose_summary(i, ledger, st, t_disc, hold_total, dsum)
     status[i] = OK
     nsteps[i] = steps
 
 
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def simulate_batch(
-    P_,
-    Y0,
+    # --- BATCH ARGS BEGIN ---
+    pmat,
+    y0,
     arm,
-    dscale,
-    lam,
-    cm,
-    vinv,
-    vec,
+    dose_scale,
+    lam_all,
+    cm_all,
+    vinv_all,
+    vec_all,
     ev_time,
     ev_amt,
     ev_kind,
@@ -1295,10 +1758,18 @@ def simulate_batch(
     ledger,
     dsum,
     method_used,
+    # --- BATCH ARGS END ---
 ):  # pragma: no cover - compiled
-    """Simulate every patient of a batch; see :func:`vtrial.engine.host.run_kernel`."""
-    n = P_.shape[0]
-    for i in prange(n):
+    """Simulate every patient of a batch; see :func:`vtrial.engine.host.run_kernel`.
+
+    The parameters are declared, in this order, with their dtypes and shapes, by
+    :data:`vtrial.engine.interface.KERNEL_ARGS`.
+    """
+    n = pmat.shape[0]
+    for i_loop in prange(n):
+        # prange's index is unsigned inside the parallel loop: passed on as such it would
+        # compile a second (uint64) specialisation of _simulate_one (+8 s per model)
+        i = np.int64(i_loop)
         # a failed or stiff Dormand-Prince solve is retried with the L-stable method
         # (one call site, so the integrator is compiled once)
         for attempt in range(2):
@@ -1308,15 +1779,17 @@ def simulate_batch(
             ):
                 break
             _simulate_one(
+                # --- PATIENT CALL BEGIN ---
                 i,
-                P_,
-                Y0,
+                method,
+                pmat,
+                y0,
                 arm,
-                dscale,
-                lam,
-                cm,
-                vinv,
-                vec,
+                dose_scale,
+                lam_all,
+                cm_all,
+                vinv_all,
+                vec_all,
                 ev_time,
                 ev_amt,
                 ev_kind,
@@ -1345,7 +1818,6 @@ def simulate_batch(
                 atol,
                 max_steps,
                 h_max,
-                method,
                 status,
                 nsteps,
                 omin,
@@ -1358,5 +1830,6 @@ def simulate_batch(
                 pk_metrics,
                 ledger,
                 dsum,
+                # --- PATIENT CALL END ---
             )
-            method_used[i] = method0 if attempt == 0 else 2
+            method_used[i] = method0 if attempt == 0 else DOPRI5_ROSENBROCK23

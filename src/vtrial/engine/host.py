@@ -5,7 +5,9 @@ patients, inside a Dask task) and by :func:`simulate` (the Python API). It
 
 1. evaluates derived constants and initial conditions (vectorised, safe evaluator),
 2. diagonalises each patient's linear compartment matrix (exact PK, modal form),
-3. calls the generated kernel, which loops over patients in compiled code.
+3. calls the generated kernel, which loops over patients in compiled code, with its
+   arguments named, ordered and checked by :func:`vtrial.engine.interface.kernel_args`
+   against their declaration (:data:`vtrial.engine.interface.KERNEL_ARGS`).
 
 A patient's results depend only on its own parameters and regimen, never on the
 other patients of the batch or on the number of threads.
@@ -13,6 +15,7 @@ other patients of the batch or on the number of threads.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,35 +25,25 @@ import numpy as np
 import pandas as pd
 
 from vtrial.engine.codegen import Layout, layout, load_kernel
+from vtrial.engine.interface import METHODS, STATUS, Method, Status, kernel_args
 from vtrial.errors import VtrialError
+from vtrial.infra.progress import Heartbeat
 from vtrial.model.expressions import evaluate
 from vtrial.model.residual import add_observations
 from vtrial.model.spec import Model
-from vtrial.protocol.dosing import (
-    EV_BOLUS,
-    EV_ORAL,
-    EV_RATE,
-    EventTable,
-    event_table,
-    regimen_phases,
-)
-from vtrial.protocol.rules import REASON_CODES, RuleProgram
+from vtrial.protocol.codes import EventKind, Reason
+from vtrial.protocol.dosing import EventTable, event_table, regimen_phases
+from vtrial.protocol.rules import RuleProgram
 
-#: kernel status code -> ``solver_status`` label
-STATUS = {
-    0: "ok",
-    1: "max_steps",
-    2: "step_underflow",
-    3: "nonfinite",
-    4: "invalid_initial",
-    5: "stiff",
-}
-#: kernel method code -> ``solver`` label (2: Dormand-Prince failed, Rosenbrock retry)
-METHODS = {0: "dopri5", 1: "rosenbrock23", 2: "dopri5+rosenbrock23"}
+_log = logging.getLogger("vtrial")
 
 
 def labels(codes: np.ndarray, table: dict[int, str]) -> np.ndarray:
-    """Per-patient labels of kernel codes (``STATUS`` or ``METHODS``), vectorised."""
+    """Per-patient labels of kernel codes, vectorised.
+
+    ``table``: :data:`~vtrial.engine.interface.STATUS` or
+    :data:`~vtrial.engine.interface.METHODS` (re-exported here).
+    """
     lookup = np.array([table[k] for k in range(max(table) + 1)], dtype=object)
     return lookup[np.asarray(codes, dtype=np.int64)]
 
@@ -116,11 +109,11 @@ class KernelResult:
     pk : ndarray, (n, 4)
         Exact ``cmax``, ``tmax``, ``auc`` (over the simulated horizon), ``ctrough``.
     method : ndarray of int8, (n,)
-        Integration method used (see ``METHODS``).
+        Integration method used (:class:`vtrial.engine.interface.Method`).
     ledger : ndarray, (n, n_slots, 4)
         Dose ledger when asked for (:func:`run_kernel` ``ledger=True``): per planned
         administration its time (h, NaN if not reached), planned and given amount (mg)
-        and reason code (:data:`vtrial.protocol.rules.REASONS`); (n, 0, 4) otherwise.
+        and reason code (:data:`vtrial.protocol.codes.REASONS`); (n, 0, 4) otherwise.
     dose_summary : ndarray, (n, 5) or (n, 0)
         :data:`vtrial.protocol.rules.DOSE_SUMMARY` per patient, with the ledger.
     """
@@ -282,8 +275,8 @@ def pk_modes(
 
 def _method_code(model: Model, tol: Tolerances) -> int:
     if tol.method == "rosenbrock23" or (tol.method == "auto" and model.solver == "stiff"):
-        return 1
-    return 0
+        return int(Method.ROSENBROCK23)
+    return int(Method.DOPRI5)
 
 
 def run_kernel(
@@ -373,7 +366,11 @@ def run_kernel(
         raise ValueError("a steady-state start needs a model with a linear PK macro")
     used = {int(k) for a in range(events.n.size) for k in events.kind[a, : events.n[a]]}
     routes = model.routes()
-    for kind, route in ((EV_ORAL, "oral"), (EV_BOLUS, "iv_bolus"), (EV_RATE, "iv_infusion")):
+    for kind, route in (
+        (EventKind.ORAL, "oral"),
+        (EventKind.BOLUS, "iv_bolus"),
+        (EventKind.RATE, "iv_infusion"),
+    ):
         if kind in used and route not in routes:
             raise ValueError(
                 f"regimen: the model takes {list(routes) or 'no'} doses, got a {route} dose "
@@ -414,7 +411,7 @@ def run_kernel(
     n_slots = max(events.n_slots, 1) if (ledger or adherence is not None) else 0
     led = np.zeros((n, n_slots, 4))
     dsum = np.zeros((n, 5 if ledger else 0))
-    led[bad] = (np.nan, np.nan, np.nan, REASON_CODES["not_reached"])
+    led[bad] = (np.nan, np.nan, np.nan, Reason.NOT_REACHED)
     dsum[bad] = np.nan
 
     if not bad.any():
@@ -423,7 +420,7 @@ def run_kernel(
         sub = res
     else:
         res = _result(n, no, n_out, np.float64, _nan_full)
-        res.status[bad] = 4
+        res.status[bad] = Status.INVALID_INITIAL
         if run.size == 0:
             res.store = res.store.astype(store_dtype)
             if ledger:
@@ -446,63 +443,76 @@ def run_kernel(
     kern = load_kernel(model, rules.source if rules is not None else None)
     sub_led = led if sub is res else np.ascontiguousarray(led[run])
     sub_dsum = dsum if sub is res else np.ascontiguousarray(dsum[run])
+    # by name: kernel_args orders them as simulate_batch declares them and checks each
+    values = {
+        "pmat": np.ascontiguousarray(pmat[run]),
+        "y0": np.ascontiguousarray(y0[run]),
+        "arm": arm[run],
+        "dose_scale": dose_scale[run],
+        "lam_all": lam[run],
+        "cm_all": cmode[run],
+        "vinv_all": vinv[run],
+        "vec_all": vec[run],
+        "ev_time": events.time,
+        "ev_amt": events.amount,
+        "ev_kind": events.kind,
+        "ev_unit": events.unit,
+        "ev_n": events.n,
+        "ss_spec": events.ss,
+        "ss_unit": events.ss_unit,
+        "tlag_idx": lay.param_index("TLAG") if model.takes_doses else -1,
+        "f_idx": lay.param_index("F") if model.takes_doses else -1,
+        "ev_slot": np.ascontiguousarray(events.slot, dtype=np.int64),
+        "ev_pair": np.ascontiguousarray(events.pair, dtype=np.int64),
+        "levels": np.ascontiguousarray(levels, dtype=np.float64),
+        "start_level": np.ascontiguousarray(start_level, dtype=np.int64),
+        "rule_par": np.ascontiguousarray(rule_par, dtype=np.float64),
+        "adh": np.ascontiguousarray(adh[run]),
+        "jit": np.ascontiguousarray(jit[run]),
+        "meas_eps": np.ascontiguousarray(eps[run]),
+        "t_grid": grid,
+        "store_pos": store_pos,
+        "store_out": store_out,
+        "probe_pos": probe_pos,
+        "mon_out": mon_out,
+        "mon_thr": mon_thr,
+        "mon_dir": mon_dir,
+        "rtol": float(tol.rtol),
+        "atol": float(tol.atol),
+        "max_steps": int(tol.max_steps),
+        "h_max": float(tol.h_max),
+        "method0": _method_code(model, tol),
+        "status": sub.status,
+        "nsteps": sub.nsteps,
+        "omin": sub.omin,
+        "omax": sub.omax,
+        "targmin": sub.tmin,
+        "targmax": sub.tmax,
+        "probes": sub.probes,
+        "cross": sub.cross,
+        "store": sub.store,
+        "pk_metrics": sub.pk,
+        "ledger": sub_led,
+        "dsum": sub_dsum,
+        "method_used": sub.method,
+    }
+    dims = {"n": run.size, "P": len(lay.param_names), "S": len(lay.state_names), "O": no}
+    args = kernel_args(values, dims)
     prev = numba.get_num_threads()
     if threads is not None:
         limit = int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))
         numba.set_num_threads(max(1, min(threads, limit)))
     try:
-        kern.simulate_batch(
-            np.ascontiguousarray(pmat[run]),
-            np.ascontiguousarray(y0[run]),
-            arm[run],
-            dose_scale[run],
-            lam[run],
-            cmode[run],
-            vinv[run],
-            vec[run],
-            events.time,
-            events.amount,
-            events.kind,
-            events.unit,
-            events.n,
-            events.ss,
-            events.ss_unit,
-            lay.param_index("TLAG") if model.takes_doses else -1,
-            lay.param_index("F") if model.takes_doses else -1,
-            np.ascontiguousarray(events.slot, dtype=np.int64),
-            np.ascontiguousarray(events.pair, dtype=np.int64),
-            np.ascontiguousarray(levels, dtype=np.float64),
-            np.ascontiguousarray(start_level, dtype=np.int64),
-            np.ascontiguousarray(rule_par, dtype=np.float64),
-            np.ascontiguousarray(adh[run]),
-            np.ascontiguousarray(jit[run]),
-            np.ascontiguousarray(eps[run]),
-            grid,
-            store_pos,
-            store_out,
-            probe_pos,
-            mon_out,
-            mon_thr,
-            mon_dir,
-            tol.rtol,
-            tol.atol,
-            tol.max_steps,
-            tol.h_max,
-            _method_code(model, tol),
-            sub.status,
-            sub.nsteps,
-            sub.omin,
-            sub.omax,
-            sub.tmin,
-            sub.tmax,
-            sub.probes,
-            sub.cross,
-            sub.store,
-            sub.pk,
-            sub_led,
-            sub_dsum,
-            sub.method,
-        )
+        # a numba dispatcher lists the signatures compiled or loaded in this process
+        if getattr(kern.simulate_batch, "signatures", True):
+            kern.simulate_batch(*args)
+        else:  # numba compiles (tens of seconds) or loads it from the disk cache
+            with Heartbeat(
+                f"kernel of model {'+'.join(c.name for c in model.components)}: "
+                "compiling on first use, or loading it from the kernel cache",
+                logger=_log,
+            ):
+                kern.simulate_batch(*args)
     finally:
         if threads is not None:
             numba.set_num_threads(prev)

@@ -34,12 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from vtrial.protocol.codes import EventKind
+
 ROUTES = ("oral", "iv_bolus", "iv_infusion")
 #: dose unit -> column of the per-patient dose scale matrix (1, weight, bsa)
 DOSE_UNITS = {"mg": 0, "mg/kg": 1, "mg/m2": 2}
-# event kinds, as in the kernel template
-EV_ORAL, EV_BOLUS, EV_RATE, EV_MARK, EV_OCC, EV_DECIDE = 0, 1, 2, 3, 4, 5
-_ROUTE_KIND = {"oral": EV_ORAL, "iv_bolus": EV_BOLUS, "iv_infusion": EV_RATE}
+_ROUTE_KIND = {"oral": EventKind.ORAL, "iv_bolus": EventKind.BOLUS, "iv_infusion": EventKind.RATE}
 
 
 @dataclass(frozen=True)
@@ -154,8 +154,9 @@ class EventTable:
     time, amount : ndarray, shape (n_arms, n_events)
         Nominal time (h) and amount (mg, or mg/h for rate changes) before scaling.
     kind, unit : ndarray of int64, shape (n_arms, n_events)
-        Event kind (oral, bolus, rate change, trough marker, occasion start) and
-        dose-scale column. An occasion start's amount is the occasion's index.
+        Event kind (:class:`vtrial.protocol.codes.EventKind`: oral, bolus, rate change,
+        trough marker, occasion start, decision) and dose-scale column. An occasion
+        start's amount is the occasion's index.
     n : ndarray of int64, shape (n_arms,)
         Number of valid events per arm.
     ss : ndarray, shape (n_arms, 4)
@@ -246,34 +247,34 @@ def arm_events(
             tf = float(t)
             last = max(last, tf)
             if ph.route == "oral":
-                events.append((tf, 1, EV_ORAL, ph.dose, ucol, -1))
+                events.append((tf, 1, EventKind.ORAL, ph.dose, ucol, -1))
             elif ph.route == "iv_bolus":
-                events.append((tf, 1, EV_BOLUS, ph.dose, ucol, -1))
+                events.append((tf, 1, EventKind.BOLUS, ph.dose, ucol, -1))
             else:
                 rate = ph.dose / ph.duration
-                events.append((tf, 1, EV_RATE, rate, ucol, n_inf))
-                events.append((tf + ph.duration, 1, EV_RATE, -rate, ucol, n_inf))
+                events.append((tf, 1, EventKind.RATE, rate, ucol, n_inf))
+                events.append((tf + ph.duration, 1, EventKind.RATE, -rate, ucol, n_inf))
                 n_inf += 1
     if np.isfinite(last):
-        events.append((last, 0, EV_MARK, 0.0, 0, -1))
+        events.append((last, 0, EventKind.MARK, 0.0, 0, -1))
     for j, t in enumerate(occasions, start=1):
-        events.append((float(t), 0.5, EV_OCC, float(j), 0, -1))
+        events.append((float(t), 0.5, EventKind.OCC, float(j), 0, -1))
     for t in decisions:
-        events.append((float(t), 0.75, EV_DECIDE, 0.0, 0, -1))
+        events.append((float(t), 0.75, EventKind.DECIDE, 0.0, 0, -1))
     events.sort(key=lambda e: (e[0], e[1]))
-    stop_at = {e[5]: j for j, e in enumerate(events) if e[2] == EV_RATE and e[3] < 0}
+    stop_at = {e[5]: j for j, e in enumerate(events) if e[2] == EventKind.RATE and e[3] < 0}
     out = []
     slot = 0
     for t, _, k, a, u, inf in events:
-        administration = k in (EV_ORAL, EV_BOLUS) or (k == EV_RATE and a > 0)
+        administration = k in (EventKind.ORAL, EventKind.BOLUS) or (k == EventKind.RATE and a > 0)
         out.append(
             (
                 t,
-                k,
+                int(k),
                 a,
                 u,
                 slot if administration else -1,
-                stop_at[inf] if k == EV_RATE and a > 0 else -1,
+                stop_at[inf] if k == EventKind.RATE and a > 0 else -1,
             )
         )
         slot += administration
@@ -298,7 +299,7 @@ def event_table(
     na = len(per_arm)
     time = np.full((na, width), np.inf)
     amount = np.zeros((na, width))
-    kind = np.full((na, width), EV_MARK, dtype=np.int64)
+    kind = np.full((na, width), EventKind.MARK, dtype=np.int64)
     unit = np.zeros((na, width), dtype=np.int64)
     slot = np.full((na, width), -1, dtype=np.int64)
     pair = np.full((na, width), -1, dtype=np.int64)

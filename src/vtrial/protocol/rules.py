@@ -4,11 +4,11 @@ An arm may declare ``modification`` (dose-modification rules evaluated at decisi
 times from the simulated patient) and ``adherence`` (missed doses and dosing-time
 jitter). Both run inside the compiled kernel:
 
-- the decision times are events of the arm's event table (``EV_DECIDE``); at each one
-  the kernel evaluates the outputs from the state at that time (an output at a dose
-  time is pre-dose, so ``CP`` at a decision on a dose day is the trough), optionally
-  with assay error, and calls ``_decide``, generated here from the rules: the first
-  rule whose ``when`` holds acts;
+- the decision times are events of the arm's event table (``EventKind.DECIDE``); at
+  each one the kernel evaluates the outputs from the state at that time (an output at
+  a dose time is pre-dose, so ``CP`` at a decision on a dose day is the trough),
+  optionally with assay error, and calls ``_decide``, generated here from the rules:
+  the first rule whose ``when`` holds acts;
 - ``hold`` delays the decision and every later event of the arm by ``recheck`` hours
   (an infusion already running still ends on time), then re-evaluates the rules (the
   planned schedule shifts, as a cycle delay does);
@@ -44,25 +44,15 @@ from scipy import special
 from vtrial.errors import ExpressionError
 from vtrial.infra.rng import patient_uniforms
 from vtrial.model.expressions import parse_expression, to_source
-from vtrial.protocol.dosing import EV_ORAL, EventTable, regimen_phases, schedule_starts
+from vtrial.protocol.codes import ACTIONS, REASONS, EventKind
+from vtrial.protocol.dosing import EventTable, regimen_phases, schedule_starts
 
 if TYPE_CHECKING:
     from vtrial.study.config import Study
 
-#: rule action -> kernel code
-ACTIONS = {"hold": 1, "reduce": 2, "escalate": 3, "discontinue": 4, "give": 5}
-#: dose-ledger reason code -> label
-REASONS = {
-    0: "as_planned",
-    1: "delayed",
-    2: "reduced",
-    3: "escalated",
-    4: "discontinued",
-    5: "missed",
-    6: "doubled",
-    7: "not_reached",
-}
-REASON_CODES = {label: code for code, label in REASONS.items()}
+
+# ACTIONS (rule action -> kernel code) and REASONS (dose-ledger reason code -> label)
+# are defined in vtrial.protocol.codes, shared with the kernel
 #: columns of the per-patient dose summary joined into the patients table
 DOSE_SUMMARY = (
     "relative_dose_intensity",
@@ -378,7 +368,7 @@ def adherence_arrays(
         oral = np.zeros(slots, dtype=bool)
         cols = np.flatnonzero(events.slot[a, : events.n[a]] >= 0)
         for c in cols:
-            oral[events.slot[a, c]] = events.kind[a, c] == EV_ORAL
+            oral[events.slot[a, c]] = events.kind[a, c] == EventKind.ORAL
         missed = _missed(adh, u_miss[rows]) & oral[None, :]
         m = np.where(missed, 0.0, 1.0)
         policy = adh.get("missed_dose", "skip")

@@ -16,15 +16,14 @@ import pandas as pd
 
 from vtrial.analysis.sketch import Sketch, quantiles, sketch_block
 from vtrial.engine.host import (
-    METHODS,
     PK_METRICS,
-    STATUS,
     KernelResult,
     Monitor,
     Tolerances,
     labels,
     run_kernel,
 )
+from vtrial.engine.interface import METHODS, STATUS, Status
 from vtrial.model.residual import observe_probes
 from vtrial.model.spec import PK_CONCENTRATION
 from vtrial.population.sampling import occasion_parameters
@@ -178,7 +177,7 @@ def simulate_patients(
     model = study.model
     outs = list(model.outputs)
     n = len(pop)
-    ok = res.status == 0
+    ok = res.status == Status.OK
     cols: dict[str, Any] = {
         "replicate": pop["replicate"].to_numpy(dtype=np.int32),
         "patient_id": pop["patient_id"].to_numpy(dtype=np.int64),
@@ -349,7 +348,7 @@ def doses_table(study: Study, pop: pd.DataFrame, res: KernelResult) -> pd.DataFr
 
     Columns ``replicate, patient_id, arm, dose_number`` (1..), ``time`` (h, when it
     was given; NaN if never reached), ``planned`` and ``given`` (mg, after dose
-    scaling, before bioavailability) and ``reason`` (:data:`vtrial.protocol.rules.REASONS`).
+    scaling, before bioavailability) and ``reason`` (:data:`vtrial.protocol.codes.REASONS`).
     Empty (same columns) for a study without dose modification or adherence.
     """
     events = study.events()

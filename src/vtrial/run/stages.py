@@ -325,10 +325,8 @@ def run_simulate(
         study, shard, largest, worker_memory_limit(study.execution), where="execution"
     )
     # compile (or load the cached kernel) once here, before the workers need it
-    t_c = time.perf_counter()
-    log.info("kernel: loading it, or compiling it on first use of this model (about 25 s)")
+    # (the engine says so while it compiles: vtrial.infra.progress.Heartbeat)
     simulate_patients(study, rows.iloc[:1], threads=1)
-    log.info("kernel ready in %.2f s (compile or cache load)", time.perf_counter() - t_c)
     parts: list[tuple[pd.DataFrame, pd.DataFrame, sketch.Sketch, pd.DataFrame, pd.DataFrame]] = []
     if bounds:
         with dask_client(study.execution, threads=threads) as client:

@@ -19,13 +19,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.conftest import small_study_data
 from vtrial.errors import ConfigError
 from vtrial.population.sampling import sample_population
 from vtrial.protocol.rules import REASONS, decision_times
 from vtrial.run.chunk import doses_table, run_population, simulate_patients
 from vtrial.study.config import study_from_dict
-
-from .conftest import small_study_data
 
 TOX_MODEL = {
     "name": "tox",

@@ -1,0 +1,330 @@
+"""Host and kernel agree on every shared code and on the kernel's arguments.
+
+The single declaration is :mod:`vtrial.engine.interface` (with the protocol codes of
+:mod:`vtrial.protocol.codes`); the kernel template's constants and parameter lists
+are generated from it, and :func:`vtrial.engine.interface.kernel_args` orders and
+checks what the host passes.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vtrial import build_model
+from vtrial.engine import _kernel_template as template
+from vtrial.engine import host
+from vtrial.engine.codegen import codes_source, fill_interface, kernel_source, template_source
+from vtrial.engine.interface import (
+    CODE_TABLES,
+    DIMENSIONS,
+    KERNEL_ARGS,
+    METHODS,
+    STATUS,
+    KernelArgumentError,
+    Method,
+    Status,
+    batch_parameters,
+    kernel_args,
+    kernel_constants,
+    patient_parameters,
+)
+from vtrial.protocol import dosing, rules
+from vtrial.protocol.codes import ACTIONS, REASON_CODES, REASONS, Action, EventKind, Reason
+
+
+def _function(tree: ast.Module, name: str) -> ast.FunctionDef:
+    found = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
+    assert len(found) == 1, name
+    return found[0]
+
+
+def _calls(func: ast.FunctionDef, name: str) -> list[ast.Call]:
+    return [
+        n
+        for n in ast.walk(func)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == name
+    ]
+
+
+# ---- codes
+
+
+def test_template_constants_equal_the_declared_codes() -> None:
+    constants = kernel_constants()
+    assert len(constants) == sum(len(t.codes) for t in CODE_TABLES)  # no name twice
+    for name, value in constants.items():
+        assert getattr(template, name) == value, name
+
+
+def test_every_kernel_code_constant_is_declared() -> None:
+    """No code constant of the template lives outside the generated block."""
+    source = template_source()
+    head, rest = source.split("# --- CODES BEGIN ---\n", 1)
+    block, tail = rest.split("# --- CODES END ---\n", 1)
+    assert block == "".join(f"{line}\n" for line in codes_source())
+    prefixes = ("EV_", "ACT_", "R_")
+    names = {*STATUS_NAMES, *METHOD_NAMES}
+    for text in (head, tail):
+        for name in re.findall(r"^([A-Z][A-Z0-9_]*) = ", text, re.MULTILINE):
+            assert not name.startswith(prefixes), name
+            assert name not in names, name
+
+
+STATUS_NAMES = [s.name for s in Status]
+METHOD_NAMES = [m.name for m in Method]
+
+
+def test_code_tables_cover_every_shared_enum() -> None:
+    enums = {t.codes for t in CODE_TABLES}
+    assert enums == {Status, Method, EventKind, Action, Reason}
+    for table in CODE_TABLES:
+        values = [int(c) for c in table.codes]
+        assert values == list(range(len(values))), table.title  # dense, from 0
+        assert set(table.notes) <= set(table.codes)
+
+
+def test_label_tables_agree_with_the_codes() -> None:
+    assert {int(s): s.name.lower() for s in Status} == STATUS
+    assert sorted(METHODS) == [int(m) for m in Method]
+    assert sorted(REASONS) == [int(r) for r in Reason]
+    assert {REASON_CODES[label] for label in REASONS.values()} == set(REASONS)
+    assert {a.name.lower(): int(a) for a in Action if a is not Action.NONE} == ACTIONS
+    # the host's and the protocol's names are the same objects, not copies
+    assert host.STATUS is STATUS
+    assert host.METHODS is METHODS
+    assert rules.ACTIONS is ACTIONS
+    assert rules.REASONS is REASONS
+
+
+def test_host_labels_every_status_and_method() -> None:
+    codes = np.array([int(s) for s in Status], dtype=np.int8)
+    assert list(host.labels(codes, STATUS)) == [s.name.lower() for s in Status]
+    used = np.array([int(m) for m in Method], dtype=np.int8)
+    assert list(host.labels(used, METHODS)) == ["dopri5", "rosenbrock23", "dopri5+rosenbrock23"]
+
+
+def test_event_tables_use_the_declared_kinds() -> None:
+    phases = dosing.regimen_phases(
+        [
+            {"route": "oral", "dose": 10, "count": 2},
+            {"route": "iv_infusion", "dose": 5, "duration": 1, "start": 48},
+            {"route": "iv_bolus", "dose": 1, "start": 72},
+        ]
+    )
+    table = dosing.event_table([phases], occasions=[[24.0]], decisions=[[0.0]])
+    kinds = set(table.kind[0, : table.n[0]].tolist())
+    assert kinds == {int(k) for k in EventKind}
+    events = dosing.arm_events(phases)
+    assert all(type(e[1]) is int for e in events)  # plain ints leave the protocol layer
+
+
+def test_generated_kernel_has_the_same_codes() -> None:
+    source = kernel_source(build_model({"pk": "pk_1cmt"}))
+    for name, value in kernel_constants().items():
+        assert re.search(rf"^{name} = {value}\b", source, re.MULTILINE), name
+
+
+# ---- arguments
+
+
+def test_template_is_what_codegen_writes() -> None:
+    """The shipped template's generated blocks equal the declaration (one source)."""
+    text = template_source()
+    assert fill_interface(text) == text
+
+
+def test_template_signatures_equal_the_declaration() -> None:
+    batch = list(inspect.signature(template.simulate_batch.py_func).parameters)
+    one = list(inspect.signature(template._simulate_one.py_func).parameters)
+    assert batch == batch_parameters() == [a.name for a in KERNEL_ARGS]
+    assert one == patient_parameters()
+    assert one[:2] == ["i", "method"]
+    assert set(one[2:]) == {a.name for a in KERNEL_ARGS if not a.batch_only}
+
+
+def test_inner_call_passes_the_parameters_by_their_names() -> None:
+    tree = ast.parse(template_source())
+    batch = _function(tree, "simulate_batch")
+    (call,) = _calls(batch, "_simulate_one")
+    assert not call.keywords
+    names = [a.id for a in call.args if isinstance(a, ast.Name)]
+    assert len(names) == len(call.args)
+    assert names == patient_parameters()
+
+
+def test_declaration_is_consistent() -> None:
+    names = [a.name for a in KERNEL_ARGS]
+    assert len(set(names)) == len(names)
+    for arg in KERNEL_ARGS:
+        np.dtype(arg.dtype)  # a real dtype
+        assert arg.ndim == len(arg.shape)
+        for sym in arg.shape:
+            assert isinstance(sym, int) or sym in DIMENSIONS, (arg.name, sym)
+        assert arg.doc
+        assert "\n" not in arg.doc
+    # outputs come last, so the inputs read as one block
+    first_out = next(i for i, a in enumerate(KERNEL_ARGS) if a.output)
+    assert all(a.output for a in KERNEL_ARGS[first_out:])
+
+
+def test_run_kernel_passes_every_argument_as_declared(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What run_kernel hands to simulate_batch matches the declaration, in order."""
+    seen: list[tuple[Any, ...]] = []
+
+    class Kernel:
+        @staticmethod
+        def simulate_batch(*args: Any) -> None:
+            seen.append(args)
+
+    monkeypatch.setattr(host, "load_kernel", lambda *a, **k: Kernel)
+    model = build_model({"pk": "pk_1cmt"})
+    params = pd.DataFrame({"CL": [5.0, 4.0], "V1": [50.0, 40.0]})
+    events = dosing.event_table([dosing.regimen_phases({"route": "oral", "dose": 100})])
+    host.run_kernel(
+        model,
+        {c: params[c].to_numpy() for c in params},
+        n=2,
+        events=events,
+        arm=np.zeros(2, dtype=np.int64),
+        dose_scale=np.ones((2, 3)),
+        grid=np.array([0.0, 1.0, 2.0]),
+        store_times=np.array([1.0]),
+        store_outputs=["CP"],
+        ledger=True,
+    )
+    (args,) = seen
+    assert len(args) == len(KERNEL_ARGS)
+    for arg, value in zip(KERNEL_ARGS, args, strict=True):
+        if arg.ndim == 0:
+            assert type(value) is {"float64": float, "int64": int}[arg.dtype], arg.name
+        else:
+            assert value.dtype == np.dtype(arg.dtype), arg.name
+            assert value.ndim == arg.ndim, arg.name
+
+
+def test_first_call_says_the_kernel_compiles(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kernel not yet compiled in this process is called inside a heartbeat that logs
+    its start and end (and every 10 s between); an already compiled one is not."""
+
+    class Batch:
+        def __init__(self) -> None:
+            self.signatures: list[str] = []
+
+        def __call__(self, *args: Any) -> None:
+            self.signatures.append("compiled")
+
+    class Kernel:
+        simulate_batch = Batch()
+
+    monkeypatch.setattr(host, "load_kernel", lambda *a, **k: Kernel)
+    model = build_model({"pk": "pk_1cmt"})
+    events = dosing.event_table([dosing.regimen_phases({"route": "oral", "dose": 100})])
+
+    def run() -> None:
+        host.run_kernel(
+            model,
+            {"CL": np.array([5.0]), "V1": np.array([50.0])},
+            n=1,
+            events=events,
+            arm=np.zeros(1, dtype=np.int64),
+            dose_scale=np.ones((1, 3)),
+            grid=np.array([0.0, 1.0]),
+            store_times=np.array([1.0]),
+            store_outputs=["CP"],
+        )
+
+    with caplog.at_level(logging.INFO, logger="vtrial"):
+        run()
+    said = [r.getMessage() for r in caplog.records if "kernel of model pk_1cmt" in r.getMessage()]
+    assert said[0].endswith("compiling on first use, or loading it from the kernel cache: started")
+    assert said[-1].startswith("kernel of model pk_1cmt: compiling")
+    assert "done in" in said[-1]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="vtrial"):
+        run()  # compiled now: nothing to say
+    assert not [r for r in caplog.records if "kernel of model" in r.getMessage()]
+
+
+# ---- the checking helper
+
+
+def _valid_values(n: int = 2) -> dict[str, Any]:
+    """A consistent set of kernel arguments (sizes: every symbol 2, fixed sizes as declared)."""
+    out: dict[str, Any] = {}
+    for arg in KERNEL_ARGS:
+        if arg.ndim == 0:
+            out[arg.name] = 1.0 if arg.dtype == "float64" else 1
+        else:
+            shape = tuple(s if isinstance(s, int) else n for s in arg.shape)
+            out[arg.name] = np.zeros(shape, dtype=arg.dtype)
+    return out
+
+
+def test_kernel_args_orders_by_name() -> None:
+    values = _valid_values()
+    shuffled: Mapping[str, Any] = dict(reversed(list(values.items())))
+    got = kernel_args(shuffled, {"n": 2})
+    assert all(g is values[a.name] for g, a in zip(got, KERNEL_ARGS, strict=True))
+
+
+def test_wrong_dtype_is_named() -> None:
+    values = _valid_values()
+    values["ev_kind"] = values["ev_kind"].astype(np.float64)  # swapped with ev_amt, say
+    with pytest.raises(KernelArgumentError, match=r"'ev_kind'.*int64.*got dtype float64"):
+        kernel_args(values)
+    with pytest.raises(TypeError):  # also a TypeError for callers that catch those
+        kernel_args(values)
+
+
+def test_wrong_ndim_is_named() -> None:
+    values = _valid_values()
+    values["lam_all"] = np.zeros((2, 2))
+    with pytest.raises(KernelArgumentError, match=r"'lam_all'.*2 dimensions"):
+        kernel_args(values)
+
+
+def test_wrong_scalar_type_is_named() -> None:
+    values = _valid_values()
+    values["method0"] = Method.DOPRI5  # numba would compile an IntEnum as another type
+    with pytest.raises(KernelArgumentError, match=r"'method0'.*must be a scalar of type int"):
+        kernel_args(values)
+    values = _valid_values()
+    values["rtol"] = np.float32(1e-6)
+    with pytest.raises(KernelArgumentError, match=r"'rtol'.*float32"):
+        kernel_args(values)
+    values = _valid_values()
+    values["arm"] = [0, 0]
+    with pytest.raises(KernelArgumentError, match=r"'arm'.*must be an ndarray"):
+        kernel_args(values)
+
+
+def test_inconsistent_sizes_are_named() -> None:
+    values = _valid_values()
+    values["cm_all"] = np.zeros((2, 2, 3))  # M disagrees with lam_all
+    with pytest.raises(KernelArgumentError, match=r"'cm_all'.*\(M\) has size 3.*'lam_all'"):
+        kernel_args(values)
+    values = _valid_values()
+    values["pk_metrics"] = np.zeros((2, 5))
+    with pytest.raises(KernelArgumentError, match=r"'pk_metrics'.*axis 1 must be 4"):
+        kernel_args(values)
+    with pytest.raises(KernelArgumentError, match=r"'pmat'.*\(n\) has size 2.*the caller"):
+        kernel_args(_valid_values(), {"n": 3})
+
+
+def test_missing_and_unknown_arguments_are_named() -> None:
+    values = _valid_values()
+    del values["jit"]
+    values["jitter"] = np.zeros((2, 2))
+    with pytest.raises(KernelArgumentError, match=r"missing \['jit'\], unknown \['jitter'\]"):
+        kernel_args(values)
