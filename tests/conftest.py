@@ -69,7 +69,8 @@ class _SyncClient:
 
 
 @contextlib.contextmanager
-def _sync_client(execution: Any, *, threads: int) -> Iterator[_SyncClient]:
+def sync_client(execution: Any, *, threads: int) -> Iterator[_SyncClient]:
+    """Stands in for :func:`vtrial.run.parallel.dask_client` (see :func:`sync_dask`)."""
     yield _SyncClient()
 
 
@@ -79,7 +80,7 @@ def sync_dask(monkeypatch: pytest.MonkeyPatch) -> None:
     submit time, and are collected in submission order."""
     from vtrial.run import stages as pipeline
 
-    monkeypatch.setattr(pipeline, "dask_client", _sync_client)
+    monkeypatch.setattr(pipeline, "dask_client", sync_client)
     monkeypatch.setattr(pipeline, "in_completion_order", enumerate)
 
 

@@ -16,11 +16,10 @@ Record anew (only when a change of results is intended and explained in its comm
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,27 +67,10 @@ VARIANTS: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
 }
 
 
-class _Done:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def result(self) -> Any:
-        return self.value
-
-
-class _SyncClient:
-    def submit(self, fn: Callable[..., Any], *args: Any, pure: bool = True) -> _Done:
-        return _Done(fn(*args))
-
-
-@contextlib.contextmanager
-def _sync_client(execution: Any, *, threads: int) -> Iterator[_SyncClient]:
-    yield _SyncClient()
-
-
 def compute(variant: str, workdir: Path) -> dict[str, str]:
     """Run one variant in-process (stages of the workflow, Dask replaced by a serial
     stand-in) in ``workdir``; return table name -> content hash."""
+    from tests.conftest import sync_client
     from vtrial.analysis.design import summary_tables
     from vtrial.analysis.success import table_names
     from vtrial.run import stages as pipeline
@@ -112,7 +94,7 @@ def compute(variant: str, workdir: Path) -> dict[str, str]:
     population = out / "population.parquet"
     summary_dir = out / "summary"
     saved = pipeline.dask_client, pipeline.in_completion_order
-    pipeline.dask_client, pipeline.in_completion_order = _sync_client, enumerate  # type: ignore[assignment]
+    pipeline.dask_client, pipeline.in_completion_order = sync_client, enumerate  # type: ignore[assignment]
     try:
         pipeline.run_sample_population(
             study, population, summary=summary_dir / "population.parquet"
