@@ -68,7 +68,7 @@ def test_heartbeat_says_start_elapsed_time_and_end() -> None:
 
     stream = io.StringIO()
     logger = logging.getLogger("vtrial.test_heartbeat")
-    with Heartbeat("compiling", logger=logger, every=0.05, stream=stream) as hb:
+    with Heartbeat("compiling", logger=logger, every=0.05, stream=stream, announce_after=0.0) as hb:
         time.sleep(0.3)
     assert hb.lines[0] == "compiling: started"
     beats = [line for line in hb.lines if "still running" in line]
@@ -90,3 +90,35 @@ def test_heartbeat_without_stream_only_logs(caplog: pytest.LogCaptureFixture) ->
         pass
     assert [r.getMessage() for r in caplog.records] == hb.lines
     assert len(hb.lines) == 2  # started, done: no beat within 60 s
+
+
+def test_heartbeat_quick_step_is_silent_on_the_terminal() -> None:
+    """A step shorter than announce_after (a kernel loaded from the cache) prints
+    nothing; the log still has its start and end."""
+    import io
+
+    from vtrial.infra.progress import Heartbeat
+
+    stream = io.StringIO()
+    logger = logging.getLogger("vtrial.test_heartbeat_quiet")
+    with Heartbeat("loading", logger=logger, every=0.05, stream=stream, announce_after=5.0) as hb:
+        pass
+    assert stream.getvalue() == ""
+    assert hb.lines[0] == "loading: started"
+    assert hb.lines[-1].startswith("loading: done in ")
+
+
+def test_heartbeat_long_step_announced_late_then_beats() -> None:
+    import io
+    import time
+
+    from vtrial.infra.progress import Heartbeat
+
+    stream = io.StringIO()
+    logger = logging.getLogger("vtrial.test_heartbeat_late")
+    with Heartbeat("compiling", logger=logger, every=0.1, stream=stream, announce_after=0.1):
+        time.sleep(0.45)
+    printed = stream.getvalue().splitlines()
+    assert printed[0] == "vtrial: compiling: started"
+    assert any("still running" in line for line in printed[1:-1])
+    assert printed[-1].startswith("vtrial: compiling: done in ")

@@ -140,7 +140,8 @@ class Heartbeat:
     numba): a line when the step starts, one every ``every`` seconds while it runs,
     and one when it ends. Lines go to ``logger`` at INFO level and, when stderr is a
     terminal or the logger has nowhere to write (a notebook without logging set
-    up), to stderr as well.
+    up), to stderr as well: there only once the step has run ``announce_after``
+    seconds, so a quick step (a kernel loaded from the cache) prints nothing.
 
     Parameters
     ----------
@@ -152,6 +153,8 @@ class Heartbeat:
     stream : file-like, optional
         Where the terminal lines go (default: stderr, when it is a terminal or the
         logger has no handler; ``None`` there means log only).
+    announce_after : float
+        Seconds after which the terminal hears of the step (the log always does).
 
     Attributes
     ----------
@@ -174,6 +177,7 @@ class Heartbeat:
         logger: logging.Logger,
         every: float = 10.0,
         stream: Any = "auto",
+        announce_after: float = 2.0,
     ) -> None:
         import threading
 
@@ -185,18 +189,27 @@ class Heartbeat:
             quiet_logger = not logger.hasHandlers()
             stream = sys.stderr if (sys.stderr.isatty() or quiet_logger) else None
         self._stream = stream
+        self._announce_after = float(announce_after)
+        self._announced = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True, name="vtrial-heartbeat")
         self._t0 = 0.0
 
-    def _say(self, line: str) -> None:
-        self.lines.append(line)
-        self._log.info("%s", line)
-        if self._stream is not None:
+    def _say(self, line: str, *, log: bool = True) -> None:
+        if log:
+            self.lines.append(line)
+            self._log.info("%s", line)
+        if self._stream is not None and self._announced:
             print(f"vtrial: {line}", file=self._stream, flush=True)
 
     def _beat(self) -> None:
-        while not self._stop.wait(self._every):
+        if self._stop.wait(self._announce_after):
+            return  # done before the terminal needed to hear of it
+        self._announced = True
+        self._say(self.lines[0], log=False)  # the start line, late, on the terminal
+        waited = self._announce_after
+        while not self._stop.wait(max(0.0, self._every - waited)):
+            waited = 0.0
             self._say(f"{self.what}: still running, {time.monotonic() - self._t0:.0f} s elapsed")
 
     def __enter__(self) -> Heartbeat:
