@@ -28,8 +28,10 @@ Numerical method (per patient, independent of every other patient):
 - Output times that coincide with a dose are taken before the dose (mrgsolve's
   default; NONMEM with the observation record first).
 
-Structure: :func:`simulate_batch` runs :func:`_simulate_one` per patient (in
-parallel), which walks the patient's time line segment by segment between events
+Structure: :func:`simulate_batch` runs :func:`_simulate_one` per patient, one after
+the other (it releases the GIL: :func:`vtrial.engine.host.run_kernel` runs slices of
+patients on several threads; a ``prange`` loop here would add about 10 s of compile
+time per model), which walks the patient's time line segment by segment between events
 through named steps:
 
 - :func:`_patient_events` (the patient's events, sorted; plans the ledger);
@@ -59,7 +61,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # --- CODES BEGIN ---
 # generated from vtrial.engine.interface.CODE_TABLES: edit there, not here
@@ -1705,7 +1707,7 @@ def _simulate_one(
     nsteps[i] = steps
 
 
-@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def simulate_batch(
     # --- BATCH ARGS BEGIN ---
     pmat,
@@ -1766,10 +1768,7 @@ def simulate_batch(
     :data:`vtrial.engine.interface.KERNEL_ARGS`.
     """
     n = pmat.shape[0]
-    for i_loop in prange(n):
-        # prange's index is unsigned inside the parallel loop: passed on as such it would
-        # compile a second (uint64) specialisation of _simulate_one (+8 s per model)
-        i = np.int64(i_loop)
+    for i in range(n):
         # a failed or stiff Dormand-Prince solve is retried with the L-stable method
         # (one call site, so the integrator is compiled once)
         for attempt in range(2):

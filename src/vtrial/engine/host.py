@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from vtrial.engine.codegen import Layout, layout, load_kernel
-from vtrial.engine.interface import METHODS, STATUS, Method, Status, kernel_args
+from vtrial.engine.interface import KERNEL_ARGS, METHODS, STATUS, Method, Status, kernel_args
 from vtrial.errors import VtrialError
 from vtrial.infra.progress import Heartbeat
 from vtrial.model.expressions import evaluate
@@ -329,7 +329,8 @@ def run_kernel(
         Threshold crossings to time.
     tolerances : Tolerances, optional
     threads : int, optional
-        Numba threads for this call (default: numba's current setting).
+        Threads for this call, each running slices of the patients (default:
+        numba's thread count, ``NUMBA_NUM_THREADS``).
     store_dtype : type
         dtype of the stored time courses (float32 for files, float64 for the API).
     rules : RuleProgram, optional
@@ -498,24 +499,7 @@ def run_kernel(
     }
     dims = {"n": run.size, "P": len(lay.param_names), "S": len(lay.state_names), "O": no}
     args = kernel_args(values, dims)
-    prev = numba.get_num_threads()
-    if threads is not None:
-        limit = int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))
-        numba.set_num_threads(max(1, min(threads, limit)))
-    try:
-        # a numba dispatcher lists the signatures compiled or loaded in this process
-        if getattr(kern.simulate_batch, "signatures", True):
-            kern.simulate_batch(*args)
-        else:  # numba compiles (tens of seconds) or loads it from the disk cache
-            with Heartbeat(
-                f"kernel of model {'+'.join(c.name for c in model.components)}: "
-                "compiling on first use, or loading it from the kernel cache",
-                logger=_log,
-            ):
-                kern.simulate_batch(*args)
-    finally:
-        if threads is not None:
-            numba.set_num_threads(prev)
+    _call_kernel(kern, args, run.size, threads, model)
     if sub is not res:
         names = ("status", "nsteps", "omin", "omax", "tmin", "tmax", "probes", "cross", "store")
         for name in (*names, "method", "pk"):
@@ -530,6 +514,57 @@ def run_kernel(
     if res.store.dtype != store_dtype:
         res.store = res.store.astype(store_dtype)
     return res
+
+
+#: positions (in KERNEL_ARGS order) of the arguments with one row per patient
+_PER_PATIENT = tuple(k for k, a in enumerate(KERNEL_ARGS) if a.shape[:1] == ("n",))
+
+
+def _patient_slices(n: int, threads: int) -> list[tuple[int, int]]:
+    """Contiguous slices of ``n`` patients: about four per thread, so a slow slice
+    (patients with many steps) does not leave the other threads idle."""
+    size = max(1, -(-n // (4 * threads)))
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+def _call_kernel(kern: Any, args: Sequence[Any], n: int, threads: int | None, model: Model) -> None:
+    """Run ``simulate_batch`` over slices of the patients on ``threads`` threads.
+
+    The kernel releases the GIL and each patient writes only its own rows, so
+    slices run concurrently give the same bits as one call. ``threads``: default
+    numba's thread count (``NUMBA_NUM_THREADS``, :func:`numba.set_num_threads`).
+    The first call in a process compiles the kernel (or loads it from the cache):
+    it runs alone, inside a :class:`~vtrial.infra.progress.Heartbeat`.
+    """
+    limit = int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))
+    k = numba.get_num_threads() if threads is None else max(1, min(int(threads), limit))
+    slices = _patient_slices(n, k) if n > 0 and k > 1 else [(0, n)]
+
+    def call(bounds: tuple[int, int]) -> None:
+        a, b = bounds
+        part = list(args)
+        for pos in _PER_PATIENT:
+            part[pos] = part[pos][a:b]
+        kern.simulate_batch(*part)
+
+    # a numba dispatcher lists the signatures compiled or loaded in this process
+    if not getattr(kern.simulate_batch, "signatures", True):
+        with Heartbeat(
+            f"kernel of model {'+'.join(c.name for c in model.components)}: "
+            "compiling on first use, or loading it from the kernel cache",
+            logger=_log,
+        ):
+            call(slices[0])
+        slices = slices[1:]
+    if k == 1 or len(slices) <= 1:
+        for bounds in slices:
+            call(bounds)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=k, thread_name_prefix="vtrial-kernel") as pool:
+        for _ in pool.map(call, slices):  # re-raises a slice's exception
+            pass
 
 
 def _nan_full(shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
