@@ -55,7 +55,7 @@ def test_patients_table_is_converged(record_error: Callable[[str, float, float],
         record_error(f"study patients table, {col}: default vs 10x tighter", err, SV_TOL)
         assert err < SV_TOL, col
     study = study_from_dict(data, source="study.yaml")
-    thr, _ = study.grading("neutropenia")
+    thr, _ = study.adverse_events["neutropenia"].grading()
     worst = b["ae_neutropenia_worst"].to_numpy()
     near = np.any(np.abs(worst[:, None] / np.asarray(thr)[None, :] - 1.0) < SV_TOL, axis=1)
     changed = a["ae_neutropenia_grade"].to_numpy() != b["ae_neutropenia_grade"].to_numpy()

@@ -22,6 +22,7 @@ import yaml
 from tests.conftest import small_study_data
 from vtrial.errors import ConfigError
 from vtrial.population.sampling import sample_population
+from vtrial.protocol.arms import arms_from_data
 from vtrial.protocol.rules import REASONS, decision_times
 from vtrial.run.chunk import doses_table, run_population, simulate_patients
 from vtrial.study.config import study_from_dict
@@ -283,13 +284,17 @@ def test_decision_times() -> None:
         "count": 14,
         "cycles": {"length_days": 21, "count": 3},
     }
-    assert decision_times({"decide_at": "cycles"}, reg, 2000) == [0.0, 504.0, 1008.0]
-    assert len(decision_times({"decide_at": "doses"}, reg, 2000)) == 42
-    assert decision_times({"decide_at": {"every": 700, "start": 10}}, reg, 2000) == [
-        10.0,
-        710.0,
-        1410.0,
-    ]
+    rules = [{"when": "t > 0", "action": "discontinue"}]
+
+    def times(decide_at: object) -> list[float]:
+        mod = {"decide_at": decide_at, "rules": rules}
+        (arm,) = arms_from_data([{"name": "a", "regimen": reg, "modification": mod}])
+        assert arm.modification is not None
+        return decision_times(arm.modification, arm.phases, 2000)
+
+    assert times("cycles") == [0.0, 504.0, 1008.0]
+    assert len(times("doses")) == 42
+    assert times({"every": 700, "start": 10}) == [10.0, 710.0, 1410.0]
     assert set(REASONS.values()) >= {"as_planned", "delayed", "reduced", "missed"}
 
 

@@ -129,7 +129,7 @@ def test_default_study_loads_with_defaults_filled() -> None:
     assert [a["ratio"] for a in d["arms"]] == [1, 1, 1]
     assert d["exposure"] == {"output": "CP", "target": {"cmax": [1.0, 4.0]}}
     assert list(study.model.outputs) == ["CP", "ANC", "TUMOUR"]
-    assert study.grading("neutropenia") == ([2.0, 1.5, 1.0, 0.5], -1)
+    assert study.adverse_events["neutropenia"].grading() == ([2.0, 1.5, 1.0, 0.5], -1)
     assert study.endpoint_kinds() == {
         "tumour_change": "continuous",
         "objective_response": "binary",
@@ -307,10 +307,10 @@ def test_full_feature_study_loads(tmp_path: Path) -> None:
     np.testing.assert_array_equal(
         cyc, np.add.outer([0.0, 168.0, 336.0], 24.0 * np.arange(5)).ravel()
     )
-    assert study.grading("neutropenia") == ([1.8, 1.5, 1.0, 0.5], -1)
-    assert study.grading("platelet_scale") == ([150.0, 75.0, 50.0, 25.0], -1)
-    assert study.grading("high_exposure") == ([5.0, 10.0, 20.0, 40.0], 1)
-    assert study.grading("low_anc") == ([3.0, 2.0], -1)
+    assert study.adverse_events["neutropenia"].grading() == ([1.8, 1.5, 1.0, 0.5], -1)
+    assert study.adverse_events["platelet_scale"].grading() == ([150.0, 75.0, 50.0, 25.0], -1)
+    assert study.adverse_events["high_exposure"].grading() == ([5.0, 10.0, 20.0, 40.0], 1)
+    assert study.adverse_events["low_anc"].grading() == ([3.0, 2.0], -1)
     kinds = study.endpoint_kinds()
     assert [k for k, v in kinds.items() if v == "binary"] == [
         "nadir_below_1",

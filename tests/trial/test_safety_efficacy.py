@@ -245,9 +245,9 @@ def test_study_probe_times_and_kinds(study: Study) -> None:
         "orr": "binary",
         "tumour_change": "continuous",
     }
-    assert study.grading("qtc_prolonged") == ([450.0, 480.0, 500.0], 1)
+    assert study.adverse_events["qtc_prolonged"].grading() == ([450.0, 480.0, 500.0], 1)
     with pytest.raises(ValueError, match="graded from probabilities"):
-        study.grading("diarrhoea")
+        study.adverse_events["diarrhoea"].grading()
 
 
 def test_grade_frequencies_match_proportional_odds(

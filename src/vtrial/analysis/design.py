@@ -19,10 +19,10 @@ from vtrial.population.design import is_twin
 from vtrial.population.resample import resampled_columns
 
 if TYPE_CHECKING:
-    from vtrial.study.config import Study
+    from vtrial.trial.view import TrialStudy
 
 
-def summary_tables(study: Study) -> list[str]:
+def summary_tables(study: TrialStudy) -> list[str]:
     """Names of the design's extra summary tables (``summary/<name>.parquet``):
     ``individual_effects`` and ``individual_predictors`` for a twin crossover study,
     ``uncertainty`` for a study with ``study.uncertainty``."""
@@ -33,13 +33,13 @@ def summary_tables(study: Study) -> list[str]:
 
 
 def design_tables(
-    study: Study, patients: pd.DataFrame, population: pd.DataFrame | None
+    study: TrialStudy, patients: pd.DataFrame, population: pd.DataFrame | None
 ) -> dict[str, pd.DataFrame]:
     """The design's summary tables (:func:`summary_tables`), for the aggregate stage.
 
     Parameters
     ----------
-    study : Study
+    study : TrialStudy
     patients : DataFrame
         The whole patients table.
     population : DataFrame or None

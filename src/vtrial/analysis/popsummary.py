@@ -21,7 +21,7 @@ from vtrial.population.derived import DERIVED
 from vtrial.population.resample import resampled_columns
 
 if TYPE_CHECKING:
-    from vtrial.study.config import Study
+    from vtrial.trial.view import TrialStudy
 
 __all__ = [
     "ALL_ARMS",
@@ -55,7 +55,7 @@ COLUMNS = (
 )
 
 
-def covariate_columns(study: Study) -> list[tuple[str, str, str]]:
+def covariate_columns(study: TrialStudy) -> list[tuple[str, str, str]]:
     """Covariates of the population table as ``(name, kind, unit)``.
 
     Resampled columns, sampled covariates (categoricals first, as in the table), then
@@ -75,12 +75,12 @@ def covariate_columns(study: Study) -> list[tuple[str, str, str]]:
     return out
 
 
-def acceptance_record(study: Study, candidates: Sequence[int]) -> dict[str, Any]:
+def acceptance_record(study: TrialStudy, candidates: Sequence[int]) -> dict[str, Any]:
     """Acceptance of the inclusion/exclusion criteria, for the Parquet footer and log.
 
     Parameters
     ----------
-    study : Study
+    study : TrialStudy
     candidates : sequence of int
         Candidates examined per replicate (:func:`vtrial.population.sampling.sample_population`).
 
@@ -104,12 +104,14 @@ def acceptance_record(study: Study, candidates: Sequence[int]) -> dict[str, Any]
     }
 
 
-def population_summary(study: Study, pop: pd.DataFrame, candidates: Sequence[int]) -> pd.DataFrame:
+def population_summary(
+    study: TrialStudy, pop: pd.DataFrame, candidates: Sequence[int]
+) -> pd.DataFrame:
     """Covariate distributions per arm and over all arms, all replicates pooled.
 
     Parameters
     ----------
-    study : Study
+    study : TrialStudy
     pop : pandas.DataFrame
         The population table (:func:`vtrial.population.sampling.sample_population`).
     candidates : sequence of int

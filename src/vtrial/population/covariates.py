@@ -37,7 +37,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import special
@@ -48,6 +48,9 @@ from vtrial.model.expressions import Expression, evaluate, parse_expression
 from vtrial.population.derived import derive_covariates
 from vtrial.population.distributions import categorical_ppf, correlation_matrix, marginal_ppf
 from vtrial.population.resample import CovariateTable, read_covariate_table
+
+if TYPE_CHECKING:
+    from vtrial.population.view import PopulationStudy
 
 __all__ = [
     "CANDIDATE_CAP_FACTOR",
@@ -315,6 +318,6 @@ class CovariateSampler:
         return float(self.eligible(covs, n).mean()), each
 
 
-def covariate_sampler(study: Any) -> CovariateSampler:
+def covariate_sampler(study: PopulationStudy) -> CovariateSampler:
     """The :class:`CovariateSampler` of a :class:`vtrial.study.config.Study`."""
     return CovariateSampler.from_data(study.data, study.base_dir, study.source)

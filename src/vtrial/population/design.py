@@ -44,7 +44,7 @@ from vtrial.population.resample import resampled_columns
 
 if TYPE_CHECKING:
     from vtrial.model.spec import Model
-    from vtrial.study.config import Study
+    from vtrial.population.view import PopulationStudy
 
 #: most strata of a stratified randomization (product of the levels of its covariates)
 MAX_STRATA = 10_000
@@ -55,12 +55,12 @@ def design_of(data: Mapping[str, Any]) -> str:
     return str(data["study"].get("design", "parallel"))
 
 
-def is_twin(study: Study) -> bool:
+def is_twin(study: PopulationStudy) -> bool:
     """Whether the study simulates every patient under every arm."""
     return design_of(study.data) == "twin_crossover"
 
 
-def population_rows(study: Study) -> int:
+def population_rows(study: PopulationStudy) -> int:
     """Rows of the population (and patients) table: patients × arms for a twin design."""
     return study.n_patients * (len(study.arm_names) if is_twin(study) else 1)
 
@@ -183,12 +183,14 @@ def permuted_blocks(
     return np.asarray(base[perm].ravel()[:n], dtype=np.int16)
 
 
-def allocate(study: Study, replicate: int, covariates: Mapping[str, np.ndarray]) -> np.ndarray:
+def allocate(
+    study: PopulationStudy, replicate: int, covariates: Mapping[str, np.ndarray]
+) -> np.ndarray:
     """Allocate the patients of one replicate to arms (``randomization``).
 
     Parameters
     ----------
-    study : Study
+    study : PopulationStudy
     replicate : int
         Replicate trial.
     covariates : mapping of str to ndarray
@@ -205,7 +207,7 @@ def allocate(study: Study, replicate: int, covariates: Mapping[str, np.ndarray])
     n = study.size
     if is_twin(study):
         return np.zeros(n, dtype=np.int16)
-    ratios = [int(a["ratio"]) for a in study.data["arms"]]
+    ratios = [a.ratio for a in study.arms]
     spec = randomization(study.data)
     if spec["method"] == "simple":
         u = keyed_uniforms(study.seed, "allocation", replicate, n)[:, 0]
@@ -224,12 +226,12 @@ def allocate(study: Study, replicate: int, covariates: Mapping[str, np.ndarray])
     return out
 
 
-def twin_rows(study: Study, frame: pd.DataFrame) -> pd.DataFrame:
+def twin_rows(study: PopulationStudy, frame: pd.DataFrame) -> pd.DataFrame:
     """Population rows of the study's design.
 
     Parameters
     ----------
-    study : Study
+    study : PopulationStudy
     frame : DataFrame
         Population rows of one replicate, one per patient.
 

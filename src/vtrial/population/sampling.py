@@ -35,11 +35,11 @@ from vtrial.population.uncertainty import (
 
 if TYPE_CHECKING:
     from vtrial.model.spec import Model
-    from vtrial.study.config import Study
+    from vtrial.population.view import PopulationStudy
 
 
 def individual_parameters(
-    study: Study, covariates: Mapping[str, np.ndarray], replicate: int
+    study: PopulationStudy, covariates: Mapping[str, np.ndarray], replicate: int
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Individual parameter values and random effects of one replicate.
 
@@ -79,7 +79,7 @@ def individual_parameters(
     return params, etas
 
 
-def occasion_effects(study: Study, replicate: int) -> dict[str, np.ndarray]:
+def occasion_effects(study: PopulationStudy, replicate: int) -> dict[str, np.ndarray]:
     """Inter-occasion random effects ``kappa_<P>_<k>`` (occasion k = 0, 1, ...).
 
     Independent normal draws with variance ``model.iov.omega[P]`` for each of the
@@ -100,7 +100,7 @@ def occasion_effects(study: Study, replicate: int) -> dict[str, np.ndarray]:
     return out
 
 
-def occasion_parameters(study: Study, pop: pd.DataFrame) -> dict[str, np.ndarray]:
+def occasion_parameters(study: PopulationStudy, pop: pd.DataFrame) -> dict[str, np.ndarray]:
     """Per-occasion values, shape (n, n_occ), of the parameters with IOV.
 
     The individual value ``P_i`` (population column) is transformed like its IIV:
@@ -132,7 +132,9 @@ def apply_effect(value: np.ndarray, effect: np.ndarray, dist: str) -> np.ndarray
     return special.expit(special.logit(value) + effect)
 
 
-def sample_population(study: Study, *, candidates: list[int] | None = None) -> pd.DataFrame:
+def sample_population(
+    study: PopulationStudy, *, candidates: list[int] | None = None
+) -> pd.DataFrame:
     """Sample the whole virtual population (every replicate).
 
     Examples
@@ -155,7 +157,7 @@ def sample_population(study: Study, *, candidates: list[int] | None = None) -> p
 
     Parameters
     ----------
-    study : Study
+    study : PopulationStudy
     candidates : list, optional
         Receives the number of candidates examined per replicate (``size`` each
         without criteria); the acceptance rate of replicate r is

@@ -42,7 +42,7 @@ from vtrial.infra.rng import keyed_uniforms, stream
 
 if TYPE_CHECKING:
     from vtrial.model.spec import Model
-    from vtrial.study.config import Study
+    from vtrial.population.view import PopulationStudy
 
 #: relative tolerance of the symmetry and positive semi-definiteness checks
 MATRIX_TOL = 1e-10
@@ -169,12 +169,12 @@ def covariance_root(mat: np.ndarray) -> np.ndarray:
         return np.asarray(q * np.sqrt(np.clip(w, 0.0, None)))
 
 
-def typical_values(study: Study, replicate: int) -> dict[str, float]:
+def typical_values(study: PopulationStudy, replicate: int) -> dict[str, float]:
     """Typical value of every model parameter in one replicate (THETA_r).
 
     Parameters
     ----------
-    study : Study
+    study : PopulationStudy
     replicate : int
         Replicate trial.
 
@@ -207,12 +207,12 @@ def inverse_wishart_scale(omega: np.ndarray, df: float) -> np.ndarray:
     return (float(df) - p - 1.0) * omega
 
 
-def replicate_omega(study: Study, replicate: int) -> np.ndarray:
+def replicate_omega(study: PopulationStudy, replicate: int) -> np.ndarray:
     """OMEGA of one replicate.
 
     Parameters
     ----------
-    study : Study
+    study : PopulationStudy
     replicate : int
         Replicate trial.
 
@@ -239,7 +239,7 @@ def replicate_omega(study: Study, replicate: int) -> np.ndarray:
 UNCERTAINTY_COLUMNS = ("replicate", "quantity", "parameter", "nominal", "value")
 
 
-def uncertainty_table(study: Study) -> pd.DataFrame:
+def uncertainty_table(study: PopulationStudy) -> pd.DataFrame:
     """The population parameters drawn for every replicate.
 
     Returns

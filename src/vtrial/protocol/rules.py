@@ -34,7 +34,7 @@ and ``t`` (h).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -45,10 +45,15 @@ from vtrial.errors import ExpressionError
 from vtrial.infra.rng import patient_uniforms
 from vtrial.model.expressions import parse_expression, to_source
 from vtrial.protocol.codes import ACTIONS, REASONS, EventKind
-from vtrial.protocol.dosing import EventTable, regimen_phases, schedule_starts
+from vtrial.protocol.dosing import EventTable, Phase, regimen_phases, schedule_starts
 
 if TYPE_CHECKING:
-    from vtrial.study.config import Study
+    from vtrial.protocol.arms import Adherence, Arm, Modification
+
+#: threshold-graded adverse events the rules can read: name -> (thresholds of grades
+#: 1.., direction -1 below / +1 above, output)
+#: (:func:`vtrial.trial.adverse.threshold_gradings`)
+Gradings = Mapping[str, tuple[Sequence[float], int, str]]
 
 
 # ACTIONS (rule action -> kernel code) and REASONS (dose-ledger reason code -> label)
@@ -96,42 +101,50 @@ class RuleProgram:
     params: np.ndarray
 
 
-def decision_times(spec: Mapping[str, Any], regimen: Any, end: float) -> list[float]:
-    """Decision times (h) of one arm: ``doses``, ``cycles`` or ``{every, start}``.
+def decision_times(mod: Modification, phases: Sequence[Phase], end: float) -> list[float]:
+    """Decision times (h) of one arm: ``doses``, ``cycles`` or ``(every, start)``.
 
     Examples
     --------
-    >>> decision_times({"decide_at": {"every": 336}}, {"route": "oral", "dose": 1}, 1000)
+    >>> from vtrial.protocol.arms import arms_from_data
+    >>> (arm,) = arms_from_data([{"name": "a", "regimen": {"route": "oral", "dose": 1},
+    ...     "modification": {"decide_at": {"every": 336}, "rules": [
+    ...         {"when": "t > 0", "action": "discontinue"}]}}])
+    >>> decision_times(arm.modification, arm.phases, 1000)
     [0.0, 336.0, 672.0]
     """
-    at = spec.get("decide_at", "doses")
+    at = mod.decide_at
     if isinstance(at, str):  # doses, cycles
-        times = schedule_starts(regimen_phases(regimen), at)
+        times = schedule_starts(phases, at)
     else:
-        start = float(at.get("start", 0.0))
-        times = [float(t) for t in np.arange(start, end, float(at["every"]))]
+        every, start = at
+        times = [float(t) for t in np.arange(start, end, every)]
     return [t for t in times if 0.0 <= t < end]
 
 
-def _names(study: Study) -> tuple[dict[str, int], dict[str, tuple[list[float], int, int]]]:
+def _names(
+    outputs: Sequence[str], gradings: Gradings
+) -> tuple[dict[str, int], dict[str, tuple[Sequence[float], int, int]]]:
     """Model outputs -> index; threshold-graded adverse events -> (thresholds, dir, output)."""
-    outs = {o: j for j, o in enumerate(study.model.outputs)}
-    graded = {}
-    for ev, spec in study.data["adverse_events"].items():
-        if "output" in spec and "probabilities" not in spec:
-            thr, direction = study.grading(ev)
-            graded[ev] = (thr, direction, outs[spec["output"]])
+    outs = {o: j for j, o in enumerate(outputs)}
+    graded = {ev: (thr, d, outs[out]) for ev, (thr, d, out) in gradings.items()}
     return outs, graded
 
 
-def rule_problems(study: Study) -> list[tuple[str, str]]:
-    """Semantic problems of every arm's ``modification`` and ``adherence`` (where, rule)."""
+def rule_problems(
+    arms: Sequence[Mapping[str, Any]], outputs: Sequence[str], gradings: Gradings
+) -> list[tuple[str, str]]:
+    """Semantic problems of every arm's ``modification`` and ``adherence`` (where, rule).
+
+    ``arms``: the schema-checked ``arms`` section; ``outputs``: the model's outputs;
+    ``gradings``: the study's threshold-graded adverse events.
+    """
     problems: list[tuple[str, str]] = []
-    outs, graded = _names(study)
+    outs, graded = _names(outputs, gradings)
     known = [*outs, *(f"grade_{e}" for e in graded), *(f"max_grade_{e}" for e in graded)]
     known += [*_COUNTERS, "t"]
     measured_as: dict[str, tuple[int, tuple[str, float]]] = {}
-    for i, arm in enumerate(study.data["arms"]):
+    for i, arm in enumerate(arms):
         mod = arm.get("modification")
         where = f"arms[{i}].modification"
         phases = regimen_phases(arm["regimen"])
@@ -206,13 +219,12 @@ def rule_problems(study: Study) -> list[tuple[str, str]]:
     return problems
 
 
-def rules_source(study: Study) -> str | None:
-    """``N_MEAS`` and ``_decide`` generated from the study's rules (None if none)."""
-    arms = study.data["arms"]
-    if not any(a.get("modification") for a in arms):
+def rules_source(arms: Sequence[Arm], outputs: Sequence[str], gradings: Gradings) -> str | None:
+    """``N_MEAS`` and ``_decide`` generated from the arms' rules (None if none)."""
+    if not any(a.modification for a in arms):
         return None
-    outs, graded = _names(study)
-    measured = _measured(study)
+    outs, graded = _names(outputs, gradings)
+    measured = _measured(arms)
     meas_index = {(m[0]): k for k, m in enumerate(measured)}
     ind = "    "
     lines = [
@@ -234,15 +246,15 @@ def rules_source(study: Study) -> str | None:
             terms = " + ".join(f"(1.0 if {arr}[{j}] {op} {float(x)!r} else 0.0)" for x in thr)
             lines.append(f"{ind}{prefix}_{ev} = {terms or '0.0'}")
     for a, arm in enumerate(arms):
-        mod = arm.get("modification")
-        if not mod:
+        mod = arm.modification
+        if mod is None:
             continue
         lines.append(f"{ind}if a == {a}:")
         names: dict[str, str] = {"t": "t", **{c: f"v_{c}" for c in _COUNTERS}}
         for out, j in outs.items():
             names[out] = f"o[{j}]"
-        for out, err in (mod.get("measure") or {}).items():
-            kind, _ = _error(err)
+        for m in mod.measure:
+            out, kind = m.output, m.kind
             k = meas_index[out]
             val = f"o[{outs[out]}]"
             # eps arrives scaled by the error's sd (assay_normals): the sd is data
@@ -257,9 +269,9 @@ def rules_source(study: Study) -> str | None:
         for ev in graded:
             names[f"grade_{ev}"] = f"g_{ev}"
             names[f"max_grade_{ev}"] = f"mg_{ev}"
-        for r, rule in enumerate(mod["rules"]):
+        for r, rule in enumerate(mod.rules):
             expr = parse_expression(
-                rule["when"], where=f"arms[{a}].rules[{r}]", known_names=list(names), boolean=True
+                rule.when, where=f"arms[{a}].rules[{r}]", known_names=list(names), boolean=True
             )
             # only the conditions are code: the action and its numbers are data
             # (RuleProgram.params), so studies that differ in them share a kernel
@@ -278,50 +290,54 @@ def _error(err: Mapping[str, float]) -> tuple[str, float]:
     return str(kind), float(sd)
 
 
-def _measured(study: Study) -> list[tuple[str, str, float]]:
+def _measured(arms: Sequence[Arm]) -> list[tuple[str, str, float]]:
     out: dict[str, tuple[str, str, float]] = {}
-    for arm in study.data["arms"]:
-        for name, err in ((arm.get("modification") or {}).get("measure") or {}).items():
-            out.setdefault(name, (name, *_error(err)))
+    for arm in arms:
+        for m in arm.modification.measure if arm.modification else ():
+            out.setdefault(m.output, (m.output, m.kind, m.sd))
     return list(out.values())
 
 
-def rule_program(study: Study) -> RuleProgram | None:
-    """The kernel inputs of a study's rules, None if no arm declares any."""
-    source = rules_source(study)
+def rule_program(
+    arms: Sequence[Arm], outputs: Sequence[str], gradings: Gradings, end: float
+) -> RuleProgram | None:
+    """The kernel inputs of the arms' rules, None if no arm declares any.
+
+    ``outputs``: the model's outputs; ``gradings``: the study's threshold-graded
+    adverse events; ``end``: the end of the simulation (h).
+    """
+    source = rules_source(arms, outputs, gradings)
     if source is None:
         return None
-    arms = study.data["arms"]
-    end = float(study.data["simulation"]["end"])
-    width = max([1, *(len((a.get("modification") or {}).get("levels") or []) for a in arms)])
+    mods = [a.modification for a in arms]
+    width = max([1, *(len(m.levels or ()) for m in mods if m is not None)])
     levels = np.full((len(arms), width), np.nan)
     start = np.full(len(arms), -1, dtype=np.int64)
-    n_rules = max(len((a.get("modification") or {}).get("rules") or []) for a in arms)
+    n_rules = max(len(m.rules) for m in mods if m is not None)
     params = np.zeros((len(arms), n_rules, 4))
     decisions: list[list[float]] = []
     for a, arm in enumerate(arms):
-        mod = arm.get("modification")
-        if not mod:
+        mod = arm.modification
+        if mod is None:
             decisions.append([])
             continue
-        for r, rule in enumerate(mod["rules"]):
+        for r, rule in enumerate(mod.rules):
             params[a, r] = (
-                ACTIONS[rule["action"]],
-                float(rule.get("recheck", 0.0)),
-                float(rule.get("by", 1)),
-                float(rule.get("max_hold", _NO_LIMIT)),
+                ACTIONS[rule.action],
+                rule.recheck,
+                float(rule.by),
+                rule.max_hold if rule.max_hold is not None else _NO_LIMIT,
             )
-        decisions.append(decision_times(mod, arm["regimen"], end))
-        lv = mod.get("levels")
-        if lv:
-            ordered = sorted(float(x) for x in lv)
+        decisions.append(decision_times(mod, arm.phases, end))
+        if mod.levels:
+            ordered = sorted(mod.levels)
             levels[a, : len(ordered)] = ordered
-            start[a] = ordered.index(float(regimen_phases(arm["regimen"])[0].dose))
-    return RuleProgram(source, levels, start, decisions, _measured(study), params)
+            start[a] = ordered.index(arm.phases[0].dose)
+    return RuleProgram(source, levels, start, decisions, _measured(arms), params)
 
 
 def assay_normals(
-    study: Study, program: RuleProgram | None, replicate: np.ndarray, patient_id: np.ndarray
+    seed: int, program: RuleProgram | None, replicate: np.ndarray, patient_id: np.ndarray
 ) -> np.ndarray:
     """Assay errors: keyed standard normals times each measured output's ``sd``.
 
@@ -333,14 +349,15 @@ def assay_normals(
         return np.zeros((n, 1, 0))
     k = len(program.measured)
     out = np.empty((n, MAX_EVALUATIONS, k))
-    u = patient_uniforms(study.seed, "assay", replicate, patient_id, MAX_EVALUATIONS * k)
+    u = patient_uniforms(seed, "assay", replicate, patient_id, MAX_EVALUATIONS * k)
     out[:] = special.ndtri(u).reshape(n, MAX_EVALUATIONS, k)
     sd = np.array([m[2] for m in program.measured])
     return out * sd  # scaled by each output's assay sd (the kernel adds or multiplies)
 
 
 def adherence_arrays(
-    study: Study,
+    seed: int,
+    arms: Sequence[Arm],
     events: EventTable,
     arm_index: np.ndarray,
     replicate: np.ndarray,
@@ -351,19 +368,18 @@ def adherence_arrays(
     Shape (n, n_slots) each, None if no arm declares adherence. Draws are keyed by
     (seed, replicate, patient, administration number), not by arm.
     """
-    arms = study.data["arms"]
-    if not any(a.get("adherence") for a in arms):
+    if not any(a.adherence for a in arms):
         return None
     n = arm_index.size
     slots = max(events.n_slots, 1)
     mult = np.ones((n, slots))
     jitter = np.zeros((n, slots))
-    u_miss = patient_uniforms(study.seed, "adherence", replicate, patient_id, slots)
-    z_jit = special.ndtri(patient_uniforms(study.seed, "jitter", replicate, patient_id, slots))
+    u_miss = patient_uniforms(seed, "adherence", replicate, patient_id, slots)
+    z_jit = special.ndtri(patient_uniforms(seed, "jitter", replicate, patient_id, slots))
     for a, arm in enumerate(arms):
-        adh = arm.get("adherence")
+        adh = arm.adherence
         rows = np.flatnonzero(arm_index == a)
-        if not adh or rows.size == 0:
+        if adh is None or rows.size == 0:
             continue
         oral = np.zeros(slots, dtype=bool)
         cols = np.flatnonzero(events.slot[a, : events.n[a]] >= 0)
@@ -371,7 +387,7 @@ def adherence_arrays(
             oral[events.slot[a, c]] = events.kind[a, c] == EventKind.ORAL
         missed = _missed(adh, u_miss[rows]) & oral[None, :]
         m = np.where(missed, 0.0, 1.0)
-        policy = adh.get("missed_dose", "skip")
+        policy = adh.missed_dose
         if policy == "double_next":
             nxt = np.zeros_like(missed)
             for k in range(slots - 1):  # the next oral dose after a miss is doubled
@@ -380,21 +396,22 @@ def adherence_arrays(
                     j = k + 1 + later[0]
                     nxt[:, j] |= missed[:, k] & ~missed[:, j]
             m = np.where(nxt, 2.0, m)
-        jit = float(adh.get("jitter", 0.0)) * z_jit[rows] * oral[None, :]
+        jit = adh.jitter * z_jit[rows] * oral[None, :]
         if policy == "late":
-            jit = jit + np.where(missed, float(adh.get("late_by", 4.0)), 0.0)
+            jit = jit + np.where(missed, adh.late_by, 0.0)
             m = np.where(missed, 1.0, m)
         mult[rows] = m
         jitter[rows] = jit
     return mult, jitter
 
 
-def _missed(adh: Mapping[str, Any], u: np.ndarray) -> np.ndarray:
+def _missed(adh: Adherence, u: np.ndarray) -> np.ndarray:
     """Missed-dose indicator per administration (vectorised over patients)."""
-    p = float(adh["p_miss"])
-    if adh.get("model", "bernoulli") == "bernoulli":
+    p = adh.p_miss
+    if adh.model == "bernoulli":
         return u < p
-    stay = float(adh["p_stay_missing"])
+    assert adh.p_stay_missing is not None  # checked by rule_problems
+    stay = adh.p_stay_missing
     out = np.zeros(u.shape, dtype=bool)
     # two-state Markov chain (adherent / holiday), started from its stationary law
     pi = p / (p + 1.0 - stay) if p + 1.0 - stay > 0 else 1.0

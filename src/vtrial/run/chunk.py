@@ -52,12 +52,12 @@ def monitors(study: Study) -> list[Monitor]:
     """Threshold crossings timed by the kernel: grade >= 3 of every adverse event,
     then those of the trial layer (:func:`vtrial.trial.endpoints.extra_monitors`)."""
     out = []
-    for ev, spec in study.data["adverse_events"].items():
-        if "probabilities" in spec:  # drawn grade: no threshold to cross
+    for ev in study.adverse_events.values():
+        if ev.drawn or ev.output is None:  # drawn grade: no threshold to cross
             continue
-        thr, direction = study.grading(ev)
+        thr, direction = ev.grading()
         if len(thr) >= 3:
-            out.append(Monitor(spec["output"], thr[2], direction))
+            out.append(Monitor(ev.output, thr[2], direction))
     return out + extra_monitors(study)[0]
 
 
@@ -87,8 +87,10 @@ def run_population(study: Study, pop: pd.DataFrame, *, threads: int | None = Non
         events=events,
         arm=arm_index,
         rules=program,
-        adherence=adherence_arrays(study, events, arm_index, replicate, patient_id),
-        assay=assay_normals(study, program, replicate, patient_id),
+        adherence=adherence_arrays(
+            study.seed, study.arms, events, arm_index, replicate, patient_id
+        ),
+        assay=assay_normals(study.seed, program, replicate, patient_id),
         ledger=study.has_dose_ledger,
         dose_scale=scale,
         grid=study.grid(),
@@ -204,17 +206,17 @@ def simulate_patients(
         cols[name] = pk[:, j]
     # ---- adverse events
     mon_index = 0
-    for ev, spec in study.data["adverse_events"].items():
-        if "probabilities" in spec:  # grade drawn from the worst probabilities
-            p_idx = [outs.index(o) for o in spec["probabilities"]]
+    for ev, spec in study.adverse_events.items():
+        if spec.probabilities is not None:  # grade drawn from the worst probabilities
+            p_idx = [outs.index(o) for o in spec.probabilities]
             cols.update(
                 probability_event_columns(
                     study.seed, ev, res.omax[:, p_idx], cols["replicate"], cols["patient_id"], ok
                 )
             )
             continue
-        thr, direction = study.grading(ev)
-        j = outs.index(spec["output"])
+        thr, direction = spec.grading()
+        j = outs.index(str(spec.output))
         worst = res.omin[:, j] if direction < 0 else res.omax[:, j]
         thr_arr = np.asarray(thr)
         with np.errstate(invalid="ignore"):

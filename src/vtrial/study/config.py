@@ -14,7 +14,7 @@ import copy
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -35,6 +35,7 @@ from vtrial.population.resample import input_files
 from vtrial.population.sampling import variability_problems
 from vtrial.population.uncertainty import uncertainty_problems
 from vtrial.population.validate import population_problems
+from vtrial.protocol.arms import Arm, arms_from_data
 from vtrial.protocol.dosing import (
     DOSE_UNITS,
     EventTable,
@@ -46,7 +47,12 @@ from vtrial.protocol.dosing import (
 )
 from vtrial.protocol.rules import RuleProgram, rule_problems, rule_program
 from vtrial.study.execution import execution_problems
-from vtrial.trial.adverse import GRADING_SCALES, adverse_event_problems
+from vtrial.trial.adverse import (
+    AdverseEvent,
+    adverse_event_problems,
+    adverse_events_from_data,
+    threshold_gradings,
+)
 from vtrial.trial.endpoints import (
     MAX_PROBE_BYTES,
     endpoint_kind,
@@ -85,6 +91,15 @@ class Study:
     data: dict[str, Any]
     source: str
     base_dir: Path
+    #: the typed sections, built from ``data`` at construction
+    arms: tuple[Arm, ...] = field(init=False, repr=False, compare=False)
+    adverse_events: Mapping[str, AdverseEvent] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "arms", arms_from_data(self.data["arms"]))
+        object.__setattr__(
+            self, "adverse_events", adverse_events_from_data(self.data["adverse_events"])
+        )
 
     @property
     def name(self) -> str:
@@ -110,7 +125,12 @@ class Study:
 
     @property
     def arm_names(self) -> list[str]:
-        return [a["name"] for a in self.data["arms"]]
+        return [a.name for a in self.arms]
+
+    @property
+    def end(self) -> float:
+        """End of the simulation (h)."""
+        return float(self.data["simulation"]["end"])
 
     @property
     def control_arm(self) -> str | None:
@@ -128,7 +148,7 @@ class Study:
 
     def arm_phases(self) -> list[list[Phase]]:
         """Dosing phases of every arm, in arm order."""
-        return [regimen_phases(a["regimen"]) for a in self.data["arms"]]
+        return [list(a.phases) for a in self.arms]
 
     def arm_occasions(self) -> list[list[float]]:
         """Start times (h) of occasions 1, 2, ... of every arm (none without IOV)."""
@@ -150,7 +170,8 @@ class Study:
     @cached_property
     def rule_program(self) -> RuleProgram | None:
         """Kernel inputs of the arms' dose-modification rules (None if none)."""
-        return rule_program(self)
+        gradings = threshold_gradings(self.adverse_events)
+        return rule_program(self.arms, list(self.model.outputs), gradings, self.end)
 
     @property
     def exposure_targets(self) -> dict[str, list[float]]:
@@ -160,7 +181,7 @@ class Study:
     @property
     def has_dose_ledger(self) -> bool:
         """True if an arm declares dose modification or adherence (doses/ output)."""
-        return any(a.get("modification") or a.get("adherence") for a in self.data["arms"])
+        return any(a.modification or a.adherence for a in self.arms)
 
     @cached_property
     def sha256(self) -> str:
@@ -229,23 +250,6 @@ class Study:
         times.update(float(t) for t in self.observation_times())  # sampling times
         times.update(trial_probe_times(self.data))  # auec, survival grids, locf visits
         return sorted(times)
-
-    def grading(self, event: str) -> tuple[list[float], int]:
-        """Thresholds of grades 1.. and direction (-1 below, +1 above) of an AE.
-
-        Raises ValueError for an event graded from ``probabilities`` (no thresholds).
-        """
-        spec = self.data["adverse_events"][event]
-        if "probabilities" in spec:
-            raise ValueError(f"adverse event {event!r} is graded from probabilities")
-        if "grading" in spec:
-            scale = GRADING_SCALES[spec["grading"]]
-            lln = float(spec.get("lln", scale["lln"]))
-            thr = [lln, *(float(x) for x in scale["thresholds"][1:])]
-            return thr, -1 if scale["direction"] == "below" else 1
-        return [float(x) for x in spec["thresholds"]], (
-            -1 if spec.get("direction", "below") == "below" else 1
-        )
 
     def endpoint_kinds(
         self,
@@ -512,8 +516,9 @@ def study_from_dict(
     if not problems and model is not None:
         # dose-modification rules and adherence read the model's outputs and the
         # adverse events' grading, so they are checked on the otherwise valid study
-        tentative = Study(data=full, source=source, base_dir=base)
-        problems += [Problem(source, w, m) for w, m in rule_problems(tentative)]
+        gradings = threshold_gradings(adverse_events_from_data(full["adverse_events"]))
+        found = rule_problems(full["arms"], list(model.outputs), gradings)
+        problems += [Problem(source, w, m) for w, m in found]
     if problems:
         raise ConfigError(_dedupe(problems))
     return Study(data=full, source=source, base_dir=base)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -59,7 +61,76 @@ GRADING_SCALES: dict[str, dict[str, Any]] = {
 }
 
 
-__all__ = ["drawn_grades", "event_uniforms", "probability_event_columns"]
+__all__ = [
+    "AdverseEvent",
+    "adverse_events_from_data",
+    "drawn_grades",
+    "event_uniforms",
+    "probability_event_columns",
+]
+
+
+@dataclass(frozen=True)
+class AdverseEvent:
+    """One adverse event of a study (typed ``adverse_events.<name>``).
+
+    Either graded from thresholds on a model output (``output``, ``thresholds`` of
+    grades 1.., ``direction`` -1 below / +1 above; a ``grading`` scale is resolved
+    into its thresholds, with the study's ``lln``), or drawn from model probabilities
+    (``probabilities``: the outputs P(grade >= 1), P(grade >= 2), ...).
+    """
+
+    name: str
+    output: str | None = None
+    thresholds: tuple[float, ...] = ()
+    direction: int = -1
+    probabilities: tuple[str, ...] | None = None
+
+    @property
+    def drawn(self) -> bool:
+        """Whether the grade is drawn from ``probabilities`` (no thresholds)."""
+        return self.probabilities is not None
+
+    def grading(self) -> tuple[list[float], int]:
+        """Thresholds of grades 1.. and direction (-1 below, +1 above).
+
+        Raises ValueError for an event graded from ``probabilities``.
+        """
+        if self.drawn:
+            raise ValueError(f"adverse event {self.name!r} is graded from probabilities")
+        return list(self.thresholds), self.direction
+
+
+def adverse_event_from_data(name: str, spec: Mapping[str, Any]) -> AdverseEvent:
+    """The typed form of one validated ``adverse_events`` entry."""
+    if "probabilities" in spec:
+        return AdverseEvent(name, probabilities=tuple(str(p) for p in spec["probabilities"]))
+    if "grading" in spec:
+        scale = GRADING_SCALES[spec["grading"]]
+        lln = float(spec.get("lln", scale["lln"]))
+        thr = (lln, *(float(x) for x in scale["thresholds"][1:]))
+        direction = -1 if scale["direction"] == "below" else 1
+    else:
+        thr = tuple(float(x) for x in spec["thresholds"])
+        direction = -1 if spec.get("direction", "below") == "below" else 1
+    return AdverseEvent(name, str(spec["output"]), thr, direction)
+
+
+def adverse_events_from_data(events: Mapping[str, Any]) -> Mapping[str, AdverseEvent]:
+    """The typed ``adverse_events`` section (name -> event, read-only), in study order."""
+    return MappingProxyType({name: adverse_event_from_data(name, s) for name, s in events.items()})
+
+
+def threshold_gradings(
+    events: Mapping[str, AdverseEvent],
+) -> dict[str, tuple[tuple[float, ...], int, str]]:
+    """Threshold-graded events as the dose rules read them: name -> (thresholds,
+    direction, output) (:data:`vtrial.protocol.rules.Gradings`)."""
+    return {
+        e.name: (e.thresholds, e.direction, e.output)
+        for e in events.values()
+        if e.output is not None and not e.drawn
+    }
 
 
 def event_uniforms(

@@ -52,7 +52,7 @@ from vtrial.trial.recist import (
 
 if TYPE_CHECKING:
     from vtrial.engine.host import KernelResult
-    from vtrial.study.config import Study
+    from vtrial.trial.view import TrialStudy
 __all__ = [
     "AT_TYPES",
     "DEFAULT_TEST",
@@ -273,16 +273,16 @@ def _index(times: FloatArray, t: float) -> int:
 # --------------------------------------------------------------------------- #
 
 
-def _threshold_events(study: Study) -> list[tuple[str, str, list[float], int]]:
+def _threshold_events(study: TrialStudy) -> list[tuple[str, str, list[float], int]]:
     out = []
-    for ev, spec in study.data["adverse_events"].items():
-        if "probabilities" not in spec:
-            thr, direction = study.grading(ev)
-            out.append((ev, spec["output"], thr, direction))
+    for ev in study.adverse_events.values():
+        if ev.output is not None and not ev.drawn:
+            thr, direction = ev.grading()
+            out.append((ev.name, ev.output, thr, direction))
     return out
 
 
-def extra_monitors(study: Study) -> tuple[list[Monitor], dict[tuple[str, ...], int]]:
+def extra_monitors(study: TrialStudy) -> tuple[list[Monitor], dict[tuple[str, ...], int]]:
     """Threshold crossings the trial layer needs, and their positions in that list.
 
     With a ``dropout`` section, every grade limit of every adverse event graded from
@@ -317,7 +317,7 @@ class TrialLayer:
 
     Parameters
     ----------
-    study : Study
+    study : TrialStudy
     pop : DataFrame
         The chunk's rows of the population table.
     res : KernelResult
@@ -332,7 +332,7 @@ class TrialLayer:
 
     def __init__(
         self,
-        study: Study,
+        study: TrialStudy,
         pop: pd.DataFrame,
         res: KernelResult,
         cols: Mapping[str, Any],
