@@ -26,6 +26,7 @@ import yaml
 
 from vtrial.analysis.success import fill_success_defaults
 from vtrial.analysis.success import spec_problems as success_problems
+from vtrial.engine.grid import evaluation_grid, store_times
 from vtrial.errors import ConfigError, Problem
 from vtrial.infra.yamlsafe import load_yaml, package_schema
 from vtrial.model.residual import observation_problems, observation_times
@@ -55,14 +56,13 @@ from vtrial.trial.adverse import (
 )
 from vtrial.trial.endpoints import (
     MAX_PROBE_BYTES,
-    endpoint_kind,
-    endpoint_section_problems,
-    fill_defaults,
+    endpoint_kinds,
+    endpoint_units,
     trial_probe_times,
-    trial_problems,
 )
+from vtrial.trial.endpoints import probe_times as endpoint_probe_times
 from vtrial.trial.kinds import EndpointKind
-from vtrial.trial.recist import assessment_times
+from vtrial.trial.validate import endpoint_section_problems, fill_defaults, trial_problems
 
 
 def _schema() -> dict[str, Any]:
@@ -205,21 +205,14 @@ class Study:
         return files + input_files(self.data, self.base_dir)
 
     def grid(self) -> np.ndarray:
-        """Evaluation grid (h): regular grid, stored time points and endpoint times."""
-        sim = self.data["simulation"]
-        end = float(sim["end"])
-        step = float(sim["grid"])
-        pts = [np.arange(0.0, end, step), [end], self.store_times()]
-        pts.append(np.array(self.probe_times()))
-        g = np.unique(np.concatenate([np.asarray(p, dtype=np.float64) for p in pts]))
-        return g[(g >= 0.0) & (g <= end)]
+        """Evaluation grid (h): regular grid, stored time points and endpoint times
+        (:func:`vtrial.engine.grid.evaluation_grid`)."""
+        step = float(self.data["simulation"]["grid"])
+        return evaluation_grid(self.end, step, self.store_times(), self.probe_times())
 
     def store_times(self) -> np.ndarray:
         """Time points of the stored time courses (h)."""
-        end = float(self.data["simulation"]["end"])
-        every = float(self.data["outputs"]["timecourse"]["every"])
-        t = np.arange(0.0, end + 1e-9 * end, every)
-        return np.unique(np.append(t[t <= end], end))
+        return store_times(self.end, float(self.data["outputs"]["timecourse"]["every"]))
 
     @property
     def residual_error(self) -> dict[str, dict[str, float]]:
@@ -240,44 +233,19 @@ class Study:
         )
 
     def probe_times(self) -> list[float]:
-        """Times at which every output is recorded for endpoints (baseline 0 first)."""
-        times = {0.0}
-        for ep in self.data["endpoints"].values():
-            if "at" in ep:
-                times.add(float(ep["at"]))
-            if ep["type"] == "best_response":  # tumour assessments
-                times.update(assessment_times(ep, float(self.data["simulation"]["end"])))
-        times.update(float(t) for t in self.observation_times())  # sampling times
-        times.update(trial_probe_times(self.data))  # auec, survival grids, locf visits
-        return sorted(times)
+        """Times at which every output is recorded for endpoints (baseline 0 first;
+        :func:`vtrial.trial.endpoints.probe_times`)."""
+        return endpoint_probe_times(self.data, self.observation_times())
 
-    def endpoint_kinds(
-        self,
-    ) -> dict[str, EndpointKind]:
+    def endpoint_kinds(self) -> dict[str, EndpointKind]:
         """Endpoint name -> ``"continuous"``, ``"binary"`` (responders),
         ``"categorical"`` (``best_response``) or ``"time_to_event"``."""
-        return {k: endpoint_kind(v) for k, v in self.data["endpoints"].items()}
+        return endpoint_kinds(self.data["endpoints"])
 
     def endpoint_units(self) -> dict[str, str]:
-        """Endpoint name -> unit of its patient-table value: ``%`` for a percent
-        change, the output's unit for a value, change, minimum or maximum, the output's
-        unit times ``h`` for an ``auec``, ``h`` for a time to event, ``""`` for a
-        responder or a response category."""
-        units = self.model.output_units
-        out = {}
-        for name, ep in self.data["endpoints"].items():
-            typ, unit = ep["type"], units.get(str(ep.get("output", "")), "")
-            if typ == "percent_change_from_baseline":
-                out[name] = "%"
-            elif typ == "auec":
-                out[name] = f"{unit}·h" if unit else "h"
-            elif typ == "time_to_event":
-                out[name] = "h"
-            elif typ in ("responder", "best_response"):
-                out[name] = ""
-            else:
-                out[name] = unit
-        return out
+        """Endpoint name -> unit of its patient-table value
+        (:func:`vtrial.trial.endpoints.endpoint_units`)."""
+        return endpoint_units(self.data["endpoints"], self.model.output_units)
 
 
 def _non_finite(data: Any, path: list[Any]) -> list[tuple[str, float]]:
