@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +40,54 @@ if TYPE_CHECKING:
     from vtrial.population.view import PopulationStudy
 
 
+@dataclass(frozen=True, eq=False)
+class Variability:
+    """The typed between-patient variability of a study's ``model`` section.
+
+    Attributes
+    ----------
+    covariate_models : mapping of str to str
+        Parameter -> its ``covariates`` expression (text, checked at load), for the
+        parameters that have one.
+    omega_names : tuple of str
+        Parameters with inter-individual variability, in the order of ``iiv.omega``.
+    omega : ndarray, shape (p, p)
+        OMEGA, in that order (:func:`~vtrial.population.uncertainty.omega_matrix`).
+    distributions : mapping of str to str
+        ``iiv.distribution``: parameter -> ``lognormal`` (default), ``normal``, ``logit``.
+    iov : mapping of str to float
+        ``iov.omega``: parameter -> inter-occasion variance (empty without IOV).
+    """
+
+    covariate_models: Mapping[str, str]
+    omega_names: tuple[str, ...]
+    omega: np.ndarray
+    distributions: Mapping[str, str]
+    iov: Mapping[str, float]
+
+    def distribution(self, name: str) -> str:
+        """Distribution of the random effect of parameter ``name``."""
+        return self.distributions.get(name, "lognormal")
+
+
+def variability_from_data(model_section: Mapping[str, Any]) -> Variability:
+    """The :class:`Variability` of a validated ``model`` section (defaults filled)."""
+    iiv = model_section["iiv"]
+    covs = {
+        name: str(p["covariates"])
+        for name, p in model_section["parameters"].items()
+        if isinstance(p, Mapping) and p.get("covariates") is not None
+    }
+    iov = model_section.get("iov") or {}
+    return Variability(
+        covariate_models=MappingProxyType(covs),
+        omega_names=tuple(iiv["omega"]),
+        omega=omega_matrix(iiv),
+        distributions=MappingProxyType(dict(iiv["distribution"])),
+        iov=MappingProxyType({k: float(v) for k, v in (iov.get("omega") or {}).items()}),
+    )
+
+
 def individual_parameters(
     study: PopulationStudy, covariates: Mapping[str, np.ndarray], replicate: int
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -49,13 +99,13 @@ def individual_parameters(
     """
     n = study.size
     model = study.model
-    spec = study.data["model"]
+    var = study.variability
     cats = categories_of(study.data)  # sampled and resampled categorical covariates
     params: dict[str, np.ndarray] = {}
     typical = typical_values(study, replicate)  # THETA_r with study.uncertainty
     for name in model.parameters:
         tv = np.full(n, typical[name])
-        cov_expr = spec["parameters"].get(name, {}).get("covariates")
+        cov_expr = var.covariate_models.get(name)
         if cov_expr is not None:
             expr = parse_expression(
                 cov_expr,
@@ -65,8 +115,7 @@ def individual_parameters(
             )
             tv = tv * evaluate(expr, covariates, size=n)
         params[name] = tv
-    iiv = spec["iiv"]
-    names = list(iiv["omega"])
+    names = list(var.omega_names)
     etas: dict[str, np.ndarray] = {}
     if names:
         om = replicate_omega(study, replicate)  # OMEGA_r with study.uncertainty
@@ -74,8 +123,7 @@ def individual_parameters(
         eta = z @ covariance_root(om).T
         for j, name in enumerate(names):
             etas[name] = eta[:, j]
-            dist = iiv["distribution"].get(name, "lognormal")
-            params[name] = apply_effect(params[name], eta[:, j], dist)
+            params[name] = apply_effect(params[name], eta[:, j], var.distribution(name))
     return params, etas
 
 
@@ -86,15 +134,15 @@ def occasion_effects(study: PopulationStudy, replicate: int) -> dict[str, np.nda
     study's occasions (the most any arm has), keyed by ``iov``: a patient has the same
     kappas whatever arm, shard or chunk it lands in.
     """
-    iov = study.data["model"].get("iov")
+    iov = study.variability.iov
     if not iov:
         return {}
     n_occ = study.events().n_occ
-    names = list(iov["omega"])
+    names = list(iov)
     z = special.ndtri(keyed_uniforms(study.seed, "iov", replicate, study.size, n_occ * len(names)))
     out = {}
     for j, name in enumerate(names):
-        sd = np.sqrt(float(iov["omega"][name]))
+        sd = np.sqrt(iov[name])
         for k in range(n_occ):
             out[f"kappa_{name}_{k}"] = sd * z[:, j * n_occ + k]
     return out
@@ -107,18 +155,17 @@ def occasion_parameters(study: PopulationStudy, pop: pd.DataFrame) -> dict[str, 
     log-normal ``P_i exp(kappa)``, normal ``P_i + kappa``, logit
     ``expit(logit(P_i) + kappa)``.
     """
-    iov = study.data["model"].get("iov")
-    if not iov:
+    var = study.variability
+    if not var.iov:
         return {}
     n_occ = study.events().n_occ
-    dist = study.data["model"]["iiv"]["distribution"]
     out = {}
-    for name in iov["omega"]:
+    for name in var.iov:
         base = pop[name].to_numpy(dtype=np.float64)[:, None]
         kappa = np.column_stack(
             [pop[f"kappa_{name}_{k}"].to_numpy(dtype=np.float64) for k in range(n_occ)]
         )
-        out[name] = apply_effect(base, kappa, dist.get(name, "lognormal"))
+        out[name] = apply_effect(base, kappa, var.distribution(name))
     return out
 
 

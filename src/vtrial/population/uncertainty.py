@@ -30,6 +30,7 @@ import csv
 import functools
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,49 @@ MATRIX_TOL = 1e-10
 def uncertainty_spec(data: Mapping[str, Any]) -> dict[str, Any]:
     """``study.uncertainty`` of study data (``{}`` when not set)."""
     return dict(data["study"].get("uncertainty") or {})
+
+
+@dataclass(frozen=True)
+class ThetaUncertainty:
+    """``study.uncertainty.theta``: the drawn typical values, their covariance (a CSV
+    file relative to the study, or the matrix) and scale (``log`` or ``linear``)."""
+
+    parameters: tuple[str, ...]
+    covariance: str | tuple[tuple[float, ...], ...]
+    scale: str = "log"
+
+    def matrix(self, base_dir: Path) -> tuple[np.ndarray, list[str]]:
+        """The covariance in the order of :attr:`parameters` and the problems found
+        (:func:`theta_covariance`)."""
+        cov = self.covariance
+        raw: Any = cov if isinstance(cov, str) else [list(r) for r in cov]
+        return theta_covariance({"parameters": list(self.parameters), "covariance": raw}, base_dir)
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """The typed ``study.uncertainty`` (both parts None/absent: no uncertainty)."""
+
+    theta: ThetaUncertainty | None = None
+    omega_df: float | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether any population parameter is drawn per replicate."""
+        return self.theta is not None or self.omega_df is not None
+
+
+def uncertainty_from_data(data: Mapping[str, Any]) -> Uncertainty:
+    """The typed ``study.uncertainty`` of validated study data."""
+    spec = uncertainty_spec(data)
+    df = float(spec["omega_df"]) if spec.get("omega_df") is not None else None
+    theta = spec.get("theta")
+    if not theta:
+        return Uncertainty(omega_df=df)
+    cov = theta["covariance"]
+    matrix = cov if isinstance(cov, str) else tuple(tuple(map(float, r)) for r in cov)
+    parameters = tuple(str(x) for x in theta["parameters"])
+    return Uncertainty(ThetaUncertainty(parameters, matrix, str(theta.get("scale", "log"))), df)
 
 
 @functools.lru_cache(maxsize=16)
@@ -186,16 +230,16 @@ def typical_values(study: PopulationStudy, replicate: int) -> dict[str, float]:
         others; the model's values unchanged without ``uncertainty.theta``.
     """
     values = {k: float(p.value) for k, p in study.model.parameters.items()}
-    spec = uncertainty_spec(study.data).get("theta")
-    if not spec:
+    spec = study.uncertainty.theta
+    if spec is None:
         return values
-    mat, problems = theta_covariance(spec, study.base_dir)
+    mat, problems = spec.matrix(study.base_dir)
     if problems:
         raise DataError(f"{study.source}: study.uncertainty.theta.covariance: {problems[0]}")
-    names = list(spec["parameters"])
+    names = list(spec.parameters)
     z = special.ndtri(keyed_uniforms(study.seed, "uncertainty:theta", replicate, 1, len(names)))
     delta = covariance_root(mat) @ z[0]
-    log = spec.get("scale", "log") == "log"
+    log = spec.scale == "log"
     for name, dx in zip(names, delta, strict=True):
         values[name] = values[name] * math.exp(dx) if log else values[name] + float(dx)
     return values
@@ -224,8 +268,8 @@ def replicate_omega(study: PopulationStudy, replicate: int) -> np.ndarray:
         degrees of freedom and mean OMEGA, or the study's OMEGA unchanged without
         ``omega_df``.
     """
-    om = omega_matrix(study.data["model"]["iiv"])
-    df = uncertainty_spec(study.data).get("omega_df")
+    om = study.variability.omega
+    df = study.uncertainty.omega_df
     if df is None or om.size == 0:
         return om
     gen = stream(study.seed, "uncertainty:omega", replicate)
@@ -251,14 +295,14 @@ def uncertainty_table(study: PopulationStudy) -> pd.DataFrame:
         ``nominal`` (the study's value) and ``value`` (the replicate's draw). Empty
         (same columns) without ``study.uncertainty``.
     """
-    spec = uncertainty_spec(study.data)
+    spec = study.uncertainty
     nominal_tv = {k: float(p.value) for k, p in study.model.parameters.items()}
-    theta_names = list(spec.get("theta", {}).get("parameters", []))
-    eta_names = list(study.data["model"]["iiv"]["omega"]) if "omega_df" in spec else []
-    om0 = omega_matrix(study.data["model"]["iiv"]) if eta_names else np.empty((0, 0))
+    theta_names = list(spec.theta.parameters) if spec.theta else []
+    eta_names = list(study.variability.omega_names) if spec.omega_df is not None else []
+    om0 = study.variability.omega if eta_names else np.empty((0, 0))
     pairs = [(i, j) for i in range(len(eta_names)) for j in range(i, len(eta_names))]
     rows: list[tuple[int, str, str, float, float]] = []
-    for r in range(study.replicates if spec else 0):
+    for r in range(study.replicates if spec.active else 0):
         if theta_names:
             tv = typical_values(study, r)
             rows += [(r, "theta", k, nominal_tv[k], tv[k]) for k in theta_names]

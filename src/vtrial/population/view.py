@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from vtrial.model.spec import Model
+    from vtrial.population.sampling import Variability
+    from vtrial.population.uncertainty import Uncertainty
     from vtrial.protocol.arms import Arm
     from vtrial.protocol.dosing import EventTable
 
@@ -64,6 +66,14 @@ class PopulationStudy(Protocol):
     @property
     def model(self) -> Model:
         """The composed model."""
+
+    @property
+    def variability(self) -> Variability:
+        """The typed IIV, IOV and covariate models."""
+
+    @property
+    def uncertainty(self) -> Uncertainty:
+        """The typed ``study.uncertainty``."""
 
     def events(self) -> EventTable:
         """Dose, occasion and decision events of every arm."""

@@ -33,8 +33,8 @@ from vtrial.model.residual import observation_problems, observation_times
 from vtrial.model.spec import Model, build_model, check_model_section
 from vtrial.population.design import design_problems
 from vtrial.population.resample import input_files
-from vtrial.population.sampling import variability_problems
-from vtrial.population.uncertainty import uncertainty_problems
+from vtrial.population.sampling import Variability, variability_from_data, variability_problems
+from vtrial.population.uncertainty import Uncertainty, uncertainty_from_data, uncertainty_problems
 from vtrial.population.validate import population_problems
 from vtrial.protocol.arms import Arm, arms_from_data
 from vtrial.protocol.dosing import (
@@ -94,12 +94,16 @@ class Study:
     #: the typed sections, built from ``data`` at construction
     arms: tuple[Arm, ...] = field(init=False, repr=False, compare=False)
     adverse_events: Mapping[str, AdverseEvent] = field(init=False, repr=False, compare=False)
+    variability: Variability = field(init=False, repr=False, compare=False)
+    uncertainty: Uncertainty = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arms", arms_from_data(self.data["arms"]))
         object.__setattr__(
             self, "adverse_events", adverse_events_from_data(self.data["adverse_events"])
         )
+        object.__setattr__(self, "variability", variability_from_data(self.data["model"]))
+        object.__setattr__(self, "uncertainty", uncertainty_from_data(self.data))
 
     @property
     def name(self) -> str:
