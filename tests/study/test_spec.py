@@ -17,7 +17,7 @@ from vtrial.study.config import load_study, study_from_dict
 from vtrial.trial.adverse import GRADING_SCALES, AdverseEvent
 
 ROOT = Path(__file__).resolve().parents[2]
-STUDIES = sorted((ROOT / "config" / "studies").glob("*.yaml")) + [ROOT / "config/config.yaml"]
+STUDIES = [*sorted((ROOT / "config" / "studies").glob("*.yaml")), ROOT / "config/config.yaml"]
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
@@ -56,7 +56,8 @@ def test_arm_modification_and_adherence_fields() -> None:
             }
         ]
     )
-    assert isinstance(arm, Arm) and arm.ratio == 2 and arm.planned_dose == 50.0
+    assert isinstance(arm, Arm)
+    assert (arm.ratio, arm.planned_dose) == (2, 50.0)
     mod = arm.modification
     assert mod is not None
     assert mod.decide_at == (168.0, 24.0)
@@ -80,9 +81,11 @@ def test_adverse_events_resolve_grading_scales() -> None:
     study = load_study(ROOT / "config" / "config.yaml")
     for name, raw in study.data["adverse_events"].items():
         ev = study.adverse_events[name]
-        assert isinstance(ev, AdverseEvent) and ev.name == name
+        assert isinstance(ev, AdverseEvent)
+        assert ev.name == name
         if "probabilities" in raw:
-            assert ev.drawn and ev.probabilities == tuple(raw["probabilities"])
+            assert ev.drawn
+            assert ev.probabilities == tuple(raw["probabilities"])
             with pytest.raises(ValueError, match="graded from probabilities"):
                 ev.grading()
         elif "grading" in raw:
@@ -126,9 +129,12 @@ def test_variability_and_uncertainty_sections() -> None:
     assert (var.distribution("CL"), var.distribution("V1")) == ("lognormal", "normal")
     assert dict(var.iov) == {}
     unc = study.uncertainty
-    assert unc.active and unc.omega_df == 50.0
-    assert unc.theta is not None and unc.theta.parameters == ("CL",)
+    assert unc.active
+    assert unc.omega_df == 50.0
+    assert unc.theta is not None
+    assert unc.theta.parameters == ("CL",)
     mat, problems = unc.theta.matrix(study.base_dir)
-    assert problems == [] and mat.tolist() == [[0.01]]
+    assert problems == []
+    assert mat.tolist() == [[0.01]]
     plain = study_from_dict({**study.data, "study": {"name": "p", "seed": 1}})
     assert not plain.uncertainty.active
