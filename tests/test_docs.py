@@ -25,6 +25,9 @@ import pytest
         "vtrial.population.sampling",
         "vtrial.population.distributions",
         "vtrial.model.residual",
+        "vtrial.protocol.arms",
+        "vtrial.protocol.rules",
+        "vtrial.engine.grid",
     ],
 )
 def test_docstring_examples(module: str) -> None:
