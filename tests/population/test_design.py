@@ -80,7 +80,7 @@ def test_default_allocation_is_bit_identical_to_before() -> None:
     d["population"]["size"] = 400
     assert digest(sample_population(make(d))) == GOLDEN_RATIO
     d["randomization"] = {"method": "permuted_block"}  # default block 2 * 4
-    assert randomization(d)["block"] == 8
+    assert randomization(d).block == 8
     assert digest(sample_population(make(d))) == GOLDEN_RATIO
 
 
@@ -117,7 +117,7 @@ def test_stratified_blocks_balance_every_stratum() -> None:
     pop = sample_population(s)
     cats = {"sex": ["F", "M"]}
     covs = {c: pop[c].to_numpy() for c in ("sex", "age")}
-    codes, labels = strata_codes(randomization(s.data)["strata"], covs, cats)
+    codes, labels = strata_codes(randomization(s.data).strata, covs, cats)
     assert labels == [
         "sex=F,age=[-inf,50.0)",
         "sex=F,age=[50.0,65.0)",

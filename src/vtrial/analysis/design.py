@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from vtrial.population.covariates import categories_of
 from vtrial.population.design import is_twin
 from vtrial.population.resample import resampled_columns
 
@@ -64,7 +63,7 @@ def design_tables(
         control = study.control_arm
         assert control is not None  # validation requires it for twin_crossover
         covs = dict(study.data["population"]["covariates"])
-        cats = categories_of(study.data)
+        cats = study.categories
         for name in resampled_columns(study.data, study.source, study.base_dir).columns:
             covs.setdefault(name, {"categorical": cats[name]} if name in cats else {})
         effects, predictors = individual_effects(

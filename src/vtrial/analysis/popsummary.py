@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from vtrial.analysis import stats
-from vtrial.population.covariates import categories_of
 from vtrial.population.derived import DERIVED
 from vtrial.population.resample import resampled_columns
 
@@ -62,7 +61,7 @@ def covariate_columns(study: TrialStudy) -> list[tuple[str, str, str]]:
     derived ones; ``kind`` is ``"categorical"`` or ``"continuous"``.
     """
     pop = study.data["population"]
-    cats = categories_of(study.data)
+    cats = study.categories
     res = resampled_columns(study.data, study.source, study.base_dir)
     covs: dict[str, Any] = pop["covariates"]
     names = [*res.columns, *(k for k in covs if "categorical" in covs[k])]
@@ -138,7 +137,7 @@ def population_summary(
     groups = [(a, arm_values == a) for a in study.arm_names]
     # each patient once (a twin crossover study has a row per patient and arm)
     groups.append((ALL_ARMS, ~pop.duplicated(["replicate", "patient_id"]).to_numpy()))
-    cats = categories_of(study.data)
+    cats = study.categories
     rows: list[dict[str, Any]] = []
     for arm, mask in groups:
         n = int(mask.sum())

@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,9 +56,46 @@ def design_of(data: Mapping[str, Any]) -> str:
     return str(data["study"].get("design", "parallel"))
 
 
+@dataclass(frozen=True)
+class Stratum:
+    """A stratification factor: a categorical covariate (``breaks`` None) or a numeric
+    one cut at ``breaks`` (intervals closed on the left)."""
+
+    covariate: str
+    breaks: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Randomization:
+    """The typed ``randomization``: ``method`` (``simple``, ``permuted_block``,
+    ``stratified``), ``block`` size (None for ``simple``) and ``strata``."""
+
+    method: str = "permuted_block"
+    block: int | None = None
+    strata: tuple[Stratum, ...] = ()
+
+
+@dataclass(frozen=True)
+class Design:
+    """The typed trial design: ``study.design`` and the ``randomization``."""
+
+    kind: str
+    randomization: Randomization
+
+    @property
+    def twin(self) -> bool:
+        """Whether every patient is simulated under every arm (``twin_crossover``)."""
+        return self.kind == "twin_crossover"
+
+
+def design_from_data(data: Mapping[str, Any]) -> Design:
+    """The :class:`Design` of validated study data."""
+    return Design(design_of(data), randomization(data))
+
+
 def is_twin(study: PopulationStudy) -> bool:
     """Whether the study simulates every patient under every arm."""
-    return design_of(study.data) == "twin_crossover"
+    return study.design.twin
 
 
 def population_rows(study: PopulationStudy) -> int:
@@ -65,25 +103,24 @@ def population_rows(study: PopulationStudy) -> int:
     return study.n_patients * (len(study.arm_names) if is_twin(study) else 1)
 
 
-def randomization(data: Mapping[str, Any]) -> dict[str, Any]:
+def randomization(data: Mapping[str, Any]) -> Randomization:
     """The ``randomization`` of study data with its defaults filled in.
 
-    Returns ``{"method", "block", "strata"}``: method ``permuted_block`` when the key
-    is absent, ``block`` ``2 * sum(ratios)`` when not given (None for ``simple``),
-    ``strata`` ``[]`` when not given. Strata are normalised to
-    ``{"covariate": name, "breaks": [...] or None}``.
+    Method ``permuted_block`` when the key is absent, ``block`` ``2 * sum(ratios)``
+    when not given (None for ``simple``), no strata when not given; a stratum given
+    by name alone is a categorical covariate.
     """
     spec = dict(data.get("randomization") or {})
     method = str(spec.get("method", "permuted_block"))
     ratios = [int(a.get("ratio", 1)) for a in data["arms"]]
     block = None if method == "simple" else int(spec.get("block", 2 * sum(ratios)))
-    strata: list[dict[str, Any]] = []
-    for s in spec.get("strata", []):
-        if isinstance(s, Mapping):
-            strata.append({"covariate": str(s["covariate"]), "breaks": list(s["breaks"])})
-        else:
-            strata.append({"covariate": str(s), "breaks": None})
-    return {"method": method, "block": block, "strata": strata}
+    strata = tuple(
+        Stratum(str(s["covariate"]), tuple(float(b) for b in s["breaks"]))
+        if isinstance(s, Mapping)
+        else Stratum(str(s))
+        for s in spec.get("strata", [])
+    )
+    return Randomization(method, block, strata)
 
 
 def _fmt(x: float) -> str:
@@ -92,7 +129,7 @@ def _fmt(x: float) -> str:
 
 
 def strata_codes(
-    strata: Sequence[Mapping[str, Any]],
+    strata: Sequence[Stratum],
     covariates: Mapping[str, np.ndarray],
     categories: Mapping[str, Sequence[str]],
 ) -> tuple[np.ndarray, list[str]]:
@@ -100,8 +137,8 @@ def strata_codes(
 
     Parameters
     ----------
-    strata : sequence of mapping
-        ``{"covariate": name, "breaks": list or None}`` (see :func:`randomization`).
+    strata : sequence of Stratum
+        The stratification factors (:attr:`Randomization.strata`).
     covariates : mapping of str to ndarray
         Covariates of the patients of one replicate (sampled and derived), shape (n,).
     categories : mapping of str to sequence of str
@@ -119,9 +156,9 @@ def strata_codes(
     codes = np.zeros(n, dtype=np.int64)
     labels = [""]
     for s in strata:
-        name = s["covariate"]
+        name = s.covariate
         values = np.asarray(covariates[name])
-        if s["breaks"] is None:
+        if s.breaks is None:
             levels = [str(c) for c in categories[name]]
             text = values.astype(str)
             level = np.full(n, -1, dtype=np.int64)
@@ -129,7 +166,7 @@ def strata_codes(
                 level[text == c] = k
             names = [f"{name}={c}" for c in levels]
         else:
-            edges = [float(b) for b in s["breaks"]]
+            edges = list(s.breaks)
             level = np.searchsorted(np.asarray(edges), values.astype(np.float64), side="right")
             bounds = [-math.inf, *edges, math.inf]
             names = [f"{name}=[{_fmt(lo)},{_fmt(hi)})" for lo, hi in itertools.pairwise(bounds)]
@@ -208,16 +245,17 @@ def allocate(
     if is_twin(study):
         return np.zeros(n, dtype=np.int16)
     ratios = [a.ratio for a in study.arms]
-    spec = randomization(study.data)
-    if spec["method"] == "simple":
+    spec = study.design.randomization
+    if spec.method == "simple":
         u = keyed_uniforms(study.seed, "allocation", replicate, n)[:, 0]
         cum = np.cumsum(ratios) / sum(ratios)
         idx = np.minimum(np.searchsorted(cum, u, side="right"), len(ratios) - 1)
         return np.asarray(idx, dtype=np.int16)
-    block = int(spec["block"])
-    if spec["method"] == "permuted_block":
+    assert spec.block is not None  # every method but simple has one
+    block = spec.block
+    if spec.method == "permuted_block":
         return permuted_blocks(study.seed, "allocation", replicate, n, ratios, block)
-    codes, labels = strata_codes(spec["strata"], covariates, categories_of(study.data))
+    codes, labels = strata_codes(spec.strata, covariates, study.categories)
     out = np.empty(n, dtype=np.int16)
     for code in np.unique(codes):
         rows = np.flatnonzero(codes == code)

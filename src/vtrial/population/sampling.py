@@ -26,7 +26,7 @@ from scipy import special
 from vtrial.errors import ExpressionError, Problem
 from vtrial.infra.rng import keyed_uniforms
 from vtrial.model.expressions import evaluate, parse_expression
-from vtrial.population.covariates import categories_of, covariate_sampler
+from vtrial.population.covariates import covariate_sampler
 from vtrial.population.design import allocate, twin_rows
 from vtrial.population.uncertainty import (
     covariance_root,
@@ -100,7 +100,7 @@ def individual_parameters(
     n = study.size
     model = study.model
     var = study.variability
-    cats = categories_of(study.data)  # sampled and resampled categorical covariates
+    cats = study.categories  # sampled and resampled categorical covariates
     params: dict[str, np.ndarray] = {}
     typical = typical_values(study, replicate)  # THETA_r with study.uncertainty
     for name in model.parameters:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from vtrial.model.spec import Model
+    from vtrial.population.design import Design
     from vtrial.population.sampling import Variability
     from vtrial.population.uncertainty import Uncertainty
     from vtrial.protocol.arms import Arm
@@ -66,6 +67,14 @@ class PopulationStudy(Protocol):
     @property
     def model(self) -> Model:
         """The composed model."""
+
+    @property
+    def categories(self) -> Mapping[str, list[str]]:
+        """Categorical covariates (sampled, then resampled) -> their labels."""
+
+    @property
+    def design(self) -> Design:
+        """The typed trial design and randomization."""
 
     @property
     def variability(self) -> Variability:

@@ -32,7 +32,6 @@ import pandas as pd
 
 from vtrial.analysis.popsummary import covariate_columns
 from vtrial.errors import DataError
-from vtrial.population.covariates import categories_of
 from vtrial.protocol.dosing import DOSE_UNITS
 from vtrial.run.io import atomic_path
 from vtrial.study.config import Study
@@ -135,7 +134,7 @@ def nonmem_dataset(
     data = pd.concat(frames, ignore_index=True)
     data = data.sort_values(["ID", "TIME", "EVID", "DVID"], kind="stable").reset_index(drop=True)
     cov = pop[["ID", *covariates]].copy()
-    for name, labels in categories_of(study.data).items():
+    for name, labels in study.categories.items():
         if name in cov:  # NONMEM reads numbers: categories as codes 1.. (declared order)
             cov[name] = cov[name].map({lab: k for k, lab in enumerate(labels, start=1)})
     data = data.merge(cov, on="ID", how="left", validate="many_to_one")
@@ -216,7 +215,7 @@ def write_nonmem(
         key.to_csv(tmp, index=False)
     cats = [
         (name, code, label)
-        for name, labels in categories_of(study.data).items()
+        for name, labels in study.categories.items()
         if name in data.columns
         for code, label in enumerate(labels, start=1)
     ]

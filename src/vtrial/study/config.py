@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import jsonschema
@@ -31,7 +32,8 @@ from vtrial.errors import ConfigError, Problem
 from vtrial.infra.yamlsafe import load_yaml, package_schema
 from vtrial.model.residual import observation_problems, observation_times
 from vtrial.model.spec import Model, build_model, check_model_section
-from vtrial.population.design import design_problems
+from vtrial.population.covariates import categories_of
+from vtrial.population.design import Design, design_from_data, design_problems
 from vtrial.population.resample import input_files
 from vtrial.population.sampling import Variability, variability_from_data, variability_problems
 from vtrial.population.uncertainty import Uncertainty, uncertainty_from_data, uncertainty_problems
@@ -94,6 +96,8 @@ class Study:
     #: the typed sections, built from ``data`` at construction
     arms: tuple[Arm, ...] = field(init=False, repr=False, compare=False)
     adverse_events: Mapping[str, AdverseEvent] = field(init=False, repr=False, compare=False)
+    categories: Mapping[str, list[str]] = field(init=False, repr=False, compare=False)
+    design: Design = field(init=False, repr=False, compare=False)
     variability: Variability = field(init=False, repr=False, compare=False)
     uncertainty: Uncertainty = field(init=False, repr=False, compare=False)
 
@@ -102,6 +106,8 @@ class Study:
         object.__setattr__(
             self, "adverse_events", adverse_events_from_data(self.data["adverse_events"])
         )
+        object.__setattr__(self, "categories", MappingProxyType(categories_of(self.data)))
+        object.__setattr__(self, "design", design_from_data(self.data))
         object.__setattr__(self, "variability", variability_from_data(self.data["model"]))
         object.__setattr__(self, "uncertainty", uncertainty_from_data(self.data))
 
