@@ -16,6 +16,7 @@ import pandas as pd
 
 from vtrial.population.design import is_twin
 from vtrial.population.resample import resampled_columns
+from vtrial.trial.endpoints import effect_options
 
 if TYPE_CHECKING:
     from vtrial.trial.view import TrialStudy
@@ -26,7 +27,7 @@ def summary_tables(study: TrialStudy) -> list[str]:
     ``individual_effects`` and ``individual_predictors`` for a twin crossover study,
     ``uncertainty`` for a study with ``study.uncertainty``."""
     names = ["individual_effects", "individual_predictors"] if is_twin(study) else []
-    if study.data["study"].get("uncertainty"):
+    if study.uncertainty.active:
         names.append("uncertainty")
     return names
 
@@ -71,7 +72,7 @@ def design_tables(
             population,
             arms=study.arm_names,
             control=control,
-            endpoints=study.data["endpoints"],
+            endpoints={k: effect_options(v) for k, v in study.endpoints.items()},
             kinds=study.endpoint_kinds(),
             covariates=covs,
             derived=study.data["population"]["derived"],

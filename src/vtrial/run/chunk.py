@@ -239,25 +239,26 @@ def simulate_patients(
     # ---- endpoints: responders here, every other type by the trial layer
     values: dict[str, np.ndarray] = {}
     with np.errstate(invalid="ignore", divide="ignore"):
-        for name, ep in study.data["endpoints"].items():
-            if ep["type"] != "responder":
+        for name, ep in study.endpoints.items():
+            if ep.type != "responder":
                 new_cols, value = layer.endpoint(name, ep)
                 cols.update(new_cols)
                 if value is not None:
                     values[name] = value
                 continue
-            if "in" in ep:  # categories of a best_response
-                val = categories_in(cols[ep["endpoint"]], ep["in"])
+            ref = str(ep.endpoint)
+            if ep.categories is not None:  # categories of a best_response
+                val = categories_in(cols[ref], list(ep.categories))
             else:
-                v = values[ep["endpoint"]]
-                if "below" in ep:
-                    hit = v < ep["below"]
-                elif "below_or_equal" in ep:
-                    hit = v <= ep["below_or_equal"]
-                elif "above" in ep:
-                    hit = v > ep["above"]
+                v = values[ref]
+                if ep.below is not None:
+                    hit = v < ep.below
+                elif ep.below_or_equal is not None:
+                    hit = v <= ep.below_or_equal
+                elif ep.above is not None:
+                    hit = v > ep.above
                 else:
-                    hit = v >= ep["above_or_equal"]
+                    hit = v >= ep.above_or_equal
                 val = np.where(np.isfinite(v), hit.astype(np.float64), np.nan)
             val[~ok] = np.nan
             values[name] = val

@@ -54,6 +54,7 @@ from vtrial.run.parallel import (
     worker_memory_limit,
 )
 from vtrial.study.config import Study
+from vtrial.trial.endpoints import effect_options
 
 log = logging.getLogger("vtrial")
 
@@ -392,7 +393,7 @@ def summaries(
     events = list(study.data["adverse_events"])
     patients = patients.sort_values(["replicate", "patient_id"], kind="stable")
     eps = study.endpoint_kinds()
-    tests = {k: v["test"] for k, v in study.data["endpoints"].items() if "test" in v}
+    tests = {k: v.test for k, v in study.endpoints.items() if v.test is not None}
     out = {
         "exposure": exposure_summary(
             patients, metrics=["cmax", "tmax", "auc", "ctrough"], arms=arms
@@ -405,7 +406,7 @@ def summaries(
             events=events,
             arms=arms,
             horizon=float(study.data["simulation"]["end"]),
-            censor="dropout_time" if study.data.get("dropout") else None,
+            censor="dropout_time" if study.dropout is not None else None,
         ),
         "bands": bands_table(study, bands),
     }
@@ -589,7 +590,7 @@ def run_report(
         arms=study.arm_names,
         outdir=outdir,
         control=study.control_arm,
-        effects={e: study.data["endpoints"][e] for e in _effect_endpoints(study)},
+        effects={e: effect_options(study.endpoints[e]) for e in _effect_endpoints(study)},
         units=units,
     )
     missing = sorted(str(p) for p in {Path(outdir) / f for f in expected} - set(map(Path, paths)))

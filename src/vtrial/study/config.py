@@ -56,10 +56,13 @@ from vtrial.trial.adverse import (
     adverse_events_from_data,
     threshold_gradings,
 )
+from vtrial.trial.dropout import Dropout, dropout_from_data
 from vtrial.trial.endpoints import (
     MAX_PROBE_BYTES,
+    Endpoint,
     endpoint_kinds,
     endpoint_units,
+    endpoints_from_data,
     trial_probe_times,
 )
 from vtrial.trial.endpoints import probe_times as endpoint_probe_times
@@ -96,6 +99,8 @@ class Study:
     #: the typed sections, built from ``data`` at construction
     arms: tuple[Arm, ...] = field(init=False, repr=False, compare=False)
     adverse_events: Mapping[str, AdverseEvent] = field(init=False, repr=False, compare=False)
+    endpoints: Mapping[str, Endpoint] = field(init=False, repr=False, compare=False)
+    dropout: Dropout | None = field(init=False, repr=False, compare=False)
     categories: Mapping[str, list[str]] = field(init=False, repr=False, compare=False)
     design: Design = field(init=False, repr=False, compare=False)
     variability: Variability = field(init=False, repr=False, compare=False)
@@ -109,6 +114,8 @@ class Study:
         object.__setattr__(self, "categories", MappingProxyType(categories_of(self.data)))
         object.__setattr__(self, "design", design_from_data(self.data))
         object.__setattr__(self, "variability", variability_from_data(self.data["model"]))
+        object.__setattr__(self, "endpoints", endpoints_from_data(self.data["endpoints"]))
+        object.__setattr__(self, "dropout", dropout_from_data(self.data.get("dropout")))
         object.__setattr__(self, "uncertainty", uncertainty_from_data(self.data))
 
     @property
@@ -245,17 +252,19 @@ class Study:
     def probe_times(self) -> list[float]:
         """Times at which every output is recorded for endpoints (baseline 0 first;
         :func:`vtrial.trial.endpoints.probe_times`)."""
-        return endpoint_probe_times(self.data, self.observation_times())
+        return endpoint_probe_times(
+            self.endpoints, self.dropout, self.end, self.observation_times()
+        )
 
     def endpoint_kinds(self) -> dict[str, EndpointKind]:
         """Endpoint name -> ``"continuous"``, ``"binary"`` (responders),
         ``"categorical"`` (``best_response``) or ``"time_to_event"``."""
-        return endpoint_kinds(self.data["endpoints"])
+        return endpoint_kinds(self.endpoints)
 
     def endpoint_units(self) -> dict[str, str]:
         """Endpoint name -> unit of its patient-table value
         (:func:`vtrial.trial.endpoints.endpoint_units`)."""
-        return endpoint_units(self.data["endpoints"], self.model.output_units)
+        return endpoint_units(self.endpoints, self.model.output_units)
 
 
 def _non_finite(data: Any, path: list[Any]) -> list[tuple[str, float]]:
@@ -618,9 +627,16 @@ def _semantic_problems(
     # dropout, trial-layer endpoint keys, success criteria (vtrial.trial.endpoints)
     out += [Problem(src, w, m) for w, m in trial_problems(d, model)]
     out += [Problem(src, w, m) for w, m in success_problems(d)]
-    if not out and model is not None and trial_probe_times(d):  # the rest is valid
+    if not out and model is not None and _needs_probe_grids(d):  # the rest is valid
         out += [Problem(src, w, m) for w, m in _probe_memory_problems(d, model)]
     return out
+
+
+def _needs_probe_grids(d: dict[str, Any]) -> bool:
+    """Whether the trial layer records outputs on grids (AUEC, survival, LOCF visits)."""
+    end = float(d["simulation"]["end"])
+    eps = endpoints_from_data(d["endpoints"])
+    return bool(trial_probe_times(eps, dropout_from_data(d.get("dropout")), end))
 
 
 def _probe_memory_problems(d: dict[str, Any], model: Model) -> list[tuple[str, str]]:

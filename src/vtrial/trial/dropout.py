@@ -35,11 +35,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vtrial.trial.recist import Schedule
+
 __all__ = [
     "HOURS_PER_YEAR",
     "PURPOSE",
+    "AdverseEventEffect",
+    "Dropout",
+    "ExposureEffect",
     "Hazard",
     "cumulative_hazard",
+    "dropout_from_data",
     "dropout_times",
 ]
 
@@ -196,3 +202,52 @@ def dropout_times(
     out = np.array(np.broadcast_to(t, np.broadcast_shapes(e.shape, c.shape, tau.shape)))
     out[out > end] = np.inf
     return out
+
+
+@dataclass(frozen=True)
+class ExposureEffect:
+    """``dropout.exposure``: the hazard times ``exp(beta * metric)``."""
+
+    metric: str
+    beta: float
+
+
+@dataclass(frozen=True)
+class AdverseEventEffect:
+    """``dropout.adverse_event``: the hazard times ``hazard_ratio`` from the first time
+    ``event`` reaches ``grade``."""
+
+    event: str
+    grade: int
+    hazard_ratio: float
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """The typed ``dropout`` section: baseline hazard, its modifiers, the censoring of
+    endpoints at the dropout (``missing`` or ``locf``) and the LOCF visits."""
+
+    hazard: Hazard
+    exposure: ExposureEffect | None = None
+    adverse_event: AdverseEventEffect | None = None
+    censoring: str = "missing"
+    visits: Schedule | None = None
+
+
+def dropout_from_data(spec: Mapping[str, Any] | None) -> Dropout | None:
+    """The :class:`Dropout` of a validated ``dropout`` section (None without one)."""
+    if not spec:
+        return None
+    exp = spec.get("exposure")
+    ae = spec.get("adverse_event")
+    return Dropout(
+        hazard=Hazard.from_spec(spec),
+        exposure=ExposureEffect(str(exp["metric"]), float(exp["beta"])) if exp else None,
+        adverse_event=AdverseEventEffect(
+            str(ae["event"]), int(ae.get("grade", 3)), float(ae["hazard_ratio"])
+        )
+        if ae
+        else None,
+        censoring=str(spec.get("censoring", "missing")),
+        visits=Schedule.from_data(spec["visits"]) if spec.get("visits") else None,
+    )

@@ -26,6 +26,8 @@ their keys is :mod:`vtrial.trial.validate`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,11 +37,11 @@ import pandas as pd
 from vtrial.engine.host import Monitor
 from vtrial.infra.rng import patient_uniforms
 from vtrial.model.residual import observe_probes
-from vtrial.trial.dropout import PURPOSE, Hazard, dropout_times
+from vtrial.trial.dropout import PURPOSE, Dropout, dropout_times
 from vtrial.trial.kinds import EFFICACY_TESTS, EndpointKind
 from vtrial.trial.recist import (
     UNDEFINED,
-    assessment_times,
+    Schedule,
     best_overall_response,
     response_column,
     visit_responses,
@@ -108,72 +110,202 @@ def series_times(lo: float, hi: float, every: float) -> FloatArray:
     return np.append(pts[pts < hi - 1e-9 * every], hi)
 
 
-def auec_times(ep: Mapping[str, Any], data: Mapping[str, Any]) -> FloatArray:
-    """Grid (h) of an ``auec`` endpoint: ``from, from + every, ..., to`` (defaults filled)."""
-    sim = data["simulation"]
-    lo = float(ep.get("from", 0.0))
-    hi = float(ep.get("to", sim["end"]))
-    return series_times(lo, hi, float(ep.get("every", sim["grid"])))
+def kind_of(typ: str) -> Kind:
+    """Kind of an endpoint type: ``binary`` (``responder``), ``categorical``
+    (``best_response``), ``time_to_event``, else ``continuous``."""
+    if typ == "responder":
+        return "binary"
+    if typ == "best_response":
+        return "categorical"
+    if typ == "time_to_event":
+        return "time_to_event"
+    return "continuous"
 
 
-def survival_times(ep: Mapping[str, Any], data: Mapping[str, Any]) -> FloatArray:
+def endpoint_kind(ep: Mapping[str, Any]) -> Kind:
+    """Kind of an endpoint given as data (:func:`kind_of` its ``type``)."""
+    return kind_of(str(ep["type"]))
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One endpoint of a study (typed ``endpoints.<name>``, defaults filled).
+
+    The keys of ``config/README.md``; ``from`` is :attr:`start` and ``in`` is
+    :attr:`categories`. ``every``, ``first``, ``by`` and ``times`` are the assessment
+    schedule of a ``best_response`` (:attr:`schedule`), ``every`` also the grid step
+    of an ``auec`` or survival ``time_to_event``.
+    """
+
+    name: str
+    type: str
+    output: str | None = None
+    at: float | None = None
+    start: float = 0.0
+    to: float | None = None
+    every: float | None = None
+    above_baseline: bool = False
+    observed: bool = False
+    test: str | None = None
+    endpoint: str | None = None
+    below: float | None = None
+    below_or_equal: float | None = None
+    above: float | None = None
+    above_or_equal: float | None = None
+    categories: tuple[str, ...] | None = None
+    first: float | None = None
+    by: float | None = None
+    times: tuple[float, ...] | None = None
+    complete_below: float | None = None
+    min_increase: float = 0.0
+    better: str | None = None
+    margin: float | None = None
+
+    @property
+    def kind(self) -> Kind:
+        """``continuous``, ``binary``, ``categorical`` or ``time_to_event``."""
+        return kind_of(self.type)
+
+    @property
+    def schedule(self) -> Schedule:
+        """Assessment schedule of a ``best_response`` endpoint."""
+        return Schedule(self.every, self.first, self.by, self.times)
+
+    @property
+    def crossing(self) -> tuple[float, int] | None:
+        """``(value, direction)`` of a threshold ``time_to_event`` (-1 ``below``,
+        +1 ``above``); None for a survival one or another type."""
+        if self.type != "time_to_event":
+            return None
+        if self.below is not None:
+            return self.below, -1
+        if self.above is not None:
+            return self.above, 1
+        return None
+
+
+def effect_options(ep: Endpoint) -> dict[str, Any]:
+    """``better`` and ``margin`` of an endpoint, where given, as the individual-effect
+    summaries and plots take them (:func:`vtrial.analysis.effects.individual_effects`)."""
+    out: dict[str, Any] = {}
+    if ep.better is not None:
+        out["better"] = ep.better
+    if ep.margin is not None:
+        out["margin"] = ep.margin
+    return out
+
+
+def endpoint_from_data(name: str, ep: Mapping[str, Any]) -> Endpoint:
+    """The :class:`Endpoint` of one validated ``endpoints`` entry."""
+
+    def num(key: str) -> float | None:
+        return float(ep[key]) if ep.get(key) is not None else None
+
+    cats = ep.get("in")
+    times = ep.get("times")
+    return Endpoint(
+        name=name,
+        type=str(ep["type"]),
+        output=str(ep["output"]) if ep.get("output") is not None else None,
+        at=num("at"),
+        start=float(ep.get("from", 0.0)),
+        to=num("to"),
+        every=num("every"),
+        above_baseline=bool(ep.get("above_baseline", False)),
+        observed=bool(ep.get("observed", False)),
+        test=str(ep["test"]) if ep.get("test") is not None else None,
+        endpoint=str(ep["endpoint"]) if ep.get("endpoint") is not None else None,
+        below=num("below"),
+        below_or_equal=num("below_or_equal"),
+        above=num("above"),
+        above_or_equal=num("above_or_equal"),
+        categories=tuple(str(c) for c in cats) if cats is not None else None,
+        first=num("first"),
+        by=num("by"),
+        times=tuple(float(t) for t in times) if times is not None else None,
+        complete_below=num("complete_below"),
+        min_increase=float(ep.get("min_increase", 0.0)),
+        better=str(ep["better"]) if ep.get("better") is not None else None,
+        margin=num("margin"),
+    )
+
+
+def endpoints_from_data(endpoints: Mapping[str, Any]) -> Mapping[str, Endpoint]:
+    """The typed ``endpoints`` section (name -> endpoint, read-only), in study order."""
+    return MappingProxyType({k: endpoint_from_data(k, v) for k, v in endpoints.items()})
+
+
+def auec_times(ep: Endpoint) -> FloatArray:
+    """Grid (h) of an ``auec`` endpoint: ``from, from + every, ..., to``."""
+    assert ep.to is not None  # defaults filled
+    assert ep.every is not None
+    return series_times(ep.start, ep.to, ep.every)
+
+
+def survival_times(ep: Endpoint, end: float) -> FloatArray:
     """Grid (h) of a survival ``time_to_event`` endpoint: ``0, every, ..., end``; empty
     for a threshold crossing (``below``/``above``, timed by the kernel)."""
-    if "below" in ep or "above" in ep:
+    if ep.crossing is not None or ep.every is None:
         return np.empty(0)
-    sim = data["simulation"]
-    return series_times(0.0, float(sim["end"]), float(ep.get("every", sim["grid"])))
+    return series_times(0.0, end, ep.every)
 
 
-def locf_visits(data: Mapping[str, Any]) -> list[float]:
+def locf_visits(dropout: Dropout | None, end: float) -> list[float]:
     """Visit times (h) of ``dropout.visits`` (for ``censoring: locf``), else empty."""
-    drop = data.get("dropout")
-    if not drop or "visits" not in drop:
+    if dropout is None or dropout.visits is None:
         return []
-    return assessment_times(drop["visits"], float(data["simulation"]["end"]))
+    return dropout.visits.until(end)
 
 
-def trial_probe_times(data: Mapping[str, Any]) -> set[float]:
+def trial_probe_times(
+    endpoints: Mapping[str, Endpoint], dropout: Dropout | None, end: float
+) -> set[float]:
     """Probe times (h) the trial layer needs: AUEC and survival grids, LOCF visits."""
     times: set[float] = set()
-    for ep in data["endpoints"].values():
-        if ep["type"] == "auec":
-            times.update(float(t) for t in auec_times(ep, data))
-        elif ep["type"] == "time_to_event":
-            times.update(float(t) for t in survival_times(ep, data))
-    times.update(float(t) for t in locf_visits(data))
+    for ep in endpoints.values():
+        if ep.type == "auec":
+            times.update(float(t) for t in auec_times(ep))
+        elif ep.type == "time_to_event":
+            times.update(float(t) for t in survival_times(ep, end))
+    times.update(float(t) for t in locf_visits(dropout, end))
     return times
 
 
-def probe_times(data: Mapping[str, Any], sampling_times: Iterable[float]) -> list[float]:
+def probe_times(
+    endpoints: Mapping[str, Endpoint],
+    dropout: Dropout | None,
+    end: float,
+    sampling_times: Iterable[float],
+) -> list[float]:
     """Times (h) at which the kernel records every output for the endpoints, sorted:
     baseline 0, every endpoint's ``at``, tumour assessments of ``best_response``, the
     observation ``sampling_times``, and the grids of :func:`trial_probe_times`."""
-    end = float(data["simulation"]["end"])
     times = {0.0}
-    for ep in data["endpoints"].values():
-        if "at" in ep:
-            times.add(float(ep["at"]))
-        if ep["type"] == "best_response":  # tumour assessments
-            times.update(assessment_times(ep, end))
+    for ep in endpoints.values():
+        if ep.at is not None:
+            times.add(ep.at)
+        if ep.type == "best_response":  # tumour assessments
+            times.update(ep.schedule.until(end))
     times.update(float(t) for t in sampling_times)
-    times.update(trial_probe_times(data))  # auec, survival grids, locf visits
+    times.update(trial_probe_times(endpoints, dropout, end))  # auec, survival, locf visits
     return sorted(times)
 
 
-def endpoint_kinds(endpoints: Mapping[str, Any]) -> dict[str, Kind]:
-    """Endpoint name -> :func:`endpoint_kind`, in study order."""
-    return {k: endpoint_kind(v) for k, v in endpoints.items()}
+def endpoint_kinds(endpoints: Mapping[str, Endpoint]) -> dict[str, Kind]:
+    """Endpoint name -> kind, in study order."""
+    return {k: v.kind for k, v in endpoints.items()}
 
 
-def endpoint_units(endpoints: Mapping[str, Any], output_units: Mapping[str, str]) -> dict[str, str]:
+def endpoint_units(
+    endpoints: Mapping[str, Endpoint], output_units: Mapping[str, str]
+) -> dict[str, str]:
     """Endpoint name -> unit of its patient-table value: ``%`` for a percent change, the
     output's unit for a value, change, minimum or maximum, the output's unit times ``h``
     for an ``auec``, ``h`` for a time to event, ``""`` for a responder or a response
     category."""
     out = {}
     for name, ep in endpoints.items():
-        typ, unit = ep["type"], output_units.get(str(ep.get("output", "")), "")
+        typ, unit = ep.type, output_units.get(str(ep.output or ""), "")
         if typ == "percent_change_from_baseline":
             out[name] = "%"
         elif typ == "auec":
@@ -329,18 +461,15 @@ def extra_monitors(study: TrialStudy) -> tuple[list[Monitor], dict[tuple[str, ..
     """
     mons: list[Monitor] = []
     keys: dict[tuple[str, ...], int] = {}
-    if study.data.get("dropout"):
+    if study.dropout is not None:
         for ev, output, thr, direction in _threshold_events(study):
             for k, limit in enumerate(thr, start=1):
                 keys[("ae", ev, str(k))] = len(mons)
                 mons.append(Monitor(output, limit, direction))
-    for name, ep in study.data["endpoints"].items():
-        if ep["type"] == "time_to_event" and ("below" in ep or "above" in ep):
+    for name, ep in study.endpoints.items():
+        if ep.crossing is not None:
             keys[("tte", name)] = len(mons)
-            below = "below" in ep
-            mons.append(
-                Monitor(ep["output"], float(ep["below" if below else "above"]), -1 if below else 1)
-            )
+            mons.append(Monitor(str(ep.output), *ep.crossing))
     return mons, keys
 
 
@@ -376,19 +505,18 @@ class TrialLayer:
         ok: npt.NDArray[np.bool_],
     ) -> None:
         self.study = study
-        self.data = study.data
         self.res = res
         self.ok = np.asarray(ok, dtype=bool)
         self.n = len(pop)
         self.outputs = list(study.model.outputs)
         self.probe_t = np.asarray(study.probe_times(), dtype=np.float64)
-        self.end = float(self.data["simulation"]["end"])
+        self.end = study.end
         self.replicate = np.asarray(cols["replicate"], dtype=np.int64)
         self.patient_id = np.asarray(cols["patient_id"], dtype=np.int64)
         mons, keys = extra_monitors(study)
         self._cross0 = res.cross.shape[1] - len(mons)
         self._keys = keys
-        self.spec: Mapping[str, Any] | None = self.data.get("dropout") or None
+        self.spec = study.dropout
         self.dropout = self._dropout_times(cols) if self.spec else None
         self._observed: tuple[FloatArray, list[str], FloatArray] | None = None
 
@@ -402,19 +530,17 @@ class TrialLayer:
         assert spec is not None
         u = patient_uniforms(self.study.seed, PURPOSE, self.replicate, self.patient_id)
         mult = np.ones(self.n)
-        if "exposure" in spec:
-            metric = np.asarray(cols[spec["exposure"]["metric"]], dtype=np.float64)
+        if spec.exposure is not None:
+            metric = np.asarray(cols[spec.exposure.metric], dtype=np.float64)
             with np.errstate(over="ignore", invalid="ignore"):
-                mult = np.exp(float(spec["exposure"]["beta"]) * metric)
+                mult = np.exp(spec.exposure.beta * metric)
         onset = np.full(self.n, np.inf)
         ratio = 1.0
-        if "adverse_event" in spec:
-            ae = spec["adverse_event"]
-            onset = self._cross(("ae", ae["event"], str(int(ae["grade"]))))
-            ratio = float(ae["hazard_ratio"])
-        t = dropout_times(
-            Hazard.from_spec(spec), u, multiplier=mult, onset=onset, ratio=ratio, end=self.end
-        )
+        if spec.adverse_event is not None:
+            ae = spec.adverse_event
+            onset = self._cross(("ae", ae.event, str(ae.grade)))
+            ratio = ae.hazard_ratio
+        t = dropout_times(spec.hazard, u, multiplier=mult, onset=onset, ratio=ratio, end=self.end)
         t[~self.ok] = np.nan
         return t
 
@@ -461,11 +587,9 @@ class TrialLayer:
 
     # ---- endpoints -----------------------------------------------------------
 
-    def endpoint(
-        self, name: str, ep: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], FloatArray | None]:
+    def endpoint(self, name: str, ep: Endpoint) -> tuple[dict[str, Any], FloatArray | None]:
         """Columns of one endpoint and its float values for responders (None if none)."""
-        typ = ep["type"]
+        typ = ep.type
         if typ == "best_response":
             return {name: self._best_response(ep)}, None
         if typ == "time_to_event":
@@ -474,7 +598,7 @@ class TrialLayer:
         if typ == "auec":
             val = self._auec(ep)
         elif typ in ("minimum", "maximum"):
-            j = self.outputs.index(ep["output"])
+            j = self.outputs.index(str(ep.output))
             src = self.res.omin if typ == "minimum" else self.res.omax
             val = np.array(src[:, j], dtype=np.float64)
             if self.dropout is not None:  # a whole-study extreme is not known after dropout
@@ -484,31 +608,32 @@ class TrialLayer:
         val[~self.ok] = np.nan
         return {name: val}, val
 
-    def _series(self, ep: Mapping[str, Any]) -> tuple[FloatArray, FloatArray]:
+    def _series(self, ep: Endpoint) -> tuple[FloatArray, FloatArray]:
         """Values (n, m) and times (m,) of the endpoint's output: model or observed."""
-        if ep.get("observed"):
+        if ep.observed:
             times, outs, dv = self.observed()
-            return dv[:, :, outs.index(ep["output"])], times
-        j = self.outputs.index(ep["output"])
+            return dv[:, :, outs.index(str(ep.output))], times
+        j = self.outputs.index(str(ep.output))
         return np.asarray(self.res.probes[:, :, j], dtype=np.float64), self.probe_t
 
-    def _at_value(self, ep: Mapping[str, Any]) -> FloatArray:
+    def _at_value(self, ep: Endpoint) -> FloatArray:
         values, times = self._series(ep)
-        at = float(ep["at"])
+        assert ep.at is not None  # required by validation
+        at = ep.at
         rows = np.arange(self.n)
         idx = np.full(self.n, _index(times, at))
         d = self.dropout
         if d is not None:
             censored = ~(d >= at)  # dropped out before `at` (or unknown)
-            if self.spec is not None and self.spec["censoring"] == "locf":
-                visits = np.array([0.0, *(v for v in locf_visits(self.data) if v < at)])
+            if self.spec is not None and self.spec.censoring == "locf":
+                visits = np.array([0.0, *(v for v in locf_visits(self.spec, self.end) if v < at)])
                 idx = np.where(censored, last_visit_index(times, visits, d), idx)
                 censored = np.isnan(d)
         at_v = values[rows, idx]
         with np.errstate(invalid="ignore", divide="ignore"):
-            if ep["type"] == "value_at":
+            if ep.type == "value_at":
                 val = at_v.copy()
-            elif ep["type"] == "change_from_baseline":
+            elif ep.type == "change_from_baseline":
                 val = at_v - values[:, _index(times, 0.0)]
             else:
                 val = 100.0 * (at_v / values[:, _index(times, 0.0)] - 1.0)
@@ -516,9 +641,9 @@ class TrialLayer:
             val[censored] = np.nan
         return val
 
-    def _auec(self, ep: Mapping[str, Any]) -> FloatArray:
+    def _auec(self, ep: Endpoint) -> FloatArray:
         values, times = self._series(ep)
-        grid = auec_times(ep, self.data)
+        grid = auec_times(ep)
         idx = np.searchsorted(times, grid)
         f = values[:, idx].copy()
         to = float(grid[-1])
@@ -526,26 +651,26 @@ class TrialLayer:
         censored = np.zeros(self.n, dtype=bool)
         if d is not None:
             censored = ~(d >= to)
-            if self.spec is not None and self.spec["censoring"] == "locf":
-                visits = np.array([0.0, *(v for v in locf_visits(self.data) if v < to)])
+            if self.spec is not None and self.spec.censoring == "locf":
+                visits = np.array([0.0, *(v for v in locf_visits(self.spec, self.end) if v < to)])
                 vi = last_visit_index(times, visits, d)
                 carried = values[np.arange(self.n), vi]
                 after = grid[None, :] > times[vi][:, None]
                 rows = censored & ~np.isnan(d)
                 f[rows] = np.where(after[rows], carried[rows, None], f[rows])
                 censored = np.isnan(d)
-        if ep.get("above_baseline"):
+        if ep.above_baseline:
             f = f - values[:, _index(times, 0.0)][:, None]
         val = trapezoid(f, grid)
         val[censored] = np.nan
         return val
 
-    def _time_to_event(self, name: str, ep: Mapping[str, Any]) -> tuple[FloatArray, FloatArray]:
-        if "below" in ep or "above" in ep:
+    def _time_to_event(self, name: str, ep: Endpoint) -> tuple[FloatArray, FloatArray]:
+        if ep.crossing is not None:
             ev = self._cross(("tte", name))
         else:
-            grid = survival_times(ep, self.data)
-            j = self.outputs.index(ep["output"])
+            grid = survival_times(ep, self.end)
+            j = self.outputs.index(str(ep.output))
             surv = self.res.probes[:, np.searchsorted(self.probe_t, grid), j]
             u = patient_uniforms(self.study.seed, f"tte:{name}", self.replicate, self.patient_id)
             ev = survival_event_times(surv, grid, u)
@@ -556,15 +681,15 @@ class TrialLayer:
         horizon[~self.ok] = np.nan
         return censor_events(ev, horizon)
 
-    def _best_response(self, ep: Mapping[str, Any]) -> pd.Categorical:
-        j = self.outputs.index(ep["output"])
-        times = assessment_times(ep, self.end)
+    def _best_response(self, ep: Endpoint) -> pd.Categorical:
+        j = self.outputs.index(str(ep.output))
+        times = ep.schedule.until(self.end)
         idx = [_index(self.probe_t, t) for t in times]
         codes = visit_responses(
             self.res.probes[:, _index(self.probe_t, 0.0), j],
             self.res.probes[:, idx, j],
-            complete_below=ep.get("complete_below"),
-            min_increase=float(ep.get("min_increase", 0.0)),
+            complete_below=ep.complete_below,
+            min_increase=ep.min_increase,
         )
         d = self.dropout
         done = np.ones(codes.shape, dtype=bool)
@@ -603,15 +728,3 @@ class TrialLayer:
             )
             self._observed = (np.asarray(times, dtype=np.float64), list(outs), dv)
         return self._observed
-
-
-def endpoint_kind(ep: Mapping[str, Any]) -> Kind:
-    """``continuous``, ``binary``, ``categorical`` or ``time_to_event``."""
-    typ = ep["type"]
-    if typ == "responder":
-        return "binary"
-    if typ == "best_response":
-        return "categorical"
-    if typ == "time_to_event":
-        return "time_to_event"
-    return "continuous"

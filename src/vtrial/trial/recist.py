@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ import pandas as pd
 
 __all__ = [
     "RESPONSE_CATEGORIES",
+    "Schedule",
     "assessment_times",
     "best_overall_response",
     "categories_in",
@@ -85,8 +87,52 @@ def schedule_problems(spec: Mapping[str, Any], end: float, *, noun: str) -> list
     return out
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """Assessment or visit times: the given ``times`` (h), or ``every`` (h) from
+    ``first`` (h, default ``every``) up to ``by`` (h, default the end of the study)."""
+
+    every: float | None = None
+    first: float | None = None
+    by: float | None = None
+    times: tuple[float, ...] | None = None
+
+    @classmethod
+    def from_data(cls, spec: Mapping[str, Any]) -> Schedule:
+        """The schedule keys (``every``, ``first``, ``by``, ``times``) of a validated
+        endpoint or ``dropout.visits``."""
+
+        def num(key: str) -> float | None:
+            return float(spec[key]) if spec.get(key) is not None else None
+
+        times = spec.get("times")
+        return cls(
+            num("every"),
+            num("first"),
+            num("by"),
+            None if times is None else tuple(map(float, times)),
+        )
+
+    def until(self, end: float) -> list[float]:
+        """The times (h): ``first, first + every, ...`` up to ``by`` (a time within 1e-9
+        relative of ``by`` is kept; ``by`` defaults to ``end``), or the given ``times``,
+        in the given order."""
+        if self.times is not None:
+            return list(self.times)
+        assert self.every is not None  # the schema requires every or times
+        every = self.every
+        first = every if self.first is None else self.first
+        by = end if self.by is None else self.by
+        if by < first:
+            return []
+        count = int(np.floor((by - first) / every * (1.0 + 1e-9) + 1e-9)) + 1
+        count = min(count, MAX_ASSESSMENTS + 1)  # more is refused by validation
+        return [min(first + every * k, by) for k in range(count)]
+
+
 def assessment_times(spec: Mapping[str, Any], end: float) -> list[float]:
-    """Assessment times (h) of a ``best_response`` endpoint.
+    """Assessment times (h) of a ``best_response`` endpoint given as data
+    (:meth:`Schedule.until` of :meth:`Schedule.from_data`).
 
     Parameters
     ----------
@@ -96,12 +142,6 @@ def assessment_times(spec: Mapping[str, Any], end: float) -> list[float]:
     end : float
         ``simulation.end`` (h).
 
-    Returns
-    -------
-    list of float
-        ``first, first + every, ...`` up to ``by`` (a time within 1e-9 relative of
-        ``by`` is kept), or the given ``times``, in the given order.
-
     Examples
     --------
     >>> assessment_times({"every": 1008, "first": 1008}, 4032.0)
@@ -109,16 +149,7 @@ def assessment_times(spec: Mapping[str, Any], end: float) -> list[float]:
     >>> assessment_times({"times": [500, 1000]}, 2016.0)
     [500.0, 1000.0]
     """
-    if "times" in spec:
-        return [float(t) for t in spec["times"]]
-    every = float(spec["every"])
-    first = float(spec.get("first", every))
-    by = float(spec.get("by", end))
-    if by < first:
-        return []
-    count = int(np.floor((by - first) / every * (1.0 + 1e-9) + 1e-9)) + 1
-    count = min(count, MAX_ASSESSMENTS + 1)  # more is refused by validation
-    return [min(first + every * k, by) for k in range(count)]
+    return Schedule.from_data(spec).until(end)
 
 
 def visit_responses(

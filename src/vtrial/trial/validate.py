@@ -22,9 +22,8 @@ from vtrial.trial.endpoints import (
     TESTS,
     TRIAL_TYPES,
     endpoint_kind,
-    locf_visits,
 )
-from vtrial.trial.recist import RESPONSE_CATEGORIES, schedule_problems
+from vtrial.trial.recist import RESPONSE_CATEGORIES, assessment_times, schedule_problems
 
 
 def fill_defaults(d: dict[str, Any]) -> None:
@@ -278,7 +277,7 @@ def trial_problems(d: Mapping[str, Any], model: Model | None) -> list[tuple[str,
         out += _dropout_problems(d, model)
         spec = d["dropout"]
         if spec["censoring"] == "locf" and "visits" in spec:
-            visits = locf_visits(d)
+            visits = assessment_times(spec["visits"], float(d["simulation"]["end"]))
             for name, ep in eps.items():
                 if ep.get("observed") and ep["type"] in AT_TYPES and obs_times is not None:
                     off = [v for v in [0.0, *visits] if v not in obs_times]

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from vtrial.trial.adverse import AdverseEvent
+    from vtrial.trial.dropout import Dropout
+    from vtrial.trial.endpoints import Endpoint
     from vtrial.trial.kinds import EndpointKind
 
 
@@ -25,6 +27,18 @@ class TrialStudy(PopulationStudy, Protocol):
     @property
     def adverse_events(self) -> Mapping[str, AdverseEvent]:
         """The typed adverse events (name -> event), in study order."""
+
+    @property
+    def endpoints(self) -> Mapping[str, Endpoint]:
+        """The typed endpoints (name -> endpoint), in study order."""
+
+    @property
+    def dropout(self) -> Dropout | None:
+        """The typed ``dropout`` section (None without one)."""
+
+    @property
+    def end(self) -> float:
+        """End of the simulation (h)."""
 
     @property
     def residual_error(self) -> dict[str, dict[str, float]]:
