@@ -119,7 +119,7 @@ def compute(variant: str, workdir: Path) -> dict[str, str]:
             threads=1,
             **extra,  # type: ignore[arg-type]
         )
-        names = [*pipeline.SUMMARY_TABLES, *summary_tables(study), *table_names(study.data)]
+        names = [*pipeline.SUMMARY_TABLES, *summary_tables(study), *table_names(study.success)]
         pipeline.run_aggregate(
             study,
             [parts["patients"]],

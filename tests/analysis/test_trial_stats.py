@@ -363,7 +363,10 @@ def test_probability_of_success_constructed_case() -> None:
         },
     ]
     trial = success.trial_table(
-        df, criteria=crit, kinds={"y": "continuous", "resp": "binary"}, arms=ARMS
+        df,
+        criteria=[success.SuccessCriterion(**c) for c in crit],
+        kinds={"y": "continuous", "resp": "binary"},
+        arms=ARMS,
     )
     assert list(trial.columns) == list(success.TRIAL_COLUMNS)
     assert trial["criterion"].tolist() == ["y"] * 10 + ["resp"] * 10 + ["all"] * 10
@@ -405,7 +408,12 @@ def test_success_less_direction_and_time_to_event_direction() -> None:
             "direction": "less",
         }
     ]
-    trial = success.trial_table(df, criteria=less, kinds={"y": "continuous"}, arms=ARMS)
+    trial = success.trial_table(
+        df,
+        criteria=[success.SuccessCriterion(**c) for c in less],
+        kinds={"y": "continuous"},
+        arms=ARMS,
+    )
     assert not trial["success"].any()  # the drug arm is higher in every replicate
     tte = two_arm_table(seed=4)
     crit = [
@@ -418,7 +426,12 @@ def test_success_less_direction_and_time_to_event_direction() -> None:
             "direction": "greater",
         }
     ]
-    trial = success.trial_table(tte, criteria=crit, kinds={"pfs": "time_to_event"}, arms=ARMS)
+    trial = success.trial_table(
+        tte,
+        criteria=[success.SuccessCriterion(**c) for c in crit],
+        kinds={"pfs": "time_to_event"},
+        arms=ARMS,
+    )
     # longer times in the drug arm: hazard ratio < 1 is "greater"
     np.testing.assert_array_equal(
         trial["success"].to_numpy(),

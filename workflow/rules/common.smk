@@ -71,7 +71,7 @@ TWIN = is_twin(STUDY)
 DESIGN_SUMMARY = {name: f"{RESULTS}/summary/{name}.parquet" for name in summary_tables(STUDY)}
 # success per replicate trial and probability of success (only with `success`)
 SUCCESS_SUMMARY = {
-    name: f"{RESULTS}/summary/{name}.parquet" for name in success_tables(STUDY.data)
+    name: f"{RESULTS}/summary/{name}.parquet" for name in success_tables(STUDY.success)
 }
 # report plots by kind, each kind with its caption in the HTML report
 PLOT_GROUPS = {

@@ -16,7 +16,7 @@ if __name__ == "__main__":
         list(sm.input.bands),
         {
             name: sm.output[name]
-            for name in (*SUMMARY_TABLES, *summary_tables(study), *table_names(study.data))
+            for name in (*SUMMARY_TABLES, *summary_tables(study), *table_names(study.success))
         },
         population=sm.input.get("population"),
     )

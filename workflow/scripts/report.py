@@ -11,7 +11,7 @@ if __name__ == "__main__":
     study = load_study(sm.params.study, overrides=sm.params.overrides)
     run_report(
         study,
-        {name: sm.input[name] for name in (*SUMMARY_TABLES, *table_names(study.data))},
+        {name: sm.input[name] for name in (*SUMMARY_TABLES, *table_names(study.success))},
         list(sm.input.patients),
         sm.params.outdir,
     )

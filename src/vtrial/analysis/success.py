@@ -30,6 +30,7 @@ estimate whose interval narrows with ``study.replicates``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ __all__ = [
     "POS_CONFIDENCE",
     "SUCCESS_COLUMNS",
     "TRIAL_COLUMNS",
+    "SuccessCriterion",
     "criteria",
     "describe_lines",
     "fill_success_defaults",
@@ -187,20 +189,41 @@ def spec_problems(d: Mapping[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def criteria(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class SuccessCriterion:
+    """One success criterion (typed ``success`` entry, defaults filled): the effect on
+    ``endpoint`` of every arm against ``reference`` must be significant by ``test`` at
+    level ``alpha`` and in ``direction`` (``greater`` or ``less``)."""
+
+    name: str
+    endpoint: str
+    reference: str
+    test: str
+    alpha: float
+    direction: str
+
+
+def criteria(data: Mapping[str, Any]) -> tuple[SuccessCriterion, ...]:
     """The success criteria of a (valid) study, each with ``reference`` resolved."""
     out = []
     for c in _as_list(data.get("success")):
-        item = dict(c)
-        item["reference"] = reference_arm(c, data)
-        out.append(item)
-    return out
+        out.append(
+            SuccessCriterion(
+                name=str(c["name"]),
+                endpoint=str(c["endpoint"]),
+                reference=str(reference_arm(c, data)),
+                test=str(c["test"]),
+                alpha=float(c["alpha"]),
+                direction=str(c["direction"]),
+            )
+        )
+    return tuple(out)
 
 
 def trial_table(
     patients: pd.DataFrame,
     *,
-    criteria: Sequence[Mapping[str, Any]],
+    criteria: Sequence[SuccessCriterion],
     kinds: Mapping[str, str],
     arms: Sequence[str],
     confidence: float = 0.95,
@@ -211,9 +234,8 @@ def trial_table(
     ----------
     patients : pandas.DataFrame
         The patients table (see :func:`vtrial.analysis.efficacy.efficacy_summary`).
-    criteria : sequence of mapping
-        :func:`criteria`: ``name``, ``endpoint``, ``reference``, ``test``, ``alpha``,
-        ``direction``.
+    criteria : sequence of SuccessCriterion
+        The criteria (:func:`criteria`).
     kinds : mapping of str to str
         Endpoint -> kind (:meth:`vtrial.study.config.Study.endpoint_kinds`).
     arms : sequence of str
@@ -236,7 +258,7 @@ def trial_table(
 
     parts = []
     for c in criteria:
-        ep, ref = str(c["endpoint"]), str(c["reference"])
+        ep, ref = c.endpoint, c.reference
         kind = kinds[ep]
         eff = efficacy_summary(
             patients,
@@ -244,7 +266,7 @@ def trial_table(
             arms=arms,
             control=ref,
             confidence=confidence,
-            tests={ep: str(c["test"])},
+            tests={ep: c.test},
         )
         ctrl = eff[eff["arm"] == ref].set_index("replicate")
         rows = eff[eff["arm"] != ref].reset_index(drop=True)
@@ -258,20 +280,20 @@ def trial_table(
             greater = diff > 0.0
             less = diff < 0.0
         with np.errstate(invalid="ignore"):
-            right = greater if c["direction"] == "greater" else less
-            success = (p < float(c["alpha"])) & right
+            right = greater if c.direction == "greater" else less
+            success = (p < c.alpha) & right
         parts.append(
             pd.DataFrame(
                 {
                     "replicate": rep.astype(np.int32),
-                    "criterion": str(c["name"]),
+                    "criterion": c.name,
                     "endpoint": ep,
                     "kind": kind,
                     "arm": rows["arm"].to_numpy(dtype=object),
                     "reference": ref,
-                    "test": str(c["test"]),
-                    "direction": str(c["direction"]),
-                    "alpha": float(c["alpha"]),
+                    "test": c.test,
+                    "direction": c.direction,
+                    "alpha": c.alpha,
                     "n": rows["n"].to_numpy(dtype=np.int64),
                     "n_reference": ctrl.loc[rep, "n"].to_numpy(dtype=np.int64),
                     "estimate": rows["estimate"].to_numpy(dtype=np.float64),
@@ -396,20 +418,22 @@ def _empty(columns: Sequence[str]) -> pd.DataFrame:
     )
 
 
-def table_names(data: Mapping[str, Any]) -> list[str]:
-    """Summary tables of the success criteria: ``trial`` and ``success`` if declared."""
-    return ["trial", "success"] if data.get("success") else []
+def table_names(criteria: Sequence[SuccessCriterion]) -> list[str]:
+    """Summary tables of the success criteria: ``trial`` and ``success`` if any."""
+    return ["trial", "success"] if criteria else []
 
 
 def success_tables(
-    data: Mapping[str, Any], patients: pd.DataFrame, kinds: Mapping[str, str]
+    criteria: Sequence[SuccessCriterion],
+    patients: pd.DataFrame,
+    kinds: Mapping[str, str],
+    arms: Sequence[str],
 ) -> dict[str, pd.DataFrame]:
-    """``{"trial": trial_table, "success": success_table}`` of a study (empty if no
-    ``success`` section); ``data`` is the study's data with defaults filled."""
-    if not data.get("success"):
+    """``{"trial": trial_table, "success": success_table}`` of a study (empty without
+    criteria)."""
+    if not criteria:
         return {}
-    arms = [a["name"] for a in data["arms"]]
-    trial = trial_table(patients, criteria=criteria(data), kinds=kinds, arms=arms)
+    trial = trial_table(patients, criteria=criteria, kinds=kinds, arms=arms)
     return {"trial": trial, "success": success_table(trial)}
 
 

@@ -410,7 +410,7 @@ def summaries(
         ),
         "bands": bands_table(study, bands),
     }
-    out.update(success_tables(study.data, patients, eps))  # trial, success (if declared)
+    out.update(success_tables(study.success, patients, eps, arms))  # trial, success (if declared)
     return out
 
 
@@ -514,7 +514,7 @@ TABLE_TITLES = {
 
 def page_tables(study: Study) -> list[str]:
     """Summary tables of a study, each a page of the HTML report (report/tables/)."""
-    have = {"population", *SUMMARY_TABLES, *summary_tables(study), *table_names(study.data)}
+    have = {"population", *SUMMARY_TABLES, *summary_tables(study), *table_names(study.success)}
     return [name for name in TABLE_TITLES if name in have]
 
 

@@ -25,7 +25,7 @@ import jsonschema
 import numpy as np
 import yaml
 
-from vtrial.analysis.success import fill_success_defaults
+from vtrial.analysis.success import SuccessCriterion, criteria, fill_success_defaults
 from vtrial.analysis.success import spec_problems as success_problems
 from vtrial.engine.grid import evaluation_grid, store_times
 from vtrial.errors import ConfigError, Problem
@@ -101,6 +101,7 @@ class Study:
     adverse_events: Mapping[str, AdverseEvent] = field(init=False, repr=False, compare=False)
     endpoints: Mapping[str, Endpoint] = field(init=False, repr=False, compare=False)
     dropout: Dropout | None = field(init=False, repr=False, compare=False)
+    success: tuple[SuccessCriterion, ...] = field(init=False, repr=False, compare=False)
     categories: Mapping[str, list[str]] = field(init=False, repr=False, compare=False)
     design: Design = field(init=False, repr=False, compare=False)
     variability: Variability = field(init=False, repr=False, compare=False)
@@ -116,6 +117,7 @@ class Study:
         object.__setattr__(self, "variability", variability_from_data(self.data["model"]))
         object.__setattr__(self, "endpoints", endpoints_from_data(self.data["endpoints"]))
         object.__setattr__(self, "dropout", dropout_from_data(self.data.get("dropout")))
+        object.__setattr__(self, "success", criteria(self.data))
         object.__setattr__(self, "uncertainty", uncertainty_from_data(self.data))
 
     @property
