@@ -1,4 +1,5 @@
-"""Time points of a simulation: the stored time courses and the evaluation grid.
+"""Simulation settings and time points: the typed ``simulation`` and
+``outputs.timecourse`` sections, the stored time courses and the evaluation grid.
 
 The kernel records outputs at the points of one sorted grid
 (:func:`evaluation_grid`): the regular grid of ``simulation.grid``, the end, the stored
@@ -15,9 +16,54 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """The typed ``simulation`` section (defaults filled): ``end`` and regular ``grid``
+    step (h), solver tolerances ``rtol``/``atol`` and ``max_steps`` per patient."""
+
+    end: float
+    grid: float
+    rtol: float
+    atol: float
+    max_steps: int
+
+    @classmethod
+    def from_data(cls, sim: Mapping[str, Any]) -> Simulation:
+        """The :class:`Simulation` of a validated ``simulation`` section."""
+        return cls(
+            end=float(sim["end"]),
+            grid=float(sim["grid"]),
+            rtol=float(sim["rtol"]),
+            atol=float(sim["atol"]),
+            max_steps=int(sim["max_steps"]),
+        )
+
+
+@dataclass(frozen=True)
+class Timecourse:
+    """The typed ``outputs.timecourse``: stored ``every`` (h), the ``outputs`` stored,
+    and ``patients`` (None: all; else the ids 1..N of each replicate)."""
+
+    every: float
+    outputs: tuple[str, ...]
+    patients: int | None = None
+
+    @classmethod
+    def from_data(cls, tc: Mapping[str, Any]) -> Timecourse:
+        """The :class:`Timecourse` of a validated ``outputs.timecourse`` section."""
+        keep = tc["patients"]
+        return cls(
+            every=float(tc["every"]),
+            outputs=tuple(str(o) for o in tc["outputs"]),
+            patients=None if keep == "all" else int(keep),
+        )
 
 
 def store_times(end: float, every: float) -> np.ndarray:

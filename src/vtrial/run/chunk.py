@@ -39,12 +39,9 @@ ID_COLUMNS = ("replicate", "patient_id", "arm", "solver_status", "n_steps")
 
 def tolerances(study: Study) -> Tolerances:
     """Integration controls of a study."""
-    sim = study.data["simulation"]
+    sim = study.simulation
     return Tolerances(
-        rtol=float(sim["rtol"]),
-        atol=float(sim["atol"]),
-        max_steps=int(sim["max_steps"]),
-        h_max=max(float(sim["grid"]), 24.0),
+        rtol=sim.rtol, atol=sim.atol, max_steps=sim.max_steps, h_max=max(sim.grid, 24.0)
     )
 
 
@@ -74,7 +71,6 @@ def run_population(study: Study, pop: pd.DataFrame, *, threads: int | None = Non
         scale[:, 1] = pop["weight"].to_numpy(dtype=np.float64)
     if "bsa" in pop:
         scale[:, 2] = pop["bsa"].to_numpy(dtype=np.float64)
-    tc = study.data["outputs"]["timecourse"]
     events = study.events()
     arm_index = pop["arm_index"].to_numpy(dtype=np.int64)
     replicate = pop["replicate"].to_numpy(dtype=np.int64)
@@ -95,7 +91,7 @@ def run_population(study: Study, pop: pd.DataFrame, *, threads: int | None = Non
         dose_scale=scale,
         grid=study.grid(),
         store_times=study.store_times(),
-        store_outputs=list(tc["outputs"]),
+        store_outputs=list(study.timecourse.outputs),
         probe_times=study.probe_times(),
         monitors=monitors(study),
         tolerances=tolerances(study),
@@ -106,7 +102,7 @@ def run_population(study: Study, pop: pd.DataFrame, *, threads: int | None = Non
 def band_groups(study: Study, arm_index: np.ndarray) -> tuple[np.ndarray, int]:
     """Sketch group id of every stored value, shape (n, S, O): (arm, time, output)."""
     s = study.store_times().size
-    o = len(study.data["outputs"]["timecourse"]["outputs"])
+    o = len(study.timecourse.outputs)
     a = len(study.arm_names)
     g = (arm_index.astype(np.int64)[:, None, None] * s + np.arange(s)[None, :, None]) * o
     return g + np.arange(o)[None, None, :], a * s * o
@@ -115,7 +111,7 @@ def band_groups(study: Study, arm_index: np.ndarray) -> tuple[np.ndarray, int]:
 def bands_table(study: Study, sk: Sketch) -> pd.DataFrame:
     """5/50/95 % bands by (arm, output, time) from a merged sketch."""
     times = study.store_times()
-    outs = list(study.data["outputs"]["timecourse"]["outputs"])
+    outs = list(study.timecourse.outputs)
     arms = study.arm_names
     q = quantiles(sk, (0.05, 0.5, 0.95))
     a_idx, t_idx, o_idx = np.unravel_index(
@@ -189,7 +185,7 @@ def simulate_patients(
         "solver": labels(res.method, METHODS),
     }
     # ---- exposure
-    exp_out = study.data["exposure"].get("output")
+    exp_out = study.exposure.output
     if exp_out == PK_CONCENTRATION and (model.pk_compartments is not None or model.ode_exposure):
         pk = res.pk.copy()
     else:
@@ -268,8 +264,8 @@ def simulate_patients(
     groups, n_groups = band_groups(study, pop["arm_index"].to_numpy())
     sk = sketch_block(res.store[ok], groups[ok], n_groups)
     # ---- time courses (long) of the selected patients
-    keep = study.data["outputs"]["timecourse"]["patients"]
-    sel = np.ones(n, dtype=bool) if keep == "all" else cols["patient_id"] <= int(keep)
+    keep = study.timecourse.patients
+    sel = np.ones(n, dtype=bool) if keep is None else cols["patient_id"] <= keep
     times = study.store_times()
     s = times.size
     m = int(sel.sum())
@@ -279,7 +275,7 @@ def simulate_patients(
         "arm": np.repeat(cols["arm"][sel], s),
         "time": np.tile(times.astype(np.float32), m),
     }
-    for j, o in enumerate(study.data["outputs"]["timecourse"]["outputs"]):
+    for j, o in enumerate(study.timecourse.outputs):
         tc_cols[o] = res.store[sel, :, j].ravel()
     return patients, pd.DataFrame(tc_cols), sk
 

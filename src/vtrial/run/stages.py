@@ -203,7 +203,7 @@ def chunk_memory_bytes(study: Study, n_patients: int) -> int:
         Bytes, not counting :data:`WORKER_BASE_BYTES`.
     """
     s = int(study.store_times().size)
-    o = len(study.data["outputs"]["timecourse"]["outputs"])
+    o = len(study.timecourse.outputs)
     n_obs = int(study.observation_times().size) * len(study.observed_outputs)
     per_patient = 8 * s * (4 * o + 28) + 4 * 64 * n_obs + 4096
     return int(n_patients) * per_patient
@@ -390,7 +390,7 @@ def summaries(
 ) -> dict[str, pd.DataFrame]:
     """Compute the summary tables from the full patients table and the merged band sketch."""
     arms = study.arm_names
-    events = list(study.data["adverse_events"])
+    events = list(study.adverse_events)
     patients = patients.sort_values(["replicate", "patient_id"], kind="stable")
     eps = study.endpoint_kinds()
     tests = {k: v.test for k, v in study.endpoints.items() if v.test is not None}
@@ -405,7 +405,7 @@ def summaries(
             _grades_as_int(patients, events),
             events=events,
             arms=arms,
-            horizon=float(study.data["simulation"]["end"]),
+            horizon=study.end,
             censor="dropout_time" if study.dropout is not None else None,
         ),
         "bands": bands_table(study, bands),
@@ -472,21 +472,20 @@ PLOT_KINDS = {
 def report_groups(study: Study) -> dict[str, list[str]]:
     """File names of the report plots a study produces (known before running), by plot
     kind (:data:`PLOT_KINDS`; only kinds with a file, in report order)."""
-    d = study.data
-    exposed = bool(d["exposure"].get("output"))
+    exposed = bool(study.exposure.output)
     compared = [k for k in study.endpoint_kinds().values() if k != "time_to_event"]
     forest = study.control_arm is not None and bool(compared) and len(study.arm_names) > 1
     groups = {
-        "bands": [f"bands_{o}.png" for o in d["outputs"]["timecourse"]["outputs"]],
-        "safety": [f"safety_{e}.png" for e in d["adverse_events"]],
+        "bands": [f"bands_{o}.png" for o in study.timecourse.outputs],
+        "safety": [f"safety_{e}.png" for e in study.adverse_events],
         "exposure": ["exposure_cmax.png", "exposure_auc.png"] if exposed else [],
         # hazard ratios are not drawn on a difference axis
         "forest": ["forest.png"] if forest else [],
         "exposure_response": (
-            [f"exposure_response_{e}.png" for e in d["adverse_events"]] if exposed else []
+            [f"exposure_response_{e}.png" for e in study.adverse_events] if exposed else []
         ),
         "km": [f"km_{e}.png" for e in _tte_endpoints(study)],  # vtrial.report.trial_plots
-        "success": ["success.png"] if d.get("success") else [],
+        "success": ["success.png"] if study.success else [],
         "individual_effects": [f"individual_effects_{e}.png" for e in _effect_endpoints(study)],
     }
     return {k: groups[k] for k in PLOT_KINDS if groups[k]}
@@ -569,7 +568,7 @@ def run_report(
     expected = report_files(study)
     log.info("report: drawing %d plot(s) into %s", len(expected), outdir)
     units = {**study.model.output_units, **study.endpoint_units()}
-    exp_out = study.data["exposure"].get("output") or "CP"
+    exp_out = study.exposure.output or "CP"
     paths = make_report(
         tables,
         patients,
@@ -577,9 +576,9 @@ def run_report(
         arms=study.arm_names,
         control=study.control_arm,
         units=units,
-        events={e: f"ae_{e}_grade" for e in study.data["adverse_events"]},
+        events={e: f"ae_{e}_grade" for e in study.adverse_events},
         exposure_unit=units.get(exp_out, ""),
-        targets={k: (float(lo), float(hi)) for k, (lo, hi) in study.exposure_targets.items()},
+        targets=dict(study.exposure.targets),
     )
     from vtrial.report.trial_plots import trial_plots
 

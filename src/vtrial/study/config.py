@@ -25,9 +25,10 @@ import jsonschema
 import numpy as np
 import yaml
 
+from vtrial.analysis.exposure import Exposure
 from vtrial.analysis.success import SuccessCriterion, criteria, fill_success_defaults
 from vtrial.analysis.success import spec_problems as success_problems
-from vtrial.engine.grid import evaluation_grid, store_times
+from vtrial.engine.grid import Simulation, Timecourse, evaluation_grid, store_times
 from vtrial.errors import ConfigError, Problem
 from vtrial.infra.yamlsafe import load_yaml, package_schema
 from vtrial.model.residual import observation_problems, observation_times
@@ -102,6 +103,9 @@ class Study:
     endpoints: Mapping[str, Endpoint] = field(init=False, repr=False, compare=False)
     dropout: Dropout | None = field(init=False, repr=False, compare=False)
     success: tuple[SuccessCriterion, ...] = field(init=False, repr=False, compare=False)
+    simulation: Simulation = field(init=False, repr=False, compare=False)
+    timecourse: Timecourse = field(init=False, repr=False, compare=False)
+    exposure: Exposure = field(init=False, repr=False, compare=False)
     categories: Mapping[str, list[str]] = field(init=False, repr=False, compare=False)
     design: Design = field(init=False, repr=False, compare=False)
     variability: Variability = field(init=False, repr=False, compare=False)
@@ -118,6 +122,10 @@ class Study:
         object.__setattr__(self, "endpoints", endpoints_from_data(self.data["endpoints"]))
         object.__setattr__(self, "dropout", dropout_from_data(self.data.get("dropout")))
         object.__setattr__(self, "success", criteria(self.data))
+        object.__setattr__(self, "simulation", Simulation.from_data(self.data["simulation"]))
+        tc = Timecourse.from_data(self.data["outputs"]["timecourse"])
+        object.__setattr__(self, "timecourse", tc)
+        object.__setattr__(self, "exposure", Exposure.from_data(self.data["exposure"]))
         object.__setattr__(self, "uncertainty", uncertainty_from_data(self.data))
 
     @property
@@ -149,7 +157,7 @@ class Study:
     @property
     def end(self) -> float:
         """End of the simulation (h)."""
-        return float(self.data["simulation"]["end"])
+        return self.simulation.end
 
     @property
     def control_arm(self) -> str | None:
@@ -193,11 +201,6 @@ class Study:
         return rule_program(self.arms, list(self.model.outputs), gradings, self.end)
 
     @property
-    def exposure_targets(self) -> dict[str, list[float]]:
-        """``exposure.target``: metric (``cmax``, ``auc``) -> ``[low, high]``."""
-        return dict(self.data["exposure"].get("target", {}))
-
-    @property
     def has_dose_ledger(self) -> bool:
         """True if an arm declares dose modification or adherence (doses/ output)."""
         return any(a.modification or a.adherence for a in self.arms)
@@ -226,12 +229,12 @@ class Study:
     def grid(self) -> np.ndarray:
         """Evaluation grid (h): regular grid, stored time points and endpoint times
         (:func:`vtrial.engine.grid.evaluation_grid`)."""
-        step = float(self.data["simulation"]["grid"])
+        step = self.simulation.grid
         return evaluation_grid(self.end, step, self.store_times(), self.probe_times())
 
     def store_times(self) -> np.ndarray:
         """Time points of the stored time courses (h)."""
-        return store_times(self.end, float(self.data["outputs"]["timecourse"]["every"]))
+        return store_times(self.end, self.timecourse.every)
 
     @property
     def residual_error(self) -> dict[str, dict[str, float]]:
@@ -247,9 +250,7 @@ class Study:
     def observation_times(self) -> np.ndarray:
         """Sampling times of ``outputs.observations`` (h), sorted, unique; empty if none
         (:func:`vtrial.model.residual.observation_times`)."""
-        return observation_times(
-            self.data["outputs"].get("observations"), float(self.data["simulation"]["end"])
-        )
+        return observation_times(self.data["outputs"].get("observations"), self.end)
 
     def probe_times(self) -> list[float]:
         """Times at which every output is recorded for endpoints (baseline 0 first;
