@@ -9,7 +9,7 @@ their lines in ``vtrial describe``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -63,9 +63,11 @@ def design_tables(
             raise ValueError("population: required for a twin crossover study")
         control = study.control_arm
         assert control is not None  # validation requires it for twin_crossover
-        covs = dict(study.data["population"]["covariates"])
+        covs: dict[str, Any] = dict(study.population.covariates)
         cats = study.categories
-        for name in resampled_columns(study.data, study.source, study.base_dir).columns:
+        for name in resampled_columns(
+            study.population.resample, study.source, study.base_dir
+        ).columns:
             covs.setdefault(name, {"categorical": cats[name]} if name in cats else {})
         effects, predictors = individual_effects(
             patients,
@@ -75,7 +77,7 @@ def design_tables(
             endpoints={k: effect_options(v) for k, v in study.endpoints.items()},
             kinds=study.endpoint_kinds(),
             covariates=covs,
-            derived=study.data["population"]["derived"],
+            derived=list(study.population.derived),
         )
         out["individual_effects"] = effects
         out["individual_predictors"] = predictors

@@ -60,17 +60,17 @@ def covariate_columns(study: TrialStudy) -> list[tuple[str, str, str]]:
     Resampled columns, sampled covariates (categoricals first, as in the table), then
     derived ones; ``kind`` is ``"categorical"`` or ``"continuous"``.
     """
-    pop = study.data["population"]
+    pop = study.population
     cats = study.categories
-    res = resampled_columns(study.data, study.source, study.base_dir)
-    covs: dict[str, Any] = pop["covariates"]
+    res = resampled_columns(pop.resample, study.source, study.base_dir)
+    covs = pop.covariates
     names = [*res.columns, *(k for k in covs if "categorical" in covs[k])]
     names += [k for k in covs if "categorical" not in covs[k]]
     out = []
     for name in names:
         unit = str(covs.get(name, {}).get("unit", ""))
         out.append((name, "categorical" if name in cats else "continuous", unit))
-    out += [(name, "continuous", DERIVED[name][1]) for name in pop["derived"]]
+    out += [(name, "continuous", DERIVED[name][1]) for name in pop.derived]
     return out
 
 
@@ -90,12 +90,12 @@ def acceptance_record(study: TrialStudy, candidates: Sequence[int]) -> dict[str,
         ``acceptance`` per replicate, ``candidates_total`` and ``acceptance_total``
         (all replicates: eligible / candidates).
     """
-    pop = study.data["population"]
+    pop = study.population
     size = study.size
     total = int(sum(candidates))
     return {
-        "inclusion": list(pop.get("inclusion") or []),
-        "exclusion": list(pop.get("exclusion") or []),
+        "inclusion": list(pop.inclusion),
+        "exclusion": list(pop.exclusion),
         "candidates": [int(c) for c in candidates],
         "acceptance": [size / c if c else float("nan") for c in candidates],
         "candidates_total": total,

@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,6 +59,7 @@ __all__ = [
     "PILOT_CANDIDATES",
     "CovariateSampler",
     "Criterion",
+    "Population",
     "categories_of",
     "covariate_sampler",
 ]
@@ -74,13 +76,13 @@ CANDIDATE_CAP_FACTOR = 4
 MAX_BATCH = 1 << 20
 
 
-def categories_of(data: Mapping[str, Any]) -> dict[str, list[str]]:
+def categories_of(pop: Mapping[str, Any]) -> dict[str, list[str]]:
     """Categorical covariates and their labels: sampled ones, then resampled ones.
 
     Parameters
     ----------
-    data : mapping
-        Study data (``Study.data``).
+    pop : mapping
+        The ``population`` section of study data.
 
     Returns
     -------
@@ -88,7 +90,6 @@ def categories_of(data: Mapping[str, Any]) -> dict[str, list[str]]:
         ``population.covariates`` with a ``categorical`` distribution and the columns
         declared in ``population.resample.categorical``.
     """
-    pop = data["population"]
     out = {
         k: list(v["categorical"])
         for k, v in pop.get("covariates", {}).items()
@@ -98,6 +99,72 @@ def categories_of(data: Mapping[str, Any]) -> dict[str, list[str]]:
     for k, labels in (res.get("categorical") or {}).items():
         out.setdefault(k, [str(x) for x in labels])
     return out
+
+
+def _frozen(value: Any) -> Any:
+    """A read-only deep view of plain data (mappings -> mappingproxy, lists -> tuples)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class Population:
+    """The typed ``population`` section of a study (built by the study loader).
+
+    Each covariate's distribution stays the read-only mapping of the study file
+    (``{"normal": {...}, "unit": ..., "by": ...}``), interpreted by
+    :mod:`vtrial.population.distributions`; the section's checks are
+    :mod:`vtrial.population.validate`.
+
+    Attributes
+    ----------
+    size : int
+        Patients per replicate trial.
+    covariates : mapping of str to mapping
+        Sampled covariate -> its distribution (read-only), in study order.
+    derived : tuple of str
+        Derived covariates (:mod:`vtrial.population.derived`), in order.
+    correlation : mapping of str to float
+        ``"a~b"`` -> rank correlation of the Gaussian copula.
+    inclusion, exclusion : tuple of str
+        Criteria (expressions).
+    min_acceptance : float
+        Least acceptable share of eligible candidates.
+    resample : mapping or None
+        ``population.resample`` (read-only), None without a covariate table.
+    categories : mapping of str to list of str
+        Categorical covariates (sampled, then resampled) -> labels.
+    """
+
+    size: int
+    covariates: Mapping[str, Mapping[str, Any]]
+    derived: tuple[str, ...] = ()
+    correlation: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    inclusion: tuple[str, ...] = ()
+    exclusion: tuple[str, ...] = ()
+    min_acceptance: float = MIN_ACCEPTANCE
+    resample: Mapping[str, Any] | None = None
+    categories: Mapping[str, list[str]] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def from_data(cls, pop: Mapping[str, Any]) -> Population:
+        """The :class:`Population` of a validated ``population`` section."""
+        return cls(
+            size=int(pop["size"]),
+            covariates=_frozen(pop.get("covariates") or {}),
+            derived=tuple(str(d) for d in pop.get("derived") or []),
+            correlation=MappingProxyType(
+                {k: float(v) for k, v in (pop.get("correlation") or {}).items()}
+            ),
+            inclusion=tuple(str(t) for t in pop.get("inclusion") or []),
+            exclusion=tuple(str(t) for t in pop.get("exclusion") or []),
+            min_acceptance=float(pop.get("min_acceptance", MIN_ACCEPTANCE)),
+            resample=_frozen(pop["resample"]) if pop.get("resample") else None,
+            categories=MappingProxyType(categories_of(pop)),
+        )
 
 
 @dataclass(frozen=True)
@@ -146,7 +213,15 @@ class CovariateSampler:
     def from_data(
         cls, data: Mapping[str, Any], base_dir: str | Path, source: str = "<dict>"
     ) -> CovariateSampler:
-        """Sampler of a validated study's data.
+        """Sampler of a validated study's data (:meth:`from_population`)."""
+        pop = Population.from_data(data["population"])
+        return cls.from_population(pop, int(data["study"]["seed"]), base_dir, source)
+
+    @classmethod
+    def from_population(
+        cls, pop: Population, seed: int, base_dir: str | Path, source: str = "<dict>"
+    ) -> CovariateSampler:
+        """Sampler of a study's typed population section.
 
         Raises
         ------
@@ -154,42 +229,43 @@ class CovariateSampler:
             If the covariate table cannot be read or is not valid (e.g. changed since
             the study was validated).
         """
-        pop = data["population"]
-        covs: dict[str, Any] = dict(pop.get("covariates", {}))
+        covs: dict[str, Any] = dict(pop.covariates)
         order = [k for k, v in covs.items() if "categorical" in v]
         order += [k for k, v in covs.items() if "categorical" not in v]
         table = None
-        if pop.get("resample"):
-            table, problems = read_covariate_table(pop["resample"], base_dir, source)
+        if pop.resample:
+            table, problems = read_covariate_table(pop.resample, base_dir, source)
             if problems:
                 raise ConfigError(problems)
-        corr = pop.get("correlation") or {}
+        corr = pop.correlation
         names = [k for k in covs if any(k in pair.split("~") for pair in corr)]
         chol = np.linalg.cholesky(correlation_matrix(names, corr)) if names else None
-        known = [*(table.columns if table else ()), *covs, *pop.get("derived", [])]
-        cats = categories_of(data)
+        known = [*(table.columns if table else ()), *covs, *pop.derived]
         criteria = []
-        for kind, include in (("inclusion", True), ("exclusion", False)):
-            for i, text in enumerate(pop.get(kind) or []):
+        for kind, include, texts in (
+            ("inclusion", True, pop.inclusion),
+            ("exclusion", False, pop.exclusion),
+        ):
+            for i, text in enumerate(texts):
                 key = f"population.{kind}[{i}]"
                 expr = parse_expression(
                     text,
                     where=f"{source}: {key}",
                     known_names=known,
-                    categorical=cats,
+                    categorical=pop.categories,
                     boolean=True,
                 )
                 criteria.append(Criterion(key, expr, include))
         return cls(
-            seed=int(data["study"]["seed"]),
+            seed=seed,
             source=source,
             covariates=covs,
             order=tuple(order),
-            derived=tuple(pop.get("derived", [])),
+            derived=pop.derived,
             correlated=tuple(names),
             cholesky=chol,
             criteria=tuple(criteria),
-            min_acceptance=float(pop.get("min_acceptance", MIN_ACCEPTANCE)),
+            min_acceptance=pop.min_acceptance,
             table=table,
         )
 
@@ -320,4 +396,6 @@ class CovariateSampler:
 
 def covariate_sampler(study: PopulationStudy) -> CovariateSampler:
     """The :class:`CovariateSampler` of a :class:`vtrial.study.config.Study`."""
-    return CovariateSampler.from_data(study.data, study.base_dir, study.source)
+    return CovariateSampler.from_population(
+        study.population, study.seed, study.base_dir, study.source
+    )

@@ -375,9 +375,11 @@ def _randomization_problems(
         bad("randomization", "method stratified needs 'strata' (covariates), got none")
         return out
     covs: Mapping[str, Any] = d["population"]["covariates"]
-    resampled = resampled_columns(d, src, base_dir).columns  # population.resample
+    resampled = resampled_columns(
+        d["population"].get("resample"), src, base_dir
+    ).columns  # population.resample
     names = [*covs, *d["population"]["derived"], *resampled]
-    categories = categories_of(d)
+    categories = categories_of(d["population"])
     seen: dict[str, int] = {}
     n_strata = 1
     for i, s in enumerate(strata):

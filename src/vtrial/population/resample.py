@@ -163,13 +163,15 @@ class Resampled:
     problems: list[Problem] = field(default_factory=list)
 
 
-def resampled_columns(data: Mapping[str, Any], source: str, base_dir: str | Path) -> Resampled:
+def resampled_columns(
+    res: Mapping[str, Any] | None, source: str, base_dir: str | Path
+) -> Resampled:
     """Read and validate the covariate table of ``population.resample`` (if any).
 
     Parameters
     ----------
-    data : mapping
-        Study data.
+    res : mapping or None
+        The ``population.resample`` section (None or empty without one).
     source : str
         The study file (for messages about its keys).
     base_dir : str or Path
@@ -179,7 +181,6 @@ def resampled_columns(data: Mapping[str, Any], source: str, base_dir: str | Path
     -------
     Resampled
     """
-    res = data["population"].get("resample")
     if not res:
         return Resampled()
     cats = {k: [str(x) for x in v] for k, v in (res.get("categorical") or {}).items()}
@@ -225,9 +226,14 @@ def _read(
         msg = f"cannot read the covariate table {path} ({exc.strerror}), got {spec['table']!r}"
         listed = tuple(spec.get("columns") or ())
         return None, [Problem(source, "population.resample.table", msg)], listed
-    key = json.dumps(spec, sort_keys=True, default=str)
+    key = json.dumps(spec, sort_keys=True, default=_plain)
     table, problems, columns = _read_cached(str(path), st.st_mtime_ns, st.st_size, key, source)
     return table, list(problems), columns
+
+
+def _plain(value: Any) -> Any:
+    """JSON form of a read-only mapping (a typed section's view); text otherwise."""
+    return dict(value) if isinstance(value, Mapping) else str(value)
 
 
 @functools.lru_cache(maxsize=8)
@@ -465,13 +471,13 @@ def _strata(
     return stratum_cum, rows, row_cum
 
 
-def input_files(data: Mapping[str, Any], base_dir: str | Path) -> list[Path]:
+def input_files(res: Mapping[str, Any] | None, base_dir: str | Path) -> list[Path]:
     """Data files a study reads besides its model files (the covariate table).
 
     Parameters
     ----------
-    data : mapping
-        Study data.
+    res : mapping or None
+        The ``population.resample`` section.
     base_dir : str or Path
         The study file's folder.
 
@@ -479,5 +485,4 @@ def input_files(data: Mapping[str, Any], base_dir: str | Path) -> list[Path]:
     -------
     list of Path
     """
-    res = data["population"].get("resample")
     return [Path(base_dir) / str(res["table"])] if res else []

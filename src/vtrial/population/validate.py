@@ -55,7 +55,9 @@ def population_problems(
 
     covs: dict[str, Any] = d["population"]["covariates"]
     base = Path(base_dir)
-    resampled = resampled_columns(d, src, base)  # population.resample: a covariate table
+    resampled = resampled_columns(
+        d["population"].get("resample"), src, base
+    )  # population.resample: a covariate table
     out += resampled.problems
     categories: dict[str, list[str]] = dict(resampled.categories)
     have = set(covs) | set(resampled.columns)
@@ -180,7 +182,7 @@ def covariate_problems(
     pop = data["population"]
     covs: dict[str, Any] = pop.get("covariates", {})
     derived = list(pop.get("derived", []))
-    res = resampled_columns(data, source, base_dir)
+    res = resampled_columns(data["population"].get("resample"), source, base_dir)
     for c in res.columns:
         if c in covs:
             bad(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from vtrial.model.spec import Model
+    from vtrial.population.covariates import Population
     from vtrial.population.design import Design
     from vtrial.population.sampling import Variability
     from vtrial.population.uncertainty import Uncertainty
@@ -67,6 +68,10 @@ class PopulationStudy(Protocol):
     @property
     def model(self) -> Model:
         """The composed model."""
+
+    @property
+    def population(self) -> Population:
+        """The typed ``population`` section."""
 
     @property
     def categories(self) -> Mapping[str, list[str]]:

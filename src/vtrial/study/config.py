@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import jsonschema
@@ -33,7 +32,7 @@ from vtrial.errors import ConfigError, Problem
 from vtrial.infra.yamlsafe import load_yaml, package_schema
 from vtrial.model.residual import observation_problems, observation_times
 from vtrial.model.spec import Model, build_model, check_model_section
-from vtrial.population.covariates import categories_of
+from vtrial.population.covariates import Population
 from vtrial.population.design import Design, design_from_data, design_problems
 from vtrial.population.resample import input_files
 from vtrial.population.sampling import Variability, variability_from_data, variability_problems
@@ -106,6 +105,7 @@ class Study:
     simulation: Simulation = field(init=False, repr=False, compare=False)
     timecourse: Timecourse = field(init=False, repr=False, compare=False)
     exposure: Exposure = field(init=False, repr=False, compare=False)
+    population: Population = field(init=False, repr=False, compare=False)
     categories: Mapping[str, list[str]] = field(init=False, repr=False, compare=False)
     design: Design = field(init=False, repr=False, compare=False)
     variability: Variability = field(init=False, repr=False, compare=False)
@@ -116,7 +116,8 @@ class Study:
         object.__setattr__(
             self, "adverse_events", adverse_events_from_data(self.data["adverse_events"])
         )
-        object.__setattr__(self, "categories", MappingProxyType(categories_of(self.data)))
+        object.__setattr__(self, "population", Population.from_data(self.data["population"]))
+        object.__setattr__(self, "categories", self.population.categories)
         object.__setattr__(self, "design", design_from_data(self.data))
         object.__setattr__(self, "variability", variability_from_data(self.data["model"]))
         object.__setattr__(self, "endpoints", endpoints_from_data(self.data["endpoints"]))
@@ -143,7 +144,7 @@ class Study:
     @property
     def size(self) -> int:
         """Patients per replicate trial."""
-        return int(self.data["population"]["size"])
+        return self.population.size
 
     @property
     def n_patients(self) -> int:
@@ -224,7 +225,7 @@ class Study:
         covariate table of ``population.resample``."""
         cov = (self.data["study"].get("uncertainty") or {}).get("theta", {}).get("covariance")
         files = [self.base_dir / cov] if isinstance(cov, str) else []
-        return files + input_files(self.data, self.base_dir)
+        return files + input_files(self.population.resample, self.base_dir)
 
     def grid(self) -> np.ndarray:
         """Evaluation grid (h): regular grid, stored time points and endpoint times
