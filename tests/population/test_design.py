@@ -19,8 +19,9 @@ from vtrial.analysis.design import design_tables
 from vtrial.analysis.effects import EFFECT_COLUMNS, PREDICTOR_COLUMNS, individual_effects
 from vtrial.analysis.sketch import merge
 from vtrial.errors import DataError
-from vtrial.population.design import randomization, strata_codes
+from vtrial.population.design import strata_codes
 from vtrial.population.sampling import sample_population
+from vtrial.population.spec import randomization
 from vtrial.run.chunk import simulate_patients
 from vtrial.run.stages import summaries
 from vtrial.study.config import Study, study_from_dict

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vtrial.population.uncertainty import theta_matrix
 from vtrial.protocol.arms import Arm, arms_from_data
 from vtrial.study.config import load_study, study_from_dict
 from vtrial.trial.adverse import GRADING_SCALES, AdverseEvent
@@ -133,7 +134,7 @@ def test_variability_and_uncertainty_sections() -> None:
     assert unc.omega_df == 50.0
     assert unc.theta is not None
     assert unc.theta.parameters == ("CL",)
-    mat, problems = unc.theta.matrix(study.base_dir)
+    mat, problems = theta_matrix(unc.theta, study.base_dir)
     assert problems == []
     assert mat.tolist() == [[0.01]]
     plain = study_from_dict({**study.data, "study": {"name": "p", "seed": 1}})

@@ -16,10 +16,10 @@ import pandas as pd
 
 from vtrial.population.design import is_twin
 from vtrial.population.resample import resampled_columns
-from vtrial.trial.endpoints import effect_options
+from vtrial.trial.spec import effect_options
 
 if TYPE_CHECKING:
-    from vtrial.trial.view import TrialStudy
+    from vtrial.trial.spec import TrialStudy
 
 
 def summary_tables(study: TrialStudy) -> list[str]:

@@ -20,7 +20,7 @@ from vtrial.population.derived import DERIVED
 from vtrial.population.resample import resampled_columns
 
 if TYPE_CHECKING:
-    from vtrial.trial.view import TrialStudy
+    from vtrial.trial.spec import TrialStudy
 
 __all__ = [
     "ALL_ARMS",

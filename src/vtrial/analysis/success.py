@@ -101,7 +101,8 @@ def fill_success_defaults(d: dict[str, Any]) -> None:
     (the endpoint's ``test``, else the default of its kind)."""
     if "success" not in d:
         return
-    from vtrial.trial.endpoints import DEFAULT_TEST, endpoint_kind
+    from vtrial.trial.endpoints import DEFAULT_TEST
+    from vtrial.trial.spec import endpoint_kind
 
     items = _as_list(d["success"])
     d["success"] = items
@@ -133,7 +134,8 @@ def spec_problems(d: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Every problem of the ``success`` section of a study with defaults filled."""
     if "success" not in d:
         return []
-    from vtrial.trial.endpoints import TESTS, endpoint_kind
+    from vtrial.trial.endpoints import TESTS
+    from vtrial.trial.spec import endpoint_kind
 
     out: list[tuple[str, str]] = []
     eps = d["endpoints"]

@@ -35,9 +35,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,9 +48,10 @@ from vtrial.model.expressions import Expression, evaluate, parse_expression
 from vtrial.population.derived import derive_covariates
 from vtrial.population.distributions import categorical_ppf, correlation_matrix, marginal_ppf
 from vtrial.population.resample import CovariateTable, read_covariate_table
+from vtrial.population.spec import MIN_ACCEPTANCE, Population, categories_of
 
 if TYPE_CHECKING:
-    from vtrial.population.view import PopulationStudy
+    from vtrial.population.spec import PopulationStudy
 
 __all__ = [
     "CANDIDATE_CAP_FACTOR",
@@ -67,104 +67,11 @@ __all__ = [
 
 #: Candidates drawn at validation time to measure the acceptance of the criteria.
 PILOT_CANDIDATES = 10_000
-#: Default of ``population.min_acceptance``: least acceptable share of eligible candidates.
-MIN_ACCEPTANCE = 0.01
 #: Hard cap of candidates per replicate: ``CANDIDATE_CAP_FACTOR * size / min_acceptance``
 #: (plus the pilot size), i.e. four times what the minimum acceptance would need.
 CANDIDATE_CAP_FACTOR = 4
 #: Most candidates drawn at once while looking for eligible ones (bounds memory).
 MAX_BATCH = 1 << 20
-
-
-def categories_of(pop: Mapping[str, Any]) -> dict[str, list[str]]:
-    """Categorical covariates and their labels: sampled ones, then resampled ones.
-
-    Parameters
-    ----------
-    pop : mapping
-        The ``population`` section of study data.
-
-    Returns
-    -------
-    dict of str to list of str
-        ``population.covariates`` with a ``categorical`` distribution and the columns
-        declared in ``population.resample.categorical``.
-    """
-    out = {
-        k: list(v["categorical"])
-        for k, v in pop.get("covariates", {}).items()
-        if "categorical" in v
-    }
-    res = pop.get("resample") or {}
-    for k, labels in (res.get("categorical") or {}).items():
-        out.setdefault(k, [str(x) for x in labels])
-    return out
-
-
-def _frozen(value: Any) -> Any:
-    """A read-only deep view of plain data (mappings -> mappingproxy, lists -> tuples)."""
-    if isinstance(value, Mapping):
-        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(_frozen(v) for v in value)
-    return value
-
-
-@dataclass(frozen=True)
-class Population:
-    """The typed ``population`` section of a study (built by the study loader).
-
-    Each covariate's distribution stays the read-only mapping of the study file
-    (``{"normal": {...}, "unit": ..., "by": ...}``), interpreted by
-    :mod:`vtrial.population.distributions`; the section's checks are
-    :mod:`vtrial.population.validate`.
-
-    Attributes
-    ----------
-    size : int
-        Patients per replicate trial.
-    covariates : mapping of str to mapping
-        Sampled covariate -> its distribution (read-only), in study order.
-    derived : tuple of str
-        Derived covariates (:mod:`vtrial.population.derived`), in order.
-    correlation : mapping of str to float
-        ``"a~b"`` -> rank correlation of the Gaussian copula.
-    inclusion, exclusion : tuple of str
-        Criteria (expressions).
-    min_acceptance : float
-        Least acceptable share of eligible candidates.
-    resample : mapping or None
-        ``population.resample`` (read-only), None without a covariate table.
-    categories : mapping of str to list of str
-        Categorical covariates (sampled, then resampled) -> labels.
-    """
-
-    size: int
-    covariates: Mapping[str, Mapping[str, Any]]
-    derived: tuple[str, ...] = ()
-    correlation: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
-    inclusion: tuple[str, ...] = ()
-    exclusion: tuple[str, ...] = ()
-    min_acceptance: float = MIN_ACCEPTANCE
-    resample: Mapping[str, Any] | None = None
-    categories: Mapping[str, list[str]] = field(default_factory=lambda: MappingProxyType({}))
-
-    @classmethod
-    def from_data(cls, pop: Mapping[str, Any]) -> Population:
-        """The :class:`Population` of a validated ``population`` section."""
-        return cls(
-            size=int(pop["size"]),
-            covariates=_frozen(pop.get("covariates") or {}),
-            derived=tuple(str(d) for d in pop.get("derived") or []),
-            correlation=MappingProxyType(
-                {k: float(v) for k, v in (pop.get("correlation") or {}).items()}
-            ),
-            inclusion=tuple(str(t) for t in pop.get("inclusion") or []),
-            exclusion=tuple(str(t) for t in pop.get("exclusion") or []),
-            min_acceptance=float(pop.get("min_acceptance", MIN_ACCEPTANCE)),
-            resample=_frozen(pop["resample"]) if pop.get("resample") else None,
-            categories=MappingProxyType(categories_of(pop)),
-        )
 
 
 @dataclass(frozen=True)

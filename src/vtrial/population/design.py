@@ -31,7 +31,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,55 +41,14 @@ from vtrial.errors import Problem
 from vtrial.infra.rng import keyed_uniforms
 from vtrial.population.covariates import categories_of
 from vtrial.population.resample import resampled_columns
+from vtrial.population.spec import Stratum, design_of
 
 if TYPE_CHECKING:
     from vtrial.model.spec import Model
-    from vtrial.population.view import PopulationStudy
+    from vtrial.population.spec import PopulationStudy
 
 #: most strata of a stratified randomization (product of the levels of its covariates)
 MAX_STRATA = 10_000
-
-
-def design_of(data: Mapping[str, Any]) -> str:
-    """``study.design`` of study data (``"parallel"`` when not set)."""
-    return str(data["study"].get("design", "parallel"))
-
-
-@dataclass(frozen=True)
-class Stratum:
-    """A stratification factor: a categorical covariate (``breaks`` None) or a numeric
-    one cut at ``breaks`` (intervals closed on the left)."""
-
-    covariate: str
-    breaks: tuple[float, ...] | None = None
-
-
-@dataclass(frozen=True)
-class Randomization:
-    """The typed ``randomization``: ``method`` (``simple``, ``permuted_block``,
-    ``stratified``), ``block`` size (None for ``simple``) and ``strata``."""
-
-    method: str = "permuted_block"
-    block: int | None = None
-    strata: tuple[Stratum, ...] = ()
-
-
-@dataclass(frozen=True)
-class Design:
-    """The typed trial design: ``study.design`` and the ``randomization``."""
-
-    kind: str
-    randomization: Randomization
-
-    @property
-    def twin(self) -> bool:
-        """Whether every patient is simulated under every arm (``twin_crossover``)."""
-        return self.kind == "twin_crossover"
-
-
-def design_from_data(data: Mapping[str, Any]) -> Design:
-    """The :class:`Design` of validated study data."""
-    return Design(design_of(data), randomization(data))
 
 
 def is_twin(study: PopulationStudy) -> bool:
@@ -101,26 +59,6 @@ def is_twin(study: PopulationStudy) -> bool:
 def population_rows(study: PopulationStudy) -> int:
     """Rows of the population (and patients) table: patients × arms for a twin design."""
     return study.n_patients * (len(study.arm_names) if is_twin(study) else 1)
-
-
-def randomization(data: Mapping[str, Any]) -> Randomization:
-    """The ``randomization`` of study data with its defaults filled in.
-
-    Method ``permuted_block`` when the key is absent, ``block`` ``2 * sum(ratios)``
-    when not given (None for ``simple``), no strata when not given; a stratum given
-    by name alone is a categorical covariate.
-    """
-    spec = dict(data.get("randomization") or {})
-    method = str(spec.get("method", "permuted_block"))
-    ratios = [int(a.get("ratio", 1)) for a in data["arms"]]
-    block = None if method == "simple" else int(spec.get("block", 2 * sum(ratios)))
-    strata = tuple(
-        Stratum(str(s["covariate"]), tuple(float(b) for b in s["breaks"]))
-        if isinstance(s, Mapping)
-        else Stratum(str(s))
-        for s in spec.get("strata", [])
-    )
-    return Randomization(method, block, strata)
 
 
 def _fmt(x: float) -> str:

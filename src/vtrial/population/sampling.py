@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,55 +35,7 @@ from vtrial.population.uncertainty import (
 
 if TYPE_CHECKING:
     from vtrial.model.spec import Model
-    from vtrial.population.view import PopulationStudy
-
-
-@dataclass(frozen=True, eq=False)
-class Variability:
-    """The typed between-patient variability of a study's ``model`` section.
-
-    Attributes
-    ----------
-    covariate_models : mapping of str to str
-        Parameter -> its ``covariates`` expression (text, checked at load), for the
-        parameters that have one.
-    omega_names : tuple of str
-        Parameters with inter-individual variability, in the order of ``iiv.omega``.
-    omega : ndarray, shape (p, p)
-        OMEGA, in that order (:func:`~vtrial.population.uncertainty.omega_matrix`).
-    distributions : mapping of str to str
-        ``iiv.distribution``: parameter -> ``lognormal`` (default), ``normal``, ``logit``.
-    iov : mapping of str to float
-        ``iov.omega``: parameter -> inter-occasion variance (empty without IOV).
-    """
-
-    covariate_models: Mapping[str, str]
-    omega_names: tuple[str, ...]
-    omega: np.ndarray
-    distributions: Mapping[str, str]
-    iov: Mapping[str, float]
-
-    def distribution(self, name: str) -> str:
-        """Distribution of the random effect of parameter ``name``."""
-        return self.distributions.get(name, "lognormal")
-
-
-def variability_from_data(model_section: Mapping[str, Any]) -> Variability:
-    """The :class:`Variability` of a validated ``model`` section (defaults filled)."""
-    iiv = model_section["iiv"]
-    covs = {
-        name: str(p["covariates"])
-        for name, p in model_section["parameters"].items()
-        if isinstance(p, Mapping) and p.get("covariates") is not None
-    }
-    iov = model_section.get("iov") or {}
-    return Variability(
-        covariate_models=MappingProxyType(covs),
-        omega_names=tuple(iiv["omega"]),
-        omega=omega_matrix(iiv),
-        distributions=MappingProxyType(dict(iiv["distribution"])),
-        iov=MappingProxyType({k: float(v) for k, v in (iov.get("omega") or {}).items()}),
-    )
+    from vtrial.population.spec import PopulationStudy
 
 
 def individual_parameters(

@@ -30,7 +30,6 @@ import csv
 import functools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,61 +39,14 @@ from scipy import special
 
 from vtrial.errors import DataError, Problem
 from vtrial.infra.rng import keyed_uniforms, stream
+from vtrial.population.spec import ThetaUncertainty, omega_matrix, uncertainty_spec
 
 if TYPE_CHECKING:
     from vtrial.model.spec import Model
-    from vtrial.population.view import PopulationStudy
+    from vtrial.population.spec import PopulationStudy
 
 #: relative tolerance of the symmetry and positive semi-definiteness checks
 MATRIX_TOL = 1e-10
-
-
-def uncertainty_spec(data: Mapping[str, Any]) -> dict[str, Any]:
-    """``study.uncertainty`` of study data (``{}`` when not set)."""
-    return dict(data["study"].get("uncertainty") or {})
-
-
-@dataclass(frozen=True)
-class ThetaUncertainty:
-    """``study.uncertainty.theta``: the drawn typical values, their covariance (a CSV
-    file relative to the study, or the matrix) and scale (``log`` or ``linear``)."""
-
-    parameters: tuple[str, ...]
-    covariance: str | tuple[tuple[float, ...], ...]
-    scale: str = "log"
-
-    def matrix(self, base_dir: Path) -> tuple[np.ndarray, list[str]]:
-        """The covariance in the order of :attr:`parameters` and the problems found
-        (:func:`theta_covariance`)."""
-        cov = self.covariance
-        raw: Any = cov if isinstance(cov, str) else [list(r) for r in cov]
-        return theta_covariance({"parameters": list(self.parameters), "covariance": raw}, base_dir)
-
-
-@dataclass(frozen=True)
-class Uncertainty:
-    """The typed ``study.uncertainty`` (both parts None/absent: no uncertainty)."""
-
-    theta: ThetaUncertainty | None = None
-    omega_df: float | None = None
-
-    @property
-    def active(self) -> bool:
-        """Whether any population parameter is drawn per replicate."""
-        return self.theta is not None or self.omega_df is not None
-
-
-def uncertainty_from_data(data: Mapping[str, Any]) -> Uncertainty:
-    """The typed ``study.uncertainty`` of validated study data."""
-    spec = uncertainty_spec(data)
-    df = float(spec["omega_df"]) if spec.get("omega_df") is not None else None
-    theta = spec.get("theta")
-    if not theta:
-        return Uncertainty(omega_df=df)
-    cov = theta["covariance"]
-    matrix = cov if isinstance(cov, str) else tuple(tuple(map(float, r)) for r in cov)
-    parameters = tuple(str(x) for x in theta["parameters"])
-    return Uncertainty(ThetaUncertainty(parameters, matrix, str(theta.get("scale", "log"))), df)
 
 
 @functools.lru_cache(maxsize=16)
@@ -204,6 +156,14 @@ def theta_covariance(spec: Mapping[str, Any], base_dir: Path) -> tuple[np.ndarra
     return (np.empty((0, 0)) if problems else mat), problems
 
 
+def theta_matrix(theta: ThetaUncertainty, base_dir: Path) -> tuple[np.ndarray, list[str]]:
+    """Covariance of a typed ``uncertainty.theta`` in the order of its parameters, and
+    the problems found (:func:`theta_covariance`)."""
+    cov = theta.covariance
+    raw: Any = cov if isinstance(cov, str) else [list(r) for r in cov]
+    return theta_covariance({"parameters": list(theta.parameters), "covariance": raw}, base_dir)
+
+
 def covariance_root(mat: np.ndarray) -> np.ndarray:
     """Cholesky factor of a covariance; eigen square root if it is singular."""
     try:
@@ -233,7 +193,7 @@ def typical_values(study: PopulationStudy, replicate: int) -> dict[str, float]:
     spec = study.uncertainty.theta
     if spec is None:
         return values
-    mat, problems = spec.matrix(study.base_dir)
+    mat, problems = theta_matrix(spec, study.base_dir)
     if problems:
         raise DataError(f"{study.source}: study.uncertainty.theta.covariance: {problems[0]}")
     names = list(spec.parameters)
@@ -380,15 +340,3 @@ def uncertainty_problems(
                     f"eigenvalue of model.iiv {w.min():.3g}",
                 )
     return out
-
-
-def omega_matrix(iiv: Mapping[str, Any]) -> np.ndarray:
-    """OMEGA (variance-covariance of the random effects) in the order of ``iiv['omega']``."""
-    names = list(iiv["omega"])
-    var = np.array([float(iiv["omega"][k]) for k in names])
-    om = np.diag(var)
-    for pair, r in (iiv.get("correlations") or {}).items():
-        a, b = pair.split("~")
-        i, j = names.index(a), names.index(b)
-        om[i, j] = om[j, i] = float(r) * np.sqrt(var[i] * var[j])
-    return om

@@ -54,7 +54,7 @@ from vtrial.run.parallel import (
     worker_memory_limit,
 )
 from vtrial.study.config import Study
-from vtrial.trial.endpoints import effect_options
+from vtrial.trial.spec import effect_options
 
 log = logging.getLogger("vtrial")
 

@@ -32,11 +32,19 @@ from vtrial.errors import ConfigError, Problem
 from vtrial.infra.yamlsafe import load_yaml, package_schema
 from vtrial.model.residual import observation_problems, observation_times
 from vtrial.model.spec import Model, build_model, check_model_section
-from vtrial.population.covariates import Population
-from vtrial.population.design import Design, design_from_data, design_problems
+from vtrial.population.design import design_problems
 from vtrial.population.resample import input_files
-from vtrial.population.sampling import Variability, variability_from_data, variability_problems
-from vtrial.population.uncertainty import Uncertainty, uncertainty_from_data, uncertainty_problems
+from vtrial.population.sampling import variability_problems
+from vtrial.population.spec import (
+    Design,
+    Population,
+    Uncertainty,
+    Variability,
+    design_from_data,
+    uncertainty_from_data,
+    variability_from_data,
+)
+from vtrial.population.uncertainty import uncertainty_problems
 from vtrial.population.validate import population_problems
 from vtrial.protocol.arms import Arm, arms_from_data
 from vtrial.protocol.dosing import (
@@ -59,14 +67,13 @@ from vtrial.trial.adverse import (
 from vtrial.trial.dropout import Dropout, dropout_from_data
 from vtrial.trial.endpoints import (
     MAX_PROBE_BYTES,
-    Endpoint,
     endpoint_kinds,
     endpoint_units,
-    endpoints_from_data,
     trial_probe_times,
 )
 from vtrial.trial.endpoints import probe_times as endpoint_probe_times
 from vtrial.trial.kinds import EndpointKind
+from vtrial.trial.spec import Endpoint, endpoints_from_data
 from vtrial.trial.validate import endpoint_section_problems, fill_defaults, trial_problems
 
 

@@ -21,9 +21,9 @@ from vtrial.trial.endpoints import (
     MAX_SERIES_POINTS,
     TESTS,
     TRIAL_TYPES,
-    endpoint_kind,
 )
 from vtrial.trial.recist import RESPONSE_CATEGORIES, assessment_times, schedule_problems
+from vtrial.trial.spec import endpoint_kind
 
 
 def fill_defaults(d: dict[str, Any]) -> None:

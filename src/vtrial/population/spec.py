@@ -1,0 +1,363 @@
+"""The typed sections of a study that the population layer reads, and the study
+interface of the layers below the loader.
+
+The study loader (:mod:`vtrial.study.config`) builds these frozen sections from the
+validated study data (defaults filled): :class:`Population` (covariates, criteria,
+covariate table), :class:`Design` (parallel or twin crossover, randomization),
+:class:`Variability` (covariate models, IIV, IOV) and :class:`Uncertainty` (parameter
+uncertainty across replicates). Each is checked next to the feature that uses it
+(:mod:`vtrial.population.validate`, :func:`vtrial.population.design.design_problems`,
+:func:`vtrial.population.sampling.variability_problems`,
+:func:`vtrial.population.uncertainty.uncertainty_problems`).
+
+The population, trial and analysis modules take a study through narrow structural
+interfaces (:class:`typing.Protocol`): :class:`PopulationStudy` here, extended by
+:class:`vtrial.trial.spec.TrialStudy`. :class:`vtrial.study.config.Study` implements
+them, and the layers below the loader never import it (the layer contract of
+``pyproject.toml``). This module imports no population module, so every one of them
+can use it without an import cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from vtrial.model.spec import Model
+    from vtrial.protocol.arms import Arm
+    from vtrial.protocol.dosing import EventTable
+
+
+#: Default of ``population.min_acceptance``: least acceptable share of eligible candidates.
+MIN_ACCEPTANCE = 0.01
+
+
+def categories_of(pop: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Categorical covariates and their labels: sampled ones, then resampled ones.
+
+    Parameters
+    ----------
+    pop : mapping
+        The ``population`` section of study data.
+
+    Returns
+    -------
+    dict of str to list of str
+        ``population.covariates`` with a ``categorical`` distribution and the columns
+        declared in ``population.resample.categorical``.
+    """
+    out = {
+        k: list(v["categorical"])
+        for k, v in pop.get("covariates", {}).items()
+        if "categorical" in v
+    }
+    res = pop.get("resample") or {}
+    for k, labels in (res.get("categorical") or {}).items():
+        out.setdefault(k, [str(x) for x in labels])
+    return out
+
+
+def _frozen(value: Any) -> Any:
+    """A read-only deep view of plain data (mappings -> mappingproxy, lists -> tuples)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class Population:
+    """The typed ``population`` section of a study (built by the study loader).
+
+    Each covariate's distribution stays the read-only mapping of the study file
+    (``{"normal": {...}, "unit": ..., "by": ...}``), interpreted by
+    :mod:`vtrial.population.distributions`; the section's checks are
+    :mod:`vtrial.population.validate`.
+
+    Attributes
+    ----------
+    size : int
+        Patients per replicate trial.
+    covariates : mapping of str to mapping
+        Sampled covariate -> its distribution (read-only), in study order.
+    derived : tuple of str
+        Derived covariates (:mod:`vtrial.population.derived`), in order.
+    correlation : mapping of str to float
+        ``"a~b"`` -> rank correlation of the Gaussian copula.
+    inclusion, exclusion : tuple of str
+        Criteria (expressions).
+    min_acceptance : float
+        Least acceptable share of eligible candidates.
+    resample : mapping or None
+        ``population.resample`` (read-only), None without a covariate table.
+    categories : mapping of str to list of str
+        Categorical covariates (sampled, then resampled) -> labels.
+    """
+
+    size: int
+    covariates: Mapping[str, Mapping[str, Any]]
+    derived: tuple[str, ...] = ()
+    correlation: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    inclusion: tuple[str, ...] = ()
+    exclusion: tuple[str, ...] = ()
+    min_acceptance: float = MIN_ACCEPTANCE
+    resample: Mapping[str, Any] | None = None
+    categories: Mapping[str, list[str]] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def from_data(cls, pop: Mapping[str, Any]) -> Population:
+        """The :class:`Population` of a validated ``population`` section."""
+        return cls(
+            size=int(pop["size"]),
+            covariates=_frozen(pop.get("covariates") or {}),
+            derived=tuple(str(d) for d in pop.get("derived") or []),
+            correlation=MappingProxyType(
+                {k: float(v) for k, v in (pop.get("correlation") or {}).items()}
+            ),
+            inclusion=tuple(str(t) for t in pop.get("inclusion") or []),
+            exclusion=tuple(str(t) for t in pop.get("exclusion") or []),
+            min_acceptance=float(pop.get("min_acceptance", MIN_ACCEPTANCE)),
+            resample=_frozen(pop["resample"]) if pop.get("resample") else None,
+            categories=MappingProxyType(categories_of(pop)),
+        )
+
+
+def design_of(data: Mapping[str, Any]) -> str:
+    """``study.design`` of study data (``"parallel"`` when not set)."""
+    return str(data["study"].get("design", "parallel"))
+
+
+@dataclass(frozen=True)
+class Stratum:
+    """A stratification factor: a categorical covariate (``breaks`` None) or a numeric
+    one cut at ``breaks`` (intervals closed on the left)."""
+
+    covariate: str
+    breaks: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Randomization:
+    """The typed ``randomization``: ``method`` (``simple``, ``permuted_block``,
+    ``stratified``), ``block`` size (None for ``simple``) and ``strata``."""
+
+    method: str = "permuted_block"
+    block: int | None = None
+    strata: tuple[Stratum, ...] = ()
+
+
+@dataclass(frozen=True)
+class Design:
+    """The typed trial design: ``study.design`` and the ``randomization``."""
+
+    kind: str
+    randomization: Randomization
+
+    @property
+    def twin(self) -> bool:
+        """Whether every patient is simulated under every arm (``twin_crossover``)."""
+        return self.kind == "twin_crossover"
+
+
+def design_from_data(data: Mapping[str, Any]) -> Design:
+    """The :class:`Design` of validated study data."""
+    return Design(design_of(data), randomization(data))
+
+
+def randomization(data: Mapping[str, Any]) -> Randomization:
+    """The ``randomization`` of study data with its defaults filled in.
+
+    Method ``permuted_block`` when the key is absent, ``block`` ``2 * sum(ratios)``
+    when not given (None for ``simple``), no strata when not given; a stratum given
+    by name alone is a categorical covariate.
+    """
+    spec = dict(data.get("randomization") or {})
+    method = str(spec.get("method", "permuted_block"))
+    ratios = [int(a.get("ratio", 1)) for a in data["arms"]]
+    block = None if method == "simple" else int(spec.get("block", 2 * sum(ratios)))
+    strata = tuple(
+        Stratum(str(s["covariate"]), tuple(float(b) for b in s["breaks"]))
+        if isinstance(s, Mapping)
+        else Stratum(str(s))
+        for s in spec.get("strata", [])
+    )
+    return Randomization(method, block, strata)
+
+
+@dataclass(frozen=True, eq=False)
+class Variability:
+    """The typed between-patient variability of a study's ``model`` section.
+
+    Attributes
+    ----------
+    covariate_models : mapping of str to str
+        Parameter -> its ``covariates`` expression (text, checked at load), for the
+        parameters that have one.
+    omega_names : tuple of str
+        Parameters with inter-individual variability, in the order of ``iiv.omega``.
+    omega : ndarray, shape (p, p)
+        OMEGA, in that order (:func:`~vtrial.population.uncertainty.omega_matrix`).
+    distributions : mapping of str to str
+        ``iiv.distribution``: parameter -> ``lognormal`` (default), ``normal``, ``logit``.
+    iov : mapping of str to float
+        ``iov.omega``: parameter -> inter-occasion variance (empty without IOV).
+    """
+
+    covariate_models: Mapping[str, str]
+    omega_names: tuple[str, ...]
+    omega: np.ndarray
+    distributions: Mapping[str, str]
+    iov: Mapping[str, float]
+
+    def distribution(self, name: str) -> str:
+        """Distribution of the random effect of parameter ``name``."""
+        return self.distributions.get(name, "lognormal")
+
+
+def variability_from_data(model_section: Mapping[str, Any]) -> Variability:
+    """The :class:`Variability` of a validated ``model`` section (defaults filled)."""
+    iiv = model_section["iiv"]
+    covs = {
+        name: str(p["covariates"])
+        for name, p in model_section["parameters"].items()
+        if isinstance(p, Mapping) and p.get("covariates") is not None
+    }
+    iov = model_section.get("iov") or {}
+    return Variability(
+        covariate_models=MappingProxyType(covs),
+        omega_names=tuple(iiv["omega"]),
+        omega=omega_matrix(iiv),
+        distributions=MappingProxyType(dict(iiv["distribution"])),
+        iov=MappingProxyType({k: float(v) for k, v in (iov.get("omega") or {}).items()}),
+    )
+
+
+def uncertainty_spec(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``study.uncertainty`` of study data (``{}`` when not set)."""
+    return dict(data["study"].get("uncertainty") or {})
+
+
+@dataclass(frozen=True)
+class ThetaUncertainty:
+    """``study.uncertainty.theta``: the drawn typical values, their covariance (a CSV
+    file relative to the study, or the matrix) and scale (``log`` or ``linear``)."""
+
+    parameters: tuple[str, ...]
+    covariance: str | tuple[tuple[float, ...], ...]
+    scale: str = "log"
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """The typed ``study.uncertainty`` (both parts None/absent: no uncertainty)."""
+
+    theta: ThetaUncertainty | None = None
+    omega_df: float | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether any population parameter is drawn per replicate."""
+        return self.theta is not None or self.omega_df is not None
+
+
+def uncertainty_from_data(data: Mapping[str, Any]) -> Uncertainty:
+    """The typed ``study.uncertainty`` of validated study data."""
+    spec = uncertainty_spec(data)
+    df = float(spec["omega_df"]) if spec.get("omega_df") is not None else None
+    theta = spec.get("theta")
+    if not theta:
+        return Uncertainty(omega_df=df)
+    cov = theta["covariance"]
+    matrix = cov if isinstance(cov, str) else tuple(tuple(map(float, r)) for r in cov)
+    parameters = tuple(str(x) for x in theta["parameters"])
+    return Uncertainty(ThetaUncertainty(parameters, matrix, str(theta.get("scale", "log"))), df)
+
+
+def omega_matrix(iiv: Mapping[str, Any]) -> np.ndarray:
+    """OMEGA (variance-covariance of the random effects) in the order of ``iiv['omega']``."""
+    names = list(iiv["omega"])
+    var = np.array([float(iiv["omega"][k]) for k in names])
+    om = np.diag(var)
+    for pair, r in (iiv.get("correlations") or {}).items():
+        a, b = pair.split("~")
+        i, j = names.index(a), names.index(b)
+        om[i, j] = om[j, i] = float(r) * np.sqrt(var[i] * var[j])
+    return om
+
+
+class PopulationStudy(Protocol):
+    """A validated study as the population layer sees it (defaults filled)."""
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """The study as plain data (the sections not yet typed)."""
+
+    @property
+    def source(self) -> str:
+        """The study file (for messages)."""
+
+    @property
+    def base_dir(self) -> Path:
+        """Folder of the study file (relative paths)."""
+
+    @property
+    def seed(self) -> int:
+        """Study seed."""
+
+    @property
+    def size(self) -> int:
+        """Patients per replicate trial."""
+
+    @property
+    def replicates(self) -> int:
+        """Replicate trials."""
+
+    @property
+    def n_patients(self) -> int:
+        """Patients in the whole study."""
+
+    @property
+    def arms(self) -> tuple[Arm, ...]:
+        """The typed arms, in study order."""
+
+    @property
+    def arm_names(self) -> list[str]:
+        """Arm names, in study order."""
+
+    @property
+    def control_arm(self) -> str | None:
+        """``study.control_arm``."""
+
+    @property
+    def model(self) -> Model:
+        """The composed model."""
+
+    @property
+    def population(self) -> Population:
+        """The typed ``population`` section."""
+
+    @property
+    def categories(self) -> Mapping[str, list[str]]:
+        """Categorical covariates (sampled, then resampled) -> their labels."""
+
+    @property
+    def design(self) -> Design:
+        """The typed trial design and randomization."""
+
+    @property
+    def variability(self) -> Variability:
+        """The typed IIV, IOV and covariate models."""
+
+    @property
+    def uncertainty(self) -> Uncertainty:
+        """The typed ``study.uncertainty``."""
+
+    def events(self) -> EventTable:
+        """Dose, occasion and decision events of every arm."""
