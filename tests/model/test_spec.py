@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import vtrial
+from tests.study.test_config import DEFAULT_DATA, assert_reported, mutate, refused, write_study
 from vtrial.engine.codegen import kernel_source, model_source
 from vtrial.errors import ModelError
 from vtrial.model.spec import compose, load_model
@@ -107,3 +109,52 @@ def test_generated_kernel_uses_only_validated_trees() -> None:
     assert "e_EDRUG = (p[10] * cp)" in src
     assert "cp" in src
     assert "__import__" not in kernel_source(model)
+
+
+#: mistakes in the model section of config/config.yaml, each refused with one problem
+#: naming the key path, the rule and the value (see tests/study/test_config.py)
+REFUSED_SPEC = [
+    pytest.param(
+        {"model.pk": "pk_4cmt"},
+        ["model.pk:", "unknown library model 'pk_4cmt'", "pk_1cmt, pk_2cmt, pk_3cmt"],
+        id="unknown-library-model",
+    ),
+    pytest.param(
+        {"model.components.tumour.model": "tgi_gompertz"},
+        ["model.components.tumour.model:", "unknown library model 'tgi_gompertz'"],
+        id="unknown-component-model",
+    ),
+    pytest.param(
+        {"model.pk": "models/config_missing.yaml"},
+        ["model.pk:", "model file not found", "models/config_missing.yaml"],
+        id="missing-model-file",
+    ),
+    pytest.param(
+        {"model.components.tumour.links": {"DRUG": "CONC"}},
+        ["model.components.tumour.links.DRUG:", "'CONC' is not an output"],
+        id="link-to-unknown-output",
+    ),
+    pytest.param(
+        {"model.components.tumour.links": {"DRUG": "CP", "DOSE": "CP"}},
+        ["model.components.tumour.links.DOSE:", "not an input of tgi_claret"],
+        id="link-unknown-input",
+    ),
+    pytest.param(
+        {"model.components.tumour.links": {}},
+        ["model.components.tumour.links:", "input 'DRUG' of tgi_claret is not linked"],
+        id="unlinked-input",
+    ),
+    pytest.param(
+        {"model.components.pk_again": {"model": "pk_1cmt"}},
+        ["model.components:", "only one component may take doses (a PK macro or a dosing section)"],
+        id="two-pk-macros",
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "expected"), REFUSED_SPEC)
+def test_spec_mistakes_are_refused(
+    tmp_path: Path, changes: dict[str, Any], expected: list[str]
+) -> None:
+    err = refused(write_study(tmp_path, mutate(DEFAULT_DATA, changes)))
+    assert_reported(err, expected)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 
 from tests.conftest import small_study_data
+from tests.study.test_config import DEFAULT_DATA, assert_reported, mutate, refused, write_study
 from vtrial.infra.rng import keyed_uniforms, purpose_code
 from vtrial.population.sampling import sample_population
 from vtrial.study.config import study_from_dict
@@ -104,3 +107,155 @@ def test_covariate_distributions_match_the_request() -> None:
         5.0 * (pop["weight"] / 70) ** 0.75 * (pop["crcl"] / 100) ** 0.25 * np.exp(pop["eta_CL"])
     )
     np.testing.assert_allclose(pop["CL"], expected, rtol=1e-14)
+
+
+#: mistakes in the model variability section of config/config.yaml, each refused with one problem
+#: naming the key path, the rule and the value (see tests/study/test_config.py)
+REFUSED_SAMPLING = [
+    pytest.param(
+        {"model.iiv.omegas": {}}, ["model.iiv:", "unknown key(s) ['omegas']"], id="unknown-iiv"
+    ),
+    pytest.param(
+        {"model.parameters.CL.covariates": True},
+        ["model.parameters.CL.covariates", "true"],
+        id="bool-expression",
+    ),
+    pytest.param(
+        {"model.iiv.omega.CL": -0.1},
+        ["model.iiv.omega.CL", "must be >= 0", "got -0.1"],
+        id="neg-omega",
+    ),
+    pytest.param(
+        {"model.iiv.correlations.CL~V1": 1.5},
+        ["model.iiv.correlations.CL~V1", "must be <= 1", "got 1.5"],
+        id="corr-range",
+    ),
+    pytest.param(
+        {"model.iiv.correlations": {"CL-V1": 0.3}},
+        ["model.iiv.correlations", "must match", '"CL-V1"'],
+        id="corr-name",
+    ),
+    pytest.param(
+        {"model.iiv.distribution": {"CL": "gamma"}},
+        ["model.iiv.distribution.CL", "must be one of", '"gamma"'],
+        id="distribution-enum",
+    ),
+    pytest.param(
+        {"model.parameters.CLL": {"value": 5.0}},
+        ["model.parameters.CLL:", "not a parameter of the model"],
+        id="override-not-a-parameter",
+    ),
+    pytest.param(
+        {"model.parameters.CL.unit": "mL/min"},
+        ["model.parameters.CL.unit", "the model declares 'L/h'", "'mL/min'"],
+        id="override-unit-mismatch",
+    ),
+    pytest.param(
+        {"model.iiv.omega.VMAX": 0.1},
+        ["model.iiv.omega.VMAX", "not a model parameter", "'CL'"],
+        id="omega-unknown-parameter",
+    ),
+    pytest.param(
+        {"model.iiv.correlations": {"CL~V1": 0.9, "CL~KA": 0.9, "V1~KA": -0.9}},
+        ["model.iiv:", "OMEGA must be positive semi-definite", "smallest eigenvalue -0.072"],
+        id="omega-not-psd",
+    ),
+    pytest.param(
+        {"model.iiv.correlations": {"CL~Q2": 0.2}},
+        ["model.iiv.correlations.CL~Q2", "Q2 has no omega (variance) entry"],
+        id="correlation-without-omega",
+    ),
+    pytest.param(
+        {"model.iiv.correlations": {"CL~CL": 0.2}},
+        ["model.iiv.correlations.CL~CL", "two different names"],
+        id="self-correlation",
+    ),
+    pytest.param(
+        {"model.iiv.distribution": {"Q2": "normal"}},
+        ["model.iiv.distribution.Q2", "has no omega (variance) entry"],
+        id="distribution-without-omega",
+    ),
+    pytest.param(
+        {"model.iiv.distribution": {"CL": "logit"}},
+        ["model.iiv.distribution.CL", "logit needs a value in (0, 1)", "got 5.0"],
+        id="logit-outside-0-1",
+    ),
+    pytest.param(
+        {"model.parameters.KA.value": -1.0},
+        ["model.iiv.omega.KA", "log-normal IIV needs a typical value > 0", "got -1.0"],
+        id="lognormal-nonpositive",
+    ),
+    pytest.param(
+        {"model.parameters.CL.covariates": "__import__('os').system('x')"},
+        ["model.parameters.CL.covariates", "attribute access ('.system') is not allowed"],
+        id="unsafe-import-system",
+    ),
+    pytest.param(
+        {"model.parameters.CL.covariates": "__import__('os')"},
+        ["model.parameters.CL.covariates", "function '__import__' is not allowed"],
+        id="unsafe-import",
+    ),
+    pytest.param(
+        {"model.parameters.CL.covariates": "open('/etc/passwd')"},
+        ["model.parameters.CL.covariates", "function 'open' is not allowed"],
+        id="unsafe-open",
+    ),
+    pytest.param(
+        {"model.parameters.CL.covariates": "(lambda: 1)()"},
+        ["model.parameters.CL.covariates", "lambda functions are not allowed"],
+        id="unsafe-lambda",
+    ),
+    pytest.param(
+        {"model.parameters.CL.covariates": "weight.__class__"},
+        ["model.parameters.CL.covariates", "attribute access ('.__class__')"],
+        id="unsafe-dunder",
+    ),
+    pytest.param(
+        {"model.parameters.CL.covariates": "[w for w in weight]"},
+        ["model.parameters.CL.covariates", "not allowed"],
+        id="unsafe-comprehension",
+    ),
+    pytest.param(
+        {"model.parameters.CL.covariates": "(wieght / 70) ** 0.75"},
+        ["model.parameters.CL.covariates", "unknown name 'wieght'", "did you mean 'weight'"],
+        id="unknown-name",
+    ),
+    pytest.param(
+        {"model.parameters.CL.covariates": "CL * weight / 70"},
+        ["model.parameters.CL.covariates", "unknown name 'CL'"],
+        id="parameter-in-covariate-expr",
+    ),
+    pytest.param(
+        {"model.parameters.CL.covariates": "t / 24"},
+        ["model.parameters.CL.covariates", "unknown name 't'"],
+        id="time-in-covariate-expr",
+    ),
+    pytest.param(
+        {"model.parameters.CL.covariates": "sex * 0.8"},
+        ["model.parameters.CL.covariates", "categorical name 'sex'", "not used as a number"],
+        id="categorical-as-number",
+    ),
+    pytest.param(
+        {"model.parameters.CL.covariates": "where(sex == 'female', 0.8, 1)"},
+        ["model.parameters.CL.covariates", "'female' is not a category of sex"],
+        id="unknown-category-label",
+    ),
+    pytest.param(
+        {"model.parameters.CL.covariates": "weight ^ 0.75"},
+        ["model.parameters.CL.covariates", "operator '^' is not allowed", "use ** for powers"],
+        id="caret-power",
+    ),
+    pytest.param(
+        {"model.parameters.CL.covariates": "(weight / 70"},
+        ["model.parameters.CL.covariates", "syntax error"],
+        id="syntax-error",
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "expected"), REFUSED_SAMPLING)
+def test_sampling_mistakes_are_refused(
+    tmp_path: Path, changes: dict[str, Any], expected: list[str]
+) -> None:
+    err = refused(write_study(tmp_path, mutate(DEFAULT_DATA, changes)))
+    assert_reported(err, expected)
