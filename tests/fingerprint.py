@@ -105,7 +105,7 @@ def compute(variant: str, workdir: Path) -> dict[str, str]:
             "bands_part": out / "bands.parquet",
         }
         extra: dict[str, Path] = {}
-        if study.observed_outputs:
+        if study.observations.outputs:
             extra["out_observations"] = out / "observations.parquet"
         if study.has_dose_ledger:
             extra["out_doses"] = out / "doses.parquet"

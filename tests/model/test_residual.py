@@ -331,7 +331,7 @@ def test_residual_error_without_observations_refused() -> None:
 def test_sampling_times_join_probe_times_and_grid() -> None:
     study = study_from_dict(_observed_data())
     assert study.observation_times().tolist() == TIMES
-    assert study.observed_outputs == ["ANC", "CP"]
+    assert study.observations.outputs == ("ANC", "CP")
     assert set(TIMES) <= set(study.probe_times())
     assert set(TIMES) <= set(study.grid().tolist())
     assert study.data["outputs"]["observations"]["to"] == 504.0  # default: simulation.end
@@ -344,7 +344,7 @@ def test_sampling_times_join_probe_times_and_grid() -> None:
     assert times[-1] == 501.0
     plain = study_from_dict(small_study_data())
     assert plain.observation_times().size == 0
-    assert plain.observed_outputs == []
+    assert plain.observations.outputs == ()
     assert "observations" not in plain.data["outputs"]  # no defaults: same sha256 as before
 
 

@@ -55,7 +55,7 @@ PATIENT_PARTS = expand(f"{RESULTS}/patients/{{shard}}.parquet", shard=SHARDS)
 TIMECOURSE_PARTS = expand(f"{RESULTS}/timecourse/{{shard}}.parquet", shard=SHARDS)
 BAND_PARTS = expand(f"{RESULTS}/bands/{{shard}}.parquet", shard=SHARDS)
 # sampled observations (IPRED and DV) exist only for studies with outputs.observations
-OBSERVED = bool(STUDY.observed_outputs)
+OBSERVED = bool(STUDY.observations.outputs)
 OBSERVATION_PART = f"{RESULTS}/observations/{{shard}}.parquet"
 OBSERVATION_PARTS = expand(OBSERVATION_PART, shard=SHARDS) if OBSERVED else []
 # the dose ledger exists only for studies with dose modification or adherence

@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -253,7 +254,7 @@ def observe_probes(
     *,
     times: np.ndarray,
     observed: Sequence[str],
-    errors: Mapping[str, Mapping[str, float]],
+    errors: Mapping[str, ErrorModel],
     seed: int,
     replicate: np.ndarray,
     patient_id: np.ndarray,
@@ -264,8 +265,8 @@ def observe_probes(
     ``times`` (each one of `probe_times`) for the `observed` outputs (each one of
     `outputs`), NaN for a patient whose ``status`` is not 0; the residual draws are
     :func:`patient_normals` of each patient's replicate, so any chunk of patients gets
-    the same observations; ``errors`` maps an output to its error model spec (outputs
-    without one are observed exactly).
+    the same observations; ``errors`` maps an output to its error model (outputs
+    without one are observed exactly; :attr:`Observations.errors`).
     """
     t_idx = [list(probe_times).index(float(x)) for x in times]
     o_idx = [list(outputs).index(x) for x in observed]
@@ -276,7 +277,7 @@ def observe_probes(
     for r in np.unique(replicate):
         rows = replicate == r
         eps[rows] = patient_normals(seed, int(r), patient_id[rows], k)
-    models = [ErrorModel.from_spec(errors[x]) if x in errors else None for x in observed]
+    models = [errors.get(x) for x in observed]
     dv, blq = observe_patients(ipred, models, eps)
     return ipred, dv, blq
 
@@ -393,6 +394,41 @@ def observation_times(observations: Mapping[str, Any] | None, end: float) -> np.
             m = int(np.floor((hi - lo) / step + 1e-9))
             pts.append(np.minimum(lo + step * np.arange(m + 1), hi))
     return np.unique(np.concatenate(pts))
+
+
+@dataclass(frozen=True, eq=False)
+class Observations:
+    """The typed ``outputs.observations`` and ``model.residual_error`` of a study.
+
+    Attributes
+    ----------
+    times : ndarray
+        Sampling times (h), sorted, unique (:func:`observation_times`); empty without
+        observations.
+    outputs : tuple of str
+        Observed outputs in sorted name order (the order of the residual draws).
+    errors : mapping of str to ErrorModel
+        Output -> its residual error model (outputs without one are observed exactly).
+    """
+
+    times: np.ndarray
+    outputs: tuple[str, ...]
+    errors: Mapping[str, ErrorModel]
+
+    @classmethod
+    def from_data(
+        cls,
+        observations: Mapping[str, Any] | None,
+        residual_error: Mapping[str, Mapping[str, Any]],
+        end: float,
+    ) -> Observations:
+        """The :class:`Observations` of validated study sections (``end``:
+        ``simulation.end``)."""
+        times = observation_times(observations, end)
+        times.setflags(write=False)
+        outs = tuple(sorted(str(o) for o in observations["outputs"])) if observations else ()
+        errors = {str(k): ErrorModel.from_spec(v) for k, v in residual_error.items()}
+        return cls(times, outs, MappingProxyType(errors))
 
 
 def observation_problems(

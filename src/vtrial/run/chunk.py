@@ -309,8 +309,8 @@ def observations_table(study: Study, pop: pd.DataFrame, res: KernelResult) -> pd
         ``ipred`` and ``dv`` and ``blq`` False. No rows without
         ``outputs.observations``.
     """
-    times = study.observation_times()
-    outs = study.observed_outputs
+    times = study.observations.times
+    outs = study.observations.outputs
     n, t, o = len(pop), times.size, len(outs)
     replicate = pop["replicate"].to_numpy(dtype=np.int32)
     patient_id = pop["patient_id"].to_numpy(dtype=np.int64)
@@ -321,7 +321,7 @@ def observations_table(study: Study, pop: pd.DataFrame, res: KernelResult) -> pd
         list(study.model.outputs),
         times=times,
         observed=outs,
-        errors=study.residual_error,
+        errors=study.observations.errors,
         seed=study.seed,
         replicate=replicate,
         patient_id=patient_id,

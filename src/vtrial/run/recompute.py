@@ -176,7 +176,7 @@ def recompute(
                 paths["timecourse"],
                 paths["bands"],
                 threads=workers,
-                out_observations=paths["observations"] if study.observed_outputs else None,
+                out_observations=paths["observations"] if study.observations.outputs else None,
                 out_doses=paths["doses"] if study.has_dose_ledger else None,
             )
             files.update({f"{t}/{name}.parquet": p for t, p in paths.items() if p.exists()})

@@ -204,7 +204,7 @@ def chunk_memory_bytes(study: Study, n_patients: int) -> int:
     """
     s = int(study.store_times().size)
     o = len(study.timecourse.outputs)
-    n_obs = int(study.observation_times().size) * len(study.observed_outputs)
+    n_obs = int(study.observations.times.size) * len(study.observations.outputs)
     per_patient = 8 * s * (4 * o + 28) + 4 * 64 * n_obs + 4096
     return int(n_patients) * per_patient
 
@@ -294,7 +294,7 @@ def run_simulate(
     the observations table (:func:`vtrial.run.chunk.observations_table`); it is empty,
     with the same columns and types, for a study without observations.
     """
-    if out_observations is None and study.observed_outputs:
+    if out_observations is None and study.observations.outputs:
         raise ValueError("out_observations: required, the study has outputs.observations")
     if out_doses is None and study.has_dose_ledger:
         raise ValueError("out_doses: required, the study has dose modification or adherence")

@@ -30,7 +30,7 @@ from vtrial.analysis.success import spec_problems as success_problems
 from vtrial.engine.grid import Simulation, Timecourse, evaluation_grid, store_times
 from vtrial.errors import ConfigError, Problem
 from vtrial.infra.yamlsafe import load_yaml, package_schema
-from vtrial.model.residual import observation_problems, observation_times
+from vtrial.model.residual import Observations, observation_problems
 from vtrial.model.spec import Model, build_model, check_model_section
 from vtrial.population.design import design_problems
 from vtrial.population.resample import input_files
@@ -112,6 +112,7 @@ class Study:
     simulation: Simulation = field(init=False, repr=False, compare=False)
     timecourse: Timecourse = field(init=False, repr=False, compare=False)
     exposure: Exposure = field(init=False, repr=False, compare=False)
+    observations: Observations = field(init=False, repr=False, compare=False)
     population: Population = field(init=False, repr=False, compare=False)
     categories: Mapping[str, list[str]] = field(init=False, repr=False, compare=False)
     design: Design = field(init=False, repr=False, compare=False)
@@ -134,6 +135,12 @@ class Study:
         tc = Timecourse.from_data(self.data["outputs"]["timecourse"])
         object.__setattr__(self, "timecourse", tc)
         object.__setattr__(self, "exposure", Exposure.from_data(self.data["exposure"]))
+        obs = Observations.from_data(
+            self.data["outputs"].get("observations"),
+            self.data["model"].get("residual_error", {}),
+            self.end,
+        )
+        object.__setattr__(self, "observations", obs)
         object.__setattr__(self, "uncertainty", uncertainty_from_data(self.data))
 
     @property
@@ -244,21 +251,9 @@ class Study:
         """Time points of the stored time courses (h)."""
         return store_times(self.end, self.timecourse.every)
 
-    @property
-    def residual_error(self) -> dict[str, dict[str, float]]:
-        """``model.residual_error``: output -> error model (see :mod:`vtrial.model.residual`)."""
-        return {k: dict(v) for k, v in self.data["model"].get("residual_error", {}).items()}
-
-    @property
-    def observed_outputs(self) -> list[str]:
-        """Outputs of ``outputs.observations`` in sorted name order (the draw order)."""
-        obs = self.data["outputs"].get("observations")
-        return sorted(obs["outputs"]) if obs else []
-
     def observation_times(self) -> np.ndarray:
-        """Sampling times of ``outputs.observations`` (h), sorted, unique; empty if none
-        (:func:`vtrial.model.residual.observation_times`)."""
-        return observation_times(self.data["outputs"].get("observations"), self.end)
+        """Sampling times of ``outputs.observations`` (h), sorted, unique; empty if none."""
+        return self.observations.times
 
     def probe_times(self) -> list[float]:
         """Times at which every output is recorded for endpoints (baseline 0 first;

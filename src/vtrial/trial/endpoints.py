@@ -585,8 +585,8 @@ class TrialLayer:
         """
         if self._observed is None:
             study = self.study
-            times = study.observation_times()
-            outs = study.observed_outputs
+            times = study.observations.times
+            outs = study.observations.outputs
             _, dv, _ = observe_probes(
                 self.res.probes,
                 self.res.status,
@@ -594,7 +594,7 @@ class TrialLayer:
                 self.outputs,
                 times=times,
                 observed=outs,
-                errors=study.residual_error,
+                errors=study.observations.errors,
                 seed=study.seed,
                 replicate=self.replicate,
                 patient_id=self.patient_id,

@@ -22,8 +22,7 @@ from vtrial.trial.kinds import EndpointKind
 from vtrial.trial.recist import Schedule
 
 if TYPE_CHECKING:
-    import numpy as np
-
+    from vtrial.model.residual import Observations
     from vtrial.trial.adverse import AdverseEvent
     from vtrial.trial.dropout import Dropout
 
@@ -175,15 +174,8 @@ class TrialStudy(PopulationStudy, Protocol):
         """End of the simulation (h)."""
 
     @property
-    def residual_error(self) -> dict[str, dict[str, float]]:
-        """``model.residual_error``: output -> error model."""
-
-    @property
-    def observed_outputs(self) -> list[str]:
-        """Outputs of ``outputs.observations``, sorted."""
-
-    def observation_times(self) -> np.ndarray:
-        """Sampling times of ``outputs.observations`` (h)."""
+    def observations(self) -> Observations:
+        """The typed ``outputs.observations`` and ``model.residual_error``."""
 
     def probe_times(self) -> list[float]:
         """Times at which every output is recorded for endpoints (h)."""
