@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import vtrial
-from tests.study.test_config import DEFAULT_DATA, assert_reported, mutate, refused, write_study
+from tests.study.test_config import assert_mutation_refused
 from vtrial.engine.codegen import kernel_source, model_source
 from vtrial.errors import ModelError
 from vtrial.model.spec import compose, load_model
@@ -156,5 +156,4 @@ REFUSED_SPEC = [
 def test_spec_mistakes_are_refused(
     tmp_path: Path, changes: dict[str, Any], expected: list[str]
 ) -> None:
-    err = refused(write_study(tmp_path, mutate(DEFAULT_DATA, changes)))
-    assert_reported(err, expected)
+    assert_mutation_refused(tmp_path, changes, expected)

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats as sps
 
 from tests.conftest import small_study_data
-from tests.study.test_config import DEFAULT_DATA, assert_reported, mutate, refused, write_study
+from tests.study.test_config import assert_mutation_refused
 from vtrial.infra.rng import keyed_uniforms, purpose_code
 from vtrial.population.sampling import sample_population
 from vtrial.study.config import study_from_dict
@@ -257,5 +257,4 @@ REFUSED_SAMPLING = [
 def test_sampling_mistakes_are_refused(
     tmp_path: Path, changes: dict[str, Any], expected: list[str]
 ) -> None:
-    err = refused(write_study(tmp_path, mutate(DEFAULT_DATA, changes)))
-    assert_reported(err, expected)
+    assert_mutation_refused(tmp_path, changes, expected)

@@ -7,14 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.study.test_config import (
-    DEFAULT_DATA,
-    DELETE,
-    assert_reported,
-    mutate,
-    refused,
-    write_study,
-)
+from tests.study.test_config import DELETE, assert_mutation_refused
 
 #: mistakes in the arms section of config/config.yaml, each refused with one problem
 #: naming the key path, the rule and the value (see tests/study/test_config.py)
@@ -120,5 +113,4 @@ REFUSED_DOSING = [
 def test_dosing_mistakes_are_refused(
     tmp_path: Path, changes: dict[str, Any], expected: list[str]
 ) -> None:
-    err = refused(write_study(tmp_path, mutate(DEFAULT_DATA, changes)))
-    assert_reported(err, expected)
+    assert_mutation_refused(tmp_path, changes, expected)

@@ -94,6 +94,13 @@ def assert_reported(err: ConfigError, expected: list[str]) -> None:
     )
 
 
+def assert_mutation_refused(tmp_path: Path, changes: dict[str, Any], expected: list[str]) -> None:
+    """config/config.yaml with ``changes`` (:func:`mutate`) is refused with one problem
+    line holding every substring of ``expected``."""
+    err = refused(write_study(tmp_path, mutate(DEFAULT_DATA, changes)))
+    assert_reported(err, expected)
+
+
 # ---------------------------------------------------------------------------
 # Valid studies and defaults
 # ---------------------------------------------------------------------------

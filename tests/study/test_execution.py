@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.study.test_config import DEFAULT_DATA, assert_reported, mutate, refused, write_study
+from tests.study.test_config import assert_mutation_refused
 
 #: mistakes in the execution section of config/config.yaml, each refused with one problem
 #: naming the key path, the rule and the value (see tests/study/test_config.py)
@@ -32,5 +32,4 @@ REFUSED_EXECUTION = [
 def test_execution_mistakes_are_refused(
     tmp_path: Path, changes: dict[str, Any], expected: list[str]
 ) -> None:
-    err = refused(write_study(tmp_path, mutate(DEFAULT_DATA, changes)))
-    assert_reported(err, expected)
+    assert_mutation_refused(tmp_path, changes, expected)

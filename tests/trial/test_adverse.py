@@ -7,14 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.study.test_config import (
-    DEFAULT_DATA,
-    DELETE,
-    assert_reported,
-    mutate,
-    refused,
-    write_study,
-)
+from tests.study.test_config import DELETE, assert_mutation_refused
 from vtrial.study.config import load_study
 from vtrial.trial.adverse import GRADING_SCALES, AdverseEvent
 
@@ -84,8 +77,7 @@ REFUSED_ADVERSE = [
 def test_adverse_mistakes_are_refused(
     tmp_path: Path, changes: dict[str, Any], expected: list[str]
 ) -> None:
-    err = refused(write_study(tmp_path, mutate(DEFAULT_DATA, changes)))
-    assert_reported(err, expected)
+    assert_mutation_refused(tmp_path, changes, expected)
 
 
 ROOT = Path(__file__).resolve().parents[2]
