@@ -20,8 +20,7 @@ linear PK in modal form, steady state, PK exposure, LU, events, dose modificatio
 ledger; compiled once and cached) and :mod:`vtrial.engine.model_steps` (the steppers
 and other steps that call the model, made for this model's functions and constants
 by :func:`~vtrial.engine.model_steps.kernel_steps` and compiled with this kernel).
-Their source is part of the kernel's cache key (:func:`vtrial.engine.codegen.kernel_key`):
-numba's cache of this file does not track them.
+Their source is part of the kernel's key (:func:`vtrial.engine.codegen.kernel_key`).
 
 Numerical method (per patient, independent of every other patient):
 
@@ -32,11 +31,9 @@ Numerical method (per patient, independent of every other patient):
   exact integral of that sum; Cmax is refined by golden-section search.
 - ODE states are integrated with the Dormand-Prince 5(4) pair (FSAL) with
   per-patient adaptive steps, the 4th-order continuous extension for output times,
-  and exact stops at every event (dose, infusion start/stop). States declared
-  ``positive`` are integrated on the log scale. A patient for which Dormand-Prince
-  fails or detects stiffness is re-solved with Rosenbrock 2(3).
-- Output times that coincide with a dose are taken before the dose (mrgsolve's
-  default; NONMEM with the observation record first).
+  and exact stops at every event. ``positive`` states are integrated on the log
+  scale. Patients where it fails or detects stiffness are re-solved by Rosenbrock 2(3).
+- Output times at a dose are taken before it (mrgsolve's default).
 
 Structure: :func:`simulate_batch` runs :func:`_simulate_one` per patient, one after
 the other (it releases the GIL: :func:`vtrial.engine.host.run_kernel` runs slices of
@@ -44,21 +41,19 @@ patients on several threads; a ``prange`` loop here would add about 10 s of comp
 time per model), which walks the patient's time line segment by segment between events
 through named steps:
 
-- ``patient_events`` (the patient's events, sorted; plans the ledger);
-- ``steady_start`` (the PK macro at steady state of the first phase);
+- ``patient_events`` (sorted events; plans the ledger), ``steady_start``;
 - at each event time: ``evaluate_rules``, ``hold_events`` and ``change_level`` (dose
   modification at a decision), ``dose_reason`` and ``dose`` (an administration),
   ``change_occasion`` and ``trough``;
 - over each segment: ``integration_step`` (one adaptive step with error and stiffness
   control), then for the grid points inside the step ``state_at`` (dense output) and
   ``record`` (outputs and every per-patient reduction); ``pk_peak_at_event``,
-  ``pk_peak_on_grid``, ``ode_peak_at_event`` and ``track_ode_peak`` keep the exposure
-  candidates;
-- at the end: ``pk_cmax`` and ``ode_cmax`` (exact Cmax), ``fail``, and the ledger
-  (``ledger_give``, ``dose_summary``).
+  ``pk_peak_on_grid``, ``ode_peak_at_event``, ``track_ode_peak``: exposure candidates;
+- at the end: ``pk_cmax``, ``ode_cmax`` (exact Cmax), ``fail``, ``dose_summary``.
 
 The steps take plain arrays and scalars and return the scalars they change (a named
-tuple of arrays would update reference counts at each access to a field).
+tuple of arrays would update reference counts at each access to a field). Arrays are
+copied by loops, not slices: a slice assignment compiles its error path with the kernel.
 """
 
 from __future__ import annotations
@@ -623,12 +618,14 @@ def _simulate_one(
                     )
                 g += 1
             if ns > 0:
-                z[:] = znew
-                k[0, :] = k[6, :]
+                for q in range(ns):
+                    z[q] = znew[q]
+                    k[0, q] = k[6, q]
             t = t1
             h = hnew
-        prev_m[:] = m
-        prev_u[:] = wv
+        for q in range(nm):
+            prev_m[q] = m[q]
+            prev_u[q] = wv[q]
         prev_seg[1] = occ
         prev_seg[0] = tseg
         auc += advance_modes(tb - tseg, m, u, lam, cm)

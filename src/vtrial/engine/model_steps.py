@@ -393,7 +393,8 @@ def kernel_steps(
         """ODE states ``zg`` at ``tg`` in the accepted step (t, t1] of size ``hs``: its end
         exactly, inside it from the method's dense output."""
         if tg == t1:
-            zg[:] = znew
+            for q in range(n_states):
+                zg[q] = znew[q]
         elif method == DOPRI5:
             dense((tg - t) / hs, hs, z, k, zg)
         else:
@@ -538,8 +539,10 @@ def kernel_steps(
         ``(best, tbest, want_right)``.
         """
         if want_right:
-            rz[:] = z
-            rk[:, :] = k
+            for q in range(n_states):
+                rz[q] = z[q]
+                for r in range(7):
+                    rk[r, q] = k[r, q]
             rseg[0] = t
             rseg[1] = hs
             rseg[2] = occ
@@ -548,8 +551,10 @@ def kernel_steps(
         if otmp[cp_out] > best:
             best = otmp[cp_out]
             tbest = t1
-            lz[:] = z
-            lk[:, :] = k
+            for q in range(n_states):
+                lz[q] = z[q]
+                for r in range(7):
+                    lk[r, q] = k[r, q]
             lseg[0] = t
             lseg[1] = hs
             lseg[2] = occ
