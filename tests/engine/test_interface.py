@@ -21,8 +21,15 @@ import pytest
 
 from vtrial import build_model
 from vtrial.engine import _kernel_template as template
-from vtrial.engine import host
-from vtrial.engine.codegen import codes_source, fill_interface, kernel_source, template_source
+from vtrial.engine import codegen, host, numerics
+from vtrial.engine.codegen import (
+    codes_source,
+    fill_codes,
+    fill_interface,
+    kernel_key,
+    kernel_source,
+    template_source,
+)
 from vtrial.engine.interface import (
     CODE_TABLES,
     DIMENSIONS,
@@ -125,6 +132,64 @@ def test_event_tables_use_the_declared_kinds() -> None:
     assert kinds == {int(k) for k in EventKind}
     events = dosing.arm_events(phases)
     assert all(type(e[1]) is int for e in events)  # plain ints leave the protocol layer
+
+
+def test_fixed_numerics_have_the_declared_codes() -> None:
+    """The fixed modules' codes (``numerics.py``'s CODES block) are generated too."""
+    text = codegen.fixed_sources()["numerics.py"]
+    assert fill_codes(text) == text
+    for name, value in kernel_constants().items():
+        assert getattr(numerics, name) == value, name
+
+
+def test_kernel_key_covers_the_fixed_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numba's cache of a generated kernel does not track the fixed modules it calls:
+    a change in any of them must give new kernels (a new key), never stale code."""
+    source = kernel_source(build_model({"pk": "pk_1cmt"}))
+    key = kernel_key(source)
+    assert set(codegen.fixed_sources()) == set(codegen.FIXED_MODULES)
+    original = codegen.fixed_sources()
+    for name in codegen.FIXED_MODULES:
+        changed = {**original, name: original[name] + "\n# changed\n"}
+        monkeypatch.setattr(codegen, "fixed_sources", lambda changed=changed: changed)
+        assert kernel_key(source) != key, name
+    monkeypatch.setattr(codegen, "fixed_sources", lambda: original)
+    assert kernel_key(source) == key
+
+
+def test_generated_kernel_imports_only_fixed_modules_of_the_key() -> None:
+    """Every vtrial module a kernel imports is one of codegen.FIXED_MODULES."""
+    tree = ast.parse(kernel_source(build_model({"pk": "pk_1cmt"})))
+    imported = {
+        n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module is not None
+    }
+    fixed = {f"vtrial.engine.{name.removesuffix('.py')}" for name in codegen.FIXED_MODULES}
+    assert {m for m in imported if m.startswith("vtrial")} == fixed
+
+
+def test_generated_kernel_is_cached() -> None:
+    """numba stores the kernel's entry point in the kernel cache (it refuses to when the
+    code holds an address of this process, e.g. a compiled function passed as a value),
+    so a later process loads it instead of compiling it."""
+    model = build_model(
+        {"pk": "pk_1cmt", "components": {"n": {"model": "friberg", "links": {"DRUG": "CP"}}}}
+    )
+    host.simulate(model, pd.DataFrame({"CL": [5.0]}), {"route": "oral", "dose": 10}, [1.0, 2.0])
+    key = kernel_key(kernel_source(model))
+    index = list((codegen.cache_dir() / "__pycache__").glob(f"kernel_{key}.simulate_batch-*.nbi"))
+    assert len(index) == 1
+
+
+def test_model_steps_belong_to_their_kernel() -> None:
+    """numba names compiled code by module and a per-process counter: each kernel's
+    model steps must carry its own (unique) module name, or a kernel loaded from the
+    cache could call the steps of another model compiled in this process."""
+    model = build_model({"pk": "pk_1cmt"})
+    kern = codegen.load_kernel(model)
+    for name in ("record", "integration_step", "rk_step", "evaluate_rules"):
+        assert getattr(kern._steps, name).py_func.__module__ == kern.__name__, name
+    assert kern.__name__ == f"vtrial_kernel_{kernel_key(kernel_source(model))}"
+    assert template._steps.record.py_func.__module__ == template.__name__
 
 
 def test_generated_kernel_has_the_same_codes() -> None:

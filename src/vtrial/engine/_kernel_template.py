@@ -14,6 +14,14 @@ blocks between ``--- NAME BEGIN ---``/``--- NAME END ---`` marker comments:
   declaration in :mod:`vtrial.engine.interface`. They are never edited here: the
   shipped text equals what code generation writes (``tests/engine/test_interface.py``).
 
+Only this file is generated per model (and rules). It calls fixed modules:
+:mod:`vtrial.engine.numerics` and :mod:`vtrial.engine.events` (model-independent: exact
+linear PK in modal form, steady state, PK exposure, LU, events, dose modification,
+ledger; compiled once and cached) and :mod:`vtrial.engine.model_steps` (the steppers
+and other steps that call the model, made for this model's functions and constants
+by :func:`~vtrial.engine.model_steps.kernel_steps` and compiled with this kernel).
+Their source is part of the kernel's key (:func:`vtrial.engine.codegen.kernel_key`).
+
 Numerical method (per patient, independent of every other patient):
 
 - Linear PK is solved exactly in modal coordinates: the compartment matrix ``A`` is
@@ -23,10 +31,9 @@ Numerical method (per patient, independent of every other patient):
   exact integral of that sum; Cmax is refined by golden-section search.
 - ODE states are integrated with the Dormand-Prince 5(4) pair (FSAL) with
   per-patient adaptive steps, the 4th-order continuous extension for output times,
-  and exact stops at every event (dose, infusion start/stop). States declared
-  ``positive`` are integrated on the log scale.
-- Output times that coincide with a dose are taken before the dose (mrgsolve's
-  default; NONMEM with the observation record first).
+  and exact stops at every event. ``positive`` states are integrated on the log
+  scale. Patients where it fails or detects stiffness are re-solved by Rosenbrock 2(3).
+- Output times at a dose are taken before it (mrgsolve's default).
 
 Structure: :func:`simulate_batch` runs :func:`_simulate_one` per patient, one after
 the other (it releases the GIL: :func:`vtrial.engine.host.run_kernel` runs slices of
@@ -34,34 +41,49 @@ patients on several threads; a ``prange`` loop here would add about 10 s of comp
 time per model), which walks the patient's time line segment by segment between events
 through named steps:
 
-- :func:`_patient_events` (the patient's events, sorted; plans the ledger);
-- :func:`_steady_start` (the PK macro at steady state of the first phase);
-- at each event time: :func:`_evaluate_rules`, :func:`_hold_events` and
-  :func:`_change_level` (dose modification at a decision), :func:`_dose_reason` and
-  :func:`_dose` (an administration), :func:`_change_occasion` and :func:`_trough`;
-- over each segment: :func:`_integration_step` (one adaptive step with error and
-  stiffness control), then for the grid points inside the step :func:`_state_at`
-  (dense output) and :func:`_record` (outputs and every per-patient reduction);
-  :func:`_pk_peak_at_event`, :func:`_pk_peak_on_grid`, :func:`_ode_peak_at_event` and
-  :func:`_track_ode_peak` keep the exposure candidates;
-- at the end: :func:`_pk_cmax` and :func:`_ode_cmax` (exact Cmax), :func:`_fail`,
-  and the ledger (:func:`_ledger_plan`, :func:`_ledger_give`, :func:`_dose_summary`).
+- ``patient_events`` (sorted events; plans the ledger), ``steady_start``;
+- at each event time: ``evaluate_rules``, ``hold_events`` and ``change_level`` (dose
+  modification at a decision), ``dose_reason`` and ``dose`` (an administration),
+  ``change_occasion`` and ``trough``;
+- over each segment: ``integration_step`` (one adaptive step with error and stiffness
+  control), then for the grid points inside the step ``state_at`` (dense output) and
+  ``record`` (outputs and every per-patient reduction); ``pk_peak_at_event``,
+  ``pk_peak_on_grid``, ``ode_peak_at_event``, ``track_ode_peak``: exposure candidates;
+- at the end: ``pk_cmax``, ``ode_cmax`` (exact Cmax), ``fail``, ``dose_summary``.
 
-The steps take plain arrays and scalars and return the scalars they change. Calling a
-compiled function updates the reference counts of its array arguments, so the steps
-run at every grid point or ODE step (:func:`_record`, :func:`_state_at`,
-:func:`_integration_step`, :func:`_track_ode_peak`) are inlined by numba
-(``inline="always"``): the kernel is faster than the single long function it
-replaces, for a few seconds more compilation per model. (A named tuple of arrays
-would cost such an update at each access to a field, so there are none.)
+The steps take plain arrays and scalars and return the scalars they change (a named
+tuple of arrays would update reference counts at each access to a field). Arrays are
+copied by loops, not slices: a slice assignment compiles its error path with the kernel.
 """
 
 from __future__ import annotations
 
-import math
+import math  # noqa: F401 - used by the generated MODEL block
 
 import numpy as np
 from numba import njit
+
+from vtrial.engine.events import (
+    change_level,
+    dose_reason,
+    dose_summary,
+    hold_events,
+    ledger_give,
+    patient_events,
+    steady_start,
+)
+from vtrial.engine.model_steps import kernel_steps
+from vtrial.engine.numerics import (
+    advance_modes,
+    change_occasion,
+    clear_traces,
+    cp_at,
+    fail,
+    modal_input,
+    pk_cmax,
+    pk_peak_at_event,
+    pk_peak_on_grid,
+)
 
 # --- CODES BEGIN ---
 # generated from vtrial.engine.interface.CODE_TABLES: edit there, not here
@@ -161,1081 +183,20 @@ def _f(t, z, p, cp, rin, dz):  # pragma: no cover - compiled
         dz[DOSE_IV] += rin
 
 
-# Dormand-Prince 5(4) tableau and the continuous extension (Hairer, Norsett & Wanner,
-# Solving ODE I, sec. II.5/II.6; Shampine 1986), the same constants as scipy's RK45.
-C2, C3, C4, C5 = 1.0 / 5.0, 3.0 / 10.0, 4.0 / 5.0, 8.0 / 9.0
-A21 = 1.0 / 5.0
-A31, A32 = 3.0 / 40.0, 9.0 / 40.0
-A41, A42, A43 = 44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0
-A51, A52, A53, A54 = 19372.0 / 6561.0, -25360.0 / 2187.0, 64448.0 / 6561.0, -212.0 / 729.0
-A61, A62, A63, A64, A65 = (
-    9017.0 / 3168.0,
-    -355.0 / 33.0,
-    46732.0 / 5247.0,
-    49.0 / 176.0,
-    -5103.0 / 18656.0,
+# the steps that call the model, made for this model (vtrial.engine.model_steps)
+_steps = kernel_steps(
+    __name__, _f, _outputs, _decide, NS, LOGSCALE, OUT_STATES, CP_OUT, DOSE_ORAL, DOSE_IV
 )
-B1, B3, B4, B5, B6 = 35.0 / 384.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0
-E1, E3, E4, E5, E6, E7 = (
-    71.0 / 57600.0,
-    -71.0 / 16695.0,
-    71.0 / 1920.0,
-    -17253.0 / 339200.0,
-    22.0 / 525.0,
-    -1.0 / 40.0,
-)
-P = np.array(
-    [
-        [
-            1.0,
-            -8048581381.0 / 2820520608.0,
-            8663915743.0 / 2820520608.0,
-            -12715105075.0 / 11282082432.0,
-        ],
-        [0.0, 0.0, 0.0, 0.0],
-        [
-            0.0,
-            131558114200.0 / 32700410799.0,
-            -68118460800.0 / 10900136933.0,
-            87487479700.0 / 32700410799.0,
-        ],
-        [
-            0.0,
-            -1754552775.0 / 470086768.0,
-            14199869525.0 / 1410260304.0,
-            -10690763975.0 / 1880347072.0,
-        ],
-        [
-            0.0,
-            127303824393.0 / 49829197408.0,
-            -318862633887.0 / 49829197408.0,
-            701980252875.0 / 199316789632.0,
-        ],
-        [0.0, -282668133.0 / 205662961.0, 2019193451.0 / 616988883.0, -1453857185.0 / 822651844.0],
-        [0.0, 40617522.0 / 29380423.0, -110615467.0 / 29380423.0, 69997945.0 / 29380423.0],
-    ]
-)
-GOLDEN = 0.3819660112501051
-# Rosenbrock 2(3) of Shampine & Reichelt (SIAM J Sci Comput 1997, "The MATLAB ODE
-# suite", the method of ode23s): L-stable, W = I - h d J, 2nd-order dense output.
-D_ROS = 1.0 / (2.0 + math.sqrt(2.0))
-E32_ROS = 6.0 + math.sqrt(2.0)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _cp_at(dt, m, w, lam, cm):  # pragma: no cover - compiled
-    """Central concentration ``dt`` after the segment start.
-
-    ``m``: modal state at the segment start; ``w = u / lam`` with ``u`` the modal
-    infusion input (precomputed once per segment, so no division here).
-    """
-    s = 0.0
-    for k in range(m.shape[0]):
-        s += cm[k] * ((m[k] + w[k]) * math.exp(lam[k] * dt) - w[k])
-    return s
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _advance_modes(dt, m, u, lam, cm):  # pragma: no cover - compiled
-    """Advance the modal state by ``dt`` in place; return the exact AUC of CP over it."""
-    auc = 0.0
-    for k in range(m.shape[0]):
-        w = u[k] / lam[k]
-        em1 = math.expm1(lam[k] * dt)
-        auc += cm[k] * ((m[k] + w) * em1 / lam[k] - w * dt)
-        m[k] = (m[k] + w) * (em1 + 1.0) - w
-    return auc
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _rk_step(t, h, z, k, p, m, w, lam, cm, tseg, rin, ztmp, znew):  # pragma: no cover - compiled
-    """One Dormand-Prince step from (t, z) with k[0] = f(t, z); fills k[1..6] and znew."""
-    ns = z.shape[0]
-    for i in range(ns):
-        ztmp[i] = z[i] + h * A21 * k[0, i]
-    _f(t + C2 * h, ztmp, p, _cp_at(t + C2 * h - tseg, m, w, lam, cm), rin, k[1])
-    for i in range(ns):
-        ztmp[i] = z[i] + h * (A31 * k[0, i] + A32 * k[1, i])
-    _f(t + C3 * h, ztmp, p, _cp_at(t + C3 * h - tseg, m, w, lam, cm), rin, k[2])
-    for i in range(ns):
-        ztmp[i] = z[i] + h * (A41 * k[0, i] + A42 * k[1, i] + A43 * k[2, i])
-    _f(t + C4 * h, ztmp, p, _cp_at(t + C4 * h - tseg, m, w, lam, cm), rin, k[3])
-    for i in range(ns):
-        ztmp[i] = z[i] + h * (A51 * k[0, i] + A52 * k[1, i] + A53 * k[2, i] + A54 * k[3, i])
-    _f(t + C5 * h, ztmp, p, _cp_at(t + C5 * h - tseg, m, w, lam, cm), rin, k[4])
-    for i in range(ns):
-        ztmp[i] = z[i] + h * (
-            A61 * k[0, i] + A62 * k[1, i] + A63 * k[2, i] + A64 * k[3, i] + A65 * k[4, i]
-        )
-    _f(t + h, ztmp, p, _cp_at(t + h - tseg, m, w, lam, cm), rin, k[5])
-    for i in range(ns):
-        znew[i] = z[i] + h * (
-            B1 * k[0, i] + B3 * k[2, i] + B4 * k[3, i] + B5 * k[4, i] + B6 * k[5, i]
-        )
-    _f(t + h, znew, p, _cp_at(t + h - tseg, m, w, lam, cm), rin, k[6])
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _initial_step(
-    t, z, k, p, m, w, lam, cm, tseg, rin, rtol, atol, ztmp, method
-):  # pragma: no cover
-    """Starting step size from the first and an estimated second derivative.
-
-    ``k[0]`` must hold f(t, z); ``k[1]`` is used as scratch. Hairer, Norsett & Wanner,
-    Solving ODE I, sec. II.4, algorithm of the DOPRI5 code.
-    """
-    ns = z.shape[0]
-    d0 = 0.0
-    d1 = 0.0
-    for q in range(ns):
-        sc = atol + rtol if LOGSCALE[q] else atol + rtol * abs(z[q])
-        d0 += (z[q] / sc) ** 2
-        d1 += (k[0, q] / sc) ** 2
-    d0 = math.sqrt(d0 / ns)
-    d1 = math.sqrt(d1 / ns)
-    h0 = 0.01 * d0 / d1 if (d0 > 1e-5 and d1 > 1e-5) else 1e-6
-    for q in range(ns):
-        ztmp[q] = z[q] + h0 * k[0, q]
-    _f(t + h0, ztmp, p, _cp_at(t + h0 - tseg, m, w, lam, cm), rin, k[1])
-    d2 = 0.0
-    for q in range(ns):
-        sc = atol + rtol if LOGSCALE[q] else atol + rtol * abs(z[q])
-        d2 += ((k[1, q] - k[0, q]) / sc) ** 2
-    d2 = math.sqrt(d2 / ns) / h0
-    order = 5.0 if method == DOPRI5 else 3.0
-    big = max(d1, d2)
-    if big <= 1e-15:
-        h1 = max(1e-6, h0 * 1e-3)
-    else:
-        h1 = (0.01 / big) ** (1.0 / order)
-    return min(100.0 * h0, h1)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _lu_solve_inplace(a, b):  # pragma: no cover - compiled
-    """Solve a x = b for one small system by Gaussian elimination with partial pivoting.
-
-    ``a`` and ``b`` are overwritten (``b`` becomes x). Returns False if ``a`` is
-    singular. Written out because numpy's solvers raise inside compiled loops, where a
-    singular matrix must instead become a per-patient solver failure.
-    """
-    n = b.shape[0]
-    for c in range(n):
-        piv = c
-        best = abs(a[c, c])
-        for r in range(c + 1, n):
-            if abs(a[r, c]) > best:
-                best = abs(a[r, c])
-                piv = r
-        if not best > 0.0:
-            return False
-        if piv != c:
-            for j in range(n):
-                a[c, j], a[piv, j] = a[piv, j], a[c, j]
-            b[c], b[piv] = b[piv], b[c]
-        for r in range(c + 1, n):
-            f = a[r, c] / a[c, c]
-            if f != 0.0:
-                for j in range(c, n):
-                    a[r, j] -= f * a[c, j]
-                b[r] -= f * b[c]
-    for c in range(n - 1, -1, -1):
-        s = b[c]
-        for j in range(c + 1, n):
-            s -= a[c, j] * b[j]
-        b[c] = s / a[c, c]
-    return True
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _ros_step(
-    t, h, z, k, p, m, w, lam, cm, tseg, rin, ztmp, znew, jac, wm, rhs, errv
-):  # pragma: no cover
-    """One Rosenbrock 2(3) step (ode23s) with a finite-difference Jacobian.
-
-    Fills k[0] = f(t, z), k[1] = k1, k[2] = k2 (used by the dense output), znew and
-    the local error estimate errv. Returns False if W is singular.
-    """
-    ns = z.shape[0]
-    cp_t = _cp_at(t - tseg, m, w, lam, cm)
-    _f(t, z, p, cp_t, rin, k[0])
-    dt = 1.5e-8 * max(abs(t), 1.0)
-    _f(t + dt, z, p, _cp_at(t + dt - tseg, m, w, lam, cm), rin, k[6])
-    for q in range(ns):
-        k[6, q] = (k[6, q] - k[0, q]) / dt  # df/dt
-    for j in range(ns):
-        for q in range(ns):
-            ztmp[q] = z[q]
-        dz = 1.5e-8 * max(abs(z[j]), 1.0)
-        ztmp[j] += dz
-        _f(t, ztmp, p, cp_t, rin, k[4])
-        for q in range(ns):
-            jac[q, j] = (k[4, q] - k[0, q]) / dz
-    hd = h * D_ROS
-    # k1 = W^-1 (F0 + h d T)
-    for q in range(ns):
-        for j in range(ns):
-            wm[q, j] = (1.0 if q == j else 0.0) - hd * jac[q, j]
-        rhs[q] = k[0, q] + hd * k[6, q]
-    if not _lu_solve_inplace(wm, rhs):
-        return False
-    for q in range(ns):
-        k[1, q] = rhs[q]
-        ztmp[q] = z[q] + 0.5 * h * k[1, q]
-    _f(t + 0.5 * h, ztmp, p, _cp_at(t + 0.5 * h - tseg, m, w, lam, cm), rin, k[3])
-    # k2 = W^-1 (F1 - k1) + k1
-    for q in range(ns):
-        for j in range(ns):
-            wm[q, j] = (1.0 if q == j else 0.0) - hd * jac[q, j]
-        rhs[q] = k[3, q] - k[1, q]
-    if not _lu_solve_inplace(wm, rhs):
-        return False
-    for q in range(ns):
-        k[2, q] = rhs[q] + k[1, q]
-        znew[q] = z[q] + h * k[2, q]
-    _f(t + h, znew, p, _cp_at(t + h - tseg, m, w, lam, cm), rin, k[4])
-    # k3 = W^-1 (F2 - e32 (k2 - F1) - 2 (k1 - F0) + h d T)
-    for q in range(ns):
-        for j in range(ns):
-            wm[q, j] = (1.0 if q == j else 0.0) - hd * jac[q, j]
-        rhs[q] = k[4, q] - E32_ROS * (k[2, q] - k[3, q]) - 2.0 * (k[1, q] - k[0, q]) + hd * k[6, q]
-    if not _lu_solve_inplace(wm, rhs):
-        return False
-    for q in range(ns):
-        k[5, q] = rhs[q]
-        errv[q] = h / 6.0 * (k[1, q] - 2.0 * k[2, q] + k[5, q])
-    return True
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _dense_ros(theta, h, z, k, zout):  # pragma: no cover - compiled
-    """2nd-order continuous extension of the Rosenbrock 2(3) step at t + theta*h."""
-    c = 1.0 / (1.0 - 2.0 * D_ROS)
-    a1 = theta * (1.0 - theta) * c
-    a2 = theta * (theta - 2.0 * D_ROS) * c
-    for q in OUT_STATES:
-        zout[q] = z[q] + h * (a1 * k[1, q] + a2 * k[2, q])
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _dense(theta, h, z, k, zout):  # pragma: no cover - compiled
-    """4th-order continuous extension at t + theta*h, for the states outputs need."""
-    t1 = theta
-    t2 = theta * theta
-    t3 = t2 * theta
-    t4 = t3 * theta
-    b0 = P[0, 0] * t1 + P[0, 1] * t2 + P[0, 2] * t3 + P[0, 3] * t4
-    b2 = P[2, 1] * t2 + P[2, 2] * t3 + P[2, 3] * t4
-    b3 = P[3, 1] * t2 + P[3, 2] * t3 + P[3, 3] * t4
-    b4 = P[4, 1] * t2 + P[4, 2] * t3 + P[4, 3] * t4
-    b5 = P[5, 1] * t2 + P[5, 2] * t3 + P[5, 3] * t4
-    b6 = P[6, 1] * t2 + P[6, 2] * t3 + P[6, 3] * t4
-    for i in OUT_STATES:
-        acc = b0 * k[0, i] + b2 * k[2, i] + b3 * k[3, i] + b4 * k[4, i] + b5 * k[5, i]
-        zout[i] = z[i] + h * (acc + b6 * k[6, i])
-
-
-# inlined (numba IR): called at every grid point, where a call would update the
-# reference counts of its array arguments each time
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _record(
-    g,
-    tg,
-    zg,
-    p,
-    cp,
-    i,
-    o,
-    oprev,
-    t_grid,
-    store_pos,
-    store_out,
-    probe_pos,
-    mon_out,
-    mon_thr,
-    mon_dir,
-    omin,
-    omax,
-    targmin,
-    targmax,
-    probes,
-    cross,
-    store,
-    cand,
-    wmin,
-    wmax,
-):  # pragma: no cover - compiled
-    """Evaluate the outputs at grid point g and update every per-patient reduction."""
-    _outputs(tg, zg, p, cp, o)
-    no = o.shape[0]
-    for j in range(no):
-        v = o[j]
-        if not v >= wmin[j]:
-            wmin[j] = v
-        if not v <= wmax[j]:
-            wmax[j] = v
-        if v < omin[i, j] or math.isnan(omin[i, j]):
-            omin[i, j] = v
-            targmin[i, j] = tg
-        if v > omax[i, j] or math.isnan(omax[i, j]):
-            omax[i, j] = v
-            targmax[i, j] = tg
-    sp = store_pos[g]
-    if sp >= 0:
-        for j in range(store_out.shape[0]):
-            store[i, sp, j] = o[store_out[j]]
-    pp = probe_pos[g]
-    if pp >= 0:
-        for j in range(no):
-            probes[i, pp, j] = o[j]
-    for q in range(mon_out.shape[0]):
-        if math.isnan(cross[i, q]):
-            v1 = o[mon_out[q]]
-            hit = v1 < mon_thr[q] if mon_dir[q] < 0 else v1 > mon_thr[q]
-            if hit:
-                if g == 0:
-                    cross[i, q] = tg
-                else:
-                    v0 = oprev[mon_out[q]]
-                    t0 = t_grid[g - 1]
-                    frac = (mon_thr[q] - v0) / (v1 - v0) if v1 != v0 else 1.0
-                    frac = min(max(frac, 0.0), 1.0)
-                    cross[i, q] = t0 + frac * (tg - t0)
-    if cp > cand[0]:
-        cand[0] = cp
-        cand[1] = tg
-    for j in range(no):
-        oprev[j] = o[j]
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _clear_traces(i, cross, probes, store):  # pragma: no cover - compiled
-    """Set patient i's crossing times, probes and stored time course to NaN."""
-    cross[i, :] = np.nan
-    probes[i, :, :] = np.nan
-    store[i, :, :] = np.nan
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _refine_cmax(lo, hi, m, w, lam, cm, tseg):  # pragma: no cover - compiled
-    """Golden-section maximisation of CP on [lo, hi] (absolute times) within a segment."""
-    a = lo
-    b = hi
-    x1 = a + GOLDEN * (b - a)
-    x2 = b - GOLDEN * (b - a)
-    f1 = _cp_at(x1 - tseg, m, w, lam, cm)
-    f2 = _cp_at(x2 - tseg, m, w, lam, cm)
-    for _ in range(80):
-        if b - a <= 1e-10 * max(1.0, abs(b)):
-            break
-        if f1 < f2:
-            a = x1
-            x1 = x2
-            f1 = f2
-            x2 = b - GOLDEN * (b - a)
-            f2 = _cp_at(x2 - tseg, m, w, lam, cm)
-        else:
-            b = x2
-            x2 = x1
-            f2 = f1
-            x1 = a + GOLDEN * (b - a)
-            f1 = _cp_at(x1 - tseg, m, w, lam, cm)
-    if f1 > f2:
-        return x1, f1
-    return x2, f2
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _cp_dense(theta, h, t0, z, k, p, method, zg, o):  # pragma: no cover - compiled
-    """ODE output CP_OUT at t0 + theta*h from the continuous extension of one step."""
-    if method == DOPRI5:
-        _dense(theta, h, z, k, zg)
-    else:
-        _dense_ros(theta, h, z, k, zg)
-    _outputs(t0 + theta * h, zg, p, 0.0, o)
-    return o[CP_OUT]
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _refine_dense(h, t0, z, k, p, method, zg, o):  # pragma: no cover - compiled
-    """Golden-section maximisation of the ODE output CP_OUT over one saved step."""
-    a = 0.0
-    b = 1.0
-    x1 = a + GOLDEN * (b - a)
-    x2 = b - GOLDEN * (b - a)
-    f1 = _cp_dense(x1, h, t0, z, k, p, method, zg, o)
-    f2 = _cp_dense(x2, h, t0, z, k, p, method, zg, o)
-    for _ in range(80):
-        if (b - a) * h <= 1e-10 * max(1.0, abs(t0)):
-            break
-        if f1 < f2:
-            a = x1
-            x1 = x2
-            f1 = f2
-            x2 = b - GOLDEN * (b - a)
-            f2 = _cp_dense(x2, h, t0, z, k, p, method, zg, o)
-        else:
-            b = x2
-            x2 = x1
-            f2 = f1
-            x1 = a + GOLDEN * (b - a)
-            f1 = _cp_dense(x1, h, t0, z, k, p, method, zg, o)
-    if f1 > f2:
-        return t0 + x1 * h, f1
-    return t0 + x2 * h, f2
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _steady_state(m, lam, vinv, tau, kind, amt, dur, tlag):  # pragma: no cover - compiled
-    """Modal state just before a dose at steady state of a dose repeated every ``tau``.
-
-    The response at ``tau`` to one interval's dose (oral: landing at ``tlag``; bolus;
-    zero-order infusion over ``dur``), summed over the infinite past as a geometric
-    series: ``m_ss = m_one(tau) / (1 - exp(lam tau))``. Returns False if the lag is not
-    shorter than the interval (the series would then need doses after time 0).
-    """
-    if kind == EV_ORAL and not tlag < tau:
-        return False
-    for q in range(m.shape[0]):
-        lq = lam[q]
-        if kind == EV_ORAL:
-            one = amt * vinv[q, 0] * math.exp(lq * (tau - tlag))
-        elif kind == EV_BOLUS:
-            one = amt * vinv[q, 1] * math.exp(lq * tau)
-        else:  # rate amt over dur: m(tau) = amt vinv (e^{l tau} - e^{l (tau - dur)}) / l
-            one = amt * vinv[q, 1] * math.exp(lq * (tau - dur)) * math.expm1(lq * dur) / lq
-        m[q] = one / -math.expm1(lq * tau)
-    return True
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _sort_events(start, et, ek, ea, eo, en, eadm):  # pragma: no cover - compiled
-    """Stable insertion sort of the events from ``start`` on by time (nearly sorted)."""
-    for e in range(start + 1, et.shape[0]):
-        j = e
-        while j > start and et[j - 1] > et[j]:
-            et[j - 1], et[j] = et[j], et[j - 1]
-            ek[j - 1], ek[j] = ek[j], ek[j - 1]
-            ea[j - 1], ea[j] = ea[j], ea[j - 1]
-            eo[j - 1], eo[j] = eo[j], eo[j - 1]
-            en[j - 1], en[j] = en[j], en[j - 1]
-            eadm[j - 1], eadm[j] = eadm[j], eadm[j - 1]
-            j -= 1
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def n_levels_a(levels, a):  # pragma: no cover - compiled
-    """Number of dose levels of arm ``a`` (rows padded with NaN)."""
-    n = 0
-    for j in range(levels.shape[1]):
-        if not math.isnan(levels[a, j]):
-            n += 1
-    return n
-
-
-# ---- the steps of _simulate_one
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _ledger_plan(ledger, i, sl, planned):  # pragma: no cover - compiled
-    """Open the ledger row of administration ``sl``: not reached, nothing given yet."""
-    ledger[i, sl, 0] = np.nan
-    ledger[i, sl, 1] = planned
-    ledger[i, sl, 2] = 0.0
-    ledger[i, sl, 3] = R_NOT_REACHED
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _ledger_give(ledger, i, sl, t_adm, mult, reason):  # pragma: no cover - compiled
-    """Close the ledger row of administration ``sl``: given at ``t_adm``, ``mult`` times
-    the planned amount, for ``reason``."""
-    ledger[i, sl, 0] = t_adm
-    ledger[i, sl, 2] = ledger[i, sl, 1] * mult
-    ledger[i, sl, 3] = reason
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _dose_summary(i, ledger, st, t_disc, hold_total, dsum):  # pragma: no cover - compiled
-    """Per-patient dose summary (``vtrial.protocol.rules.DOSE_SUMMARY``) from the ledger."""
-    planned = 0.0
-    given = 0.0
-    for sl in range(ledger.shape[1]):  # padding slots of shorter arms are 0
-        planned += ledger[i, sl, 1]
-        given += ledger[i, sl, 2]
-    dsum[i, 0] = given / planned if planned > 0.0 else np.nan
-    dsum[i, 1] = st[2]
-    dsum[i, 2] = st[1]
-    dsum[i, 3] = t_disc
-    dsum[i, 4] = hold_total
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _patient_events(
-    i,
-    a,
-    pmat,
-    dose_scale,
-    jit,
-    ev_time,
-    ev_amt,
-    ev_kind,
-    ev_unit,
-    ev_n,
-    ev_slot,
-    ev_pair,
-    tlag_idx,
-    f_idx,
-    ledger,
-):  # pragma: no cover - compiled
-    """Patient i's events, sorted by the time they act on the model; plans the ledger.
-
-    Lag and bioavailability are those of the dose's occasion (applied to oral doses),
-    amounts are scaled by the patient's dose scale; occasion switches precede the
-    doses at the same nominal time in the table. Returns ``et`` (time the event acts
-    on the model: after lag, jitter and holds), ``ek`` (kind), ``ea`` (amount acting
-    on the model: after F and dose scaling), ``eo`` (column in the arm's event table),
-    ``en`` (nominal time: a hold delays the events not before it) and ``eadm``
-    (administration time: the ledger's time).
-    """
-    ne = ev_n[a]
-    et = np.empty(ne)
-    ek = np.empty(ne, dtype=np.int64)
-    ea = np.empty(ne)
-    eo = np.empty(ne, dtype=np.int64)
-    en = np.empty(ne)
-    eadm = np.empty(ne)
-    n_slot = ledger.shape[1]
-    occ_d = 0
-    for e in range(ne):
-        kind = ev_kind[a, e]
-        amt = ev_amt[a, e] * dose_scale[i, ev_unit[a, e]]
-        tt = ev_time[a, e]
-        en[e] = tt
-        sl = ev_slot[a, e]
-        if kind == EV_ORAL and jit.shape[1] > 0 and sl >= 0:
-            tt += jit[i, sl]
-        eadm[e] = tt
-        if n_slot > 0 and sl >= 0:
-            if kind == EV_RATE:
-                _ledger_plan(ledger, i, sl, amt * (ev_time[a, ev_pair[a, e]] - ev_time[a, e]))
-            else:
-                _ledger_plan(ledger, i, sl, amt)
-        if kind == EV_OCC:
-            occ_d = int(ev_amt[a, e])
-            amt = ev_amt[a, e]
-        elif kind == EV_ORAL:
-            if tlag_idx >= 0:
-                tt += pmat[i, occ_d, tlag_idx]
-            if f_idx >= 0:
-                amt *= pmat[i, occ_d, f_idx]
-        et[e] = tt
-        ek[e] = kind
-        ea[e] = amt
-        eo[e] = e
-    _sort_events(0, et, ek, ea, eo, en, eadm)
-    return et, ek, ea, eo, en, eadm
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _steady_start(
-    i, a, m, p, lam, vinv, ss_spec, ss_unit, dose_scale, tlag_idx, f_idx
-):  # pragma: no cover - compiled
-    """Start the PK macro at steady state of the arm's first phase, if it asks for it.
-
-    Returns False if that steady state does not exist (see :func:`_steady_state`).
-    """
-    tau = ss_spec[a, 0]
-    if tau > 0.0 and m.shape[0] > 0:
-        kind = int(ss_spec[a, 1])
-        amt = ss_spec[a, 2] * dose_scale[i, ss_unit[a]]
-        tlag = p[tlag_idx] if tlag_idx >= 0 else 0.0
-        if kind == EV_ORAL and f_idx >= 0:
-            amt *= p[f_idx]
-        return _steady_state(m, lam, vinv, tau, kind, amt, ss_spec[a, 3], tlag)
-    return True
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _evaluate_rules(
-    i,
-    a,
-    t,
-    n_eval,
-    disc,
-    z,
-    p,
-    m,
-    wv,
-    lam,
-    cm,
-    otmp,
-    wmin,
-    wmax,
-    omin,
-    omax,
-    meas_eps,
-    rule_par,
-    st,
-    act,
-):  # pragma: no cover - compiled
-    """The dose-modification rules at a decision at ``t``: ``(action, delay, step)``.
-
-    The outputs are taken from the state now (with the assay errors of evaluation
-    ``n_eval``); the first matching rule's action and numbers come from ``rule_par``.
-    A hold that would exceed the rule's longest hold becomes a discontinuation.
-    """
-    cp_now = _cp_at(0.0, m, wv, lam, cm)
-    _outputs(t, z, p, cp_now, otmp)
-    k_eps = min(n_eval, meas_eps.shape[1] - 1)
-    if disc:
-        act[0] = ACT_NONE
-    else:
-        _decide(a, t, otmp, wmin, wmax, omin[i], omax[i], meas_eps[i, k_eps], st, act)
-    code = ACT_NONE
-    delay = 0.0
-    step = 1
-    if act[0] > 0.0:  # rule number act[4] matched: its action is data
-        rule = int(act[4])
-        code = int(rule_par[a, rule, 0])
-        delay = rule_par[a, rule, 1]
-        step = int(rule_par[a, rule, 2])
-        if code == ACT_HOLD and st[3] + delay > rule_par[a, rule, 3]:
-            code = ACT_DISCONTINUE  # the longest hold allowed would be exceeded
-    return code, delay, step
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _hold_events(ei, delay, et, ek, ea, eo, en, eadm, given_rate):  # pragma: no cover - compiled
-    """Delay the decision ``ei`` and every later event by ``delay`` (h), then re-sort.
-
-    Events nominally before the decision and the end of an infusion already running
-    keep their times.
-    """
-    tn = en[ei]
-    for e in range(ei, et.shape[0]):
-        if en[e] < tn:
-            continue
-        if ek[e] == EV_RATE and ea[e] <= 0.0 and given_rate[eo[e]] != 0.0:
-            continue
-        et[e] += delay
-        eadm[e] += delay
-    _sort_events(ei, et, ek, ea, eo, en, eadm)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _change_level(a, code, step, st, levels):  # pragma: no cover - compiled
-    """Move ``step`` dose levels down (reduce) or up (escalate), within the arm's levels.
-
-    Updates the level index ``st[0]``, the reductions ``st[1]`` and the dose ``st[4]``.
-    """
-    lv = int(st[0]) + (step if code == ACT_ESCALATE else -step)
-    lv = min(max(lv, 0), n_levels_a(levels, a) - 1)
-    if code == ACT_REDUCE and lv < int(st[0]):
-        st[1] += 1.0
-    st[0] = lv
-    st[4] = levels[a, lv]
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _dose_reason(i, sl, kind, factor, disc, t_adm, t_nom, adh, jit):  # pragma: no cover
-    """Multiplier of a planned dose and its ledger reason: ``(mult, reason)``.
-
-    ``factor``: current dose over the planned one; ``t_adm``/``t_nom``: administration
-    and nominal time (a later administration than its jitter explains was delayed by
-    a hold); adherence and discontinuation override the reason.
-    """
-    mult = factor
-    reason = R_PLANNED
-    jit_sl = jit[i, sl] if (jit.shape[1] > 0 and kind == EV_ORAL) else 0.0
-    if factor < 1.0:
-        reason = R_REDUCED
-    elif factor > 1.0:
-        reason = R_ESCALATED
-    elif t_adm > t_nom + jit_sl:
-        reason = R_DELAYED
-    if adh.shape[1] > 0 and sl >= 0:
-        mult *= adh[i, sl]
-        if adh[i, sl] == 0.0:
-            reason = R_MISSED
-        elif adh[i, sl] > 1.0:
-            reason = R_DOUBLED
-    if disc:
-        mult = 0.0
-        reason = R_DISCONTINUED
-    return mult, reason
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _dose(kind, amt, z, m, vinv, rin, rtot):  # pragma: no cover - compiled
-    """Give ``amt``: a bolus into its dosing state or the PK modes, or an infusion rate.
-
-    Returns the infusion rates ``(rin, rtot)`` into the IV dosing state of an ODE model
-    and into the PK macro's central compartment.
-    """
-    if kind == EV_ORAL:
-        if DOSE_ORAL >= 0:
-            z[DOSE_ORAL] += amt
-        else:
-            for q in range(m.shape[0]):
-                m[q] += amt * vinv[q, 0]
-    elif kind == EV_BOLUS:
-        if DOSE_IV >= 0:
-            z[DOSE_IV] += amt
-        else:
-            for q in range(m.shape[0]):
-                m[q] += amt * vinv[q, 1]
-    elif DOSE_IV >= 0:
-        rin += amt
-    else:
-        rtot += amt
-    return rin, rtot
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _change_occasion(m, xa, vec_old, vinv_new):  # pragma: no cover - compiled
-    """Modal state at an occasion change: amounts are continuous, ``x = V_old m``,
-    ``m = V_new^-1 x`` (``xa``: scratch)."""
-    nm = m.shape[0]
-    for r in range(nm):
-        acc = 0.0
-        for q in range(nm):
-            acc += vec_old[r, q] * m[q]
-        xa[r] = acc
-    for q in range(nm):
-        acc = 0.0
-        for r in range(nm):
-            acc += vinv_new[q, r] * xa[r]
-        m[q] = acc
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _trough(t, z, p, m, wv, lam, cm, otmp):  # pragma: no cover - compiled
-    """Concentration at ``t`` before the doses at ``t`` (ODE output CP_OUT or PK CP)."""
-    if CP_OUT >= 0:
-        _outputs(t, z, p, 0.0, otmp)
-        return otmp[CP_OUT]
-    return _cp_at(0.0, m, wv, lam, cm)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _modal_input(rtot, vinv, lam, u, wv):  # pragma: no cover - compiled
-    """Modal infusion input ``u`` of the rate ``rtot`` into the central compartment and
-    ``wv = u / lam``."""
-    for q in range(u.shape[0]):
-        u[q] = rtot * vinv[q, 1]
-        wv[q] = u[q] / lam[q]
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _pk_peak_at_event(
-    t,
-    tb,
-    g,
-    cp0,
-    occ,
-    m,
-    wv,
-    t_grid,
-    cand,
-    best_m,
-    best_u,
-    best_seg,
-    best_pm,
-    best_pu,
-    best_pseg,
-    prev_m,
-    prev_u,
-    prev_seg,
-):  # pragma: no cover - compiled
-    """Candidate Cmax of the PK macro at the start of the segment [t, tb].
-
-    A better candidate keeps its segment (modal state ``best_m``, ``best_u``;
-    ``best_seg``: start, end, window around the candidate, occasion), searched forward
-    to the next grid point, and the segment before it (``best_pm``, ``best_pu``;
-    ``best_pseg``: start, window start, occasion), searched backward to the previous
-    grid point, from the segment just finished (``prev_m``, ``prev_u``; ``prev_seg``:
-    start, occasion).
-    """
-    ng = t_grid.shape[0]
-    if cp0 > cand[0]:
-        cand[0] = cp0
-        cand[1] = t
-        best_m[:] = m
-        best_u[:] = wv
-        best_seg[3] = occ
-        best_seg[0] = t
-        best_seg[1] = tb
-        # forward window: to the next grid point; backward: the previous segment
-        best_seg[2] = (t_grid[g] - t) if g < ng else (tb - t)
-        best_pm[:] = prev_m
-        best_pu[:] = prev_u
-        best_pseg[2] = prev_seg[1]
-        best_pseg[0] = prev_seg[0]
-        gb = g - 1
-        while gb >= 0 and t_grid[gb] >= t:
-            gb -= 1
-        best_pseg[1] = max(prev_seg[0], t_grid[gb]) if gb >= 0 else prev_seg[0]
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _ode_peak_at_event(t, z, p, otmp, best, tbest, want_right, lseg, rseg):  # pragma: no cover
-    """Candidate Cmax of the ODE output CP_OUT just after the doses at ``t``.
-
-    Returns the updated ``(best, tbest, want_right)``; a new best point has no step
-    before it to refine on (``lseg``), and wants the step after it (``rseg``).
-    """
-    _outputs(t, z, p, 0.0, otmp)  # after the doses at t
-    if otmp[CP_OUT] > best:
-        best = otmp[CP_OUT]
-        tbest = t
-        lseg[:] = np.nan
-        rseg[:] = np.nan
-        want_right = True
-    return best, tbest, want_right
-
-
-# inlined (numba IR): called at every step of an ODE exposure model (see _record)
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _track_ode_peak(
-    t, hs, t1, occ, z, znew, k, p, otmp, best, tbest, want_right, lz, lk, lseg, rz, rk, rseg
-):  # pragma: no cover - compiled
-    """Candidate Cmax of the ODE output CP_OUT at the end ``t1`` of an accepted step.
-
-    The best step end is bracketed by the step before it (state ``lz``, stages ``lk``;
-    ``lseg``: start, size, occasion) and the step after it (``rz``, ``rk``, ``rseg``),
-    kept for the refinement on their dense output. Returns the updated
-    ``(best, tbest, want_right)``.
-    """
-    if want_right:
-        rz[:] = z
-        rk[:, :] = k
-        rseg[0] = t
-        rseg[1] = hs
-        rseg[2] = occ
-        want_right = False
-    _outputs(t1, znew, p, 0.0, otmp)
-    if otmp[CP_OUT] > best:
-        best = otmp[CP_OUT]
-        tbest = t1
-        lz[:] = z
-        lk[:, :] = k
-        lseg[0] = t
-        lseg[1] = hs
-        lseg[2] = occ
-        rseg[:] = np.nan
-        want_right = True
-    return best, tbest, want_right
-
-
-# inlined (numba IR): called at every step (see _record)
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _integration_step(
-    t,
-    hs,
-    h,
-    z,
-    k,
-    p,
-    m,
-    wv,
-    lam,
-    cm,
-    tseg,
-    rin,
-    ztmp,
-    znew,
-    jac,
-    wmat,
-    rvec,
-    errv,
-    rtol,
-    atol,
-    method,
-    steps,
-    max_steps,
-    nstiff,
-    nonstiff,
-):  # pragma: no cover - compiled
-    """One attempted step of size ``hs`` from (t, z), with error and stiffness control.
-
-    Fills ``znew`` and the stages ``k`` (for the dense output; ``ztmp``, ``jac``,
-    ``wmat``, ``rvec``, ``errv``: work arrays). Returns
-    ``(accepted, stat, h, hnew, steps, nstiff, nonstiff)``: a rejected step (not
-    accepted) comes with the smaller step ``h`` to retry with, or a failure ``stat``;
-    an accepted one with the next step ``hnew``. ``steps`` counts accepted and
-    error-rejected steps; ``nstiff``/``nonstiff`` are DOPRI5's stiffness counters.
-    """
-    ns = NS
-    finite = True
-    if method == DOPRI5:
-        _rk_step(t, hs, z, k, p, m, wv, lam, cm, tseg, rin, ztmp, znew)
-        for q in range(ns):
-            errv[q] = hs * (
-                E1 * k[0, q]
-                + E3 * k[2, q]
-                + E4 * k[3, q]
-                + E5 * k[4, q]
-                + E6 * k[5, q]
-                + E7 * k[6, q]
-            )
-    else:
-        finite = _ros_step(
-            t, hs, z, k, p, m, wv, lam, cm, tseg, rin, ztmp, znew, jac, wmat, rvec, errv
-        )
-    err = 0.0
-    for q in range(ns):
-        # an error in log(y) is a relative error in y: scale it by rtol alone
-        if LOGSCALE[q]:
-            sc = atol + rtol
-        else:
-            sc = atol + rtol * max(abs(z[q]), abs(znew[q]))
-        err += (errv[q] / sc) ** 2
-        if not math.isfinite(znew[q]):
-            finite = False
-    err = math.sqrt(err / ns)
-    if not finite or not math.isfinite(err):
-        h = 0.25 * hs
-        stat = NONFINITE if h < 1e-12 * max(1.0, abs(t)) else OK
-        return False, stat, h, h, steps, nstiff, nonstiff
-    steps += 1
-    if steps > max_steps:
-        return False, MAX_STEPS, h, h, steps, nstiff, nonstiff
-    expo = -0.2 if method == DOPRI5 else -1.0 / 3.0
-    if err > 1.0:
-        h = hs * max(0.2, 0.9 * err**expo)
-        stat = STEP_UNDERFLOW if h < 1e-12 * max(1.0, abs(t)) else OK
-        return False, stat, h, h, steps, nstiff, nonstiff
-    fac = 10.0 if err == 0.0 else min(10.0, 0.9 * err**expo)
-    hnew = hs * fac
-    if method == DOPRI5:
-        # stiffness detection of Hairer's DOPRI5: h*|lambda| estimated from the
-        # last two stages; 15 accepted steps near the stability boundary -> stiff
-        stnum = 0.0
-        stden = 0.0
-        for q in range(ns):
-            stnum += (k[6, q] - k[5, q]) ** 2
-            stden += (znew[q] - ztmp[q]) ** 2
-        if stden > 0.0 and hs * math.sqrt(stnum / stden) > 3.25:
-            nonstiff = 0
-            nstiff += 1
-            if nstiff >= 15:
-                return False, STIFF, h, hnew, steps, nstiff, nonstiff
-        else:
-            nonstiff += 1
-            if nonstiff >= 6:
-                nstiff = 0
-    return True, OK, h, hnew, steps, nstiff, nonstiff
-
-
-# inlined (numba IR): called at every grid point (see _record)
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _state_at(tg, t, t1, hs, z, znew, k, method, zg):  # pragma: no cover - compiled
-    """ODE states ``zg`` at ``tg`` in the accepted step (t, t1] of size ``hs``: its end
-    exactly, inside it from the method's dense output."""
-    if tg == t1:
-        zg[:] = znew
-    elif method == DOPRI5:
-        _dense((tg - t) / hs, hs, z, k, zg)
-    else:
-        _dense_ros((tg - t) / hs, hs, z, k, zg)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _pk_peak_on_grid(
-    g, tg, tseg, tb, occ, m, wv, t_grid, best_m, best_u, best_seg, best_pseg
-):  # pragma: no cover - compiled
-    """A better PK candidate at grid point ``g`` (time ``tg``) of the segment [tseg, tb]:
-    keep its segment, to be searched within the grid spacing around it (see
-    :func:`_pk_peak_at_event`)."""
-    ng = t_grid.shape[0]
-    best_m[:] = m
-    best_u[:] = wv
-    best_seg[3] = occ
-    best_pseg[:] = np.nan
-    best_seg[0] = tseg
-    best_seg[1] = tb
-    best_seg[2] = max(
-        tg - t_grid[g - 1] if g > 0 else 0.0,
-        t_grid[g + 1] - tg if g + 1 < ng else 0.0,
-    )
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _pk_cmax(
-    i, cand, best_m, best_u, best_seg, best_pm, best_pu, best_pseg, lam_all, cm_all
-):  # pragma: no cover - compiled
-    """Exact Cmax of the PK macro: the best candidate refined inside its segment and,
-    for a candidate at an event time, at the end of the segment before it (see
-    :func:`_pk_peak_at_event`)."""
-    cmax = cand[0]
-    tmax = cand[1]
-    if lam_all.shape[2] > 0 and math.isfinite(best_seg[0]):
-        occ = int(best_seg[3])
-        w = best_seg[2]
-        lo = max(best_seg[0], tmax - w)
-        hi = min(best_seg[1], tmax + w)
-        if hi > lo:
-            tr, cr = _refine_cmax(
-                lo, hi, best_m, best_u, lam_all[i, occ], cm_all[i, occ], best_seg[0]
-            )
-            if cr > cmax:
-                cmax = cr
-                tmax = tr
-        # a candidate at an event time: also search the end of the segment before it
-        t_ev = cand[1]
-        if math.isfinite(best_pseg[0]) and t_ev > best_pseg[1]:
-            pocc = int(best_pseg[2])
-            tr, cr = _refine_cmax(
-                best_pseg[1],
-                t_ev,
-                best_pm,
-                best_pu,
-                lam_all[i, pocc],
-                cm_all[i, pocc],
-                best_pseg[0],
-            )
-            if cr > cmax:
-                cmax = cr
-                tmax = tr
-    return cmax, tmax
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _ode_cmax(
-    i, best, tbest, lz, lk, lseg, rz, rk, rseg, pmat, method, zg, otmp
-):  # pragma: no cover - compiled
-    """Exact Cmax of the ODE output CP_OUT: the best step end or post-dose point,
-    refined on the dense output of the steps around it (see :func:`_track_ode_peak`)."""
-    cmax = best
-    tmax = tbest
-    if math.isfinite(lseg[0]):
-        tr, cr = _refine_dense(lseg[1], lseg[0], lz, lk, pmat[i, int(lseg[2])], method, zg, otmp)
-        if cr > cmax:
-            cmax = cr
-            tmax = tr
-    if math.isfinite(rseg[0]):
-        tr, cr = _refine_dense(rseg[1], rseg[0], rz, rk, pmat[i, int(rseg[2])], method, zg, otmp)
-        if cr > cmax:
-            cmax = cr
-            tmax = tr
-    return cmax, tmax
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _fail(
-    i, stat, steps, omin, omax, targmin, targmax, cross, probes, store, pk_metrics, status, nsteps
-):  # pragma: no cover - compiled
-    """A failed patient keeps its row but no partial result that could pass for one."""
-    status[i] = stat
-    nsteps[i] = steps
-    for j in range(omin.shape[1]):
-        omin[i, j] = np.nan
-        omax[i, j] = np.nan
-        targmin[i, j] = np.nan
-        targmax[i, j] = np.nan
-    for j in range(4):
-        pk_metrics[i, j] = np.nan
-    _clear_traces(i, cross, probes, store)
+dose = _steps.dose
+evaluate_rules = _steps.evaluate_rules
+initial_step = _steps.initial_step
+integration_step = _steps.integration_step
+ode_cmax = _steps.ode_cmax
+ode_peak_at_event = _steps.ode_peak_at_event
+record = _steps.record
+state_at = _steps.state_at
+track_ode_peak = _steps.track_ode_peak
+trough = _steps.trough
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -1303,7 +264,7 @@ def _simulate_one(
     lam = lam_all[i, 0]
     cm = cm_all[i, 0]
     vinv = vinv_all[i, 0]
-    et, ek, ea, eo, en, eadm = _patient_events(
+    et, ek, ea, eo, en, eadm = patient_events(
         i,
         a,
         pmat,
@@ -1359,7 +320,7 @@ def _simulate_one(
     rvec = np.empty(ns)
     nstiff = 0
     nonstiff = 0
-    _clear_traces(i, cross, probes, store)  # a retry starts from clean outputs
+    clear_traces(i, cross, probes, store)  # a retry starts from clean outputs
     o = np.empty(no)
     oprev = np.empty(no)
     otmp = np.empty(no)
@@ -1407,13 +368,13 @@ def _simulate_one(
     steps = 0
     h = h_max
     stat = OK
-    if not _steady_start(i, a, m, p, lam, vinv, ss_spec, ss_unit, dose_scale, tlag_idx, f_idx):
+    if not steady_start(i, a, m, p, lam, vinv, ss_spec, ss_unit, dose_scale, tlag_idx, f_idx):
         stat = INVALID_INITIAL
-    cp_start = _cp_at(0.0, m, wv, lam, cm)
+    cp_start = cp_at(0.0, m, wv, lam, cm)
     # grid points at the start are taken before any dose at that time
     while g < ng and t_grid[g] <= t and stat == OK:
         zs = z if ns > 0 else zg
-        _record(
+        record(
             g,
             t_grid[g],
             zs,
@@ -1448,7 +409,7 @@ def _simulate_one(
         while ei < ne and et[ei] <= t:
             kind = ek[ei]
             if kind == EV_DECIDE:
-                code, delay, step = _evaluate_rules(
+                code, delay, step = evaluate_rules(
                     i,
                     a,
                     t,
@@ -1477,10 +438,10 @@ def _simulate_one(
                     held_before = True
                     st[3] += delay
                     hold_total += delay
-                    _hold_events(ei, delay, et, ek, ea, eo, en, eadm, given_rate)
+                    hold_events(ei, delay, et, ek, ea, eo, en, eadm, given_rate)
                     break  # the decision comes back after the delay
                 if code in (ACT_REDUCE, ACT_ESCALATE):
-                    _change_level(a, code, step, st, levels)
+                    change_level(a, code, step, st, levels)
                     factor = st[4] / base_dose
                 elif code == ACT_DISCONTINUE:
                     disc = True
@@ -1492,13 +453,13 @@ def _simulate_one(
             elif kind in (EV_ORAL, EV_BOLUS) or (kind == EV_RATE and ea[ei] > 0):
                 col = eo[ei]
                 sl = ev_slot[a, col]
-                mult, reason = _dose_reason(i, sl, kind, factor, disc, eadm[ei], en[ei], adh, jit)
+                mult, reason = dose_reason(i, sl, kind, factor, disc, eadm[ei], en[ei], adh, jit)
                 amt = ea[ei] * mult
                 if kind == EV_RATE:
                     given_rate[ev_pair[a, col]] = amt
-                rin, rtot = _dose(kind, amt, z, m, vinv, rin, rtot)
+                rin, rtot = dose(kind, amt, z, m, vinv, rin, rtot)
                 if n_slot > 0 and sl >= 0:
-                    _ledger_give(ledger, i, sl, eadm[ei], mult, reason)
+                    ledger_give(ledger, i, sl, eadm[ei], mult, reason)
             elif kind == EV_RATE:  # an infusion ends: remove the rate it started with
                 r = given_rate[eo[ei]]
                 if DOSE_IV >= 0:
@@ -1508,23 +469,23 @@ def _simulate_one(
             elif kind == EV_OCC:
                 new = int(ea[ei])
                 if new != occ:
-                    _change_occasion(m, xa, vec_all[i, occ], vinv_all[i, new])
+                    change_occasion(m, xa, vec_all[i, occ], vinv_all[i, new])
                     occ = new
                     p = pmat[i, occ]
                     lam = lam_all[i, occ]
                     cm = cm_all[i, occ]
                     vinv = vinv_all[i, occ]
             else:
-                ctrough = _trough(t, z, p, m, wv, lam, cm, otmp)
+                ctrough = trough(t, z, p, m, wv, lam, cm, otmp)
             ei += 1
         # ---- the segment [t, tb] up to the next event
-        _modal_input(rtot, vinv, lam, u, wv)
+        modal_input(rtot, vinv, lam, u, wv)
         tb = t_end
         if ei < ne and et[ei] < t_end:
             tb = et[ei]
         tseg = t
-        cp0 = _cp_at(0.0, m, wv, lam, cm)
-        _pk_peak_at_event(
+        cp0 = cp_at(0.0, m, wv, lam, cm)
+        pk_peak_at_event(
             t,
             tb,
             g,
@@ -1545,7 +506,7 @@ def _simulate_one(
             prev_seg,
         )
         if CP_OUT >= 0:
-            ode_best, ode_tbest, want_right = _ode_peak_at_event(
+            ode_best, ode_tbest, want_right = ode_peak_at_event(
                 t, z, p, otmp, ode_best, ode_tbest, want_right, lseg, rseg
             )
         if ns > 0:
@@ -1554,7 +515,7 @@ def _simulate_one(
             # side changes abruptly: restart the step size (Hairer, Norsett & Wanner,
             # Solving ODE I, sec. II.4) instead of carrying a step suited to the smooth
             # end of the previous interval
-            h0 = _initial_step(t, z, k, p, m, wv, lam, cm, tseg, rin, rtol, atol, ztmp, method)
+            h0 = initial_step(t, z, k, p, m, wv, lam, cm, tseg, rin, rtol, atol, ztmp, method)
             h = min(h0, h_max) if first else min(h, h0)
             first = False
         while t < tb and stat == OK:
@@ -1564,7 +525,7 @@ def _simulate_one(
                 hs = tb - t
                 last = True
             if ns > 0:
-                accepted, stat, h, hnew, steps, nstiff, nonstiff = _integration_step(
+                accepted, stat, h, hnew, steps, nstiff, nonstiff = integration_step(
                     t,
                     hs,
                     h,
@@ -1597,7 +558,7 @@ def _simulate_one(
                 hnew = h
             t1 = tb if last else t + hs
             if CP_OUT >= 0:
-                ode_best, ode_tbest, want_right = _track_ode_peak(
+                ode_best, ode_tbest, want_right = track_ode_peak(
                     t,
                     hs,
                     t1,
@@ -1621,10 +582,10 @@ def _simulate_one(
             while g < ng and t_grid[g] <= t1:
                 tg = t_grid[g]
                 if ns > 0:
-                    _state_at(tg, t, t1, hs, z, znew, k, method, zg)
-                cpg = _cp_at(tg - tseg, m, wv, lam, cm)
+                    state_at(tg, t, t1, hs, z, znew, k, method, zg)
+                cpg = cp_at(tg - tseg, m, wv, lam, cm)
                 before = cand[0]
-                _record(
+                record(
                     g,
                     tg,
                     zg,
@@ -1652,27 +613,29 @@ def _simulate_one(
                     wmax,
                 )
                 if cand[0] > before:
-                    _pk_peak_on_grid(
+                    pk_peak_on_grid(
                         g, tg, tseg, tb, occ, m, wv, t_grid, best_m, best_u, best_seg, best_pseg
                     )
                 g += 1
             if ns > 0:
-                z[:] = znew
-                k[0, :] = k[6, :]
+                for q in range(ns):
+                    z[q] = znew[q]
+                    k[0, q] = k[6, q]
             t = t1
             h = hnew
-        prev_m[:] = m
-        prev_u[:] = wv
+        for q in range(nm):
+            prev_m[q] = m[q]
+            prev_u[q] = wv[q]
         prev_seg[1] = occ
         prev_seg[0] = tseg
-        auc += _advance_modes(tb - tseg, m, u, lam, cm)
+        auc += advance_modes(tb - tseg, m, u, lam, cm)
     # events at the very end of the horizon: only the trough marker matters
     while ei < ne and et[ei] <= t_end:
         if ek[ei] == EV_MARK:
-            ctrough = _trough(t_end, z, p, m, wv, lam, cm, otmp)
+            ctrough = trough(t_end, z, p, m, wv, lam, cm, otmp)
         ei += 1
     if stat != OK:
-        _fail(
+        fail(
             i,
             stat,
             steps,
@@ -1688,11 +651,11 @@ def _simulate_one(
             nsteps,
         )
         return
-    cmax, tmax = _pk_cmax(
+    cmax, tmax = pk_cmax(
         i, cand, best_m, best_u, best_seg, best_pm, best_pu, best_pseg, lam_all, cm_all
     )
     if CP_OUT >= 0:
-        cmax, tmax = _ode_cmax(
+        cmax, tmax = ode_cmax(
             i, ode_best, ode_tbest, lz, lk, lseg, rz, rk, rseg, pmat, method, zg, otmp
         )
         auc = z[AUC_STATE]
@@ -1702,7 +665,7 @@ def _simulate_one(
     pk_metrics[i, 2] = auc if exposed else np.nan
     pk_metrics[i, 3] = ctrough
     if dsum.shape[1] > 0:
-        _dose_summary(i, ledger, st, t_disc, hold_total, dsum)
+        dose_summary(i, ledger, st, t_disc, hold_total, dsum)
     status[i] = OK
     nsteps[i] = steps
 
