@@ -8,9 +8,7 @@ percentiles, min and max. It follows the conventions of every summary table
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,24 +26,7 @@ from vtrial.analysis.stats import (
     unique_names,
 )
 
-__all__ = ["Exposure", "exposure_summary"]
-
-
-@dataclass(frozen=True)
-class Exposure:
-    """The typed ``exposure`` section: the ``output`` whose Cmax, AUC and trough are
-    the exposure metrics (None: none), and target ranges ``metric -> (low, high)``
-    shaded in the exposure plots."""
-
-    output: str | None = None
-    targets: Mapping[str, tuple[float, float]] = field(default_factory=lambda: MappingProxyType({}))
-
-    @classmethod
-    def from_data(cls, exp: Mapping[str, Any]) -> Exposure:
-        """The :class:`Exposure` of a validated ``exposure`` section."""
-        targets = {k: (float(lo), float(hi)) for k, (lo, hi) in exp.get("target", {}).items()}
-        out = exp.get("output")
-        return cls(None if out is None else str(out), MappingProxyType(targets))
+__all__ = ["exposure_summary"]
 
 
 def exposure_summary(

@@ -24,7 +24,6 @@ import jsonschema
 import numpy as np
 import yaml
 
-from vtrial.analysis.exposure import Exposure
 from vtrial.analysis.success import SuccessCriterion, criteria, fill_success_defaults
 from vtrial.analysis.success import spec_problems as success_problems
 from vtrial.engine.grid import Simulation, Timecourse, evaluation_grid, store_times
@@ -73,7 +72,7 @@ from vtrial.trial.endpoints import (
 )
 from vtrial.trial.endpoints import probe_times as endpoint_probe_times
 from vtrial.trial.kinds import EndpointKind
-from vtrial.trial.spec import Endpoint, endpoints_from_data
+from vtrial.trial.spec import Endpoint, Exposure, endpoints_from_data
 from vtrial.trial.validate import endpoint_section_problems, fill_defaults, trial_problems
 
 

@@ -13,7 +13,7 @@ there is no import cycle.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -152,6 +152,23 @@ def endpoint_from_data(name: str, ep: Mapping[str, Any]) -> Endpoint:
 def endpoints_from_data(endpoints: Mapping[str, Any]) -> Mapping[str, Endpoint]:
     """The typed ``endpoints`` section (name -> endpoint, read-only), in study order."""
     return MappingProxyType({k: endpoint_from_data(k, v) for k, v in endpoints.items()})
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """The typed ``exposure`` section: the ``output`` whose Cmax, AUC and trough are
+    the exposure metrics (None: none), and target ranges ``metric -> (low, high)``
+    shaded in the exposure plots."""
+
+    output: str | None = None
+    targets: Mapping[str, tuple[float, float]] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def from_data(cls, exp: Mapping[str, Any]) -> Exposure:
+        """The :class:`Exposure` of a validated ``exposure`` section."""
+        targets = {k: (float(lo), float(hi)) for k, (lo, hi) in exp.get("target", {}).items()}
+        out = exp.get("output")
+        return cls(None if out is None else str(out), MappingProxyType(targets))
 
 
 class TrialStudy(PopulationStudy, Protocol):
