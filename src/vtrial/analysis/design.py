@@ -64,7 +64,7 @@ def design_tables(
         control = study.control_arm
         assert control is not None  # validation requires it for twin_crossover
         covs: dict[str, Any] = dict(study.population.covariates)
-        cats = study.categories
+        cats = study.population.categories
         for name in resampled_columns(
             study.population.resample, study.source, study.base_dir
         ).columns:

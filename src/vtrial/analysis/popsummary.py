@@ -61,7 +61,7 @@ def covariate_columns(study: TrialStudy) -> list[tuple[str, str, str]]:
     derived ones; ``kind`` is ``"categorical"`` or ``"continuous"``.
     """
     pop = study.population
-    cats = study.categories
+    cats = study.population.categories
     res = resampled_columns(pop.resample, study.source, study.base_dir)
     covs = pop.covariates
     names = [*res.columns, *(k for k in covs if "categorical" in covs[k])]
@@ -137,7 +137,7 @@ def population_summary(
     groups = [(a, arm_values == a) for a in study.arm_names]
     # each patient once (a twin crossover study has a row per patient and arm)
     groups.append((ALL_ARMS, ~pop.duplicated(["replicate", "patient_id"]).to_numpy()))
-    cats = study.categories
+    cats = study.population.categories
     rows: list[dict[str, Any]] = []
     for arm, mask in groups:
         n = int(mask.sum())

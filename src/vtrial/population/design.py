@@ -193,7 +193,7 @@ def allocate(
     block = spec.block
     if spec.method == "permuted_block":
         return permuted_blocks(study.seed, "allocation", replicate, n, ratios, block)
-    codes, labels = strata_codes(spec.strata, covariates, study.categories)
+    codes, labels = strata_codes(spec.strata, covariates, study.population.categories)
     out = np.empty(n, dtype=np.int16)
     for code in np.unique(codes):
         rows = np.flatnonzero(codes == code)

@@ -50,7 +50,7 @@ def individual_parameters(
     n = study.size
     model = study.model
     var = study.variability
-    cats = study.categories  # sampled and resampled categorical covariates
+    cats = study.population.categories  # sampled and resampled categorical covariates
     params: dict[str, np.ndarray] = {}
     typical = typical_values(study, replicate)  # THETA_r with study.uncertainty
     for name in model.parameters:

@@ -344,10 +344,6 @@ class PopulationStudy(Protocol):
         """The typed ``population`` section."""
 
     @property
-    def categories(self) -> Mapping[str, list[str]]:
-        """Categorical covariates (sampled, then resampled) -> their labels."""
-
-    @property
     def design(self) -> Design:
         """The typed trial design and randomization."""
 

@@ -29,7 +29,7 @@ from vtrial.model.spec import PK_CONCENTRATION
 from vtrial.population.sampling import occasion_parameters
 from vtrial.protocol.rules import adherence_arrays, assay_normals, ledger_table, summary_columns
 from vtrial.study.config import Study
-from vtrial.trial.adverse import probability_event_columns
+from vtrial.trial.adverse import probability_event_columns, threshold_gradings
 from vtrial.trial.endpoints import TrialLayer, extra_monitors
 from vtrial.trial.recist import categories_in
 
@@ -48,13 +48,8 @@ def tolerances(study: Study) -> Tolerances:
 def monitors(study: Study) -> list[Monitor]:
     """Threshold crossings timed by the kernel: grade >= 3 of every adverse event,
     then those of the trial layer (:func:`vtrial.trial.endpoints.extra_monitors`)."""
-    out = []
-    for ev in study.adverse_events.values():
-        if ev.drawn or ev.output is None:  # drawn grade: no threshold to cross
-            continue
-        thr, direction = ev.grading()
-        if len(thr) >= 3:
-            out.append(Monitor(ev.output, thr[2], direction))
+    graded = threshold_gradings(study.adverse_events)  # drawn grades cross no threshold
+    out = [Monitor(o, thr[2], d) for thr, d, o in graded.values() if len(thr) >= 3]
     return out + extra_monitors(study)[0]
 
 

@@ -134,7 +134,7 @@ def nonmem_dataset(
     data = pd.concat(frames, ignore_index=True)
     data = data.sort_values(["ID", "TIME", "EVID", "DVID"], kind="stable").reset_index(drop=True)
     cov = pop[["ID", *covariates]].copy()
-    for name, labels in study.categories.items():
+    for name, labels in study.population.categories.items():
         if name in cov:  # NONMEM reads numbers: categories as codes 1.. (declared order)
             cov[name] = cov[name].map({lab: k for k, lab in enumerate(labels, start=1)})
     data = data.merge(cov, on="ID", how="left", validate="many_to_one")
@@ -215,7 +215,7 @@ def write_nonmem(
         key.to_csv(tmp, index=False)
     cats = [
         (name, code, label)
-        for name, labels in study.categories.items()
+        for name, labels in study.population.categories.items()
         if name in data.columns
         for code, label in enumerate(labels, start=1)
     ]

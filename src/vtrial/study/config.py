@@ -113,7 +113,6 @@ class Study:
     exposure: Exposure = field(init=False, repr=False, compare=False)
     observations: Observations = field(init=False, repr=False, compare=False)
     population: Population = field(init=False, repr=False, compare=False)
-    categories: Mapping[str, list[str]] = field(init=False, repr=False, compare=False)
     design: Design = field(init=False, repr=False, compare=False)
     variability: Variability = field(init=False, repr=False, compare=False)
     uncertainty: Uncertainty = field(init=False, repr=False, compare=False)
@@ -124,7 +123,6 @@ class Study:
             self, "adverse_events", adverse_events_from_data(self.data["adverse_events"])
         )
         object.__setattr__(self, "population", Population.from_data(self.data["population"]))
-        object.__setattr__(self, "categories", self.population.categories)
         object.__setattr__(self, "design", design_from_data(self.data))
         object.__setattr__(self, "variability", variability_from_data(self.data["model"]))
         object.__setattr__(self, "endpoints", endpoints_from_data(self.data["endpoints"]))
@@ -236,7 +234,8 @@ class Study:
         """Data files the study reads besides its model files, in hashing order: the
         covariance CSV of ``study.uncertainty.theta`` (if it names one) and the
         covariate table of ``population.resample``."""
-        cov = (self.data["study"].get("uncertainty") or {}).get("theta", {}).get("covariance")
+        theta = self.uncertainty.theta
+        cov = theta.covariance if theta is not None else None
         files = [self.base_dir / cov] if isinstance(cov, str) else []
         return files + input_files(self.population.resample, self.base_dir)
 

@@ -35,6 +35,7 @@ import pandas as pd
 from vtrial.engine.host import Monitor
 from vtrial.infra.rng import patient_uniforms
 from vtrial.model.residual import observe_probes
+from vtrial.trial.adverse import threshold_gradings
 from vtrial.trial.dropout import PURPOSE, Dropout, dropout_times
 from vtrial.trial.kinds import EFFICACY_TESTS, EndpointKind
 from vtrial.trial.recist import (
@@ -315,15 +316,6 @@ def _index(times: FloatArray, t: float) -> int:
 # --------------------------------------------------------------------------- #
 
 
-def _threshold_events(study: TrialStudy) -> list[tuple[str, str, list[float], int]]:
-    out = []
-    for ev in study.adverse_events.values():
-        if ev.output is not None and not ev.drawn:
-            thr, direction = ev.grading()
-            out.append((ev.name, ev.output, thr, direction))
-    return out
-
-
 def extra_monitors(study: TrialStudy) -> tuple[list[Monitor], dict[tuple[str, ...], int]]:
     """Threshold crossings the trial layer needs, and their positions in that list.
 
@@ -335,7 +327,7 @@ def extra_monitors(study: TrialStudy) -> tuple[list[Monitor], dict[tuple[str, ..
     mons: list[Monitor] = []
     keys: dict[tuple[str, ...], int] = {}
     if study.dropout is not None:
-        for ev, output, thr, direction in _threshold_events(study):
+        for ev, (thr, direction, output) in threshold_gradings(study.adverse_events).items():
             for k, limit in enumerate(thr, start=1):
                 keys[("ae", ev, str(k))] = len(mons)
                 mons.append(Monitor(output, limit, direction))
@@ -442,7 +434,7 @@ class TrialLayer:
         d = self.dropout
         out: dict[str, Any] = {DROPOUT_COLUMN: d}
         known = self.ok & ~np.isnan(d)
-        for ev, _, thr, _ in _threshold_events(self.study):
+        for ev, (thr, _, _) in threshold_gradings(self.study.adverse_events).items():
             crossed = np.column_stack(
                 [self._cross(("ae", ev, str(k))) for k in range(1, len(thr) + 1)]
             )
