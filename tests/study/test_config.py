@@ -452,8 +452,7 @@ DEFAULT_CASES = [
 def test_default_study_mutation_is_refused(
     tmp_path: Path, changes: dict[str, Any], expected: list[str]
 ) -> None:
-    err = refused(write_study(tmp_path, mutate(DEFAULT_DATA, changes)))
-    assert_reported(err, expected)
+    assert_mutation_refused(tmp_path, changes, expected)
 
 
 MINIMAL_CASES = [
