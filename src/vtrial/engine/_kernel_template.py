@@ -8,10 +8,9 @@ blocks between ``--- NAME BEGIN ---``/``--- NAME END ---`` marker comments:
   kernel, used by the tests.
 - ``RULES``: ``_decide``, generated from a study's dose-modification rules
   (:func:`vtrial.protocol.rules.rules_source`); as shipped, no rule ever matches.
-- ``CODES``, ``BATCH ARGS``, ``PATIENT ARGS`` and ``PATIENT CALL``: the integer codes
-  shared with the host and the parameter lists of :func:`simulate_batch` and
-  :func:`_simulate_one` (and the call between them), written from their single
-  declaration in :mod:`vtrial.engine.interface`. They are never edited here: the
+- ``CODES`` and ``BATCH ARGS``: the integer codes shared with the host and the
+  parameter list of :func:`simulate_batch`, written from their single declaration in
+  :mod:`vtrial.engine.interface`. They are never edited here: the
   shipped text equals what code generation writes (``tests/engine/test_interface.py``).
 
 Only this file is generated per model (and rules). It calls fixed modules:
@@ -35,10 +34,12 @@ Numerical method (per patient, independent of every other patient):
   scale. Patients where it fails or detects stiffness are re-solved by Rosenbrock 2(3).
 - Output times at a dose are taken before it (mrgsolve's default).
 
-Structure: :func:`simulate_batch` runs :func:`_simulate_one` per patient, one after
-the other (it releases the GIL: :func:`vtrial.engine.host.run_kernel` runs slices of
-patients on several threads; a ``prange`` loop here would add about 10 s of compile
-time per model), which walks the patient's time line segment by segment between events
+Structure: :func:`simulate_batch` solves the patients one after the other (it releases
+the GIL: :func:`vtrial.engine.host.run_kernel` runs slices of patients on several
+threads; a ``prange`` loop here would add about 10 s of compile time per model). The
+patient's solve is written out in the loop, not called as a function of its own: numba
+optimises a callee again inside every caller it is linked into, which cost about 3 s of
+compile time per model. A patient's time line is walked segment by segment between events
 through named steps:
 
 - ``patient_events`` (sorted events; plans the ledger), ``steady_start``;
@@ -200,477 +201,6 @@ trough = _steps.trough
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _simulate_one(
-    # --- PATIENT ARGS BEGIN ---
-    i,
-    method,
-    pmat,
-    y0,
-    arm,
-    dose_scale,
-    lam_all,
-    cm_all,
-    vinv_all,
-    vec_all,
-    ev_time,
-    ev_amt,
-    ev_kind,
-    ev_unit,
-    ev_n,
-    ss_spec,
-    ss_unit,
-    tlag_idx,
-    f_idx,
-    ev_slot,
-    ev_pair,
-    levels,
-    start_level,
-    rule_par,
-    adh,
-    jit,
-    meas_eps,
-    t_grid,
-    store_pos,
-    store_out,
-    probe_pos,
-    mon_out,
-    mon_thr,
-    mon_dir,
-    rtol,
-    atol,
-    max_steps,
-    h_max,
-    status,
-    nsteps,
-    omin,
-    omax,
-    targmin,
-    targmax,
-    probes,
-    cross,
-    store,
-    pk_metrics,
-    ledger,
-    dsum,
-    # --- PATIENT ARGS END ---
-):  # pragma: no cover - compiled
-    """Simulate patient i with integration method ``method`` (see :func:`simulate_batch`)."""
-    ns = NS
-    nm = lam_all.shape[2]
-    no = omin.shape[1]
-    a = arm[i]
-    occ = 0
-    p = pmat[i, 0]
-    lam = lam_all[i, 0]
-    cm = cm_all[i, 0]
-    vinv = vinv_all[i, 0]
-    et, ek, ea, eo, en, eadm = patient_events(
-        i,
-        a,
-        pmat,
-        dose_scale,
-        jit,
-        ev_time,
-        ev_amt,
-        ev_kind,
-        ev_unit,
-        ev_n,
-        ev_slot,
-        ev_pair,
-        tlag_idx,
-        f_idx,
-        ledger,
-    )
-    ne = et.shape[0]
-    given_rate = np.zeros(ne)  # rate started by an infusion, by its stop's column
-    n_slot = ledger.shape[1]
-    # dose modification and adherence state
-    st = np.zeros(5)  # level index, reductions, holds, hours held at this decision, dose
-    act = np.zeros(5)
-    lvl0 = start_level[a]
-    st[0] = lvl0
-    base_dose = levels[a, lvl0] if lvl0 >= 0 else 1.0
-    st[4] = base_dose
-    factor = 1.0
-    disc = False
-    t_disc = np.nan
-    hold_total = 0.0
-    n_eval = 0
-    held_before = False
-    wmin = np.empty(no)  # extremes of the outputs since the last decision
-    wmax = np.empty(no)
-    wmin[:] = np.nan
-    wmax[:] = np.nan
-    # ---- state
-    m = np.zeros(nm)
-    u = np.zeros(nm)
-    wv = np.zeros(nm)
-    xa = np.zeros(nm)
-    rtot = 0.0  # infusion rate into the PK macro's central compartment (mg/h)
-    rin = 0.0  # infusion rate into the IV dosing state of an ODE model (mg/h)
-    z = np.zeros(ns)
-    _to_internal(y0[i], z)
-    k = np.empty((7, ns))
-    ztmp = np.empty(ns)
-    znew = np.empty(ns)
-    zg = np.zeros(ns)
-    errv = np.empty(ns)
-    jac = np.empty((ns, ns))
-    wmat = np.empty((ns, ns))
-    rvec = np.empty(ns)
-    nstiff = 0
-    nonstiff = 0
-    clear_traces(i, cross, probes, store)  # a retry starts from clean outputs
-    o = np.empty(no)
-    oprev = np.empty(no)
-    otmp = np.empty(no)
-    cand = np.empty(2)  # best PK concentration on the grid or at an event, its time
-    cand[0] = -np.inf
-    cand[1] = np.nan
-    # PK exposure: the segment of the best candidate, the one before it, the last one
-    best_m = np.zeros(nm)
-    best_u = np.zeros(nm)
-    best_seg = np.empty(4)  # segment start, end, grid spacing around the candidate, occasion
-    best_seg[:] = np.nan
-    best_pm = np.zeros(nm)
-    best_pu = np.zeros(nm)
-    best_pseg = np.empty(3)  # segment start, window start, occasion
-    best_pseg[:] = np.nan
-    prev_m = np.zeros(nm)
-    prev_u = np.zeros(nm)
-    prev_seg = np.empty(2)  # segment start, occasion
-    prev_seg[:] = np.nan
-    # ODE exposure (CP_OUT >= 0): best step end or post-dose point, and the steps around
-    # it (start time, size, state, stages, parameter occasion) for the refinement
-    nsave = ns if CP_OUT >= 0 else 0
-    ode_best = -np.inf
-    ode_tbest = np.nan
-    lz = np.empty(nsave)
-    lk = np.empty((7, nsave))
-    rz = np.empty(nsave)
-    rk = np.empty((7, nsave))
-    lseg = np.empty(3)  # t0, h, occasion of the step ending at the best point
-    rseg = np.empty(3)  # t0, h, occasion of the step starting there
-    lseg[:] = np.nan
-    rseg[:] = np.nan
-    want_right = False
-    for j in range(no):
-        omin[i, j] = np.nan
-        omax[i, j] = np.nan
-        targmin[i, j] = np.nan
-        targmax[i, j] = np.nan
-    t = t_grid[0]
-    t_end = t_grid[t_grid.shape[0] - 1]
-    ng = t_grid.shape[0]
-    g = 0
-    auc = 0.0
-    ctrough = np.nan
-    steps = 0
-    h = h_max
-    stat = OK
-    if not steady_start(i, a, m, p, lam, vinv, ss_spec, ss_unit, dose_scale, tlag_idx, f_idx):
-        stat = INVALID_INITIAL
-    cp_start = cp_at(0.0, m, wv, lam, cm)
-    # grid points at the start are taken before any dose at that time
-    while g < ng and t_grid[g] <= t and stat == OK:
-        zs = z if ns > 0 else zg
-        record(
-            g,
-            t_grid[g],
-            zs,
-            p,
-            cp_start,
-            i,
-            o,
-            oprev,
-            t_grid,
-            store_pos,
-            store_out,
-            probe_pos,
-            mon_out,
-            mon_thr,
-            mon_dir,
-            omin,
-            omax,
-            targmin,
-            targmax,
-            probes,
-            cross,
-            store,
-            cand,
-            wmin,
-            wmax,
-        )
-        g += 1
-    ei = 0
-    first = True
-    while t < t_end and stat == OK:
-        # ---- apply the events at time t
-        while ei < ne and et[ei] <= t:
-            kind = ek[ei]
-            if kind == EV_DECIDE:
-                code, delay, step = evaluate_rules(
-                    i,
-                    a,
-                    t,
-                    n_eval,
-                    disc,
-                    z,
-                    p,
-                    m,
-                    wv,
-                    lam,
-                    cm,
-                    otmp,
-                    wmin,
-                    wmax,
-                    omin,
-                    omax,
-                    meas_eps,
-                    rule_par,
-                    st,
-                    act,
-                )
-                n_eval += 1
-                if code == ACT_HOLD:
-                    if not held_before:
-                        st[2] += 1.0
-                    held_before = True
-                    st[3] += delay
-                    hold_total += delay
-                    hold_events(ei, delay, et, ek, ea, eo, en, eadm, given_rate)
-                    break  # the decision comes back after the delay
-                if code in (ACT_REDUCE, ACT_ESCALATE):
-                    change_level(a, code, step, st, levels)
-                    factor = st[4] / base_dose
-                elif code == ACT_DISCONTINUE:
-                    disc = True
-                    t_disc = t
-                st[3] = 0.0
-                held_before = False
-                wmin[:] = np.nan
-                wmax[:] = np.nan
-            elif kind in (EV_ORAL, EV_BOLUS) or (kind == EV_RATE and ea[ei] > 0):
-                col = eo[ei]
-                sl = ev_slot[a, col]
-                mult, reason = dose_reason(i, sl, kind, factor, disc, eadm[ei], en[ei], adh, jit)
-                amt = ea[ei] * mult
-                if kind == EV_RATE:
-                    given_rate[ev_pair[a, col]] = amt
-                rin, rtot = dose(kind, amt, z, m, vinv, rin, rtot)
-                if n_slot > 0 and sl >= 0:
-                    ledger_give(ledger, i, sl, eadm[ei], mult, reason)
-            elif kind == EV_RATE:  # an infusion ends: remove the rate it started with
-                r = given_rate[eo[ei]]
-                if DOSE_IV >= 0:
-                    rin -= r
-                else:
-                    rtot -= r
-            elif kind == EV_OCC:
-                new = int(ea[ei])
-                if new != occ:
-                    change_occasion(m, xa, vec_all[i, occ], vinv_all[i, new])
-                    occ = new
-                    p = pmat[i, occ]
-                    lam = lam_all[i, occ]
-                    cm = cm_all[i, occ]
-                    vinv = vinv_all[i, occ]
-            else:
-                ctrough = trough(t, z, p, m, wv, lam, cm, otmp)
-            ei += 1
-        # ---- the segment [t, tb] up to the next event
-        modal_input(rtot, vinv, lam, u, wv)
-        tb = t_end
-        if ei < ne and et[ei] < t_end:
-            tb = et[ei]
-        tseg = t
-        cp0 = cp_at(0.0, m, wv, lam, cm)
-        pk_peak_at_event(
-            t,
-            tb,
-            g,
-            cp0,
-            occ,
-            m,
-            wv,
-            t_grid,
-            cand,
-            best_m,
-            best_u,
-            best_seg,
-            best_pm,
-            best_pu,
-            best_pseg,
-            prev_m,
-            prev_u,
-            prev_seg,
-        )
-        if CP_OUT >= 0:
-            ode_best, ode_tbest, want_right = ode_peak_at_event(
-                t, z, p, otmp, ode_best, ode_tbest, want_right, lseg, rseg
-            )
-        if ns > 0:
-            _f(t, z, p, cp0, rin, k[0])
-            # every segment starts after a dose or infusion change, where the right-hand
-            # side changes abruptly: restart the step size (Hairer, Norsett & Wanner,
-            # Solving ODE I, sec. II.4) instead of carrying a step suited to the smooth
-            # end of the previous interval
-            h0 = initial_step(t, z, k, p, m, wv, lam, cm, tseg, rin, rtol, atol, ztmp, method)
-            h = min(h0, h_max) if first else min(h, h0)
-            first = False
-        while t < tb and stat == OK:
-            last = False
-            hs = min(h, h_max)
-            if t + hs >= tb or ns == 0:
-                hs = tb - t
-                last = True
-            if ns > 0:
-                accepted, stat, h, hnew, steps, nstiff, nonstiff = integration_step(
-                    t,
-                    hs,
-                    h,
-                    z,
-                    k,
-                    p,
-                    m,
-                    wv,
-                    lam,
-                    cm,
-                    tseg,
-                    rin,
-                    ztmp,
-                    znew,
-                    jac,
-                    wmat,
-                    rvec,
-                    errv,
-                    rtol,
-                    atol,
-                    method,
-                    steps,
-                    max_steps,
-                    nstiff,
-                    nonstiff,
-                )
-                if not accepted:
-                    continue
-            else:
-                hnew = h
-            t1 = tb if last else t + hs
-            if CP_OUT >= 0:
-                ode_best, ode_tbest, want_right = track_ode_peak(
-                    t,
-                    hs,
-                    t1,
-                    occ,
-                    z,
-                    znew,
-                    k,
-                    p,
-                    otmp,
-                    ode_best,
-                    ode_tbest,
-                    want_right,
-                    lz,
-                    lk,
-                    lseg,
-                    rz,
-                    rk,
-                    rseg,
-                )
-            # outputs at grid points inside (t, t1]
-            while g < ng and t_grid[g] <= t1:
-                tg = t_grid[g]
-                if ns > 0:
-                    state_at(tg, t, t1, hs, z, znew, k, method, zg)
-                cpg = cp_at(tg - tseg, m, wv, lam, cm)
-                before = cand[0]
-                record(
-                    g,
-                    tg,
-                    zg,
-                    p,
-                    cpg,
-                    i,
-                    o,
-                    oprev,
-                    t_grid,
-                    store_pos,
-                    store_out,
-                    probe_pos,
-                    mon_out,
-                    mon_thr,
-                    mon_dir,
-                    omin,
-                    omax,
-                    targmin,
-                    targmax,
-                    probes,
-                    cross,
-                    store,
-                    cand,
-                    wmin,
-                    wmax,
-                )
-                if cand[0] > before:
-                    pk_peak_on_grid(
-                        g, tg, tseg, tb, occ, m, wv, t_grid, best_m, best_u, best_seg, best_pseg
-                    )
-                g += 1
-            if ns > 0:
-                for q in range(ns):
-                    z[q] = znew[q]
-                    k[0, q] = k[6, q]
-            t = t1
-            h = hnew
-        for q in range(nm):
-            prev_m[q] = m[q]
-            prev_u[q] = wv[q]
-        prev_seg[1] = occ
-        prev_seg[0] = tseg
-        auc += advance_modes(tb - tseg, m, u, lam, cm)
-    # events at the very end of the horizon: only the trough marker matters
-    while ei < ne and et[ei] <= t_end:
-        if ek[ei] == EV_MARK:
-            ctrough = trough(t_end, z, p, m, wv, lam, cm, otmp)
-        ei += 1
-    if stat != OK:
-        fail(
-            i,
-            stat,
-            steps,
-            omin,
-            omax,
-            targmin,
-            targmax,
-            cross,
-            probes,
-            store,
-            pk_metrics,
-            status,
-            nsteps,
-        )
-        return
-    cmax, tmax = pk_cmax(
-        i, cand, best_m, best_u, best_seg, best_pm, best_pu, best_pseg, lam_all, cm_all
-    )
-    if CP_OUT >= 0:
-        cmax, tmax = ode_cmax(
-            i, ode_best, ode_tbest, lz, lk, lseg, rz, rk, rseg, pmat, method, zg, otmp
-        )
-        auc = z[AUC_STATE]
-    exposed = nm > 0 or CP_OUT >= 0
-    pk_metrics[i, 0] = cmax if exposed else np.nan
-    pk_metrics[i, 1] = tmax if exposed else np.nan
-    pk_metrics[i, 2] = auc if exposed else np.nan
-    pk_metrics[i, 3] = ctrough
-    if dsum.shape[1] > 0:
-        dose_summary(i, ledger, st, t_disc, hold_total, dsum)
-    status[i] = OK
-    nsteps[i] = steps
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
 def simulate_batch(
     # --- BATCH ARGS BEGIN ---
     pmat,
@@ -731,44 +261,145 @@ def simulate_batch(
     :data:`vtrial.engine.interface.KERNEL_ARGS`.
     """
     n = pmat.shape[0]
-    for i in range(n):
-        # a failed or stiff Dormand-Prince solve is retried with the L-stable method
-        # (one call site, so the integrator is compiled once)
-        for attempt in range(2):
-            method = method0 if attempt == 0 else ROSENBROCK23
-            if attempt == 1 and (
-                method0 != DOPRI5 or status[i] == OK or status[i] == INVALID_INITIAL
-            ):
-                break
-            _simulate_one(
-                # --- PATIENT CALL BEGIN ---
+    # each patient is solved once, then again with the L-stable method where
+    # Dormand-Prince failed or was stiff (one call site, so the integrator is compiled
+    # once); the patient's solve is written out here, not called, so that the compiler
+    # optimises it once instead of again inside this loop (about 3 s per model)
+    for run in range(2 * n):
+        i = run // 2
+        attempt = run % 2
+        method = method0 if attempt == 0 else ROSENBROCK23
+        if attempt == 1 and (method0 != DOPRI5 or status[i] == OK or status[i] == INVALID_INITIAL):
+            continue
+        method_used[i] = method0 if attempt == 0 else DOPRI5_ROSENBROCK23
+        ns = NS
+        nm = lam_all.shape[2]
+        no = omin.shape[1]
+        a = arm[i]
+        occ = 0
+        p = pmat[i, 0]
+        lam = lam_all[i, 0]
+        cm = cm_all[i, 0]
+        vinv = vinv_all[i, 0]
+        et, ek, ea, eo, en, eadm = patient_events(
+            i,
+            a,
+            pmat,
+            dose_scale,
+            jit,
+            ev_time,
+            ev_amt,
+            ev_kind,
+            ev_unit,
+            ev_n,
+            ev_slot,
+            ev_pair,
+            tlag_idx,
+            f_idx,
+            ledger,
+        )
+        ne = et.shape[0]
+        given_rate = np.zeros(ne)  # rate started by an infusion, by its stop's column
+        n_slot = ledger.shape[1]
+        # dose modification and adherence state
+        st = np.zeros(5)  # level index, reductions, holds, hours held at this decision, dose
+        act = np.zeros(5)
+        lvl0 = start_level[a]
+        st[0] = lvl0
+        base_dose = levels[a, lvl0] if lvl0 >= 0 else 1.0
+        st[4] = base_dose
+        factor = 1.0
+        disc = np.bool_(False)  # not literals: a literal would type the calls twice
+        t_disc = np.nan
+        hold_total = 0.0
+        n_eval = np.int64(0)
+        held_before = False
+        wmin = np.empty(no)  # extremes of the outputs since the last decision
+        wmax = np.empty(no)
+        wmin[:] = np.nan
+        wmax[:] = np.nan
+        # ---- state
+        m = np.zeros(nm)
+        u = np.zeros(nm)
+        wv = np.zeros(nm)
+        xa = np.zeros(nm)
+        rtot = 0.0  # infusion rate into the PK macro's central compartment (mg/h)
+        rin = 0.0  # infusion rate into the IV dosing state of an ODE model (mg/h)
+        z = np.zeros(ns)
+        _to_internal(y0[i], z)
+        k = np.empty((7, ns))
+        ztmp = np.empty(ns)
+        znew = np.empty(ns)
+        zg = np.zeros(ns)
+        errv = np.empty(ns)
+        jac = np.empty((ns, ns))
+        wmat = np.empty((ns, ns))
+        rvec = np.empty(ns)
+        nstiff = 0
+        nonstiff = 0
+        clear_traces(i, cross, probes, store)  # a retry starts from clean outputs
+        o = np.empty(no)
+        oprev = np.empty(no)
+        otmp = np.empty(no)
+        cand = np.empty(2)  # best PK concentration on the grid or at an event, its time
+        cand[0] = -np.inf
+        cand[1] = np.nan
+        # PK exposure: the segment of the best candidate, the one before it, the last one
+        best_m = np.zeros(nm)
+        best_u = np.zeros(nm)
+        best_seg = np.empty(4)  # segment start, end, grid spacing around the candidate, occasion
+        best_seg[:] = np.nan
+        best_pm = np.zeros(nm)
+        best_pu = np.zeros(nm)
+        best_pseg = np.empty(3)  # segment start, window start, occasion
+        best_pseg[:] = np.nan
+        prev_m = np.zeros(nm)
+        prev_u = np.zeros(nm)
+        prev_seg = np.empty(2)  # segment start, occasion
+        prev_seg[:] = np.nan
+        # ODE exposure (CP_OUT >= 0): best step end or post-dose point, and the steps around
+        # it (start time, size, state, stages, parameter occasion) for the refinement
+        nsave = ns if CP_OUT >= 0 else 0
+        ode_best = -np.inf
+        ode_tbest = np.nan
+        lz = np.empty(nsave)
+        lk = np.empty((7, nsave))
+        rz = np.empty(nsave)
+        rk = np.empty((7, nsave))
+        lseg = np.empty(3)  # t0, h, occasion of the step ending at the best point
+        rseg = np.empty(3)  # t0, h, occasion of the step starting there
+        lseg[:] = np.nan
+        rseg[:] = np.nan
+        want_right = False
+        for j in range(no):
+            omin[i, j] = np.nan
+            omax[i, j] = np.nan
+            targmin[i, j] = np.nan
+            targmax[i, j] = np.nan
+        t = t_grid[0]
+        t_end = t_grid[t_grid.shape[0] - 1]
+        ng = t_grid.shape[0]
+        g = 0
+        auc = 0.0
+        ctrough = np.nan
+        steps = 0
+        h = h_max
+        stat = OK
+        if not steady_start(i, a, m, p, lam, vinv, ss_spec, ss_unit, dose_scale, tlag_idx, f_idx):
+            stat = INVALID_INITIAL
+        cp_start = cp_at(0.0, m, wv, lam, cm)
+        # grid points at the start are taken before any dose at that time
+        while g < ng and t_grid[g] <= t and stat == OK:
+            zs = z if ns > 0 else zg
+            record(
+                g,
+                t_grid[g],
+                zs,
+                p,
+                cp_start,
                 i,
-                method,
-                pmat,
-                y0,
-                arm,
-                dose_scale,
-                lam_all,
-                cm_all,
-                vinv_all,
-                vec_all,
-                ev_time,
-                ev_amt,
-                ev_kind,
-                ev_unit,
-                ev_n,
-                ss_spec,
-                ss_unit,
-                tlag_idx,
-                f_idx,
-                ev_slot,
-                ev_pair,
-                levels,
-                start_level,
-                rule_par,
-                adh,
-                jit,
-                meas_eps,
+                o,
+                oprev,
                 t_grid,
                 store_pos,
                 store_out,
@@ -776,12 +407,6 @@ def simulate_batch(
                 mon_out,
                 mon_thr,
                 mon_dir,
-                rtol,
-                atol,
-                max_steps,
-                h_max,
-                status,
-                nsteps,
                 omin,
                 omax,
                 targmin,
@@ -789,9 +414,276 @@ def simulate_batch(
                 probes,
                 cross,
                 store,
-                pk_metrics,
-                ledger,
-                dsum,
-                # --- PATIENT CALL END ---
+                cand,
+                wmin,
+                wmax,
             )
-            method_used[i] = method0 if attempt == 0 else DOPRI5_ROSENBROCK23
+            g += 1
+        ei = np.int64(0)
+        first = True
+        while t < t_end and stat == OK:
+            # ---- apply the events at time t
+            while ei < ne and et[ei] <= t:
+                kind = ek[ei]
+                if kind == EV_DECIDE:
+                    code, delay, step = evaluate_rules(
+                        i,
+                        a,
+                        t,
+                        n_eval,
+                        disc,
+                        z,
+                        p,
+                        m,
+                        wv,
+                        lam,
+                        cm,
+                        otmp,
+                        wmin,
+                        wmax,
+                        omin,
+                        omax,
+                        meas_eps,
+                        rule_par,
+                        st,
+                        act,
+                    )
+                    n_eval += 1
+                    if code == ACT_HOLD:
+                        if not held_before:
+                            st[2] += 1.0
+                        held_before = True
+                        st[3] += delay
+                        hold_total += delay
+                        hold_events(ei, delay, et, ek, ea, eo, en, eadm, given_rate)
+                        break  # the decision comes back after the delay
+                    if code in (ACT_REDUCE, ACT_ESCALATE):
+                        change_level(a, code, step, st, levels)
+                        factor = st[4] / base_dose
+                    elif code == ACT_DISCONTINUE:
+                        disc = True
+                        t_disc = t
+                    st[3] = 0.0
+                    held_before = False
+                    wmin[:] = np.nan
+                    wmax[:] = np.nan
+                elif kind in (EV_ORAL, EV_BOLUS) or (kind == EV_RATE and ea[ei] > 0):
+                    col = eo[ei]
+                    sl = ev_slot[a, col]
+                    mult, reason = dose_reason(
+                        i, sl, kind, factor, disc, eadm[ei], en[ei], adh, jit
+                    )
+                    amt = ea[ei] * mult
+                    if kind == EV_RATE:
+                        given_rate[ev_pair[a, col]] = amt
+                    rin, rtot = dose(kind, amt, z, m, vinv, rin, rtot)
+                    if n_slot > 0 and sl >= 0:
+                        ledger_give(ledger, i, sl, eadm[ei], mult, reason)
+                elif kind == EV_RATE:  # an infusion ends: remove the rate it started with
+                    r = given_rate[eo[ei]]
+                    if DOSE_IV >= 0:
+                        rin -= r
+                    else:
+                        rtot -= r
+                elif kind == EV_OCC:
+                    new = int(ea[ei])
+                    if new != occ:
+                        change_occasion(m, xa, vec_all[i, occ], vinv_all[i, new])
+                        occ = new
+                        p = pmat[i, occ]
+                        lam = lam_all[i, occ]
+                        cm = cm_all[i, occ]
+                        vinv = vinv_all[i, occ]
+                else:
+                    ctrough = trough(t, z, p, m, wv, lam, cm, otmp)
+                ei += 1
+            # ---- the segment [t, tb] up to the next event
+            modal_input(rtot, vinv, lam, u, wv)
+            tb = t_end
+            if ei < ne and et[ei] < t_end:
+                tb = et[ei]
+            tseg = t
+            cp0 = cp_at(0.0, m, wv, lam, cm)
+            pk_peak_at_event(
+                t,
+                tb,
+                g,
+                cp0,
+                occ,
+                m,
+                wv,
+                t_grid,
+                cand,
+                best_m,
+                best_u,
+                best_seg,
+                best_pm,
+                best_pu,
+                best_pseg,
+                prev_m,
+                prev_u,
+                prev_seg,
+            )
+            if CP_OUT >= 0:
+                ode_best, ode_tbest, want_right = ode_peak_at_event(
+                    t, z, p, otmp, ode_best, ode_tbest, want_right, lseg, rseg
+                )
+            if ns > 0:
+                _f(t, z, p, cp0, rin, k[0])
+                # every segment starts after a dose or infusion change, where the right-hand
+                # side changes abruptly: restart the step size (Hairer, Norsett & Wanner,
+                # Solving ODE I, sec. II.4) instead of carrying a step suited to the smooth
+                # end of the previous interval
+                h0 = initial_step(t, z, k, p, m, wv, lam, cm, tseg, rin, rtol, atol, ztmp, method)
+                h = min(h0, h_max) if first else min(h, h0)
+                first = False
+            while t < tb and stat == OK:
+                last = False
+                hs = min(h, h_max)
+                if t + hs >= tb or ns == 0:
+                    hs = tb - t
+                    last = True
+                if ns > 0:
+                    accepted, stat, h, hnew, steps, nstiff, nonstiff = integration_step(
+                        t,
+                        hs,
+                        h,
+                        z,
+                        k,
+                        p,
+                        m,
+                        wv,
+                        lam,
+                        cm,
+                        tseg,
+                        rin,
+                        ztmp,
+                        znew,
+                        jac,
+                        wmat,
+                        rvec,
+                        errv,
+                        rtol,
+                        atol,
+                        method,
+                        steps,
+                        max_steps,
+                        nstiff,
+                        nonstiff,
+                    )
+                    if not accepted:
+                        continue
+                else:
+                    hnew = h
+                t1 = tb if last else t + hs
+                if CP_OUT >= 0:
+                    ode_best, ode_tbest, want_right = track_ode_peak(
+                        t,
+                        hs,
+                        t1,
+                        occ,
+                        z,
+                        znew,
+                        k,
+                        p,
+                        otmp,
+                        ode_best,
+                        ode_tbest,
+                        want_right,
+                        lz,
+                        lk,
+                        lseg,
+                        rz,
+                        rk,
+                        rseg,
+                    )
+                # outputs at grid points inside (t, t1]
+                while g < ng and t_grid[g] <= t1:
+                    tg = t_grid[g]
+                    if ns > 0:
+                        state_at(tg, t, t1, hs, z, znew, k, method, zg)
+                    cpg = cp_at(tg - tseg, m, wv, lam, cm)
+                    before = cand[0]
+                    record(
+                        g,
+                        tg,
+                        zg,
+                        p,
+                        cpg,
+                        i,
+                        o,
+                        oprev,
+                        t_grid,
+                        store_pos,
+                        store_out,
+                        probe_pos,
+                        mon_out,
+                        mon_thr,
+                        mon_dir,
+                        omin,
+                        omax,
+                        targmin,
+                        targmax,
+                        probes,
+                        cross,
+                        store,
+                        cand,
+                        wmin,
+                        wmax,
+                    )
+                    if cand[0] > before:
+                        pk_peak_on_grid(
+                            g, tg, tseg, tb, occ, m, wv, t_grid, best_m, best_u, best_seg, best_pseg
+                        )
+                    g += 1
+                if ns > 0:
+                    for q in range(ns):
+                        z[q] = znew[q]
+                        k[0, q] = k[6, q]
+                t = t1
+                h = hnew
+            for q in range(nm):
+                prev_m[q] = m[q]
+                prev_u[q] = wv[q]
+            prev_seg[1] = occ
+            prev_seg[0] = tseg
+            auc += advance_modes(tb - tseg, m, u, lam, cm)
+        # events at the very end of the horizon: only the trough marker matters
+        while ei < ne and et[ei] <= t_end:
+            if ek[ei] == EV_MARK:
+                ctrough = trough(t_end, z, p, m, wv, lam, cm, otmp)
+            ei += 1
+        if stat != OK:
+            fail(
+                i,
+                stat,
+                steps,
+                omin,
+                omax,
+                targmin,
+                targmax,
+                cross,
+                probes,
+                store,
+                pk_metrics,
+                status,
+                nsteps,
+            )
+            continue
+        cmax, tmax = pk_cmax(
+            i, cand, best_m, best_u, best_seg, best_pm, best_pu, best_pseg, lam_all, cm_all
+        )
+        if CP_OUT >= 0:
+            cmax, tmax = ode_cmax(
+                i, ode_best, ode_tbest, lz, lk, lseg, rz, rk, rseg, pmat, method, zg, otmp
+            )
+            auc = z[AUC_STATE]
+        exposed = nm > 0 or CP_OUT >= 0
+        pk_metrics[i, 0] = cmax if exposed else np.nan
+        pk_metrics[i, 1] = tmax if exposed else np.nan
+        pk_metrics[i, 2] = auc if exposed else np.nan
+        pk_metrics[i, 3] = ctrough
+        if dsum.shape[1] > 0:
+            dose_summary(i, ledger, st, t_disc, hold_total, dsum)
+        status[i] = OK
+        nsteps[i] = steps

@@ -6,10 +6,9 @@ with the blocks between its marker comments (``# --- NAME BEGIN ---`` ...
 
 - ``CODES``: the integer code constants shared with the host, emitted from
   :data:`vtrial.engine.interface.CODE_TABLES` (:func:`codes_source`);
-- ``BATCH ARGS``, ``PATIENT ARGS``, ``PATIENT CALL``: the parameter lists of
-  ``simulate_batch`` and ``_simulate_one`` and the call between them, one name a line,
+- ``BATCH ARGS``: the parameter list of ``simulate_batch``, one name a line,
   from :data:`vtrial.engine.interface.KERNEL_ARGS` (:func:`fill_interface` writes
-  these four blocks; the shipped template already holds exactly what it writes);
+  these two blocks; the shipped template already holds exactly what it writes);
 - ``MODEL``: functions emitted from the *validated* expression trees of a
   :class:`~vtrial.model.spec.Model` (never from the user's raw text)
   (:func:`model_source`);
@@ -43,7 +42,7 @@ from types import ModuleType
 
 import numba
 
-from vtrial.engine.interface import CODE_TABLES, batch_parameters, patient_parameters
+from vtrial.engine.interface import CODE_TABLES, batch_parameters
 from vtrial.model.expressions import to_source
 from vtrial.model.spec import PK_CONCENTRATION, TIME, Model
 
@@ -241,17 +240,14 @@ def fill_interface(text: str) -> str:
     """Write the host/kernel interface into a kernel template's marked blocks.
 
     ``CODES`` gets :func:`codes_source`; ``BATCH ARGS`` the parameters of
-    ``simulate_batch``, ``PATIENT ARGS`` and ``PATIENT CALL`` those of
-    ``_simulate_one`` (:func:`vtrial.engine.interface.batch_parameters`,
-    :func:`~vtrial.engine.interface.patient_parameters`), one name and a comma a line.
+    ``simulate_batch`` (:func:`vtrial.engine.interface.batch_parameters`), one name
+    and a comma a line.
     For the shipped template this changes nothing (checked by the tests); after a
     change of :mod:`vtrial.engine.interface`, writing ``fill_interface(text)`` back
     to ``_kernel_template.py`` updates it.
     """
     text = fill_codes(text)
-    text = _fill_block(text, "BATCH ARGS", [f"{n}," for n in batch_parameters()])
-    text = _fill_block(text, "PATIENT ARGS", [f"{n}," for n in patient_parameters()])
-    return _fill_block(text, "PATIENT CALL", [f"{n}," for n in patient_parameters()])
+    return _fill_block(text, "BATCH ARGS", [f"{n}," for n in batch_parameters()])
 
 
 def template_source() -> str:

@@ -10,8 +10,8 @@ kernel (:mod:`vtrial.engine._kernel_template`), and both are declared here:
   :func:`vtrial.engine.codegen.codes_source` emits the kernel's constant block from it.
 - **the kernel's arguments**: :data:`KERNEL_ARGS`, in call order, each with its dtype,
   number of dimensions, shape (in the symbols of :data:`DIMENSIONS`) and meaning.
-  :mod:`vtrial.engine.codegen` writes the parameter lists of ``simulate_batch`` and
-  ``_simulate_one`` and the call between them from it, and :func:`vtrial.engine.host.run_kernel`
+  :mod:`vtrial.engine.codegen` writes the parameter list of ``simulate_batch`` from
+  it, and :func:`vtrial.engine.host.run_kernel`
   passes its arguments through :func:`kernel_args`, which orders them by name and
   checks each one against its declaration.
 
@@ -170,8 +170,6 @@ class KernelArg:
         One-line meaning.
     output : bool
         Written by the kernel.
-    batch_only : bool
-        Used by ``simulate_batch`` only, not passed to ``_simulate_one``.
     """
 
     name: str
@@ -179,7 +177,6 @@ class KernelArg:
     shape: tuple[str | int, ...]
     doc: str
     output: bool = False
-    batch_only: bool = False
 
     @property
     def ndim(self) -> int:
@@ -243,7 +240,7 @@ KERNEL_ARGS: tuple[KernelArg, ...] = (
     _a("atol", F8, (), "absolute tolerance"),
     _a("max_steps", I8, (), "attempted steps allowed per patient"),
     _a("h_max", F8, (), "largest step (h)"),
-    _a("method0", I8, (), "method to start with (Method)", batch_only=True),
+    _a("method0", I8, (), "method to start with (Method)"),
     # results
     _a("status", "int8", ("n",), "solver status (Status)", output=True),
     _a("nsteps", "int32", ("n",), "accepted steps", output=True),
@@ -257,18 +254,13 @@ KERNEL_ARGS: tuple[KernelArg, ...] = (
     _a("pk_metrics", F8, ("n", 4), "exact cmax, tmax, auc, ctrough", output=True),
     _a("ledger", F8, ("n", "n_slots", 4), "time, planned, given, reason", output=True),
     _a("dsum", F8, ("n", "D"), "dose summary (vtrial.protocol.rules.DOSE_SUMMARY)", output=True),
-    _a("method_used", "int8", ("n",), "method used (Method)", output=True, batch_only=True),
+    _a("method_used", "int8", ("n",), "method used (Method)", output=True),
 )
 
 
 def batch_parameters() -> list[str]:
     """Parameter names of ``simulate_batch``, in order."""
     return [a.name for a in KERNEL_ARGS]
-
-
-def patient_parameters() -> list[str]:
-    """Parameter names of ``_simulate_one``, in order: ``i``, ``method``, then the rest."""
-    return ["i", "method", *(a.name for a in KERNEL_ARGS if not a.batch_only)]
 
 
 _SCALAR_TYPES: dict[str, tuple[type, ...]] = {
