@@ -40,14 +40,19 @@ class Problem:
         return f"{loc}: {self.message}"
 
 
+def problems_message(problems: list[Problem]) -> str:
+    """``N problem(s) found:`` and one indented line per problem."""
+    n = len(problems)
+    head = f"{n} problem{'s' if n != 1 else ''} found:"
+    return "\n".join([head, *(f"  - {p}" for p in problems)])
+
+
 class ConfigError(VtrialError, ValueError):
     """One or more problems in a study config, reported together."""
 
     def __init__(self, problems: Iterable[Problem]):
         self.problems: list[Problem] = list(problems)
-        n = len(self.problems)
-        head = f"{n} problem{'s' if n != 1 else ''} found:"
-        super().__init__("\n".join([head, *(f"  - {p}" for p in self.problems)]))
+        super().__init__(problems_message(self.problems))
 
 
 class ModelError(VtrialError, ValueError):
@@ -84,6 +89,17 @@ class ExpressionError(VtrialError, ValueError):
 
 class DataError(VtrialError, ValueError):
     """A problem in an input or output data file (Parquet, CSV)."""
+
+
+class DatasetError(DataError):
+    """One or more problems in an input dataset or fitted-model file (a NONMEM-style
+    dataset, a ``.ext``/``.cov``/EBE table), reported together; each
+    :class:`Problem` names the file, the row (and file line) or key, the column, the
+    rule and the value found."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems: list[Problem] = list(problems)
+        super().__init__(problems_message(self.problems))
 
 
 class VerificationError(VtrialError, ValueError):

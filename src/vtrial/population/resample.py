@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,12 +22,11 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from vtrial.data.tables import cell_problems, is_missing, numeric_column, read_cells
 from vtrial.errors import Problem
 from vtrial.infra.rng import keyed_uniform_rows, stream
 
 __all__ = [
-    "MAX_TABLE_PROBLEMS",
-    "MISSING",
     "RESERVED_COLUMNS",
     "CovariateTable",
     "Resampled",
@@ -38,12 +36,9 @@ __all__ = [
 ]
 
 
-#: Problems listed per column and kind of problem of a covariate table (then a count).
-MAX_TABLE_PROBLEMS = 20
 #: Column names of the population table that a table column must not take.
 RESERVED_COLUMNS = ("replicate", "patient_id", "arm", "arm_index", "resample_row")
-#: Values of a CSV cell that count as missing (after stripping blanks).
-MISSING = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", ".")
+_NOT_A_NUMBER = "must be a number (declare text columns in population.resample.categorical)"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 #: 2**64 / golden ratio: the Kronecker (golden-ratio) sequence of the strata
 _PHI64 = 0x9E3779B97F4A7C15
@@ -208,8 +203,8 @@ def read_covariate_table(
         None if there is any problem.
     problems : list of Problem
         Problems of the keys (file = the study) and of the cells (file = the table,
-        ``where`` = ``row R (line L), column C``; at most :data:`MAX_TABLE_PROBLEMS`
-        per column and kind, then a count).
+        ``where`` = ``row R (line L), column C``; at most
+        :data:`vtrial.data.tables.MAX_TABLE_PROBLEMS` per column and kind, then a count).
     """
     table, problems, _ = _read(spec, base_dir, source)
     return table, problems
@@ -245,14 +240,6 @@ def _read_cached(
     return table, tuple(problems), columns
 
 
-def _read_raw(path: Path) -> tuple[pd.DataFrame, int]:
-    """The table's cells (CSV: all text) and the file line of data row 1 (0: Parquet)."""
-    if path.suffix.lower() == ".csv":
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-        return df, 2
-    return pd.read_parquet(path), 0
-
-
 def _read_table(
     path: Path, spec: Mapping[str, Any], source: str
 ) -> tuple[CovariateTable | None, list[Problem], tuple[str, ...]]:
@@ -263,7 +250,7 @@ def _read_table(
         problems.append(Problem(source, where, msg))
 
     try:
-        raw, first_line = _read_raw(path)
+        raw, first_line = read_cells(path)
     except (OSError, ValueError, ImportError) as exc:  # parser errors are ValueErrors
         bad(f"{here}.table", f"cannot read the covariate table {path}: {exc}")
         return None, problems, tuple(spec.get("columns") or ())
@@ -332,8 +319,8 @@ def _read_table(
         if c in cats:
             labels[c], found = _categorical_column(col, cats[c], f"{here}.categorical.{c}")
         else:
-            numeric[c], found = _numeric_column(col, "must be a number")
-            texts = [v for i, _, v in found if not _is_missing(v)]
+            numeric[c], found = numeric_column(col, _NOT_A_NUMBER)
+            texts = [v for i, _, v in found if not is_missing(v)]
             if len(found) == len(raw) and texts:  # a text column: one problem, not one a row
                 shown = list(dict.fromkeys(str(v) for v in texts))[:5]
                 msg = (
@@ -342,16 +329,19 @@ def _read_table(
                 )
                 problems.append(Problem(str(path), f"column {c}", msg))
                 continue
-        problems += _cell_problems(path, first_line, c, found)
+        problems += cell_problems(path, first_line, c, found)
     if weights_col is not None:
-        w, found = _numeric_column(raw[weights_col], "a weight must be a number")
+        w, found = numeric_column(
+            raw[weights_col],
+            "a weight must be a number (declare text columns in population.resample.categorical)",
+        )
         bad_w = np.flatnonzero(np.isfinite(w) & (w <= 0))
         found += [
             (int(i), f"a weight must be > 0 ({here}.weights)", raw[weights_col].iloc[i])
             for i in bad_w
         ]
         found.sort(key=lambda t: t[0])
-        problems += _cell_problems(path, first_line, weights_col, found)
+        problems += cell_problems(path, first_line, weights_col, found)
         weights = w
     else:
         weights = np.ones(len(raw))
@@ -373,36 +363,6 @@ def _read_table(
     return table, problems, table.columns
 
 
-def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and value.strip() in MISSING
-
-
-def _numeric_column(col: pd.Series, rule: str) -> tuple[np.ndarray, list[tuple[int, str, Any]]]:
-    """Float values of a column and its problems ``(row index, rule, value)``."""
-    out = np.full(len(col), np.nan)
-    found: list[tuple[int, str, Any]] = []
-    for i, v in enumerate(col.tolist()):
-        if _is_missing(v):
-            found.append((i, "missing value", v))
-            continue
-        try:
-            x = float(v.strip()) if isinstance(v, str) else float(v)
-        except (TypeError, ValueError):
-            found.append(
-                (i, f"{rule} (declare text columns in population.resample.categorical)", v)
-            )
-            continue
-        if not math.isfinite(x):
-            found.append((i, "must be a finite number", v))
-            continue
-        out[i] = x
-    return out, found
-
-
 def _categorical_column(
     col: pd.Series, allowed: list[str], key: str
 ) -> tuple[np.ndarray, list[tuple[int, str, Any]]]:
@@ -412,7 +372,7 @@ def _categorical_column(
     found: list[tuple[int, str, Any]] = []
     ok = set(allowed)
     for i, v in enumerate(values):
-        if _is_missing(v):
+        if is_missing(v):
             found.append((i, "missing value", v))
             continue
         text = v.strip() if isinstance(v, str) else str(v)
@@ -421,34 +381,6 @@ def _categorical_column(
             continue
         out[i] = text
     return out, found
-
-
-def _cell_problems(
-    path: Path, first_line: int, column: str, found: list[tuple[int, str, Any]]
-) -> list[Problem]:
-    """Problems of one column's cells: at most MAX_TABLE_PROBLEMS per rule, then a count."""
-    out: list[Problem] = []
-    per_rule: dict[str, list[int]] = {}
-    for i, rule, value in found:
-        rows = per_rule.setdefault(rule, [])
-        rows.append(i)
-        if len(rows) <= MAX_TABLE_PROBLEMS:
-            line = f" (line {i + first_line})" if first_line else ""
-            out.append(
-                Problem(str(path), f"row {i + 1}{line}, column {column}", f"{rule}, got {value!r}")
-            )
-    for rule, rows in per_rule.items():
-        if len(rows) > MAX_TABLE_PROBLEMS:
-            more = len(rows) - MAX_TABLE_PROBLEMS
-            out.append(
-                Problem(
-                    str(path),
-                    f"column {column}",
-                    f"{more} more row(s) with: {rule} (not listed; rows "
-                    f"{rows[MAX_TABLE_PROBLEMS] + 1} to {rows[-1] + 1})",
-                )
-            )
-    return out
 
 
 def _strata(

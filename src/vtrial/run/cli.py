@@ -27,8 +27,9 @@ import pandas as pd
 from vtrial.analysis.design import describe_lines
 from vtrial.analysis.success import describe_lines as success_lines
 from vtrial.errors import ConfigError, VtrialError
+from vtrial.infra.hashing import file_sha256
 from vtrial.model.spec import list_models
-from vtrial.run.io import file_sha256, table_hash
+from vtrial.run.io import table_hash
 from vtrial.study.config import load_study
 
 

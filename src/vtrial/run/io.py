@@ -219,12 +219,3 @@ def table_hash(df: pd.DataFrame) -> str:
             writer.write_batch(batch)
     h.update(sink.getvalue().to_pybytes())
     return h.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (for inputs such as the study file)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

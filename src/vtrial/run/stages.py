@@ -33,12 +33,12 @@ from vtrial.analysis.popsummary import acceptance_record, population_summary
 from vtrial.analysis.safety import safety_summary
 from vtrial.analysis.success import success_tables, table_names
 from vtrial.errors import DataError, ResourceError
+from vtrial.infra.hashing import file_sha256
 from vtrial.infra.progress import Progress
 from vtrial.population.design import is_twin, population_rows
 from vtrial.population.sampling import sample_population
 from vtrial.run.chunk import OBSERVATION_COLUMNS, bands_table, simulate_chunk, simulate_patients
 from vtrial.run.io import (
-    file_sha256,
     provenance,
     read_parts,
     read_provenance,
