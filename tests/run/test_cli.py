@@ -1,4 +1,4 @@
-"""The vtrial command line: validate, models, run (dry and real), describe. verify and
+"""The vtrial command line: validate, models, dataset, run (dry and real), describe. verify and
 export are tested on real runs in tests/workflow and tests/test_export.py."""
 
 from __future__ import annotations
@@ -34,6 +34,23 @@ def test_models_lists_library(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "friberg" in out
     assert "Friberg LE" in out
+
+
+def test_dataset_counts_or_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "pk.csv"
+    path.write_text("ID,TIME,AMT,conc,WT\n7,0,100,.,70\n7,1,.,4.25,70\n7,2,.,x,71\n")
+    assert main(["dataset", str(path), "--column", "DV=conc"]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: row 3 (line 4), column conc: must be a number, got 'x'" in err
+    path.write_text("ID,TIME,AMT,conc,WT\n7,0,100,.,70\n7,1,.,4.25,70\n7,2,.,3.5,71\n")
+    assert main(["dataset", str(path), "--column", "DV=conc"]) == 0
+    out = capsys.readouterr().out
+    assert "1 subjects, 3 records, 1 doses, 2 observations" in out
+    assert "varying over time: ['WT']" in out
+    assert "4.25" not in out  # counts, never records
+    assert main(["dataset", str(path), "--column", "DV"]) == 2
 
 
 def test_unknown_arguments_rejected() -> None:

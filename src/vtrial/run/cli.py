@@ -1,7 +1,10 @@
-"""Command line: ``vtrial validate|models|run|verify|describe|export``.
+"""Command line: ``vtrial validate|models|dataset|run|verify|describe|export``.
 
 - ``vtrial validate STUDY``: every problem of a study file at once; exit 1 if any.
 - ``vtrial models``: the built-in model library with references.
+- ``vtrial dataset PATH [--column ITEM=COLUMN ...]``: check a NONMEM-style dataset
+  (:mod:`vtrial.data.dataset`), every problem at once; prints counts and the file's
+  SHA-256, never its records; exit 1 if any problem.
 - ``vtrial run STUDY [--cores N] [snakemake args...]``: run the workflow on a study.
 - ``vtrial verify RESULTS_DIR [--recompute [--shards K | --all]]``: check every
   output against ``manifest.json`` (row counts and content hashes), and recompute
@@ -26,7 +29,8 @@ import pandas as pd
 
 from vtrial.analysis.design import describe_lines
 from vtrial.analysis.success import describe_lines as success_lines
-from vtrial.errors import ConfigError, VtrialError
+from vtrial.data.dataset import read_dataset
+from vtrial.errors import ConfigError, DatasetError, VtrialError
 from vtrial.infra.hashing import file_sha256
 from vtrial.model.spec import list_models
 from vtrial.run.io import table_hash
@@ -48,6 +52,32 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{args.study}: valid study {study.name!r}: {study.n_patients} patients "
         f"({study.replicates} replicate(s) x {study.size}), arms {study.arm_names}, "
         f"model outputs {list(study.model.outputs)}"
+    )
+    return 0
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    """Check a NONMEM-style dataset; print its counts (never its records)."""
+    columns = {}
+    for pair in args.column or []:
+        item, sep, column = pair.partition("=")
+        if not sep or not item or not column:
+            print(
+                f"vtrial: --column: expected ITEM=COLUMN (e.g. DV=conc), got {pair!r}",
+                file=sys.stderr,
+            )
+            return 2
+        columns[item] = column
+    try:
+        dataset = read_dataset(args.path, columns=columns)
+    except DatasetError as err:
+        print(f"{args.path}: not valid\n{err}", file=sys.stderr)
+        return 1
+    s = dataset.summary()
+    print(
+        f"{args.path}: valid dataset (sha256 {s['sha256'][:16]}): {s['subjects']} subjects, "
+        f"{s['records']} records, {s['doses']} doses, {s['observations']} observations; "
+        f"covariates {s['covariates']} (varying over time: {s['time_varying']})"
     )
     return 0
 
@@ -242,6 +272,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("validate", help="check a study file, report every problem")
     p.add_argument("study")
     sub.add_parser("models", help="list the built-in model library")
+    p = sub.add_parser("dataset", help="check a NONMEM-style dataset, report every problem")
+    p.add_argument("path")
+    p.add_argument(
+        "--column",
+        action="append",
+        metavar="ITEM=COLUMN",
+        help="the file's column for a NONMEM item (e.g. DV=conc); repeatable",
+    )
     p = sub.add_parser("run", help="run the workflow on a study (extra args go to snakemake)")
     p.add_argument("study")
     p.add_argument("--cores", type=int, default=2)
@@ -272,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_validate(args)
         if args.command == "models":
             return cmd_models(args)
+        if args.command == "dataset":
+            return cmd_dataset(args)
         if args.command == "run":
             return cmd_run(args, extra)
         if args.command == "describe":
