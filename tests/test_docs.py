@@ -28,6 +28,7 @@ import pytest
         "vtrial.protocol.arms",
         "vtrial.protocol.rules",
         "vtrial.engine.grid",
+        "vtrial.data.dataset",
     ],
 )
 def test_docstring_examples(module: str) -> None:

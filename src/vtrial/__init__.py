@@ -1,7 +1,8 @@
 """vtrial: in-silico drug trials on virtual populations.
 
 The public API re-exported here is small: load and compose models, simulate
-patients given as a table (with residual error), and load a study. The names are
+patients given as a table (with residual error), load a study, and read a
+NONMEM-style dataset. The names are
 imported on first use (PEP 562), so ``import vtrial`` stays cheap: numba, scipy and
 pandas load only when a function that needs them is called.
 """
@@ -23,6 +24,7 @@ _EXPORTS = {
     "load_model": "vtrial.model.spec",
     "add_observations": "vtrial.model.residual",
     "load_study": "vtrial.study.config",
+    "read_dataset": "vtrial.data.dataset",
     "study_from_dict": "vtrial.study.config",
 }
 
@@ -35,11 +37,13 @@ __all__ = [
     "list_models",
     "load_model",
     "load_study",
+    "read_dataset",
     "simulate",
     "study_from_dict",
 ]
 
 if TYPE_CHECKING:
+    from vtrial.data.dataset import read_dataset
     from vtrial.engine.host import Tolerances, simulate
     from vtrial.model.residual import add_observations
     from vtrial.model.spec import build_model, compose, list_models, load_model

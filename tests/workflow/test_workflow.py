@@ -47,19 +47,20 @@ def study_data() -> dict[str, Any]:
 
 
 def snakemake(workdir: Path, study: Path, *config: str) -> subprocess.CompletedProcess[str]:
-    """Run the workflow on 2 cores; ``config`` items (``shards=7``) after ``--config``."""
+    """Run the workflow on 2 cores; ``config`` items (``shards=4``) after ``--config``."""
     cmd = snakemake_cmd(workdir, study, cores=2, config=config)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The same small study run twice: 1 shard / 1 worker and 7 shards / 2 workers."""
+    """The same small study run twice: 1 shard / 1 worker and 4 shards / 2 workers
+    (150 patients: shards of 37 or 38, across chunks of 64)."""
     base = tmp_path_factory.mktemp("wf")
     study = base / "small.yaml"
     study.write_text(yaml.safe_dump(study_data(), sort_keys=False))
     out = {}
-    for label, shards, workers in (("a", 1, 1), ("b", 7, 2)):
+    for label, shards, workers in (("a", 1, 1), ("b", 4, 2)):
         wd = base / label
         wd.mkdir()
         res = snakemake(wd, study, f"shards={shards}", f"workers={workers}")
@@ -200,7 +201,7 @@ def test_output_contract(runs: dict[str, Path]) -> None:
 
 
 def test_bit_identical_across_layouts(runs: dict[str, Path]) -> None:
-    """Same study and seed: identical tables with 1 shard/1 worker and 7 shards/2 workers."""
+    """Same study and seed: identical tables with 1 shard/1 worker and 4 shards/2 workers."""
     for table in ("population.parquet", "patients", "timecourse", "observations"):
         a = pd.read_parquet(runs["a"] / table)
         b = pd.read_parquet(runs["b"] / table)
@@ -276,7 +277,7 @@ def test_external_dask_scheduler_gives_identical_tables(
             )
         study = tmp_path / "small.yaml"
         study.write_text(yaml.safe_dump(study_data(), sort_keys=False))
-        res = snakemake(tmp_path, study, "shards=3", f"scheduler_address={address}")
+        res = snakemake(tmp_path, study, "shards=2", f"scheduler_address={address}")
         assert res.returncode == 0, res.stderr[-4000:]
         log = (tmp_path / "results" / "small" / "logs" / "simulate" / "part-00000.log").read_text()
         assert f"connecting to the Dask scheduler at {address}" in log

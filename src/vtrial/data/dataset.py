@@ -244,6 +244,20 @@ def dataset_from_frame(
     ------
     DatasetError
         Every problem, each with row, column, rule and value.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"ID": [1, 1, 1], "TIME": [0, 1, 12], "AMT": [100, 0, 0],
+    ...                       "DV": [None, 4.2, 0.7], "WT": [70, 70, 72]})
+    >>> ds = dataset_from_frame(frame)
+    >>> ds.records["EVID"].tolist(), ds.records["MDV"].tolist(), ds.varying
+    ([1, 0, 0], [1, 0, 0], ('WT',))
+    >>> try:
+    ...     dataset_from_frame(frame.assign(TIME=[0, 12, 1]))
+    ... except DatasetError as err:
+    ...     print(err.problems[0].where, "|", err.problems[0].message[:32])
+    row 3, column TIME | time goes backwards within an ID
     """
     dataset, problems = _check(
         frame.reset_index(drop=True), name, 0, columns, covariates, dose_compartments, name, ""
