@@ -309,7 +309,7 @@ def simulate_batch(
         base_dose = levels[a, lvl0] if lvl0 >= 0 else 1.0
         st[4] = base_dose
         factor = 1.0
-        disc = np.bool_(False)  # not literals: a literal would type the calls twice
+        disc: np.bool_ = np.bool_(False)  # not literals: a literal would type the calls twice
         t_disc = np.nan
         hold_total = 0.0
         n_eval = np.int64(0)
@@ -461,7 +461,7 @@ def simulate_batch(
                         change_level(a, code, step, st, levels)
                         factor = st[4] / base_dose
                     elif code == ACT_DISCONTINUE:
-                        disc = True
+                        disc = np.bool_(True)
                         t_disc = t
                     st[3] = 0.0
                     held_before = False
