@@ -74,7 +74,7 @@ def test_output_contract(runs: dict[str, Path]) -> None:
     pop = pd.read_parquet(res / "population.parquet")
     assert len(pop) == 300  # 2 replicates x 150
     parts = sorted((res / "patients").glob("part-*.parquet"))
-    assert [p.name for p in parts] == [f"part-{i:05d}.parquet" for i in range(7)]
+    assert [p.name for p in parts] == [f"part-{i:05d}.parquet" for i in range(4)]
     patients = pd.read_parquet(res / "patients")
     assert len(patients) == 300
     assert not patients.duplicated(["replicate", "patient_id"]).any()
@@ -316,8 +316,8 @@ def test_verify_detects_damaged_outputs(runs: dict[str, Path], tmp_path: Path) -
     shutil.copytree(runs["b"], copy)
     part = copy / "patients" / "part-00002.parquet"
     part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
-    (copy / "timecourse" / "part-00005.parquet").unlink()
-    (copy / "observations" / "part-00004.parquet").unlink()
+    (copy / "timecourse" / "part-00003.parquet").unlink()
+    (copy / "observations" / "part-00002.parquet").unlink()
     obs = copy / "observations" / "part-00001.parquet"
     df = pd.read_parquet(obs)
     df.loc[0, "dv"] += 1.0  # a changed observation, same row count
@@ -327,8 +327,8 @@ def test_verify_detects_damaged_outputs(runs: dict[str, Path], tmp_path: Path) -
     problems = verify(copy)
     assert any(f"{psum}: 3 rows, manifest says" in p for p in problems)
     assert any(str(part) in p and "unreadable" in p for p in problems)
-    assert any("timecourse/part-00005.parquet: missing" in p for p in problems)
-    assert any("observations/part-00004.parquet: missing" in p for p in problems)
+    assert any("timecourse/part-00003.parquet: missing" in p for p in problems)
+    assert any("observations/part-00002.parquet: missing" in p for p in problems)
     assert f"{obs}: content differs from the manifest" in problems
     assert main(["verify", str(copy)]) == 1
 
