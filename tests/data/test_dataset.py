@@ -308,3 +308,19 @@ def test_frame_problems_have_rows_without_lines() -> None:
         "<DataFrame>: row 2, column TIME: time goes backwards within an ID (previous record "
         "at 0; only a reset, EVID 3 or 4, may go back), got -1.0"
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "sep"), [("data.dat", "  "), ("data.txt", ";"), ("data.tsv", "\t")]
+)
+def test_space_semicolon_and_tab_separated_files(tmp_path: Path, name: str, sep: str) -> None:
+    rows = [
+        ["ID", "TIME", "AMT", "DV", "WT"],
+        ["1", "0", "100", ".", "70"],
+        ["1", "2", ".", "3.5", "71"],
+    ]
+    path = _write(tmp_path, [sep.join(r) for r in rows], name)
+    ds = read_dataset(path)
+    assert ds.records["EVID"].tolist() == [1, 0]
+    assert ds.records["DV"].iloc[1] == 3.5
+    assert ds.covariates == ("WT",)

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from vtrial.data._text import FileProblems, listed
-from vtrial.data.tables import cell_problems, missing_mask, numeric_column
+from vtrial.data.tables import cell_problems, missing_mask, numeric_column, read_cells
 from vtrial.errors import DatasetError
 from vtrial.infra.hashing import file_sha256
 
@@ -125,17 +125,7 @@ class MonolixEtas:
 def _read_csv(path: Path, out: FileProblems, what: str) -> pd.DataFrame | None:
     """A Monolix text table, all cells as text (separator from the header line)."""
     try:
-        with open(path, encoding="utf-8-sig") as fh:
-            head = fh.readline()
-        sep = max((",", ";", "\t"), key=head.count)
-        cells = pd.read_csv(
-            path,
-            sep=sep,
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            encoding="utf-8-sig",
-        )
+        cells, _ = read_cells(path)
     except UnicodeDecodeError:
         out.add("", f"cannot read the {what}: not a text file")
         return None
@@ -143,7 +133,6 @@ def _read_csv(path: Path, out: FileProblems, what: str) -> pd.DataFrame | None:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         out.add("", f"cannot read the {what}: {reason}")
         return None
-    cells.columns = [str(c).strip() for c in cells.columns]
     return cells
 
 

@@ -23,6 +23,7 @@ from vtrial.errors import Problem
 __all__ = [
     "MAX_TABLE_PROBLEMS",
     "MISSING",
+    "TEXT_SUFFIXES",
     "Found",
     "cell_problems",
     "is_missing",
@@ -42,14 +43,32 @@ MISSING = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", ".")
 Found = list[tuple[int, str, Any]]
 
 
-def read_cells(path: Path) -> tuple[pd.DataFrame, int]:
-    """The table's cells (CSV: all text, nothing parsed) and the file line of data row 1
-    (0 for Parquet, whose rows have no line).
+#: File suffixes read as delimited text (anything else is read as Parquet).
+TEXT_SUFFIXES = (".csv", ".txt", ".tsv", ".dat")
 
-    Raises ``OSError`` or ``ValueError`` (pandas' parser errors) when it cannot be read.
+
+def read_cells(path: Path) -> tuple[pd.DataFrame, int]:
+    """The table's cells (text files: all text, nothing parsed) and the file line of data
+    row 1 (0 for Parquet, whose rows have no line).
+
+    A text file (:data:`TEXT_SUFFIXES`) is split by the delimiter its header line uses
+    most: comma, semicolon (Monolix) or tab; blanks when it has none of them (NONMEM's
+    space-separated files). A UTF-8 byte-order mark is dropped. Raises ``OSError`` or
+    ``ValueError`` (pandas' parser errors, undecodable bytes) when it cannot be read.
     """
-    if path.suffix.lower() in (".csv", ".txt"):
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        with open(path, encoding="utf-8-sig") as fh:
+            head = fh.readline()
+        sep = max((",", ";", "\t"), key=head.count)
+        df = pd.read_csv(
+            path,
+            sep=sep if sep in head else r"\s+",
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            encoding="utf-8-sig",
+        )
+        df.columns = [str(c).strip() for c in df.columns]
         return df, 2
     return pd.read_parquet(path), 0
 
