@@ -1,4 +1,4 @@
-"""Shared fixtures: small studies derived from the default study."""
+"""Shared fixtures: small studies derived from the default study; the test order."""
 
 from __future__ import annotations
 
@@ -14,6 +14,19 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STUDY = ROOT / "config" / "config.yaml"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with end-to-end workflow runs (marked ``workflow``) and the benchmark
+    harness first, the rest in their usual order. ``make test`` spreads whole files over
+    the cores (``--dist loadfile``) in this order: the longest files go first so that
+    the short ones fill the gaps, instead of one core running a long file at the end."""
+    slow = {
+        item.nodeid.split("::")[0]
+        for item in items
+        if item.get_closest_marker("workflow") or item.nodeid.startswith("tests/test_benchmarks")
+    }
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
 
 
 def default_study_data() -> dict[str, Any]:

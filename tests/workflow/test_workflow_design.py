@@ -40,13 +40,13 @@ def study_data() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The twin study run with 1 shard / 1 worker and 4 shards / 2 workers."""
+    """The twin study run with 1 shard / 1 worker and 3 shards / 2 workers."""
     base = tmp_path_factory.mktemp("wf_design")
     (base / "theta_cov.csv").write_text("name,CL,V1\nCL,0.02,0.005\nV1,0.005,0.03\n")
     study = base / "twin.yaml"
     study.write_text(yaml.safe_dump(study_data(), sort_keys=False))
     out = {}
-    for label, shards, workers in (("a", 1, 1), ("b", 4, 2)):
+    for label, shards, workers in (("a", 1, 1), ("b", 3, 2)):
         wd = base / label
         wd.mkdir()
         res = snakemake(wd, study, f"shards={shards}", f"workers={workers}")
