@@ -2,7 +2,8 @@
 
 NONMEM/Monolix-style datasets of dosing, observation and covariate records
 (:mod:`~vtrial.data.dataset`), fitted population models (NONMEM ``.ext``/``.cov``/``.phi``
-tables: :mod:`~vtrial.data.nonmem`; Monolix estimates: :mod:`~vtrial.data.monolix`; the
+tables: :mod:`~vtrial.data.nonmem`, their file format in
+:mod:`~vtrial.data._nonmem_table`; Monolix estimates: :mod:`~vtrial.data.monolix`; the
 declared THETA/ETA/SIGMA -> model parameter mapping: :mod:`~vtrial.data.fitted`) and the
 cell-level checks they share with the resampled covariate tables
 (:mod:`~vtrial.data.tables`). A reader reports every problem of a file at once, naming

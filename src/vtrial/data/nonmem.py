@@ -49,7 +49,6 @@ quotes at most one offending cell, and a file is identified by its SHA-256.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +57,18 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
+from vtrial.data._nonmem_table import (
+    ETA_COL,
+    ETC_COL,
+    THETA_COL,
+    column_layout,
+    finite_numbers,
+    read_lines,
+    row_numbers,
+    select_block,
+    symmetric_matrix,
+    whole_numbers,
+)
 from vtrial.data._text import FileProblems, listed
 from vtrial.errors import DatasetError, Problem
 from vtrial.infra.hashing import file_sha256
@@ -91,26 +102,6 @@ EXT_CODES: Mapping[int, str] = MappingProxyType(
 _FINAL, _SE, _FIXED = -1000000000, -1000000001, -1000000006
 #: NONMEM's standard error of an element it did not estimate.
 _NOT_ESTIMATED_SE = 1.0e10
-
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[EeDd][+-]?\d+)?")
-_FORTRAN_EXP = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+))([+-]\d{3})")
-_NON_FINITE = {
-    "nan": np.nan,
-    "+nan": np.nan,
-    "-nan": np.nan,
-    "inf": np.inf,
-    "+inf": np.inf,
-    "-inf": -np.inf,
-    "infinity": np.inf,
-    "+infinity": np.inf,
-    "-infinity": -np.inf,
-}
-_TABLE_LINE = re.compile(r"TABLE\s+NO\.\s*(\d+)\s*:?\s*(.*)", re.IGNORECASE)
-_THETA_COL = re.compile(r"THETA(\d+)")
-_MATRIX_COL = re.compile(r"(OMEGA|SIGMA)\((\d+),(\d+)\)")
-_OBJ_COL = re.compile(r"[A-Z]*OBJ")
-_ETA_COL = re.compile(r"(ETA|PHI)\((\d+)\)")
-_ETC_COL = re.compile(r"(ETC|PHC)\((\d+),(\d+)\)")
 
 
 # ---------------------------------------------------------------------------- results
@@ -224,7 +215,7 @@ class CovarianceMatrix:
         cov : ndarray of float64, shape (len(names), len(names))
             Their covariance matrix (zero rows and columns for fixed THETAs).
         """
-        idx = [k for k, n in enumerate(self.names) if _THETA_COL.fullmatch(n)]
+        idx = [k for k, n in enumerate(self.names) if THETA_COL.fullmatch(n)]
         return tuple(self.names[k] for k in idx), self.matrix[np.ix_(idx, idx)].copy()
 
 
@@ -277,268 +268,19 @@ class EtaTable:
         return self.etas.to_numpy(dtype=np.float64)
 
 
-# ---------------------------------------------------------------------------- NONMEM tables
-
-
-@dataclass
-class _Block:
-    """One ``TABLE NO.`` block of a NONMEM table file (lines from 1)."""
-
-    line: int
-    title: str
-    number: int | None = None
-    method: str = ""
-    header: list[str] = field(default_factory=list)
-    header_line: int = 0
-    rows: list[tuple[int, list[str]]] = field(default_factory=list)
-
-    @property
-    def where(self) -> str:
-        number = self.number if self.number is not None else "?"
-        return f"table {number} (line {self.line})"
-
-
-def _number(text: str) -> float | None:
-    """A Fortran number, or None when the text is not one."""
-    if _NUMBER.fullmatch(text):
-        return float(text.replace("D", "E").replace("d", "e"))
-    m = _FORTRAN_EXP.fullmatch(text)
-    if m:
-        return float(f"{m[1]}E{m[2]}")
-    return _NON_FINITE.get(text.lower())
-
-
-def _read_lines(path: Path, out: FileProblems, what: str) -> list[str] | None:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        out.add("", f"cannot read the {what}: not a text file")
-        return None
-    except OSError as exc:
-        out.add("", f"cannot read the {what}: {exc.strerror or exc}")
-        return None
-    return text.splitlines()
-
-
-def _select_block(
-    lines: list[str], table: int, first: str, out: FileProblems, what: str
-) -> _Block | None:
-    """The ``table``-th block, its header checked to start with ``first``."""
-    blocks: list[_Block] = []
-    before = 0
-    for k, line in enumerate(lines, start=1):
-        text = line.strip()
-        if not text:
-            continue
-        if text.upper().startswith("TABLE"):
-            blocks.append(_Block(line=k, title=text))
-        elif not blocks:
-            before = before or k
-        elif not blocks[-1].header_line:
-            blocks[-1].header, blocks[-1].header_line = text.split(), k
-        else:
-            blocks[-1].rows.append((k, text.split()))
-    if not blocks:
-        out.add("", f"no 'TABLE NO.' line: not a NONMEM {what} (or an empty file)")
-        return None
-    if before:
-        out.add(f"line {before}", "text before the first 'TABLE NO.' line")
-    n = len(blocks)
-    if not -n <= table < n:
-        numbers = [m[1] if (m := _TABLE_LINE.fullmatch(b.title)) else "?" for b in blocks]
-        out.add(
-            f"table={table}",
-            f"no such table: the file has {n} TABLE block(s) (TABLE NO. {', '.join(numbers)}), "
-            f"so table must be in {-n}..{n - 1}, got {table}",
-        )
-        return None
-    block = blocks[table]
-    m = _TABLE_LINE.fullmatch(block.title)
-    if m is None:
-        out.add(
-            f"line {block.line}",
-            f"must read 'TABLE NO. n: <method>: ...', got {block.title[:60]!r}",
-        )
-    else:
-        block.number = int(m[1])
-        block.method = m[2].split(":")[0].strip()
-    if not block.header_line:
-        out.add(block.where, f"no header line ({first} ...) after the TABLE line")
-        return None
-    if block.header[0].upper() != first:
-        out.add(
-            f"line {block.header_line}",
-            f"the header must start with {first}, got {block.header[0][:40]!r}",
-        )
-        return None
-    block.header = [h.upper() for h in block.header]
-    return block
-
-
-def _numbers(
-    block: _Block, out: FileProblems, skip: int = 0
-) -> tuple[list[int], list[list[str]], np.ndarray, np.ndarray]:
-    """The rows with as many fields as the header, their values and bad cells.
-
-    Returns
-    -------
-    lines : list of int
-        File line of each kept row.
-    texts : list of list of str
-        Each kept row's first ``skip`` fields, as text.
-    values : ndarray of float64, shape (n_rows, n_columns - skip)
-        The other fields (NaN where a cell is not a number).
-    bad : ndarray of bool, same shape
-        Cells that are not numbers (reported).
-    """
-    width = len(block.header)
-    lines: list[int] = []
-    texts: list[list[str]] = []
-    values: list[list[float]] = []
-    bad: list[list[bool]] = []
-    for line, fields in block.rows:
-        if len(fields) != width:
-            out.add(
-                f"line {line}",
-                f"must have {width} fields (as the header on line {block.header_line}), "
-                f"got {len(fields)}",
-                kind="wrong number of fields",
-            )
-            continue
-        row: list[float] = []
-        row_bad: list[bool] = []
-        for name, text in zip(block.header[skip:], fields[skip:], strict=True):
-            v = _number(text)
-            if v is None:
-                out.add(
-                    f"line {line}, column {name}",
-                    f"must be a number, got {text[:40]!r}",
-                    kind=f"not a number in column {name}",
-                )
-            row.append(np.nan if v is None else v)
-            row_bad.append(v is None)
-        lines.append(line)
-        texts.append(fields[:skip])
-        values.append(row)
-        bad.append(row_bad)
-    shape = (len(values), width - skip)
-    return (
-        lines,
-        texts,
-        np.array(values, dtype=np.float64).reshape(shape),
-        np.array(bad, dtype=bool).reshape(shape),
-    )
-
-
-def _whole(
-    values: np.ndarray, bad: np.ndarray, lines: list[int], column: str, out: FileProblems
-) -> np.ndarray:
-    """Rows whose cell is a whole number (others reported as such)."""
-    ok = ~bad & np.isfinite(values) & (values == np.round(values))
-    for k in np.flatnonzero(~ok & ~bad):
-        out.add(
-            f"line {lines[k]}, column {column}",
-            f"must be a whole number, got {values[k]:g}",
-            kind=f"not a whole number in column {column}",
-        )
-    return np.asarray(ok)
-
-
-def _finite(
-    values: np.ndarray, bad: np.ndarray, lines: list[int], names: list[str], out: FileProblems
-) -> None:
-    """Report cells that are numbers but not finite (NaN, Infinity)."""
-    for r, c in zip(*np.nonzero(~bad & ~np.isfinite(values)), strict=True):
-        out.add(
-            f"line {lines[r]}, column {names[c]}",
-            f"must be a finite number, got {values[r, c]}",
-            kind=f"not finite in column {names[c]}",
-        )
-
-
-@dataclass
-class _Layout:
-    """Where the estimates are among the columns (index into the value columns)."""
-
-    theta: list[int] = field(default_factory=list)
-    matrices: dict[str, dict[tuple[int, int], int]] = field(
-        default_factory=lambda: {"OMEGA": {}, "SIGMA": {}}
-    )
-    sizes: dict[str, int] = field(default_factory=dict)
-    objective: tuple[int, str] | None = None
-
-
-def _layout(names: list[str], line: int, out: FileProblems, *, objective: bool) -> _Layout:
-    """Check the estimate columns' names and find them (``names``: value columns)."""
-    thetas: dict[int, int] = {}
-    lay = _Layout()
-    seen: set[str] = set()
-    for k, name in enumerate(names):
-        where = f"line {line}, column {name}"
-        if name in seen:
-            out.add(where, "a column name may appear once, found again")
-            continue
-        seen.add(name)
-        if m := _THETA_COL.fullmatch(name):
-            if int(m[1]) < 1:
-                out.add(where, f"THETA numbers start at 1, got {name!r}")
-            thetas[int(m[1])] = k
-        elif m := _MATRIX_COL.fullmatch(name):
-            i, j = int(m[2]), int(m[3])
-            if j < 1 or i < j:
-                out.add(where, f"must be in the lower triangle (row >= column >= 1), got {name!r}")
-            else:
-                lay.matrices[m[1]][(i, j)] = k
-        elif objective and _OBJ_COL.fullmatch(name) and lay.objective is None:
-            lay.objective = (k, name)
-        else:
-            expected = "THETAn, OMEGA(i,j), SIGMA(i,j)" + (", OBJ" if objective else "")
-            out.add(where, f"unknown column (expected {expected}), got {name[:40]!r}")
-    n_theta = max(thetas, default=0)
-    missing = [f"THETA{n}" for n in range(1, n_theta + 1) if n not in thetas]
-    if missing:
-        out.add(f"line {line}", f"THETAs must be numbered 1..{n_theta}, missing {listed(missing)}")
-    lay.theta = [thetas[n] for n in range(1, n_theta + 1) if n in thetas]
-    for kind, elements in lay.matrices.items():
-        size = max((i for i, _ in elements), default=0)
-        lay.sizes[kind] = size
-        lower = [f"{kind}({i},{j})" for i in range(1, size + 1) for j in range(1, i + 1)]
-        gone = [e for e in lower if _key(e) not in elements]
-        if gone:
-            out.add(
-                f"line {line}",
-                f"the lower triangle of the {size} x {size} {kind} must be complete, "
-                f"missing {listed(gone)}",
-            )
-    if objective and lay.objective is None:
-        out.add(f"line {line}", "no objective-function column (OBJ)")
-    return lay
-
-
-def _key(element: str) -> tuple[int, int]:
-    m = _MATRIX_COL.fullmatch(element) or _ETC_COL.fullmatch(element)
-    assert m is not None
-    return int(m[2]), int(m[3])
-
-
-def _symmetric(row: np.ndarray, elements: Mapping[tuple[int, int], int], size: int) -> np.ndarray:
-    """The symmetric matrix of a row's lower-triangle elements."""
-    m = np.zeros((size, size))
-    for (i, j), k in elements.items():
-        m[i - 1, j - 1] = m[j - 1, i - 1] = row[k]
-    return m
+# ---------------------------------------------------------------------------- readers
 
 
 def _ext(path: Path, table: int) -> tuple[ExtEstimates | None, list[Problem]]:
     out = FileProblems(str(path))
-    lines = _read_lines(path, out, "'.ext' file")
-    block = None if lines is None else _select_block(lines, table, "ITERATION", out, ".ext file")
+    lines = read_lines(path, out, "'.ext' file")
+    block = None if lines is None else select_block(lines, table, "ITERATION", out, ".ext file")
     if block is None:
         return None, out.all()
-    lay = _layout(block.header[1:], block.header_line, out, objective=True)
-    row_lines, _, data, bad = _numbers(block, out)
+    lay = column_layout(block.header[1:], block.header_line, out, objective=True)
+    row_lines, _, data, bad = row_numbers(block, out)
     iteration, values, bad_values = data[:, 0], data[:, 1:], bad[:, 1:]
-    whole = _whole(iteration, bad[:, 0], row_lines, "ITERATION", out)
+    whole = whole_numbers(iteration, bad[:, 0], row_lines, "ITERATION", out)
     special: dict[int, int] = {}  # code -> row
     for k in map(int, np.flatnonzero(whole & (iteration <= -1000000000))):
         code = int(iteration[k])
@@ -575,8 +317,8 @@ def _ext(path: Path, table: int) -> tuple[ExtEstimates | None, list[Problem]]:
     def parts(row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return (
             row[lay.theta],
-            _symmetric(row, lay.matrices["OMEGA"], lay.sizes["OMEGA"]),
-            _symmetric(row, lay.matrices["SIGMA"], lay.sizes["SIGMA"]),
+            symmetric_matrix(row, lay.matrices["OMEGA"], lay.sizes["OMEGA"]),
+            symmetric_matrix(row, lay.matrices["SIGMA"], lay.sizes["SIGMA"]),
         )
 
     theta, omega, sigma = parts(values[final])
@@ -658,14 +400,14 @@ def read_ext(path: str | Path, table: int = -1) -> ExtEstimates:
 
 def _cov(path: Path, table: int, rtol: float) -> tuple[CovarianceMatrix | None, list[Problem]]:
     out = FileProblems(str(path))
-    lines = _read_lines(path, out, "'.cov' file")
-    block = None if lines is None else _select_block(lines, table, "NAME", out, ".cov file")
+    lines = read_lines(path, out, "'.cov' file")
+    block = None if lines is None else select_block(lines, table, "NAME", out, ".cov file")
     if block is None:
         return None, out.all()
     names = block.header[1:]
-    _layout(names, block.header_line, out, objective=False)
-    row_lines, texts, matrix, bad = _numbers(block, out, skip=1)
-    _finite(matrix, bad, row_lines, names, out)
+    column_layout(names, block.header_line, out, objective=False)
+    row_lines, texts, matrix, bad = row_numbers(block, out, skip=1)
+    finite_numbers(matrix, bad, row_lines, names, out)
     row_names = [t[0].upper() for t in texts]
     n = len(names)
     if len(block.rows) != n:
@@ -702,7 +444,7 @@ def _cov(path: Path, table: int, rtol: float) -> tuple[CovarianceMatrix | None, 
             f"a variance must be >= 0, got {diag[i]:.6g}",
         )
     matrix = (matrix + matrix.T) / 2
-    theta = [k for k, name in enumerate(names) if _THETA_COL.fullmatch(name)]
+    theta = [k for k, name in enumerate(names) if THETA_COL.fullmatch(name)]
     zero = [k for k in theta if diag[k] == 0]
     for k in zero:
         if np.any(matrix[k] != 0):
@@ -779,8 +521,8 @@ def read_cov(path: str | Path, table: int = -1, *, rtol: float = 1e-5) -> Covari
 
 def _phi(path: Path, table: int) -> tuple[EtaTable | None, list[Problem]]:
     out = FileProblems(str(path))
-    lines = _read_lines(path, out, "'.phi' file")
-    block = None if lines is None else _select_block(lines, table, "SUBJECT_NO", out, ".phi file")
+    lines = read_lines(path, out, "'.phi' file")
+    block = None if lines is None else select_block(lines, table, "SUBJECT_NO", out, ".phi file")
     if block is None:
         return None, out.all()
     header, hline = block.header, block.header_line
@@ -794,12 +536,12 @@ def _phi(path: Path, table: int) -> tuple[EtaTable | None, list[Problem]]:
     obj: int | None = None
     for k, name in enumerate(header[2:], start=2):
         where = f"line {hline}, column {name}"
-        if m := _ETA_COL.fullmatch(name):
+        if m := ETA_COL.fullmatch(name):
             kinds.add(m[1])
             if int(m[2]) < 1 or int(m[2]) in etas:
                 out.add(where, f"ETA numbers start at 1 and appear once, got {name!r}")
             etas[int(m[2])] = k
-        elif m := _ETC_COL.fullmatch(name):
+        elif m := ETC_COL.fullmatch(name):
             kinds.add("ETA" if m[1] == "ETC" else "PHI")
             i, j = int(m[2]), int(m[3])
             if j < 1 or i < j or (i, j) in etc:
@@ -834,11 +576,11 @@ def _phi(path: Path, table: int) -> tuple[EtaTable | None, list[Problem]]:
                 f"the lower triangle of the {n_eta} x {n_eta} {cond} must be complete, "
                 f"missing {listed(miss)}",
             )
-    row_lines, _, data, bad = _numbers(block, out)
-    _finite(data[:, 2:], bad[:, 2:], row_lines, header[2:], out)
+    row_lines, _, data, bad = row_numbers(block, out)
+    finite_numbers(data[:, 2:], bad[:, 2:], row_lines, header[2:], out)
     if not block.rows:
         out.add(block.where, "no subject rows")
-    _whole(data[:, 0], bad[:, 0], row_lines, "SUBJECT_NO", out)
+    whole_numbers(data[:, 0], bad[:, 0], row_lines, "SUBJECT_NO", out)
     ids = data[:, 1]
     first: dict[float, int] = {}
     for k in map(int, np.flatnonzero(~bad[:, 1])):
