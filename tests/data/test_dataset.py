@@ -324,3 +324,16 @@ def test_space_semicolon_and_tab_separated_files(tmp_path: Path, name: str, sep:
     assert ds.records["EVID"].tolist() == [1, 0]
     assert ds.records["DV"].iloc[1] == 3.5
     assert ds.covariates == ("WT",)
+
+
+def test_ids_are_read_as_the_fit_readers_read_them(tmp_path: Path) -> None:
+    """Whole numbers -> int64, other numbers -> float64, anything else -> text (one rule,
+    vtrial.data.tables.subject_ids, for datasets, .phi and Monolix tables)."""
+    lines = ["ID,TIME,AMT", "1.5,0,10", " 1.5 ,1,.", "2,0,10"]
+    ids = read_dataset(_write(tmp_path, lines)).records["ID"]
+    assert ids.dtype == np.float64
+    assert ids.tolist() == [1.5, 1.5, 2.0]
+    lines = ["ID,TIME,AMT", "01,0,10", "1,1,.", "2,0,10"]
+    ids = read_dataset(_write(tmp_path, lines)).records["ID"]
+    assert ids.dtype == np.int64
+    assert ids.tolist() == [1, 1, 2]

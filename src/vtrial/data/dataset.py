@@ -25,7 +25,8 @@ Conventions (NONMEM's, unless said otherwise):
   and 1 elsewhere. An EVID 0 record with ``MDV`` 1 carries no observation (as EVID 2).
 - A ``C`` column marks comment records (NONMEM's ``IGNORE=C``): records whose ``C``
   cell is ``C`` are left out (rows keep their numbers in problems).
-- ``ID``: integers, or text labels (as in Monolix); the records of one ID must be
+- ``ID``: numbers or text labels (as in Monolix), read as every reader here reads IDs
+  (:func:`vtrial.data.tables.subject_ids`); the records of one ID must be
   contiguous (NONMEM would take a second block as another individual, which is almost
   always a sorting mistake, so it is refused here).
 - ``TIME`` never decreases within an ID, except at a reset (EVID 3 or 4), as in NONMEM.
@@ -64,8 +65,8 @@ from vtrial.data.tables import (
     cell_problems,
     missing_mask,
     numeric_column,
-    parse_numbers,
     read_cells,
+    subject_ids,
 )
 from vtrial.errors import DatasetError, Problem
 from vtrial.infra.hashing import file_sha256
@@ -123,8 +124,9 @@ class Dataset:
     records : DataFrame
         One row per record in file order (comment records left out): ``REC`` (the
         record's row number in the file, from 1), the :data:`STANDARD_ITEMS` (``EVID``
-        and ``MDV`` filled when the file has no such column; float64 except ``ID``,
-        ``EVID``, ``CMT``, ``SS``, ``ADDL``, ``MDV``, ``BLQ``, ``DVID``: int64), then the
+        and ``MDV`` filled when the file has no such column; ``ID`` as
+        :func:`~vtrial.data.tables.subject_ids` reads it; ``EVID``, ``CMT``, ``SS``,
+        ``ADDL``, ``MDV``, ``BLQ``, ``DVID`` int64; the others float64), then the
         covariates (float64, or text for a text column).
     covariates : tuple of str
         Covariate columns, as named in the file.
@@ -332,7 +334,7 @@ def _check(
     id_cells = kept[id_col]
     gone = missing_mask(id_cells)
     add(id_col, np.flatnonzero(gone), "missing ID")
-    ids = _ids(id_cells)
+    ids = subject_ids(id_cells)
     # ---- numeric items
     for item in STANDARD_ITEMS[1:]:
         if item not in col_of:
@@ -516,15 +518,6 @@ def _resolve_columns(
                 )
             )
     return item_of, cov_cols, problems
-
-
-def _ids(cells: pd.Series) -> np.ndarray:
-    """IDs: int64 when every one is a whole number, else their text."""
-    text = cells.astype(str).str.strip()
-    num = parse_numbers(text)
-    if np.isfinite(num).all() and (num == np.round(num)).all():
-        return num.astype(np.int64)
-    return text.to_numpy(dtype=object)
 
 
 def _dose_rules(

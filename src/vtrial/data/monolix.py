@@ -38,7 +38,13 @@ import numpy as np
 import pandas as pd
 
 from vtrial.data._text import FileProblems, listed
-from vtrial.data.tables import cell_problems, missing_mask, numeric_column, read_cells
+from vtrial.data.tables import (
+    cell_problems,
+    missing_mask,
+    numeric_column,
+    read_cells,
+    subject_ids,
+)
 from vtrial.errors import DatasetError
 from vtrial.infra.hashing import file_sha256
 
@@ -143,17 +149,6 @@ def _column(cells: pd.DataFrame, name: str, out: FileProblems) -> str | None:
             return str(c)
     out.add("line 1", f"no {name!r} column (columns: {listed([str(c) for c in cells.columns])})")
     return None
-
-
-def _ids(cells: pd.Series) -> pd.Index:
-    """IDs as int64 when all whole numbers, float64 when all numbers, else text."""
-    text = cells.astype(str).str.strip()
-    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    if np.isfinite(values).all():
-        if (values == np.round(values)).all():
-            return pd.Index(values.astype(np.int64))
-        return pd.Index(values)
-    return pd.Index(text.to_numpy(dtype=object))
 
 
 def read_monolix_population(path: str | Path) -> MonolixEstimates:
@@ -344,7 +339,7 @@ def read_monolix_etas(path: str | Path, estimate: Literal["mode", "mean"] = "mod
     gone = missing_mask(cells[id_col])
     for k in np.flatnonzero(gone):
         out.add(f"row {k + 1} (line {k + 2}), column {id_col}", "missing ID", kind="missing ID")
-    ids = _ids(cells[id_col])
+    ids = pd.Index(subject_ids(cells[id_col]))
     dup = ids.duplicated() & ~gone
     for r in map(int, np.flatnonzero(dup)):
         out.add(

@@ -31,6 +31,7 @@ __all__ = [
     "numeric_column",
     "parse_numbers",
     "read_cells",
+    "subject_ids",
 ]
 
 #: Problems listed per column and kind of problem of a table (then a count).
@@ -71,6 +72,19 @@ def read_cells(path: Path) -> tuple[pd.DataFrame, int]:
         df.columns = [str(c).strip() for c in df.columns]
         return df, 2
     return pd.read_parquet(path), 0
+
+
+def subject_ids(cells: pd.Series) -> np.ndarray:
+    """Subject IDs, read one way by every reader (so that a dataset's subjects and a fit's
+    individual estimates match): int64 when every ID is a whole number, float64 when
+    every one is a number, else their text (blanks stripped)."""
+    text = cells.astype(str).str.strip()
+    values = parse_numbers(text)
+    if np.isfinite(values).all():
+        if (values == np.round(values)).all():
+            return values.astype(np.int64)
+        return values
+    return np.asarray(text.to_numpy(dtype=object))
 
 
 def is_missing(value: Any) -> bool:
