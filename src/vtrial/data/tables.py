@@ -40,6 +40,7 @@ MAX_TABLE_PROBLEMS = 20
 #: NONMEM's missing value.
 MISSING = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", ".")
 
+_NOT_FINITE = "must be a finite number"
 #: problems of one column's cells: (0-based row, rule broken, value found)
 Found = list[tuple[int, str, Any]]
 
@@ -146,20 +147,15 @@ def numeric_column(
         for i in np.flatnonzero(~parsed & ~gone):  # a text that parses as NaN ("+nan")
             parsed[i] = _nan_text(text.iloc[i])
     values = np.where(gone, np.nan, values)
+    checks = [(~gone & ~parsed, rule), (~gone & parsed & ~np.isfinite(values), _NOT_FINITE)]
+    if missing is not None:
+        checks.insert(0, (gone, missing))
     found: Found = []
-    cells = col.tolist() if (gone.any() or not parsed.all()) else []
-    for i in np.flatnonzero(gone if missing is not None else np.zeros(0, dtype=bool)):
-        found.append((int(i), missing or "", cells[i]))
-    for i in np.flatnonzero(~gone & ~parsed):
-        found.append((int(i), rule, cells[i]))
-    bad_inf = ~gone & parsed & ~np.isfinite(values)
-    if bad_inf.any():
-        cells = cells or col.tolist()
-        for i in np.flatnonzero(bad_inf):
-            found.append((int(i), "must be a finite number", cells[i]))
-    values = np.where(np.isfinite(values), values, np.nan)
-    found.sort(key=lambda f: f[0])
-    return values, found
+    if any(mask.any() for mask, _ in checks):
+        cells = col.tolist()
+        found = [(int(i), why, cells[i]) for mask, why in checks for i in np.flatnonzero(mask)]
+        found.sort(key=lambda f: f[0])
+    return np.where(np.isfinite(values), values, np.nan), found
 
 
 def parse_numbers(text: pd.Series) -> np.ndarray:
