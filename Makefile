@@ -53,6 +53,7 @@ bench: setup
 	-$(BIN)/python -m pip install --quiet -c constraints.txt psutil libroadrunner
 	-$(BIN)/python -m pip install --quiet -c constraints.txt numbalsoda
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/dataset_reader.py
 
 report: run
 	$(BIN)/snakemake --cores $(CORES) --config study=$(STUDY) --report \

@@ -137,3 +137,17 @@ def test_unknown_engine_is_refused() -> None:
     )
     assert proc.returncode == 2
     assert "nosuch" in proc.stderr
+
+
+def test_dataset_reader_benchmark_runs() -> None:
+    """``benchmarks/dataset_reader.py`` generates its dataset and reads it (no timing)."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "dataset_reader.py"), "--subjects", "30"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "dataset reader: 30 subjects, 600 records checked in" in proc.stdout
