@@ -13,7 +13,9 @@ import pytest
     [
         "vtrial.model.spec",
         "vtrial.infra.rng",
-        "vtrial.engine.host",
+        "vtrial.engine.api",
+        "vtrial.engine.records",
+        "vtrial.data.records",
         "vtrial.trial.recist",
         "vtrial.trial.adverse",
         "vtrial.protocol.dosing",

@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 #: public name -> module that defines it
 _EXPORTS = {
     "Tolerances": "vtrial.engine.host",
-    "simulate": "vtrial.engine.host",
+    "simulate": "vtrial.engine.api",
     "build_model": "vtrial.model.spec",
     "compose": "vtrial.model.spec",
     "list_models": "vtrial.model.spec",
@@ -44,7 +44,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from vtrial.data.dataset import read_dataset
-    from vtrial.engine.host import Tolerances, simulate
+    from vtrial.engine.api import simulate
+    from vtrial.engine.host import Tolerances
     from vtrial.model.residual import add_observations
     from vtrial.model.spec import build_model, compose, list_models, load_model
     from vtrial.study.config import load_study, study_from_dict

@@ -337,3 +337,16 @@ def test_ids_are_read_as_the_fit_readers_read_them(tmp_path: Path) -> None:
     ids = read_dataset(_write(tmp_path, lines)).records["ID"]
     assert ids.dtype == np.int64
     assert ids.tolist() == [1, 1, 2]
+
+
+def test_duplicate_records_with_a_missing_cell_are_reported() -> None:
+    """Two equal records whose rows hold a missing cell (NaN DV on the dose) are found as
+    duplicates, not a crash: pandas' str dtype keeps NaN through astype(str)."""
+    frame = pd.DataFrame(
+        {"ID": 1, "TIME": [0.0, 0.0, 1.0], "AMT": [100.0, 100.0, 0.0], "DV": [None, None, 2.0]}
+    )
+    with pytest.raises(DatasetError) as err:
+        dataset_from_frame(frame)
+    (problem,) = err.value.problems
+    assert problem.where == "row 2, column ID"
+    assert problem.message.startswith("duplicate record: equal in every column to row 1")

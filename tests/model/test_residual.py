@@ -22,7 +22,7 @@ import pytest
 from scipy import special
 
 from tests.conftest import small_study_data
-from vtrial.engine.host import simulate
+from vtrial.engine.api import simulate
 from vtrial.errors import ConfigError
 from vtrial.infra.rng import keyed_uniforms
 from vtrial.model.residual import (

@@ -134,6 +134,9 @@ class Dataset:
         The covariates whose value changes within at least one ID.
     columns : mapping of str to str
         Standard item -> the file's column, for the items the file has.
+    first_line : int
+        Line of the CSV file holding row 1 (0 for Parquet and frames): problems found
+        later (:mod:`vtrial.data.records`) name rows as the reader does.
     """
 
     name: str
@@ -142,6 +145,7 @@ class Dataset:
     covariates: tuple[str, ...]
     varying: tuple[str, ...]
     columns: Mapping[str, str]
+    first_line: int = 0
 
     @property
     def subjects(self) -> np.ndarray:
@@ -433,6 +437,7 @@ def _check(
         covariates=tuple(cov_cols),
         varying=varying,
         columns={item: c for c, item in item_of.items() if item != "C"},
+        first_line=first_line,
     )
     return dataset, []
 
@@ -654,7 +659,10 @@ def _duplicates(
     dup = cells.duplicated(keep="first").to_numpy()
     if not dup.any():
         return
-    first_of = cells.reset_index(drop=True).groupby(cols, sort=False).ngroup().to_numpy()
+    # dropna=False: a missing cell (NaN even after astype(str) with pandas' str dtype)
+    # is a value like any other here
+    first_of = cells.reset_index(drop=True).groupby(cols, sort=False, dropna=False).ngroup()
+    first_of = first_of.to_numpy()
     seen: dict[int, int] = {}
     for i in range(len(first_of)):
         seen.setdefault(int(first_of[i]), i)

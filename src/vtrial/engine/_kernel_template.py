@@ -32,7 +32,11 @@ Numerical method (per patient, independent of every other patient):
   per-patient adaptive steps, the 4th-order continuous extension for output times,
   and exact stops at every event. ``positive`` states are integrated on the log
   scale. Patients where it fails or detects stiffness are re-solved by Rosenbrock 2(3).
-- Output times at a dose are taken before it (mrgsolve's default).
+- Output times at a dose are taken before it (mrgsolve's default). Observation events
+  (``EV_OBS``: a dataset's records, :mod:`vtrial.data.records`) are events like doses:
+  they act in the order of the patient's event table, so a record after a dose at its
+  time sees the dose (NONMEM's record order); the host ends the horizon after the last
+  record, so that no dose acts at its very end.
 
 Structure: :func:`simulate_batch` solves the patients one after the other (it releases
 the GIL: :func:`vtrial.engine.host.run_kernel` runs slices of patients on several
@@ -45,7 +49,8 @@ through named steps:
 - ``patient_events`` (sorted events; plans the ledger), ``steady_start``;
 - at each event time: ``evaluate_rules``, ``hold_events`` and ``change_level`` (dose
   modification at a decision), ``dose_reason`` and ``dose`` (an administration),
-  ``change_occasion`` and ``trough``;
+  ``change_occasion``, ``trough`` and ``observe`` (every output at an observation
+  record, into ``obs``);
 - over each segment: ``integration_step`` (one adaptive step with error and stiffness
   control), then for the grid points inside the step ``state_at`` (dense output) and
   ``record`` (outputs and every per-patient reduction); ``pk_peak_at_event``,
@@ -106,6 +111,7 @@ EV_RATE = 2  # change of the infusion rate into the central compartment
 EV_MARK = 3  # no dose: a time at which the pre-dose concentration is recorded (trough)
 EV_OCC = 4  # no dose: a new occasion starts (amount: its index; IOV parameters change)
 EV_DECIDE = 5  # no dose: dose-modification rules are evaluated
+EV_OBS = 6  # no dose: a record whose outputs are kept (amount: its row in obs)
 # rule actions (vtrial.protocol.codes.Action)
 ACT_NONE = 0  # no rule matched: give as planned
 ACT_HOLD = 1  # delay this and every later event by the rule's recheck (h)
@@ -198,6 +204,7 @@ record = _steps.record
 state_at = _steps.state_at
 track_ode_peak = _steps.track_ode_peak
 trough = _steps.trough
+observe = _steps.observe
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -249,6 +256,7 @@ def simulate_batch(
     probes,
     cross,
     store,
+    obs,
     pk_metrics,
     ledger,
     dsum,
@@ -337,7 +345,7 @@ def simulate_batch(
         rvec = np.empty(ns)
         nstiff = 0
         nonstiff = 0
-        clear_traces(i, cross, probes, store)  # a retry starts from clean outputs
+        clear_traces(i, cross, probes, store, obs)  # a retry starts from clean outputs
         o = np.empty(no)
         oprev = np.empty(no)
         otmp = np.empty(no)
@@ -494,6 +502,8 @@ def simulate_batch(
                         lam = lam_all[i, occ]
                         cm = cm_all[i, occ]
                         vinv = vinv_all[i, occ]
+                elif kind == EV_OBS:
+                    observe(t, z, p, m, wv, lam, cm, obs[i, int(ea[ei])])
                 else:
                     ctrough = trough(t, z, p, m, wv, lam, cm, otmp)
                 ei += 1
@@ -648,10 +658,13 @@ def simulate_batch(
             prev_seg[1] = occ
             prev_seg[0] = tseg
             auc += advance_modes(tb - tseg, m, u, lam, cm)
-        # events at the very end of the horizon: only the trough marker matters
-        while ei < ne and et[ei] <= t_end:
+        # events at the very end of the horizon: only trough markers and observations
+        # matter (a dose there acts on nothing recorded)
+        while ei < ne and et[ei] <= t_end and stat == OK:
             if ek[ei] == EV_MARK:
                 ctrough = trough(t_end, z, p, m, wv, lam, cm, otmp)
+            elif ek[ei] == EV_OBS:
+                observe(t_end, z, p, m, wv, lam, cm, obs[i, int(ea[ei])])
             ei += 1
         if stat != OK:
             fail(
@@ -665,6 +678,7 @@ def simulate_batch(
                 cross,
                 probes,
                 store,
+                obs,
                 pk_metrics,
                 status,
                 nsteps,

@@ -20,6 +20,7 @@ from numba import njit
 from vtrial.engine.numerics import (
     ACT_ESCALATE,
     ACT_REDUCE,
+    EV_OBS,
     EV_OCC,
     EV_ORAL,
     EV_RATE,
@@ -146,6 +147,8 @@ def patient_events(
                 ledger_plan(ledger, i, sl, amt)
         if kind == EV_OCC:
             occ_d = int(ev_amt[a, e])
+            amt = ev_amt[a, e]
+        elif kind == EV_OBS:
             amt = ev_amt[a, e]
         elif kind == EV_ORAL:
             if tlag_idx >= 0:

@@ -22,17 +22,15 @@ from typing import Any
 
 import numba
 import numpy as np
-import pandas as pd
 
 from vtrial.engine.codegen import Layout, layout, load_kernel
-from vtrial.engine.interface import KERNEL_ARGS, METHODS, STATUS, Method, Status, kernel_args
+from vtrial.engine.interface import KERNEL_ARGS, Method, Status, kernel_args
 from vtrial.errors import VtrialError
 from vtrial.infra.progress import Heartbeat
 from vtrial.model.expressions import evaluate
-from vtrial.model.residual import add_observations
 from vtrial.model.spec import Model
 from vtrial.protocol.codes import EventKind, Reason
-from vtrial.protocol.dosing import EventTable, event_table, regimen_phases
+from vtrial.protocol.dosing import EventTable
 from vtrial.protocol.rules import RuleProgram
 
 _log = logging.getLogger("vtrial")
@@ -42,7 +40,7 @@ def labels(codes: np.ndarray, table: dict[int, str]) -> np.ndarray:
     """Per-patient labels of kernel codes, vectorised.
 
     ``table``: :data:`~vtrial.engine.interface.STATUS` or
-    :data:`~vtrial.engine.interface.METHODS` (re-exported here).
+    :data:`~vtrial.engine.interface.METHODS`.
     """
     lookup = np.array([table[k] for k in range(max(table) + 1)], dtype=object)
     return lookup[np.asarray(codes, dtype=np.int64)]
@@ -116,6 +114,11 @@ class KernelResult:
         and reason code (:data:`vtrial.protocol.codes.REASONS`); (n, 0, 4) otherwise.
     dose_summary : ndarray, (n, 5) or (n, 0)
         :data:`vtrial.protocol.rules.DOSE_SUMMARY` per patient, with the ledger.
+    obs : ndarray, (n, n_obs, O)
+        Every output at each observation event (:attr:`EventKind.OBS
+        <vtrial.protocol.codes.EventKind>`, whose amount is its row), with the events
+        at the same time before it in the event table applied; NaN for a row no event
+        fills.
     """
 
     status: np.ndarray
@@ -131,6 +134,7 @@ class KernelResult:
     method: np.ndarray
     ledger: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 4)))
     dose_summary: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    obs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
 
 
 def parameter_matrix(
@@ -299,6 +303,7 @@ def run_kernel(
     adherence: tuple[np.ndarray, np.ndarray] | None = None,
     assay: np.ndarray | None = None,
     ledger: bool = False,
+    n_obs: int = 0,
 ) -> KernelResult:
     """Simulate ``n`` patients through the compiled kernel.
 
@@ -344,6 +349,9 @@ def run_kernel(
         :func:`vtrial.protocol.rules.assay_normals`), shape (n, K, n_measured).
     ledger : bool
         Return the dose ledger and the per-patient dose summary.
+    n_obs : int
+        Rows of :attr:`KernelResult.obs` per patient: the observation events of
+        ``events`` (kind ``OBS``) carry their row (< ``n_obs``) as amount.
 
     Returns
     -------
@@ -365,7 +373,13 @@ def run_kernel(
         raise ValueError(f"arm/dose_scale: shapes must be ({n},) and ({n}, 3)")
     if np.any(events.ss[:, 0] > 0) and model.pk_compartments is None:
         raise ValueError("a steady-state start needs a model with a linear PK macro")
-    used = {int(k) for a in range(events.n.size) for k in events.kind[a, : events.n[a]]}
+    valid = np.arange(events.kind.shape[1]) < events.n[:, None]
+    used = {int(k) for k in np.unique(events.kind[valid])}
+    rows = events.amount[valid & (events.kind == EventKind.OBS)]
+    if rows.size and not (
+        np.all(rows == np.floor(rows)) and rows.min() >= 0 and rows.max() < n_obs
+    ):
+        raise ValueError(f"events: an observation event's row must be an integer in [0, {n_obs})")
     routes = model.routes()
     for kind, route in (
         (EventKind.ORAL, "oral"),
@@ -406,7 +420,7 @@ def run_kernel(
     bad |= ~np.isfinite(lam).all(axis=(1, 2)) | ~np.isfinite(cmode).all(axis=(1, 2))
     bad |= ~np.isfinite(vinv).all(axis=(1, 2, 3)) | ~np.isfinite(vec).all(axis=(1, 2, 3))
     run = np.flatnonzero(~bad)
-    n_out = (n_probe, len(monitors), n_store, len(store_out))
+    n_out = (n_probe, len(monitors), n_store, len(store_out), int(n_obs))
     # n_slots is 0 unless a ledger is asked for or adherence needs the slots; patients
     # not simulated (invalid parameters) have no dose given: unknown times and amounts
     n_slots = max(events.n_slots, 1) if (ledger or adherence is not None) else 0
@@ -492,6 +506,7 @@ def run_kernel(
         "probes": sub.probes,
         "cross": sub.cross,
         "store": sub.store,
+        "obs": sub.obs,
         "pk_metrics": sub.pk,
         "ledger": sub_led,
         "dsum": sub_dsum,
@@ -501,7 +516,18 @@ def run_kernel(
     args = kernel_args(values, dims)
     _call_kernel(kern, args, run.size, threads, model)
     if sub is not res:
-        names = ("status", "nsteps", "omin", "omax", "tmin", "tmax", "probes", "cross", "store")
+        names = (
+            "status",
+            "nsteps",
+            "omin",
+            "omax",
+            "tmin",
+            "tmax",
+            "probes",
+            "cross",
+            "store",
+            "obs",
+        )
         for name in (*names, "method", "pk"):
             getattr(res, name)[run] = getattr(sub, name)
         led[run] = sub_led
@@ -572,10 +598,10 @@ def _nan_full(shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
 
 
 def _result(
-    n: int, no: int, n_out: tuple[int, int, int, int], store_dtype: Any, alloc: Any
+    n: int, no: int, n_out: tuple[int, int, int, int, int], store_dtype: Any, alloc: Any
 ) -> KernelResult:
     """Result arrays for ``n`` patients; ``alloc`` is ``np.empty`` or a NaN fill."""
-    n_probe, n_mon, n_store, n_store_out = n_out
+    n_probe, n_mon, n_store, n_store_out, n_obs = n_out
     return KernelResult(
         status=np.zeros(n, dtype=np.int8),
         nsteps=np.zeros(n, dtype=np.int32),
@@ -588,104 +614,5 @@ def _result(
         store=alloc((n, n_store, n_store_out), dtype=store_dtype),
         pk=alloc((n, 4)),
         method=np.zeros(n, dtype=np.int8),
+        obs=alloc((n, n_obs, no)),
     )
-
-
-def simulate(
-    model: Model,
-    parameters: pd.DataFrame,
-    regimen: Any,
-    times: Sequence[float] | np.ndarray,
-    *,
-    tolerances: Tolerances | None = None,
-    residual_error: Mapping[str, Mapping[str, Any]] | None = None,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Simulate patients given as a table and return tidy time courses.
-
-    Parameters
-    ----------
-    model : Model
-        A composed model (:func:`vtrial.build_model` or :func:`vtrial.model.spec.compose`).
-    parameters : DataFrame
-        One row per patient; columns named like model parameters (missing ones take
-        their typical value); optional ``patient_id``, ``weight`` (kg) and ``bsa`` (m²)
-        for ``mg/kg`` and ``mg/m2`` doses.
-    regimen : mapping or list of mappings or None
-        A regimen (see :mod:`vtrial.protocol.dosing`), the same for every patient.
-    times : array_like
-        Output times (h), sorted; the simulation runs from ``min(0, times[0])``.
-        An output at a dose time is taken before that dose.
-    residual_error : mapping, optional
-        Output -> residual error model, as ``model.residual_error`` of a study file
-        (e.g. ``{"CP": {"proportional": 0.15, "additive": 0.05, "lloq": 0.01}}``):
-        adds ``<OUTPUT>_obs`` (and ``<OUTPUT>_blq`` with an ``lloq``) columns, see
-        :func:`vtrial.model.residual.add_observations`. Needs integer ``patient_id`` >= 1.
-    seed : int
-        Seed of the residual error draws (keyed by patient, time and output).
-
-    Returns
-    -------
-    DataFrame
-        Columns ``patient_id``, ``time``, one column per model output,
-        ``solver_status`` and ``solver`` (method used), then the observed values if
-        ``residual_error`` is given; ``len(parameters) * len(times)`` rows.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> from vtrial import build_model
-    >>> m = build_model({"pk": "pk_1cmt"})
-    >>> out = simulate(m, pd.DataFrame({"CL": [5.0], "V1": [50.0]}),
-    ...                {"route": "iv_bolus", "dose": 100}, [0.0, 1.0, 10.0])
-    >>> [round(x, 6) for x in out["CP"]]  # 0 before the dose at t=0, then 2 exp(-0.1 t)
-    [0.0, 1.809675, 0.735759]
-    """
-    times = np.asarray(times, dtype=np.float64)
-    if times.ndim != 1 or times.size == 0 or np.any(np.diff(times) <= 0):
-        raise ValueError("times: must be a non-empty strictly increasing 1-D array")
-    n = len(parameters)
-    start = min(0.0, float(times[0]))
-    grid = np.unique(np.concatenate([[start], times]))
-    if grid.size < 2:
-        grid = np.array([start, start + 1.0])
-    events = event_table([regimen_phases(regimen)])
-    scale = np.ones((n, 3))
-    if "weight" in parameters:
-        scale[:, 1] = parameters["weight"].to_numpy(dtype=np.float64)
-    if "bsa" in parameters:
-        scale[:, 2] = parameters["bsa"].to_numpy(dtype=np.float64)
-    params = {
-        c: parameters[c].to_numpy(dtype=np.float64) for c in model.parameters if c in parameters
-    }
-    outs = list(model.outputs)
-    res = run_kernel(
-        model,
-        params,
-        n=n,
-        events=events,
-        arm=np.zeros(n, dtype=np.int64),
-        dose_scale=scale,
-        grid=grid,
-        store_times=times,
-        store_outputs=outs,
-        tolerances=tolerances,
-        store_dtype=np.float64,
-    )
-    ids = (
-        parameters["patient_id"].to_numpy()
-        if "patient_id" in parameters
-        else np.arange(1, n + 1, dtype=np.int64)
-    )
-    data: dict[str, Any] = {
-        "patient_id": np.repeat(ids, times.size),
-        "time": np.tile(times, n),
-    }
-    for j, o in enumerate(outs):
-        data[o] = res.store[:, :, j].astype(np.float64).ravel()
-    out = pd.DataFrame(data)
-    out["solver_status"] = np.repeat(labels(res.status, STATUS), times.size)
-    out["solver"] = np.repeat(labels(res.method, METHODS), times.size)
-    if residual_error is not None:
-        out = add_observations(out, residual_error, seed=seed, outputs=outs)
-    return out

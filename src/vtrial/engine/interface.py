@@ -151,6 +151,7 @@ DIMENSIONS: dict[str, str] = {
     "n_mon": "monitored threshold crossings",
     "n_slots": "dose-ledger rows per patient (0 without a ledger or adherence)",
     "D": "dose-summary columns (5 with a ledger, 0 without)",
+    "n_obs": "observation rows per patient (EventKind.OBS events; 0 without a dataset)",
 }
 
 
@@ -251,6 +252,7 @@ KERNEL_ARGS: tuple[KernelArg, ...] = (
     _a("probes", F8, ("n", "n_probes", "O"), "every output at the probe times", output=True),
     _a("cross", F8, ("n", "n_mon"), "first crossing time (h), NaN if never", output=True),
     _a("store", F8, ("n", "n_store_times", "n_stored"), "stored time courses", output=True),
+    _a("obs", F8, ("n", "n_obs", "O"), "every output at each observation event", output=True),
     _a("pk_metrics", F8, ("n", 4), "exact cmax, tmax, auc, ctrough", output=True),
     _a("ledger", F8, ("n", "n_slots", 4), "time, planned, given, reason", output=True),
     _a("dsum", F8, ("n", "D"), "dose summary (vtrial.protocol.rules.DOSE_SUMMARY)", output=True),

@@ -99,6 +99,7 @@ class KernelSteps(NamedTuple):
     evaluate_rules: Any
     dose: Any
     trough: Any
+    observe: Any
 
 
 def kernel_steps(
@@ -663,6 +664,12 @@ def kernel_steps(
             return otmp[cp_out]
         return cp_at(0.0, m, wv, lam, cm)
 
+    @jit()
+    def observe(t, z, p, m, wv, lam, cm, o):  # pragma: no cover - compiled
+        """Every output at ``t`` into ``o``, with the events at ``t`` applied so far (an
+        observation record: the records before it in file order, not those after)."""
+        outputs(t, z, p, cp_at(0.0, m, wv, lam, cm), o)
+
     return KernelSteps(
         dense=dense,
         dense_ros=dense_ros,
@@ -680,4 +687,5 @@ def kernel_steps(
         evaluate_rules=evaluate_rules,
         dose=dose,
         trough=trough,
+        observe=observe,
     )

@@ -46,6 +46,7 @@ EV_RATE = 2  # change of the infusion rate into the central compartment
 EV_MARK = 3  # no dose: a time at which the pre-dose concentration is recorded (trough)
 EV_OCC = 4  # no dose: a new occasion starts (amount: its index; IOV parameters change)
 EV_DECIDE = 5  # no dose: dose-modification rules are evaluated
+EV_OBS = 6  # no dose: a record whose outputs are kept (amount: its row in obs)
 # rule actions (vtrial.protocol.codes.Action)
 ACT_NONE = 0  # no rule matched: give as planned
 ACT_HOLD = 1  # delay this and every later event by the rule's recheck (h)
@@ -376,16 +377,31 @@ def pk_cmax(
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def clear_traces(i, cross, probes, store):  # pragma: no cover - compiled
-    """Set patient i's crossing times, probes and stored time course to NaN."""
+def clear_traces(i, cross, probes, store, obs):  # pragma: no cover - compiled
+    """Set patient i's crossing times, probes, stored time course and observations to
+    NaN (an observation after the end of the simulation stays NaN)."""
     cross[i, :] = np.nan
     probes[i, :, :] = np.nan
     store[i, :, :] = np.nan
+    obs[i, :, :] = np.nan
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def fail(
-    i, stat, steps, omin, omax, targmin, targmax, cross, probes, store, pk_metrics, status, nsteps
+    i,
+    stat,
+    steps,
+    omin,
+    omax,
+    targmin,
+    targmax,
+    cross,
+    probes,
+    store,
+    obs,
+    pk_metrics,
+    status,
+    nsteps,
 ):  # pragma: no cover - compiled
     """A failed patient keeps its row but no partial result that could pass for one."""
     status[i] = stat
@@ -397,4 +413,4 @@ def fail(
         targmax[i, j] = np.nan
     for j in range(4):
         pk_metrics[i, j] = np.nan
-    clear_traces(i, cross, probes, store)
+    clear_traces(i, cross, probes, store, obs)

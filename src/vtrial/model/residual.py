@@ -313,7 +313,7 @@ def add_observations(
     replicate: int = 0,
     outputs: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Add observed values to a tidy time-course table (:func:`vtrial.engine.host.simulate`).
+    """Add observed values to a tidy time-course table (:func:`vtrial.engine.api.simulate`).
 
     Parameters
     ----------

@@ -22,6 +22,7 @@ class EventKind(IntEnum):
     MARK = 3
     OCC = 4
     DECIDE = 5
+    OBS = 6
 
 
 #: one-line meaning of each event kind (the kernel's comments)
@@ -32,6 +33,7 @@ EVENT_NOTES: dict[EventKind, str] = {
     EventKind.MARK: "no dose: a time at which the pre-dose concentration is recorded (trough)",
     EventKind.OCC: "no dose: a new occasion starts (amount: its index; IOV parameters change)",
     EventKind.DECIDE: "no dose: dose-modification rules are evaluated",
+    EventKind.OBS: "no dose: a record whose outputs are kept (amount: its row in obs)",
 }
 
 

@@ -1,0 +1,188 @@
+"""Simulate a dataset's subjects exactly as recorded: their doses, their sampling times.
+
+:func:`simulate_records` is what ``vtrial.simulate(model, data=...)`` runs, the
+counterpart of mrgsolve's ``mrgsim(data=)`` and rxode2's ``rxSolve(events)``: the
+dataset is checked as a study's dataset is (:func:`vtrial.data.dataset.read_dataset`
+rules, plus the model's dose compartments), its records become each subject's kernel
+events (:func:`vtrial.data.records.record_events`), and every model output comes back
+on every observation record (EVID 0 and 2), with the doses recorded before it at the
+same time applied and those after it not (NONMEM's record order).
+
+Individual parameters come, in this order of precedence, from a ``parameters`` table
+with one row per ``ID`` (empirical Bayes estimates, for instance), from dataset columns
+named like model parameters (constant within a subject), or from the model's typical
+values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vtrial.data.dataset import Dataset, dataset_from_frame, read_dataset
+from vtrial.data.records import dose_routes, record_events
+from vtrial.data.tables import cell_problems
+from vtrial.engine.codegen import layout
+from vtrial.engine.host import KernelResult, Tolerances, labels, run_kernel
+from vtrial.engine.interface import METHODS, STATUS
+from vtrial.errors import DatasetError, Problem
+from vtrial.model.spec import Model
+
+__all__ = ["RECORD_COLUMNS", "simulate_records"]
+
+#: dataset items copied into the result, before the outputs (those the dataset has)
+RECORD_COLUMNS = ("ID", "TIME", "EVID", "AMT", "CMT", "MDV", "DV")
+
+
+def as_dataset(
+    model: Model, data: pd.DataFrame | Dataset | str | Path, columns: Mapping[str, str] | None
+) -> Dataset:
+    """A checked :class:`Dataset` of ``data`` (a frame, a file or a checked dataset),
+    its dose records checked against ``model``'s dose compartments."""
+    if isinstance(data, Dataset):
+        return data
+    cmts = dose_routes(model).compartments
+    if isinstance(data, pd.DataFrame):
+        return dataset_from_frame(data, columns=columns, dose_compartments=cmts)
+    return read_dataset(data, columns=columns, dose_compartments=cmts)
+
+
+def subject_parameters(
+    model: Model, dataset: Dataset, subjects: np.ndarray, parameters: pd.DataFrame | None
+) -> dict[str, np.ndarray]:
+    """Each subject's parameter values, by model parameter (see the module docstring).
+
+    Raises
+    ------
+    DatasetError
+        A dataset column named like a parameter changes within a subject.
+    ValueError
+        ``parameters`` has no row for some subject, or two rows for one.
+    """
+    out: dict[str, np.ndarray] = {}
+    r = dataset.records
+    names = [c for c in dataset.covariates if c in model.parameters]
+    if names:
+        first = np.flatnonzero(np.r_[True, r["ID"].to_numpy()[1:] != r["ID"].to_numpy()[:-1]])
+        subj = np.cumsum(np.isin(np.arange(len(r)), first)) - 1
+        problems: list[Problem] = []
+        for c in names:
+            v = r[c].to_numpy(dtype=np.float64)
+            changed = np.flatnonzero(v != v[first][subj])
+            found = [
+                (
+                    int(rec) - 1,
+                    "time-varying parameter values are not simulated yet; "
+                    "give one value per subject",
+                    float(v[j]),
+                )
+                for rec, j in zip(r["REC"].to_numpy()[changed], changed, strict=True)
+            ]
+            problems += cell_problems(dataset.name, dataset.first_line, c, found)
+            out[c] = v[first]
+        if problems:
+            raise DatasetError(problems)
+    if parameters is not None:
+        cols = [c for c in parameters.columns if c in model.parameters]
+        if "ID" in parameters.columns:
+            index = pd.Index(parameters["ID"])
+            if not index.is_unique:
+                raise ValueError("parameters: more than one row for an ID")
+            pos = index.get_indexer(subjects)
+            if np.any(pos < 0):
+                missing = int((pos < 0).sum())
+                raise ValueError(
+                    f"parameters: no row for {missing} of the dataset's {subjects.size} "
+                    "subjects (match them by an ID column)"
+                )
+        elif len(parameters) == 1:
+            pos = np.zeros(subjects.size, dtype=np.int64)
+        else:
+            raise ValueError(
+                "parameters: give an ID column (one row per subject) or a single row "
+                f"for every subject, got {len(parameters)} rows without ID"
+            )
+        for c in cols:
+            out[c] = parameters[c].to_numpy(dtype=np.float64)[pos]
+    return out
+
+
+def simulate_records(
+    model: Model,
+    data: pd.DataFrame | Dataset | str | Path,
+    parameters: pd.DataFrame | None = None,
+    *,
+    columns: Mapping[str, str] | None = None,
+    tolerances: Tolerances | None = None,
+) -> pd.DataFrame:
+    """Simulate every subject of a dataset as recorded; outputs on its records.
+
+    Parameters
+    ----------
+    model : Model
+        A composed model.
+    data : DataFrame, Dataset, str or Path
+        NONMEM-style records (:mod:`vtrial.data.dataset`), checked before anything is
+        simulated, with the model's dose compartments
+        (:func:`vtrial.data.records.dose_routes`).
+    parameters : DataFrame, optional
+        Individual parameters: an ``ID`` column and one row per subject, or a single
+        row for all; columns named like model parameters (others are ignored).
+    columns : mapping, optional
+        Standard item -> the dataset's own column name.
+    tolerances : Tolerances, optional
+
+    Returns
+    -------
+    DataFrame
+        One row per record, in file order: the dataset's :data:`RECORD_COLUMNS`, one
+        column per model output (on EVID 0 and 2 records; NaN on dose records), then
+        ``solver_status`` and ``solver`` of the subject.
+
+    Raises
+    ------
+    DatasetError
+        Every problem of the records, or a feature the engine does not simulate.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from vtrial import build_model
+    >>> m = build_model({"pk": "pk_1cmt"})
+    >>> data = pd.DataFrame({"ID": 1, "TIME": [0.0, 0.0, 10.0], "AMT": [0, 100, 0],
+    ...                      "CMT": [2, 2, 2], "EVID": [0, 1, 0]})
+    >>> out = simulate_records(m, data, pd.DataFrame({"CL": [5.0], "V1": [50.0]}))
+    >>> out["CP"].round(6).tolist()  # before the dose (file order), NaN on it, then 2 exp(-1)
+    [0.0, nan, 0.735759]
+    """
+    dataset = as_dataset(model, data, columns)
+    ev = record_events(dataset, dose_routes(model))
+    n = ev.subjects.size
+    params = subject_parameters(model, dataset, ev.subjects, parameters)
+    res: KernelResult = run_kernel(
+        model,
+        params,
+        n=n,
+        events=ev.table,
+        arm=np.arange(n, dtype=np.int64),
+        dose_scale=np.ones((n, 3)),
+        grid=np.array([ev.start, ev.end]),
+        tolerances=tolerances,
+        n_obs=ev.n_obs,
+    )
+    r = dataset.records
+    out: dict[str, Any] = {c: r[c].to_numpy() for c in RECORD_COLUMNS if c in r}
+    if "DV" not in dataset.columns:
+        out.pop("DV", None)
+    observed = ev.obs_row >= 0
+    for j, name in enumerate(layout(model).output_names):
+        v = np.full(len(r), np.nan)
+        v[observed] = res.obs[ev.subject[observed], ev.obs_row[observed], j]
+        out[name] = v
+    out["solver_status"] = labels(res.status, STATUS)[ev.subject]
+    out["solver"] = labels(res.method, METHODS)[ev.subject]
+    return pd.DataFrame(out)

@@ -1,0 +1,151 @@
+"""Dataset records as kernel events (:mod:`vtrial.data.records`) and the checks of
+``vtrial.simulate(model, data=...)`` (:mod:`vtrial.engine.records`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vtrial import build_model, simulate
+from vtrial.data.dataset import dataset_from_frame
+from vtrial.data.records import END_MARGIN, dose_routes, record_events
+from vtrial.errors import ConfigError, DatasetError
+from vtrial.protocol.codes import EventKind
+
+OBS, ORAL, BOLUS, RATE = (
+    int(k) for k in (EventKind.OBS, EventKind.ORAL, EventKind.BOLUS, EventKind.RATE)
+)
+
+
+def frame(**cols: list) -> pd.DataFrame:
+    return pd.DataFrame(cols)
+
+
+def test_dose_routes_number_compartments_as_the_model() -> None:
+    macro = dose_routes(build_model({"pk": "pk_2cmt"}))
+    assert (macro.oral, macro.iv, macro.default) == (1, 2, 1)
+    assert macro.names[3] == "peripheral 1"
+    ode = dose_routes(build_model({"pk": "pk_mm_1cmt"}))
+    assert (ode.oral, ode.iv) == (1, 2)
+    assert ode.names == {1: "DEPOT", 2: "CENT"}
+
+
+def test_events_per_subject_in_record_order() -> None:
+    data = frame(
+        ID=[5, 5, 5, 5, 2, 2],
+        TIME=[0.0, 0.0, 12.0, 24.0, 0.0, 1.0],
+        EVID=[0, 1, 0, 0, 1, 0],
+        AMT=[0.0, 100.0, 0.0, 0.0, 60.0, 0.0],
+        CMT=[0, 1, 0, 0, 2, 0],
+        RATE=[0.0, 0.0, 0.0, 0.0, 20.0, 0.0],
+        ADDL=[0, 2, 0, 0, 0, 0],
+        II=[0.0, 12.0, 0.0, 0.0, 0.0, 0.0],
+        DV=[1.0, np.nan, 2.0, 3.0, np.nan, 4.0],
+    )
+    ds = dataset_from_frame(data)
+    ev = record_events(ds, dose_routes(build_model({"pk": "pk_1cmt"})))
+    t = ev.table
+    assert ev.subjects.tolist() == [5, 2]
+    assert ev.subject.tolist() == [0, 0, 0, 0, 1, 1]
+    assert ev.obs_row.tolist() == [0, -1, 1, 2, -1, 0]
+    assert ev.n_obs == 3
+    assert (ev.start, ev.end) == (0.0, 24.0 + END_MARGIN)
+    # subject 5: pre-dose sample, dose, then each implied dose after the sample at its time
+    n0 = int(t.n[0])
+    assert t.time[0, :n0].tolist() == [0.0, 0.0, 12.0, 12.0, 24.0, 24.0]
+    assert t.kind[0, :n0].tolist() == [OBS, ORAL, OBS, ORAL, OBS, ORAL]
+    assert t.amount[0, :n0].tolist() == [0.0, 100.0, 1.0, 100.0, 2.0, 100.0]
+    # subject 2: a 3 h infusion (rate up, its pair the rate down), a sample during it
+    n1 = int(t.n[1])
+    assert t.time[1, :n1].tolist() == [0.0, 1.0, 3.0]
+    assert t.kind[1, :n1].tolist() == [RATE, OBS, RATE]
+    assert t.amount[1, :n1].tolist() == [20.0, 0.0, -20.0]
+    assert t.pair[1, 0] == 2
+    assert np.isinf(t.time[1, n1:]).all()  # padding
+    assert t.n_slots == 0
+    assert (t.slot == -1).all()
+
+
+@pytest.mark.parametrize(
+    ("change", "where", "message"),
+    [
+        ({"EVID": [1, 3, 0]}, "row 2, column EVID", "resets (EVID 3, 4) are not simulated yet"),
+        (
+            {"SS": [1, 0, 0], "II": [24.0, 0.0, 0.0]},
+            "row 1, column SS",
+            "steady-state doses (SS 1, 2) are not simulated yet",
+        ),
+        ({"RATE": [-2.0, 0.0, 0.0]}, "row 1, column RATE", "modelled rates and durations"),
+        # the reader's check, given the model's dose compartments
+        ({"CMT": [3, 0, 0]}, "row 1, column CMT", "not a compartment the model can dose"),
+        ({"RATE": [10.0, 0.0, 0.0]}, "row 1, column RATE", "an infusion into the depot"),
+    ],
+)
+def test_unsupported_features_are_refused_naming_the_record(
+    change: dict, where: str, message: str
+) -> None:
+    cols = {
+        "ID": [1, 1, 1],
+        "TIME": [0.0, 1.0, 2.0],
+        "EVID": [1, 2, 0],
+        "AMT": [100.0, 0.0, 0.0],
+        "CMT": [1, 0, 0],
+        "RATE": [0.0, 0.0, 0.0],
+        "SS": [0, 0, 0],
+        "II": [0.0, 0.0, 0.0],
+        "DV": [np.nan, np.nan, 1.0],
+    }
+    cols.update(change)
+    model = build_model({"pk": "pk_2cmt"})
+    with pytest.raises(DatasetError) as err:
+        simulate(model, data=pd.DataFrame(cols))
+    assert any(p.where == where and message in p.message for p in err.value.problems), [
+        str(p) for p in err.value.problems
+    ]
+
+
+def test_parameters_by_id_and_from_constant_columns() -> None:
+    model = build_model({"pk": "pk_1cmt"})
+    data = frame(ID=[1, 1, 2, 2], TIME=[0.0, 2.0, 0.0, 2.0], AMT=[100.0, 0, 100.0, 0],
+                 CMT=[2, 2, 2, 2], DV=[np.nan, 1.0, np.nan, 1.0],
+                 V1=[40.0, 40.0, 80.0, 80.0])  # fmt: skip
+    out = simulate(model, pd.DataFrame({"ID": [2, 1], "CL": [4.0, 8.0]}), data=data)
+    cp = out.loc[out["EVID"] == 0, "CP"].to_numpy()
+    expected = [100 / 40 * np.exp(-8.0 / 40 * 2), 100 / 80 * np.exp(-4.0 / 80 * 2)]
+    np.testing.assert_allclose(cp, expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="no row for 1 of the dataset's 2 subjects"):
+        simulate(model, pd.DataFrame({"ID": [2], "CL": [4.0]}), data=data)
+    with pytest.raises(ValueError, match="give an ID column"):
+        simulate(model, pd.DataFrame({"CL": [4.0, 5.0]}), data=data)
+
+
+def test_time_varying_parameter_column_is_refused() -> None:
+    model = build_model({"pk": "pk_1cmt"})
+    data = frame(ID=[1, 1, 1], TIME=[0.0, 2.0, 4.0], AMT=[100.0, 0, 0], CMT=[2, 2, 2],
+                 DV=[np.nan, 1.0, 2.0], CL=[5.0, 5.0, 6.0])  # fmt: skip
+    with pytest.raises(DatasetError) as err:
+        simulate(model, data=data)
+    (problem,) = err.value.problems
+    assert problem.where == "row 3, column CL"
+    assert "time-varying parameter values are not simulated yet" in problem.message
+
+
+def test_data_and_a_regimen_are_exclusive() -> None:
+    model = build_model({"pk": "pk_1cmt"})
+    data = frame(ID=[1, 1], TIME=[0.0, 1.0], AMT=[10.0, 0.0], DV=[np.nan, 1.0])
+    with pytest.raises(ValueError, match="not both"):
+        simulate(model, regimen={"route": "oral", "dose": 1}, data=data)
+
+
+def test_simulate_checks_a_regimen_as_a_study_file() -> None:
+    """A steady-state infusion longer than its interval was simulated without a word
+    (and wrongly); now the study file's rule refuses it, as does a bad dose."""
+    model = build_model({"pk": "pk_1cmt"})
+    params = pd.DataFrame({"CL": [5.0]})
+    bad = {"route": "iv_infusion", "dose": 100, "duration": 30, "interval": 24,
+           "count": 3, "steady_state": True}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"regimen\.duration: a steady-state infusion must"):
+        simulate(model, params, bad, [1.0])
+    with pytest.raises(ConfigError, match=r"regimen\.dose"):
+        simulate(model, params, {"route": "oral", "dose": -5}, [1.0])

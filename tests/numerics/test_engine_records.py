@@ -1,0 +1,183 @@
+"""Dataset records through the engine (``vtrial.simulate(model, data=...)``) against
+independent closed forms.
+
+Each subject's individual dosing history (oral doses into the depot with lag and
+bioavailability, boluses and infusions into the central compartment, ``ADDL``/``II``
+repeats) is compared with linear superposition of the textbook single-dose solutions
+(:mod:`closed_forms`), on every observation record, with the record-order convention
+checked at dose times: an observation after a dose record at the same time sees the
+dose, one before it does not, and a dose implied by ``ADDL`` acts after the records
+at its time. Errors are relative (:func:`max_rel_err`, reference floored at 1e-3 of
+its peak); the tolerance is 1e-6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vtrial import build_model, simulate
+from vtrial.engine.host import Tolerances
+from vtrial.model.spec import Model
+
+from .closed_forms import conc_bolus, conc_infusion, conc_oral
+from .test_engine_pk import DISPOSITION, NCMT, ORAL, TOL, cf_disp, max_rel_err
+
+Record = Callable[[str, float, float], None]
+
+#: (time, amount, cmt, rate, addl, ii) of one subject's doses: oral with repeats, a
+#: changed dose, a bolus and an infusion into the central compartment
+DOSES = [
+    (0.0, 100.0, 1, 0.0, 3, 12.0),  # 0, 12, 24, 36
+    (48.0, 150.0, 1, 0.0, 0, 0.0),  # a changed dose
+    (60.0, 40.0, 2, 0.0, 0, 0.0),  # IV bolus
+    (72.0, 90.0, 2, 30.0, 1, 24.0),  # 3 h infusions at 72 and 96
+]
+#: observation times: sparse, at dose times (both record orders), during infusions
+OBS = [0.5, 2.0, 11.0, 12.0, 13.5, 24.0, 30.0, 47.0, 48.0, 60.0, 60.0, 61.0, 73.5, 75.0, 96.0,
+       97.0, 99.0, 120.0]  # fmt: skip
+
+
+def dose_list(doses: Sequence[tuple[float, float, int, float, int, float]]) -> list[tuple]:
+    """Every dose, with the ``ADDL`` repeats written out: (time, amount, cmt, rate)."""
+    out = []
+    for t, amt, cmt, rate, addl, ii in doses:
+        out += [(t + k * ii, amt, cmt, rate) for k in range(addl + 1)]
+    return out
+
+
+def reference(t: np.ndarray, doses: list[tuple], ncmt: int, after: np.ndarray) -> np.ndarray:
+    """Central concentration by superposition; ``after[j]``: observation j sees the doses
+    at its own time."""
+    disp = cf_disp(ncmt)
+    total = np.zeros(t.size)
+    for td, amt, cmt, rate in doses:
+        dt = t - td
+        seen = (dt > 0) | ((dt == 0) & after)
+        if cmt == 1:
+            c = conc_oral(dt, amt, ka=ORAL["KA"], f=ORAL["F"], tlag=ORAL["TLAG"], **disp)
+        elif rate > 0:
+            c = conc_infusion(dt, amt, amt / rate, **disp)
+        else:
+            c = conc_bolus(dt, amt, **disp)
+        total += np.where(seen, c, 0.0)
+    return total
+
+
+def records(
+    doses: Sequence[tuple], obs: Sequence[float], ids: Sequence[int] = (1,)
+) -> pd.DataFrame:
+    """A NONMEM-style frame: per ID the dose records, then the observations, sorted by
+    time with each dose before the observations at its time, except that the first of
+    two observations at one time goes before the dose (as a trough sample would)."""
+    rows = []
+    for i in ids:
+        recs = [(t, 1, 1, amt, cmt, rate, addl, ii) for t, amt, cmt, rate, addl, ii in doses]
+        seen: set[float] = set()
+        for t in obs:
+            # sort key 0 (before the doses at t) for the first of a pair, 2 (after) else
+            key = 0 if t not in seen and list(obs).count(t) > 1 else 2
+            seen.add(t)
+            recs.append((t, key, 0, 0.0, 0, 0.0, 0, 0.0))
+        recs.sort(key=lambda r: (r[0], r[1]))
+        # distinct DVs: two equal records would be refused as duplicates
+        rows += [
+            {"ID": i, "TIME": t, "EVID": evid, "AMT": amt, "CMT": cmt, "RATE": rate,
+             "ADDL": addl, "II": ii, "DV": np.nan if evid else 1.0 + k}
+            for k, (t, _, evid, amt, cmt, rate, addl, ii) in enumerate(recs)
+        ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("ncmt", NCMT)
+def test_individual_history_matches_superposition(
+    ncmt: int, pk_models: dict[int, Model], record_error: Record
+) -> None:
+    data = records(DOSES, OBS)
+    params = pd.DataFrame([{**DISPOSITION[ncmt], **ORAL}])
+    out = simulate(pk_models[ncmt], params, data=data)
+    assert len(out) == len(data)
+    assert (out["solver_status"] == "ok").all()
+    obs = out[out["EVID"] == 0]
+    t = obs["TIME"].to_numpy()
+    # the record order decides: the first of two samples at 60 h precedes the bolus
+    after = np.ones(t.size, dtype=bool)
+    after[np.flatnonzero(t == 60.0)[0]] = False
+    ref = reference(t, dose_list(DOSES), ncmt, after)
+    err = max_rel_err(obs["CP"].to_numpy(), ref)
+    record_error(f"dataset: individual history, record order ({ncmt} cmt)", err, TOL)
+    assert err <= TOL
+    # the two samples at 60 h differ by the bolus: 40 mg into V1
+    pair = obs.loc[obs["TIME"] == 60.0, "CP"].to_numpy()
+    assert pair[1] - pair[0] == pytest.approx(40.0 / DISPOSITION[ncmt]["V1"], rel=1e-9)
+    # dose records carry no output
+    assert out.loc[out["EVID"] == 1, "CP"].isna().all()
+
+
+def test_implied_dose_acts_after_the_records_at_its_time(pk_models: dict[int, Model]) -> None:
+    """An observation at the time of an ADDL dose (12 h) is a trough; an explicit dose
+    record before the observation at 24 h is seen by it."""
+    data = pd.DataFrame(
+        {
+            "ID": 1,
+            "TIME": [0.0, 12.0, 24.0, 24.0],
+            "EVID": [1, 0, 1, 0],
+            "AMT": [100.0, 0.0, 100.0, 0.0],
+            "CMT": [2, 2, 2, 2],
+            "ADDL": [1, 0, 0, 0],
+            "II": [12.0, 0.0, 0.0, 0.0],
+        }
+    )
+    out = simulate(pk_models[1], pd.DataFrame([DISPOSITION[1]]), data=data)
+    cp = out.loc[out["EVID"] == 0, "CP"].to_numpy()
+    disp = cf_disp(1)
+    trough = conc_bolus(np.array([12.0]), 100.0, **disp)[0]
+    after = conc_bolus(np.array([24.0, 12.0, 0.0]), 100.0, **disp).sum()
+    assert cp[0] == pytest.approx(trough, rel=1e-12)
+    assert cp[1] == pytest.approx(after, rel=1e-12)
+
+
+def test_ode_model_matches_the_pk_macro(record_error: Record) -> None:
+    """The same records through an ODE model (pk_mm_1cmt with linear elimination only:
+    depot CMT 1, central CMT 2, adaptive Dormand-Prince) agree with the closed form."""
+    model = build_model({"pk": "pk_mm_1cmt"})
+    data = records(DOSES, OBS)
+    params = pd.DataFrame([{**DISPOSITION[1], **ORAL, "VMAX": 0.0}])
+    out = simulate(model, params, data=data, tolerances=Tolerances(rtol=1e-10, atol=1e-12))
+    obs = out[out["EVID"] == 0]
+    t = obs["TIME"].to_numpy()
+    after = np.ones(t.size, dtype=bool)
+    after[np.flatnonzero(t == 60.0)[0]] = False
+    err = max_rel_err(obs["CP"].to_numpy(), reference(t, dose_list(DOSES), 1, after))
+    record_error("dataset: individual history, ODE model (1 cmt)", err, TOL)
+    assert err <= TOL
+
+
+def test_subjects_keep_their_own_histories_and_parameters(pk_models: dict[int, Model]) -> None:
+    """Three subjects with different doses and parameters: each matches its own closed
+    form, whatever the others are, and the result does not depend on their order."""
+    disp = DISPOSITION[1]
+    frames = []
+    for i, dose in ((7, 50.0), (3, 100.0), (11, 200.0)):
+        frames.append(
+            pd.DataFrame(
+                {"ID": i, "TIME": [0.0, 1.0, 6.0], "AMT": [dose, 0, 0], "CMT": 2,
+                 "DV": [np.nan, 1.0, 1.0]}
+            )
+        )  # fmt: skip
+    data = pd.concat(frames, ignore_index=True)
+    params = pd.DataFrame({"ID": [3, 7, 11], "CL": [2.0, 5.0, 9.0], "V1": disp["V1"]})
+    out = simulate(pk_models[1], params, data=data)
+    for i, dose, cl in ((7, 50.0, 5.0), (3, 100.0, 2.0), (11, 200.0, 9.0)):
+        got = out.loc[(out["ID"] == i) & (out["EVID"] == 0), "CP"].to_numpy()
+        ref = conc_bolus(np.array([1.0, 6.0]), dose, cl=cl, v1=disp["V1"])
+        np.testing.assert_allclose(got, ref, rtol=1e-12)
+    rev = pd.concat(frames[::-1], ignore_index=True)
+    out_rev = simulate(pk_models[1], params, data=rev)
+    for i in (3, 7, 11):
+        a = out.loc[out["ID"] == i, "CP"].to_numpy()
+        b = out_rev.loc[out_rev["ID"] == i, "CP"].to_numpy()
+        assert np.array_equal(a, b, equal_nan=True)  # bit for bit
