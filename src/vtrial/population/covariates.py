@@ -140,7 +140,7 @@ class CovariateSampler:
         order = [k for k, v in covs.items() if "categorical" in v]
         order += [k for k, v in covs.items() if "categorical" not in v]
         table = None
-        if pop.resample:
+        if pop.resample is not None:
             table, problems = read_covariate_table(pop.resample, base_dir, source)
             if problems:
                 raise ConfigError(problems)

@@ -38,6 +38,80 @@ if TYPE_CHECKING:
 MIN_ACCEPTANCE = 0.01
 
 
+@dataclass(frozen=True)
+class Resample:
+    """The typed ``population.resample``: a covariate table whose rows are resampled
+    (read and checked by :mod:`vtrial.population.resample`).
+
+    Hashable (its mappings hashed by their items), so the table reader can cache on it.
+
+    Attributes
+    ----------
+    table : str
+        The CSV or Parquet file, relative to the study file.
+    columns : tuple of str or None
+        The resampled columns (None: every column but ``weights``).
+    categorical : mapping of str to tuple of str
+        Categorical (text) columns -> their labels, in study order.
+    strata : tuple of str
+        Categorical columns whose (weighted) shares the candidates follow.
+    weights : str or None
+        Column of row weights.
+    jitter : float or mapping of str to float
+        Log-scale SD of a multiplicative jitter of every numeric column, or per column.
+    """
+
+    table: str
+    columns: tuple[str, ...] | None = None
+    categorical: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    strata: tuple[str, ...] = ()
+    weights: str | None = None
+    jitter: float | Mapping[str, float] = 0.0
+
+    def __hash__(self) -> int:
+        jitter = self.jitter
+        return hash(
+            (
+                self.table,
+                self.columns,
+                frozenset(self.categorical.items()),
+                self.strata,
+                self.weights,
+                frozenset(jitter.items()) if isinstance(jitter, Mapping) else jitter,
+            )
+        )
+
+    @classmethod
+    def from_data(cls, res: Mapping[str, Any]) -> Resample:
+        """The :class:`Resample` of a ``population.resample`` section (schema-valid)."""
+        jitter = res.get("jitter", 0.0)
+        columns = res.get("columns")
+        return cls(
+            table=str(res["table"]),
+            columns=tuple(str(c) for c in columns) if columns is not None else None,
+            categorical=MappingProxyType(
+                {
+                    str(k): tuple(str(x) for x in v)
+                    for k, v in (res.get("categorical") or {}).items()
+                }
+            ),
+            strata=tuple(str(s) for s in res.get("strata") or ()),
+            weights=str(res["weights"]) if res.get("weights") is not None else None,
+            jitter=(
+                MappingProxyType({str(k): float(v) for k, v in jitter.items()})
+                if isinstance(jitter, Mapping)
+                else float(jitter)
+            ),
+        )
+
+
+def resample_of(pop: Mapping[str, Any]) -> Resample | None:
+    """The :class:`Resample` of a ``population`` section (schema-valid), None without
+    a covariate table."""
+    res = pop.get("resample")
+    return Resample.from_data(res) if res else None
+
+
 def categories_of(pop: Mapping[str, Any]) -> dict[str, list[str]]:
     """Categorical covariates and their labels: sampled ones, then resampled ones.
 
@@ -95,8 +169,8 @@ class Population:
         Criteria (expressions).
     min_acceptance : float
         Least acceptable share of eligible candidates.
-    resample : mapping or None
-        ``population.resample`` (read-only), None without a covariate table.
+    resample : Resample or None
+        ``population.resample``, None without a covariate table.
     categories : mapping of str to list of str
         Categorical covariates (sampled, then resampled) -> labels.
     """
@@ -108,7 +182,7 @@ class Population:
     inclusion: tuple[str, ...] = ()
     exclusion: tuple[str, ...] = ()
     min_acceptance: float = MIN_ACCEPTANCE
-    resample: Mapping[str, Any] | None = None
+    resample: Resample | None = None
     categories: Mapping[str, list[str]] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
@@ -124,7 +198,7 @@ class Population:
             inclusion=tuple(str(t) for t in pop.get("inclusion") or []),
             exclusion=tuple(str(t) for t in pop.get("exclusion") or []),
             min_acceptance=float(pop.get("min_acceptance", MIN_ACCEPTANCE)),
-            resample=_frozen(pop["resample"]) if pop.get("resample") else None,
+            resample=resample_of(pop),
             categories=MappingProxyType(categories_of(pop)),
         )
 
