@@ -5,9 +5,11 @@ derived covariates and the resampled table; :func:`covariate_problems` the
 correlations, empirical distributions, resampled column names and the inclusion and
 exclusion criteria, then measures the criteria's acceptance on a pilot draw. Every
 problem is collected (none raised), for :mod:`vtrial.study.config` to report all at
-once before anything is computed. The design and variability of the population are
-checked by :mod:`vtrial.population.design`, :mod:`vtrial.population.sampling` and
-:mod:`vtrial.population.uncertainty`.
+once before anything is computed. The checks read the section as study data (whose
+keys they name), before the loader builds the typed
+:class:`~vtrial.population.spec.Population`. The design and variability of the
+population are checked by :mod:`vtrial.population.design`,
+:mod:`vtrial.population.sampling` and :mod:`vtrial.population.uncertainty`.
 """
 
 from __future__ import annotations
