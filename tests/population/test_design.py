@@ -353,8 +353,9 @@ def test_individual_effects_hand_checked() -> None:
         control="ctrl",
         endpoints={"y": {"better": "higher", "margin": 25.0}},
         kinds={"y": "continuous"},
-        covariates={"sex": {"categorical": {"F": 0.5, "M": 0.5}}, "age": {"uniform": {}}},
+        covariates=["sex", "age"],
         derived=["bmi"],
+        categories={"sex": ["F", "M"]},
     )
     row = eff.iloc[0]
     used = d[1:]  # patient 1 excluded (failed solve)
@@ -397,7 +398,7 @@ def test_individual_effects_hand_checked() -> None:
         control="ctrl",
         endpoints={"y": {"better": "lower", "margin": 25.0}},
         kinds={"y": "continuous"},
-        covariates={},
+        covariates=[],
     )[0].iloc[0]
     assert (lower["frac_benefit"], lower["frac_harm"]) == (row["frac_harm"], row["frac_benefit"])
     undirected = individual_effects(
@@ -407,7 +408,7 @@ def test_individual_effects_hand_checked() -> None:
         control="ctrl",
         endpoints={"y": {}},
         kinds={"y": "continuous"},
-        covariates={},
+        covariates=[],
     )[0].iloc[0]
     assert np.isnan(undirected["frac_benefit"])
     assert undirected["frac_no_change"] == 0.0
@@ -423,7 +424,7 @@ def test_individual_effects_need_every_patient_in_every_arm() -> None:
             control="ctrl",
             endpoints={"y": {}},
             kinds={"y": "continuous"},
-            covariates={},
+            covariates=[],
         )
 
 

@@ -9,13 +9,14 @@ their lines in ``vtrial describe``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from vtrial.population.design import is_twin
 from vtrial.population.resample import resampled_columns
+from vtrial.population.spec import Constant
 from vtrial.trial.spec import effect_options
 
 if TYPE_CHECKING:
@@ -63,12 +64,11 @@ def design_tables(
             raise ValueError("population: required for a twin crossover study")
         control = study.control_arm
         assert control is not None  # validation requires it for twin_crossover
-        covs: dict[str, Any] = dict(study.population.covariates)
-        cats = study.population.categories
-        for name in resampled_columns(
-            study.population.resample, study.source, study.base_dir
-        ).columns:
-            covs.setdefault(name, {"categorical": cats[name]} if name in cats else {})
+        pop = study.population
+        # the regression's covariates: sampled ones (constants left out), resampled ones
+        covs = [k for k, c in pop.covariates.items() if not isinstance(c, Constant)]
+        resampled = resampled_columns(pop.resample, study.source, study.base_dir).columns
+        covs += [k for k in resampled if k not in pop.covariates]
         effects, predictors = individual_effects(
             patients,
             population,
@@ -77,7 +77,8 @@ def design_tables(
             endpoints={k: effect_options(v) for k, v in study.endpoints.items()},
             kinds=study.endpoint_kinds(),
             covariates=covs,
-            derived=list(study.population.derived),
+            derived=list(pop.derived),
+            categories=pop.categories,
         )
         out["individual_effects"] = effects
         out["individual_predictors"] = predictors

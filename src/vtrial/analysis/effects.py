@@ -77,7 +77,10 @@ _KEYS = ["replicate", "patient_id"]
 
 
 def covariate_terms(
-    population: pd.DataFrame, covariates: Mapping[str, Mapping[str, Any]], derived: Sequence[str]
+    population: pd.DataFrame,
+    covariates: Sequence[str],
+    derived: Sequence[str],
+    categories: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Regression terms and Spearman-only terms of the covariates of some patients.
 
@@ -85,32 +88,32 @@ def covariate_terms(
     ----------
     population : DataFrame
         One row per patient with the covariate columns.
-    covariates : mapping
-        ``population.covariates`` of the study (name -> spec; ``categorical`` holds the
-        categories, a mapping or a list); resampled columns may be added.
+    covariates : sequence of str
+        The covariates of the regression, in order (the study's sampled covariates but
+        the constant ones, then its resampled columns).
     derived : sequence of str
         ``population.derived``.
+    categories : mapping of str to sequence of str, optional
+        Categorical covariates -> their categories, in study order
+        (:attr:`vtrial.population.spec.Population.categories`).
 
     Returns
     -------
     regression : dict of str to ndarray
-        Sampled covariates: numeric ones as float, categorical ones as 0/1 indicators
-        ``<name>=<category>`` of every category but the first (the reference);
-        constant covariates are left out.
+        The covariates: numeric ones as float, categorical ones (and text columns,
+        their categories sorted) as 0/1 indicators ``<name>=<category>`` of every
+        category but the first (the reference).
     spearman_only : dict of str to ndarray
         Derived covariates (float).
     """
+    cats = categories or {}
     reg: dict[str, np.ndarray] = {}
-    for name, spec in covariates.items():
-        if name not in population or "constant" in spec:
+    for name in covariates:
+        if name not in population:
             continue
         col = population[name]
-        if "categorical" in spec or not pd.api.types.is_numeric_dtype(col):
-            levels = (
-                [str(c) for c in spec["categorical"]]
-                if "categorical" in spec
-                else sorted({str(v) for v in col})
-            )
+        if name in cats or not pd.api.types.is_numeric_dtype(col):
+            levels = [str(c) for c in cats[name]] if name in cats else sorted({str(v) for v in col})
             text = col.astype(str).to_numpy()
             for level in levels[1:]:
                 reg[f"{name}={level}"] = (text == level).astype(np.float64)
@@ -233,8 +236,9 @@ def individual_effects(
     control: str,
     endpoints: Mapping[str, Mapping[str, Any]],
     kinds: Mapping[str, str],
-    covariates: Mapping[str, Mapping[str, Any]],
+    covariates: Sequence[str],
     derived: Sequence[str] = (),
+    categories: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Distribution and covariate predictors of the individual effects.
 
@@ -255,10 +259,13 @@ def individual_effects(
     kinds : mapping of str to str
         Endpoint kinds (:meth:`vtrial.study.config.Study.endpoint_kinds`); ``categorical``
         endpoints are skipped.
-    covariates : mapping
-        ``population.covariates`` of the study.
+    covariates : sequence of str
+        The covariates of the regression (the sampled ones but the constant ones, then
+        the resampled columns; see :func:`covariate_terms`).
     derived : sequence of str
         ``population.derived`` of the study.
+    categories : mapping of str to sequence of str, optional
+        Categorical covariates -> their categories, in study order.
 
     Returns
     -------
@@ -286,7 +293,7 @@ def individual_effects(
     pairs = paired_arms(patients, arms=arms, control=control)
     ctrl = pairs.control
     pop = population.drop_duplicates(_KEYS).set_index(_KEYS).reindex(ctrl.index)
-    reg_terms, only_terms = covariate_terms(pop.reset_index(), covariates, derived)
+    reg_terms, only_terms = covariate_terms(pop.reset_index(), covariates, derived, categories)
     replicate = ctrl.index.get_level_values("replicate").to_numpy()
     reps = [int(r) for r in np.unique(replicate)]
     groups: list[tuple[int | None, np.ndarray]] = [(r, replicate == r) for r in reps]

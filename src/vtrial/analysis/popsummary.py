@@ -18,6 +18,7 @@ import pandas as pd
 from vtrial.analysis import stats
 from vtrial.population.derived import DERIVED
 from vtrial.population.resample import resampled_columns
+from vtrial.population.spec import Categorical
 
 if TYPE_CHECKING:
     from vtrial.trial.spec import TrialStudy
@@ -64,12 +65,13 @@ def covariate_columns(study: TrialStudy) -> list[tuple[str, str, str]]:
     cats = study.population.categories
     res = resampled_columns(pop.resample, study.source, study.base_dir)
     covs = pop.covariates
-    names = [*res.columns, *(k for k in covs if "categorical" in covs[k])]
-    names += [k for k in covs if "categorical" not in covs[k]]
+    names = [*res.columns, *(k for k, c in covs.items() if isinstance(c, Categorical))]
+    names += [k for k, c in covs.items() if not isinstance(c, Categorical)]
     out = []
     for name in names:
-        unit = str(covs.get(name, {}).get("unit", ""))
-        out.append((name, "categorical" if name in cats else "continuous", unit))
+        unit = covs[name].unit if name in covs else None
+        kind = "categorical" if name in cats else "continuous"
+        out.append((name, kind, unit if unit is not None else ""))
     out += [(name, "continuous", DERIVED[name][1]) for name in pop.derived]
     return out
 

@@ -26,9 +26,10 @@ Per candidate, in this order:
 4. the derived covariates (:func:`vtrial.population.derived.derive_covariates`).
 
 Then the inclusion and exclusion criteria (:class:`Criterion`) select the eligible
-candidates. The module works on plain study data (``Study.data``) so that study
-validation (:mod:`vtrial.population.validate`) can run a pilot of the criteria before
-any compute.
+candidates. The sampler reads the typed population section
+(:class:`vtrial.population.spec.Population`); :meth:`CovariateSampler.from_data` builds
+it from validated study data, so that study validation
+(:mod:`vtrial.population.validate`) can run a pilot of the criteria before any compute.
 """
 
 from __future__ import annotations
@@ -48,7 +49,14 @@ from vtrial.model.expressions import Expression, evaluate, parse_expression
 from vtrial.population.derived import derive_covariates
 from vtrial.population.distributions import categorical_ppf, correlation_matrix, marginal_ppf
 from vtrial.population.resample import CovariateTable, read_covariate_table
-from vtrial.population.spec import MIN_ACCEPTANCE, Population, categories_of
+from vtrial.population.spec import (
+    MIN_ACCEPTANCE,
+    Categorical,
+    Constant,
+    Covariate,
+    Population,
+    categories_of,
+)
 
 if TYPE_CHECKING:
     from vtrial.population.spec import PopulationStudy
@@ -107,7 +115,7 @@ class CovariateSampler:
 
     seed: int
     source: str
-    covariates: dict[str, Any]
+    covariates: Mapping[str, Covariate]
     order: tuple[str, ...]
     derived: tuple[str, ...]
     correlated: tuple[str, ...]
@@ -136,11 +144,11 @@ class CovariateSampler:
             If the covariate table cannot be read or is not valid (e.g. changed since
             the study was validated).
         """
-        covs: dict[str, Any] = dict(pop.covariates)
-        order = [k for k, v in covs.items() if "categorical" in v]
-        order += [k for k, v in covs.items() if "categorical" not in v]
+        covs = pop.covariates
+        order = [k for k, v in covs.items() if isinstance(v, Categorical)]
+        order += [k for k, v in covs.items() if not isinstance(v, Categorical)]
         table = None
-        if pop.resample:
+        if pop.resample is not None:
             table, problems = read_covariate_table(pop.resample, base_dir, source)
             if problems:
                 raise ConfigError(problems)
@@ -216,10 +224,11 @@ class CovariateSampler:
                     u[k] = w[:, j]
         for name in self.order:
             spec = self.covariates[name]
-            if "categorical" in spec:
+            if isinstance(spec, Categorical):
                 out[name] = categorical_ppf(spec, u[name])
             else:
-                by_labels = out.get(spec["by"]) if "by" in spec else None
+                by = None if isinstance(spec, Constant) else spec.by
+                by_labels = out.get(by) if by is not None else None
                 out[name] = marginal_ppf(spec, u[name], by_labels)
         if derived and self.derived:
             out.update(derive_covariates(list(self.derived), out))

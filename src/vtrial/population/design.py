@@ -41,7 +41,7 @@ from vtrial.errors import Problem
 from vtrial.infra.rng import keyed_uniforms
 from vtrial.population.covariates import categories_of
 from vtrial.population.resample import resampled_columns
-from vtrial.population.spec import Stratum, design_of
+from vtrial.population.spec import Stratum, design_of, resample_of
 
 if TYPE_CHECKING:
     from vtrial.model.spec import Model
@@ -314,7 +314,7 @@ def _randomization_problems(
         return out
     covs: Mapping[str, Any] = d["population"]["covariates"]
     resampled = resampled_columns(
-        d["population"].get("resample"), src, base_dir
+        resample_of(d["population"]), src, base_dir
     ).columns  # population.resample
     names = [*covs, *d["population"]["derived"], *resampled]
     categories = categories_of(d["population"])

@@ -4,9 +4,12 @@ A sampled covariate's value is its marginal's inverse CDF at a keyed uniform
 (:func:`marginal_ppf`: normal, log-normal, truncated to ``bounds``, uniform, empirical,
 constant; with ``by`` the parameters of the candidate's category) or, for a categorical
 covariate, the category whose cumulative frequency the uniform falls in
-(:func:`categorical_ppf`). The correlations of ``population.correlation`` are those of
-the normal scores of a Gaussian copula (:func:`correlation_matrix`). A new distribution
-goes here (and into the schema and :mod:`vtrial.population.validate`).
+(:func:`categorical_ppf`). The distributions are the typed ones of
+:mod:`vtrial.population.spec` (:data:`~vtrial.population.spec.Covariate`). The
+correlations of ``population.correlation`` are those of the normal scores of a Gaussian
+copula (:func:`correlation_matrix`). A new distribution goes here (its type into
+:mod:`vtrial.population.spec`, and into the schema and
+:mod:`vtrial.population.validate`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,18 @@ from typing import Any
 import numpy as np
 from scipy import special
 
+from vtrial.population.spec import (
+    Categorical,
+    Constant,
+    Empirical,
+    LogNormal,
+    Marginal,
+    Normal,
+    PerCategory,
+    PerCategoryList,
+    Uniform,
+)
+
 __all__ = [
     "CONTINUOUS",
     "categorical_ppf",
@@ -28,10 +43,10 @@ __all__ = [
 
 
 #: Distributions that may take part in ``population.correlation`` (continuous ones).
-CONTINUOUS = ("normal", "lognormal", "uniform", "empirical")
+CONTINUOUS = tuple(k.kind for k in (Normal, LogNormal, Uniform, Empirical))
 
 
-def _by(value: Any, by_labels: np.ndarray | None) -> np.ndarray | float:
+def _by(value: PerCategory, by_labels: np.ndarray | None) -> np.ndarray | float:
     """Scalar, or per-patient values looked up by the `by` covariate's category."""
     if isinstance(value, Mapping):
         assert by_labels is not None
@@ -63,17 +78,18 @@ class _Empirical:
     probs: np.ndarray | None  # quantiles: their probabilities (linear in between)
 
     @classmethod
-    def build(cls, spec: Mapping[str, Any], category: str | None) -> _Empirical:
-        if "values" in spec:
-            x = np.asarray(pick(spec["values"], category), dtype=np.float64)
-            w = spec.get("weights")
-            wv = np.ones(x.size) if w is None else np.asarray(pick(w, category), np.float64)
+    def build(cls, spec: Empirical, category: str | None) -> _Empirical:
+        if spec.values is not None:
+            x = np.asarray(_pick_list(spec.values, category), dtype=np.float64)
+            w = spec.weights
+            wv = np.ones(x.size) if w is None else np.asarray(_pick_list(w, category), np.float64)
             order = np.argsort(x, kind="stable")
             cum = np.cumsum(wv[order])
             return cls(x=x[order], cum=cum / cum[-1], probs=None)
-        q = np.asarray(pick(spec["quantiles"], category), dtype=np.float64)
-        p = spec.get("probs")
-        pv = np.linspace(0.0, 1.0, q.size) if p is None else np.asarray(pick(p, category))
+        assert spec.quantiles is not None  # validation: exactly one of values, quantiles
+        q = np.asarray(_pick_list(spec.quantiles, category), dtype=np.float64)
+        p = spec.probs
+        pv = np.linspace(0.0, 1.0, q.size) if p is None else np.asarray(_pick_list(p, category))
         return cls(x=q, cum=None, probs=np.asarray(pv, dtype=np.float64))
 
     def ppf(self, u: np.ndarray) -> np.ndarray:
@@ -84,49 +100,69 @@ class _Empirical:
         return np.asarray(np.interp(u, self.probs, self.x), dtype=np.float64)
 
 
-def _empirical_ppf(
-    spec: Mapping[str, Any], u: np.ndarray, by_labels: np.ndarray | None
-) -> np.ndarray:
+def _pick_list(value: PerCategoryList, category: str | None) -> tuple[float, ...]:
+    """The numbers of a list parameter (of ``category`` when given per category)."""
+    if isinstance(value, Mapping):
+        assert category is not None
+        return value[category]
+    return value
+
+
+def _empirical_ppf(spec: Empirical, u: np.ndarray, by_labels: np.ndarray | None) -> np.ndarray:
     """Inverse CDF of ``empirical`` (per category of ``by`` when it has mappings)."""
-    if by_labels is None or not any(isinstance(v, Mapping) for v in spec.values()):
+    cats = spec.per_category
+    if by_labels is None or cats is None:
         return _Empirical.build(spec, None).ppf(u)
     out = np.empty(u.shape[0])
-    cats = next(v for v in spec.values() if isinstance(v, Mapping))
     for cat in cats:
         m = by_labels == cat
-        out[m] = _Empirical.build(spec, str(cat)).ppf(u[m])
+        out[m] = _Empirical.build(spec, cat).ppf(u[m])
     return out
 
 
-def marginal_ppf(
-    spec: Mapping[str, Any], u: np.ndarray, by_labels: np.ndarray | None
-) -> np.ndarray:
-    """Map uniforms through the inverse CDF of a non-categorical covariate."""
-    lo, hi = spec.get("bounds", (-np.inf, np.inf))
-    if "normal" in spec:
-        mu = _by(spec["normal"]["mean"], by_labels)
-        sd = _by(spec["normal"]["sd"], by_labels)
+def marginal_ppf(spec: Marginal, u: np.ndarray, by_labels: np.ndarray | None) -> np.ndarray:
+    """Map uniforms through the inverse CDF of a non-categorical covariate.
+
+    Parameters
+    ----------
+    spec : Marginal
+        The covariate's distribution.
+    u : ndarray, shape (n,)
+        Uniforms in (0, 1).
+    by_labels : ndarray or None
+        The candidates' categories of ``spec.by`` (None without ``by``).
+
+    Returns
+    -------
+    ndarray of float64, shape (n,)
+    """
+    if isinstance(spec, Normal):
+        lo, hi = spec.bounds or (-np.inf, np.inf)
+        mu = _by(spec.mean, by_labels)
+        sd = _by(spec.sd, by_labels)
         return _truncated_normal(u, mu, sd, lo, hi)
-    if "lognormal" in spec:
-        med = _by(spec["lognormal"]["median"], by_labels)
-        cv = _by(spec["lognormal"]["cv"], by_labels)
+    if isinstance(spec, LogNormal):
+        lo, hi = spec.bounds or (-np.inf, np.inf)
+        med = _by(spec.median, by_labels)
+        cv = _by(spec.cv, by_labels)
         sigma = np.sqrt(np.log1p(np.square(cv)))
         llo = np.log(lo) if lo > 0 else -np.inf
         lhi = np.log(hi) if np.isfinite(hi) else np.inf
         return np.exp(_truncated_normal(u, np.log(med), sigma, llo, lhi))
-    if "uniform" in spec:
-        low = _by(spec["uniform"]["low"], by_labels)
-        high = _by(spec["uniform"]["high"], by_labels)
+    if isinstance(spec, Uniform):
+        low = _by(spec.low, by_labels)
+        high = _by(spec.high, by_labels)
         return np.asarray(low + u * (np.asarray(high) - low), dtype=np.float64)
-    if "empirical" in spec:
-        return _empirical_ppf(spec["empirical"], u, by_labels)
-    return np.full(u.shape[0], float(spec["constant"]))
+    if isinstance(spec, Empirical):
+        return _empirical_ppf(spec, u, by_labels)
+    assert isinstance(spec, Constant)
+    return np.full(u.shape[0], spec.value)
 
 
-def categorical_ppf(spec: Mapping[str, Any], u: np.ndarray) -> np.ndarray:
+def categorical_ppf(spec: Categorical, u: np.ndarray) -> np.ndarray:
     """Map uniforms to the labels of a ``categorical`` covariate (cumulative frequencies)."""
-    labels = list(spec["categorical"])
-    cum = np.cumsum([float(spec["categorical"][c]) for c in labels])
+    labels = spec.labels
+    cum = np.cumsum([spec.frequencies[c] for c in labels])
     cum /= cum[-1]
     idx = np.minimum(np.searchsorted(cum, u, side="right"), len(labels) - 1)
     return np.asarray(labels, dtype=object)[idx]

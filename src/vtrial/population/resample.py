@@ -11,7 +11,6 @@ covariates the table provides.
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from scipy import special
 from vtrial.data.tables import cell_problems, is_missing, numeric_column, read_cells
 from vtrial.errors import Problem
 from vtrial.infra.rng import keyed_uniform_rows, stream
+from vtrial.population.spec import Resample
 
 __all__ = [
     "RESERVED_COLUMNS",
@@ -158,15 +158,13 @@ class Resampled:
     problems: list[Problem] = field(default_factory=list)
 
 
-def resampled_columns(
-    res: Mapping[str, Any] | None, source: str, base_dir: str | Path
-) -> Resampled:
+def resampled_columns(res: Resample | None, source: str, base_dir: str | Path) -> Resampled:
     """Read and validate the covariate table of ``population.resample`` (if any).
 
     Parameters
     ----------
-    res : mapping or None
-        The ``population.resample`` section (None or empty without one).
+    res : Resample or None
+        The typed ``population.resample`` (None without one).
     source : str
         The study file (for messages about its keys).
     base_dir : str or Path
@@ -176,22 +174,22 @@ def resampled_columns(
     -------
     Resampled
     """
-    if not res:
+    if res is None:
         return Resampled()
-    cats = {k: [str(x) for x in v] for k, v in (res.get("categorical") or {}).items()}
+    cats = {k: list(v) for k, v in res.categorical.items()}
     table, problems, columns = _read(res, base_dir, source)
     return Resampled(columns=columns, categories=cats, table=table, problems=problems)
 
 
 def read_covariate_table(
-    spec: Mapping[str, Any], base_dir: str | Path, source: str
+    spec: Resample, base_dir: str | Path, source: str
 ) -> tuple[CovariateTable | None, list[Problem]]:
     """Read a covariate table (CSV or Parquet) and check it column by column.
 
     Parameters
     ----------
-    spec : mapping
-        ``population.resample``.
+    spec : Resample
+        The typed ``population.resample``.
     base_dir : str or Path
         Folder the table path is relative to.
     source : str
@@ -211,37 +209,31 @@ def read_covariate_table(
 
 
 def _read(
-    spec: Mapping[str, Any], base_dir: str | Path, source: str
+    spec: Resample, base_dir: str | Path, source: str
 ) -> tuple[CovariateTable | None, list[Problem], tuple[str, ...]]:
     """:func:`read_covariate_table` and the selected columns (also when not valid)."""
-    path = Path(base_dir) / str(spec["table"])
+    path = Path(base_dir) / spec.table
     try:
         st = path.stat()
     except OSError as exc:
-        msg = f"cannot read the covariate table {path} ({exc.strerror}), got {spec['table']!r}"
-        listed = tuple(spec.get("columns") or ())
+        msg = f"cannot read the covariate table {path} ({exc.strerror}), got {spec.table!r}"
+        listed = spec.columns or ()
         return None, [Problem(source, "population.resample.table", msg)], listed
-    key = json.dumps(spec, sort_keys=True, default=_plain)
-    table, problems, columns = _read_cached(str(path), st.st_mtime_ns, st.st_size, key, source)
+    table, problems, columns = _read_cached(str(path), st.st_mtime_ns, st.st_size, spec, source)
     return table, list(problems), columns
-
-
-def _plain(value: Any) -> Any:
-    """JSON form of a read-only mapping (a typed section's view); text otherwise."""
-    return dict(value) if isinstance(value, Mapping) else str(value)
 
 
 @functools.lru_cache(maxsize=8)
 def _read_cached(
-    path: str, mtime_ns: int, size: int, spec_json: str, source: str
+    path: str, mtime_ns: int, size: int, spec: Resample, source: str
 ) -> tuple[CovariateTable | None, tuple[Problem, ...], tuple[str, ...]]:
     """Cached :func:`_read_table` (every stage loads the study, hence the table)."""
-    table, problems, columns = _read_table(Path(path), json.loads(spec_json), source)
+    table, problems, columns = _read_table(Path(path), spec, source)
     return table, tuple(problems), columns
 
 
 def _read_table(
-    path: Path, spec: Mapping[str, Any], source: str
+    path: Path, spec: Resample, source: str
 ) -> tuple[CovariateTable | None, list[Problem], tuple[str, ...]]:
     problems: list[Problem] = []
     here = "population.resample"
@@ -253,14 +245,14 @@ def _read_table(
         raw, first_line = read_cells(path)
     except (OSError, ValueError, ImportError) as exc:  # parser errors are ValueErrors
         bad(f"{here}.table", f"cannot read the covariate table {path}: {exc}")
-        return None, problems, tuple(spec.get("columns") or ())
+        return None, problems, spec.columns or ()
     raw.columns = [str(c) for c in raw.columns]
     header = list(raw.columns)
-    weights_col = spec.get("weights")
+    weights_col = spec.weights
     if weights_col is not None and weights_col not in header:
         bad(f"{here}.weights", f"not a column of {path.name} {header}, got {weights_col!r}")
         weights_col = None
-    listed = spec.get("columns")
+    listed = spec.columns
     if listed is None:
         columns = [c for c in header if c != weights_col]
         key_of = dict.fromkeys(columns, f"{here}.table")
@@ -284,11 +276,11 @@ def _read_table(
             )
         elif c in RESERVED_COLUMNS:
             bad(key_of[c], f"column {c!r} of {path.name} is reserved for the population table")
-    cats = {k: [str(x) for x in v] for k, v in (spec.get("categorical") or {}).items()}
+    cats = {k: list(v) for k, v in spec.categorical.items()}
     for k in cats:
         if k not in columns:
             bad(f"{here}.categorical.{k}", f"not a resampled column {columns}, got {k!r}")
-    strata = list(spec.get("strata") or [])
+    strata = list(spec.strata)
     for i, s in enumerate(strata):
         if s not in cats or s not in columns:
             bad(
@@ -296,7 +288,7 @@ def _read_table(
                 f"must be a resampled categorical column (declared in {here}.categorical "
                 f"{sorted(cats)}), got {s!r}",
             )
-    jitter_spec = spec.get("jitter", 0.0)
+    jitter_spec = spec.jitter
     numeric_cols = [c for c in columns if c not in cats]
     if isinstance(jitter_spec, Mapping):
         for k in jitter_spec:
@@ -403,13 +395,13 @@ def _strata(
     return stratum_cum, rows, row_cum
 
 
-def input_files(res: Mapping[str, Any] | None, base_dir: str | Path) -> list[Path]:
+def input_files(res: Resample | None, base_dir: str | Path) -> list[Path]:
     """Data files a study reads besides its model files (the covariate table).
 
     Parameters
     ----------
-    res : mapping or None
-        The ``population.resample`` section.
+    res : Resample or None
+        The typed ``population.resample``.
     base_dir : str or Path
         The study file's folder.
 
@@ -417,4 +409,4 @@ def input_files(res: Mapping[str, Any] | None, base_dir: str | Path) -> list[Pat
     -------
     list of Path
     """
-    return [Path(base_dir) / str(res["table"])] if res else []
+    return [Path(base_dir) / res.table] if res is not None else []

@@ -2,8 +2,9 @@
 interface of the layers below the loader.
 
 The study loader (:mod:`vtrial.study.config`) builds these frozen sections from the
-validated study data (defaults filled): :class:`Population` (covariates, criteria,
-covariate table), :class:`Design` (parallel or twin crossover, randomization),
+validated study data (defaults filled): :class:`Population` (covariates, each with
+its typed distribution, :data:`Covariate`; criteria; covariate table,
+:class:`Resample`), :class:`Design` (parallel or twin crossover, randomization),
 :class:`Variability` (covariate models, IIV, IOV) and :class:`Uncertainty` (parameter
 uncertainty across replicates). Each is checked next to the feature that uses it
 (:mod:`vtrial.population.validate`, :func:`vtrial.population.design.design_problems`,
@@ -20,11 +21,11 @@ can use it without an import cycle.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias
 
 import numpy as np
 
@@ -37,14 +38,243 @@ if TYPE_CHECKING:
 #: Default of ``population.min_acceptance``: least acceptable share of eligible candidates.
 MIN_ACCEPTANCE = 0.01
 
+#: A parameter of a covariate's distribution: a number, or with ``by`` a read-only
+#: mapping category -> number (every category of the ``by`` covariate).
+PerCategory: TypeAlias = float | Mapping[str, float]
+#: A list parameter of an ``empirical`` distribution: numbers, or with ``by`` a
+#: read-only mapping category -> numbers.
+PerCategoryList: TypeAlias = tuple[float, ...] | Mapping[str, tuple[float, ...]]
 
-def categories_of(pop: Mapping[str, Any]) -> dict[str, list[str]]:
+
+@dataclass(frozen=True)
+class Normal:
+    """``normal``: N(``mean``, ``sd``), truncated to ``bounds`` (lo, hi) if given; with
+    ``by`` the parameters of the candidate's category of that categorical covariate.
+    ``unit`` and ``description`` (every kind has them) are for reports only."""
+
+    kind: ClassVar[str] = "normal"
+    mean: PerCategory
+    sd: PerCategory
+    by: str | None = field(default=None, kw_only=True)
+    bounds: tuple[float, float] | None = field(default=None, kw_only=True)
+    unit: str | None = field(default=None, kw_only=True)
+    description: str | None = field(default=None, kw_only=True)
+
+
+@dataclass(frozen=True)
+class LogNormal:
+    """``lognormal``: log-normal of ``median`` and coefficient of variation ``cv``
+    (log-scale SD ``sqrt(log(1 + cv**2))``), truncated to ``bounds`` if given; ``by``
+    as for :class:`Normal`."""
+
+    kind: ClassVar[str] = "lognormal"
+    median: PerCategory
+    cv: PerCategory
+    by: str | None = field(default=None, kw_only=True)
+    bounds: tuple[float, float] | None = field(default=None, kw_only=True)
+    unit: str | None = field(default=None, kw_only=True)
+    description: str | None = field(default=None, kw_only=True)
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """``uniform``: uniform on [``low``, ``high``]; ``by`` as for :class:`Normal`."""
+
+    kind: ClassVar[str] = "uniform"
+    low: PerCategory
+    high: PerCategory
+    by: str | None = field(default=None, kw_only=True)
+    unit: str | None = field(default=None, kw_only=True)
+    description: str | None = field(default=None, kw_only=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Empirical:
+    """``empirical``: ``values`` (optional ``weights``) drawn as a discrete
+    distribution, or ``quantiles`` (optional ``probs``, default evenly spaced from 0
+    to 1) interpolated linearly; exactly one of ``values`` and ``quantiles`` is set.
+    With ``by``, any of them may be given per category."""
+
+    kind: ClassVar[str] = "empirical"
+    values: PerCategoryList | None = None
+    weights: PerCategoryList | None = None
+    quantiles: PerCategoryList | None = None
+    probs: PerCategoryList | None = None
+    by: str | None = None
+    unit: str | None = None
+    description: str | None = None
+
+    @property
+    def per_category(self) -> tuple[str, ...] | None:
+        """Categories of the first parameter given per category (None if none is)."""
+        for v in (self.values, self.weights, self.quantiles, self.probs):
+            if isinstance(v, Mapping):
+                return tuple(v)
+        return None
+
+
+@dataclass(frozen=True)
+class Constant:
+    """``constant``: every candidate has ``value``."""
+
+    kind: ClassVar[str] = "constant"
+    value: float
+    unit: str | None = field(default=None, kw_only=True)
+    description: str | None = field(default=None, kw_only=True)
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """``categorical``: label -> frequency (read-only, in study order; they sum to 1)."""
+
+    kind: ClassVar[str] = "categorical"
+    frequencies: Mapping[str, float]
+    unit: str | None = field(default=None, kw_only=True)
+    description: str | None = field(default=None, kw_only=True)
+
+    @property
+    def labels(self) -> list[str]:
+        """The categories, in study order."""
+        return list(self.frequencies)
+
+
+#: The distribution of a non-categorical sampled covariate.
+Marginal: TypeAlias = Normal | LogNormal | Uniform | Empirical | Constant
+#: The distribution of a sampled covariate (``population.covariates.<name>``).
+Covariate: TypeAlias = Marginal | Categorical
+
+
+def _numbers(value: Any) -> tuple[float, ...]:
+    return tuple(float(x) for x in value)
+
+
+def _per_category(value: Any, convert: Callable[[Any], Any]) -> Any:
+    """``convert(value)``, or a read-only mapping category -> ``convert(v)``."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({str(k): convert(v) for k, v in value.items()})
+    return convert(value)
+
+
+def covariate_from_data(spec: Mapping[str, Any]) -> Covariate:
+    """The typed distribution of a validated ``population.covariates.<name>`` entry.
+
+    Raises
+    ------
+    TypeError
+        If the entry has a key its distribution does not take (validation reports
+        these, :mod:`vtrial.population.validate`).
+    ValueError
+        If it has no distribution.
+    """
+    shared: dict[str, Any] = {k: str(spec[k]) for k in ("unit", "description") if k in spec}
+    if "by" in spec:
+        shared["by"] = str(spec["by"])
+    if "bounds" in spec:
+        lo, hi = spec["bounds"]
+        shared["bounds"] = (float(lo), float(hi))
+    if "categorical" in spec:
+        freq = spec["categorical"]
+        return Categorical(MappingProxyType({str(k): float(v) for k, v in freq.items()}), **shared)
+    if "normal" in spec:
+        p = spec["normal"]
+        return Normal(_per_category(p["mean"], float), _per_category(p["sd"], float), **shared)
+    if "lognormal" in spec:
+        p = spec["lognormal"]
+        return LogNormal(_per_category(p["median"], float), _per_category(p["cv"], float), **shared)
+    if "uniform" in spec:
+        p = spec["uniform"]
+        return Uniform(_per_category(p["low"], float), _per_category(p["high"], float), **shared)
+    if "empirical" in spec:
+        p = spec["empirical"]
+        lists = {k: _per_category(v, _numbers) for k, v in p.items()}
+        return Empirical(**lists, **shared)
+    if "constant" in spec:
+        return Constant(float(spec["constant"]), **shared)
+    raise ValueError(f"a covariate needs a distribution, got {dict(spec)}")
+
+
+@dataclass(frozen=True)
+class Resample:
+    """The typed ``population.resample``: a covariate table whose rows are resampled
+    (read and checked by :mod:`vtrial.population.resample`).
+
+    Hashable (its mappings hashed by their items), so the table reader can cache on it.
+
+    Attributes
+    ----------
+    table : str
+        The CSV or Parquet file, relative to the study file.
+    columns : tuple of str or None
+        The resampled columns (None: every column but ``weights``).
+    categorical : mapping of str to tuple of str
+        Categorical (text) columns -> their labels, in study order.
+    strata : tuple of str
+        Categorical columns whose (weighted) shares the candidates follow.
+    weights : str or None
+        Column of row weights.
+    jitter : float or mapping of str to float
+        Log-scale SD of a multiplicative jitter of every numeric column, or per column.
+    """
+
+    table: str
+    columns: tuple[str, ...] | None = None
+    categorical: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    strata: tuple[str, ...] = ()
+    weights: str | None = None
+    jitter: float | Mapping[str, float] = 0.0
+
+    def __hash__(self) -> int:
+        jitter = self.jitter
+        return hash(
+            (
+                self.table,
+                self.columns,
+                frozenset(self.categorical.items()),
+                self.strata,
+                self.weights,
+                frozenset(jitter.items()) if isinstance(jitter, Mapping) else jitter,
+            )
+        )
+
+    @classmethod
+    def from_data(cls, res: Mapping[str, Any]) -> Resample:
+        """The :class:`Resample` of a ``population.resample`` section (schema-valid)."""
+        jitter = res.get("jitter", 0.0)
+        columns = res.get("columns")
+        return cls(
+            table=str(res["table"]),
+            columns=tuple(str(c) for c in columns) if columns is not None else None,
+            categorical=MappingProxyType(
+                {
+                    str(k): tuple(str(x) for x in v)
+                    for k, v in (res.get("categorical") or {}).items()
+                }
+            ),
+            strata=tuple(str(s) for s in res.get("strata") or ()),
+            weights=str(res["weights"]) if res.get("weights") is not None else None,
+            jitter=(
+                MappingProxyType({str(k): float(v) for k, v in jitter.items()})
+                if isinstance(jitter, Mapping)
+                else float(jitter)
+            ),
+        )
+
+
+def resample_of(pop: Mapping[str, Any]) -> Resample | None:
+    """The :class:`Resample` of a ``population`` section (schema-valid), None without
+    a covariate table."""
+    res = pop.get("resample")
+    return Resample.from_data(res) if res else None
+
+
+def categories_of(pop: Population | Mapping[str, Any]) -> dict[str, list[str]]:
     """Categorical covariates and their labels: sampled ones, then resampled ones.
 
     Parameters
     ----------
-    pop : mapping
-        The ``population`` section of study data.
+    pop : Population or mapping
+        The typed ``population`` section, or the section as study data (as validation
+        sees it, before the typed section is built).
 
     Returns
     -------
@@ -52,6 +282,8 @@ def categories_of(pop: Mapping[str, Any]) -> dict[str, list[str]]:
         ``population.covariates`` with a ``categorical`` distribution and the columns
         declared in ``population.resample.categorical``.
     """
+    if isinstance(pop, Population):
+        return _categories(pop.covariates, pop.resample)
     out = {
         k: list(v["categorical"])
         for k, v in pop.get("covariates", {}).items()
@@ -63,29 +295,32 @@ def categories_of(pop: Mapping[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-def _frozen(value: Any) -> Any:
-    """A read-only deep view of plain data (mappings -> mappingproxy, lists -> tuples)."""
-    if isinstance(value, Mapping):
-        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(_frozen(v) for v in value)
-    return value
+def _categories(
+    covariates: Mapping[str, Covariate], resample: Resample | None
+) -> dict[str, list[str]]:
+    """:func:`categories_of` the typed covariates and covariate table."""
+    out = {k: c.labels for k, c in covariates.items() if isinstance(c, Categorical)}
+    for k, labels in (resample.categorical if resample else {}).items():
+        out.setdefault(k, list(labels))
+    return out
 
 
 @dataclass(frozen=True)
 class Population:
     """The typed ``population`` section of a study (built by the study loader).
 
-    Each covariate's distribution stays the read-only mapping of the study file
-    (``{"normal": {...}, "unit": ..., "by": ...}``), interpreted by
-    :mod:`vtrial.population.distributions`; the section's checks are
-    :mod:`vtrial.population.validate`.
+    Each sampled covariate's distribution is a frozen dataclass of its kind
+    (:data:`Covariate`: :class:`Normal`, :class:`LogNormal`, :class:`Uniform`,
+    :class:`Empirical`, :class:`Constant`, :class:`Categorical`), whose inverse CDF is
+    in :mod:`vtrial.population.distributions`; the covariate table is a
+    :class:`Resample`. The section's checks are :mod:`vtrial.population.validate`,
+    made on the study data before this is built.
 
     Attributes
     ----------
     size : int
         Patients per replicate trial.
-    covariates : mapping of str to mapping
+    covariates : mapping of str to Covariate
         Sampled covariate -> its distribution (read-only), in study order.
     derived : tuple of str
         Derived covariates (:mod:`vtrial.population.derived`), in order.
@@ -95,28 +330,32 @@ class Population:
         Criteria (expressions).
     min_acceptance : float
         Least acceptable share of eligible candidates.
-    resample : mapping or None
-        ``population.resample`` (read-only), None without a covariate table.
+    resample : Resample or None
+        ``population.resample``, None without a covariate table.
     categories : mapping of str to list of str
         Categorical covariates (sampled, then resampled) -> labels.
     """
 
     size: int
-    covariates: Mapping[str, Mapping[str, Any]]
+    covariates: Mapping[str, Covariate]
     derived: tuple[str, ...] = ()
     correlation: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     inclusion: tuple[str, ...] = ()
     exclusion: tuple[str, ...] = ()
     min_acceptance: float = MIN_ACCEPTANCE
-    resample: Mapping[str, Any] | None = None
+    resample: Resample | None = None
     categories: Mapping[str, list[str]] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def from_data(cls, pop: Mapping[str, Any]) -> Population:
         """The :class:`Population` of a validated ``population`` section."""
+        covariates = MappingProxyType(
+            {str(k): covariate_from_data(v) for k, v in (pop.get("covariates") or {}).items()}
+        )
+        resample = resample_of(pop)
         return cls(
             size=int(pop["size"]),
-            covariates=_frozen(pop.get("covariates") or {}),
+            covariates=covariates,
             derived=tuple(str(d) for d in pop.get("derived") or []),
             correlation=MappingProxyType(
                 {k: float(v) for k, v in (pop.get("correlation") or {}).items()}
@@ -124,8 +363,8 @@ class Population:
             inclusion=tuple(str(t) for t in pop.get("inclusion") or []),
             exclusion=tuple(str(t) for t in pop.get("exclusion") or []),
             min_acceptance=float(pop.get("min_acceptance", MIN_ACCEPTANCE)),
-            resample=_frozen(pop["resample"]) if pop.get("resample") else None,
-            categories=MappingProxyType(categories_of(pop)),
+            resample=resample,
+            categories=MappingProxyType(_categories(covariates, resample)),
         )
 
 

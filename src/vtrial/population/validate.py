@@ -5,9 +5,11 @@ derived covariates and the resampled table; :func:`covariate_problems` the
 correlations, empirical distributions, resampled column names and the inclusion and
 exclusion criteria, then measures the criteria's acceptance on a pilot draw. Every
 problem is collected (none raised), for :mod:`vtrial.study.config` to report all at
-once before anything is computed. The design and variability of the population are
-checked by :mod:`vtrial.population.design`, :mod:`vtrial.population.sampling` and
-:mod:`vtrial.population.uncertainty`.
+once before anything is computed. The checks read the section as study data (whose
+keys they name), before the loader builds the typed
+:class:`~vtrial.population.spec.Population`. The design and variability of the
+population are checked by :mod:`vtrial.population.design`,
+:mod:`vtrial.population.sampling` and :mod:`vtrial.population.uncertainty`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from vtrial.population.covariates import PILOT_CANDIDATES, CovariateSampler
 from vtrial.population.derived import DERIVED
 from vtrial.population.distributions import CONTINUOUS, correlation_matrix, pick
 from vtrial.population.resample import resampled_columns
+from vtrial.population.spec import resample_of
 
 __all__ = ["covariate_problems", "population_problems"]
 
@@ -56,7 +59,7 @@ def population_problems(
     covs: dict[str, Any] = d["population"]["covariates"]
     base = Path(base_dir)
     resampled = resampled_columns(
-        d["population"].get("resample"), src, base
+        resample_of(d["population"]), src, base
     )  # population.resample: a covariate table
     out += resampled.problems
     categories: dict[str, list[str]] = dict(resampled.categories)
@@ -182,7 +185,7 @@ def covariate_problems(
     pop = data["population"]
     covs: dict[str, Any] = pop.get("covariates", {})
     derived = list(pop.get("derived", []))
-    res = resampled_columns(data["population"].get("resample"), source, base_dir)
+    res = resampled_columns(resample_of(pop), source, base_dir)
     for c in res.columns:
         if c in covs:
             bad(
