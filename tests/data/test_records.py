@@ -47,7 +47,8 @@ def test_events_per_subject_in_record_order() -> None:
     ev = record_events(ds, dose_routes(build_model({"pk": "pk_1cmt"})))
     t = ev.table
     assert ev.subjects.tolist() == [5, 2]
-    assert ev.subject.tolist() == [0, 0, 0, 0, 1, 1]
+    assert ev.row.tolist() == [0, 0, 0, 0, 1, 1]
+    assert ev.row_subject.tolist() == [0, 1]
     assert ev.obs_row.tolist() == [0, -1, 1, 2, -1, 0]
     assert ev.n_obs == 3
     assert (ev.start, ev.end) == (0.0, 24.0 + END_MARGIN)
@@ -70,7 +71,6 @@ def test_events_per_subject_in_record_order() -> None:
 @pytest.mark.parametrize(
     ("change", "where", "message"),
     [
-        ({"EVID": [1, 3, 0]}, "row 2, column EVID", "resets (EVID 3, 4) are not simulated yet"),
         (
             {"SS": [1, 0, 0], "II": [24.0, 0.0, 0.0]},
             "row 1, column SS",
@@ -120,15 +120,40 @@ def test_parameters_by_id_and_from_constant_columns() -> None:
         simulate(model, pd.DataFrame({"CL": [4.0, 5.0]}), data=data)
 
 
-def test_time_varying_parameter_column_is_refused() -> None:
-    model = build_model({"pk": "pk_1cmt"})
-    data = frame(ID=[1, 1, 1], TIME=[0.0, 2.0, 4.0], AMT=[100.0, 0, 0], CMT=[2, 2, 2],
-                 DV=[np.nan, 1.0, 2.0], CL=[5.0, 5.0, 6.0])  # fmt: skip
-    with pytest.raises(DatasetError) as err:
-        simulate(model, data=data)
-    (problem,) = err.value.problems
-    assert problem.where == "row 3, column CL"
-    assert "time-varying parameter values are not simulated yet" in problem.message
+def test_resets_start_new_rows_and_changes_start_occasions() -> None:
+    """EVID 4 (time going back) starts a new kernel row with a reset first; a change
+    of a varying column starts an occasion: after the previous record (NOCB) or before
+    its own record (LOCF)."""
+    data = frame(
+        ID=[1, 1, 1, 1, 1],
+        TIME=[0.0, 2.0, 4.0, 0.0, 3.0],
+        EVID=[1, 0, 0, 4, 0],
+        AMT=[100.0, 0.0, 0.0, 50.0, 0.0],
+        CMT=[2, 2, 2, 2, 2],
+        DV=[np.nan, 1.0, 2.0, np.nan, 3.0],
+        CL=[5.0, 5.0, 8.0, 8.0, 9.0],
+    )
+    ds = dataset_from_frame(data)
+    routes = dose_routes(build_model({"pk": "pk_1cmt"}))
+    nocb = record_events(ds, routes, varying=["CL"])
+    assert nocb.row.tolist() == [0, 0, 0, 1, 1]
+    assert nocb.row_subject.tolist() == [0, 0]
+    assert nocb.occasion.tolist() == [0, 0, 1, 0, 1]
+    assert nocb.occasion_record.tolist() == [[0, 2], [3, 4]]
+    t = nocb.table
+    assert t.n_occ == 2
+    OCC, RESET = int(EventKind.OCC), int(EventKind.RESET)
+    # row 0: dose, sample at 2, CL changes right after it (NOCB), sample at 4
+    assert t.kind[0, : t.n[0]].tolist() == [BOLUS, OBS, OCC, OBS]
+    assert t.time[0, : t.n[0]].tolist() == [0.0, 2.0, 2.0, 4.0]
+    # row 1: the reset, its dose, the change at the reset's time, the sample at 3
+    assert t.kind[1, : t.n[1]].tolist() == [RESET, BOLUS, OCC, OBS]
+    assert t.time[1, : t.n[1]].tolist() == [0.0, 0.0, 0.0, 3.0]
+    locf = record_events(ds, routes, varying=["CL"], interpolation="locf").table
+    assert locf.kind[0, : locf.n[0]].tolist() == [BOLUS, OBS, OCC, OBS]
+    assert locf.time[0, : locf.n[0]].tolist() == [0.0, 2.0, 4.0, 4.0]
+    with pytest.raises(ValueError, match="interpolation"):
+        record_events(ds, routes, interpolation="linear")
 
 
 def test_data_and_a_regimen_are_exclusive() -> None:

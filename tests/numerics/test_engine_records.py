@@ -181,3 +181,135 @@ def test_subjects_keep_their_own_histories_and_parameters(pk_models: dict[int, M
         a = out.loc[out["ID"] == i, "CP"].to_numpy()
         b = out_rev.loc[out_rev["ID"] == i, "CP"].to_numpy()
         assert np.array_equal(a, b, equal_nan=True)  # bit for bit
+
+
+# ---------------------------------------------------------------------------
+# time-varying parameters and resets
+# ---------------------------------------------------------------------------
+def piecewise_reference(
+    obs_times: Sequence[float],
+    doses: Sequence[tuple[float, float]],
+    pieces: Sequence[tuple[float, dict[str, float]]],
+    strict: bool,
+) -> np.ndarray:
+    """Central concentration of a 2-compartment model given IV boluses whose parameters
+    are piecewise constant, by matrix exponentials of the compartment matrix
+    (:func:`scipy.linalg.expm`) over each piece: amounts carry over a change, and the
+    concentration is the central amount over the V1 in force.
+
+    ``doses``: (time, amount) into the central compartment, none at an observation
+    time; ``pieces``: (start, parameters), sorted, the first at 0 (nothing before);
+    ``strict``: a change at an observation's time comes after it (NOCB), else before
+    (LOCF).
+    """
+    from scipy.linalg import expm
+
+    def matrix(p: dict[str, float]) -> np.ndarray:
+        k10, k12, k21 = p["CL"] / p["V1"], p["Q2"] / p["V1"], p["Q2"] / p["V2"]
+        return np.array([[-k10 - k12, k21], [k12, -k21]])
+
+    def in_force(t: float, strict_: bool) -> dict[str, float]:
+        return [q for start, q in pieces if (start < t if strict_ else start <= t)][-1]
+
+    out = []
+    for t_obs in obs_times:
+        cuts = sorted({0.0, t_obs, *(t for t, _ in doses if t < t_obs),
+                       *(s for s, _ in pieces if s < t_obs)})  # fmt: skip
+        a = np.zeros(2)
+        for k, c in enumerate(cuts):
+            if k > 0:
+                a = expm(matrix(in_force(cuts[k - 1], False)) * (c - cuts[k - 1])) @ a
+            a[0] += sum(amt for td, amt in doses if td == c)
+        out.append(a[0] / in_force(t_obs, strict)["V1"] if t_obs > 0 else a[0] / pieces[0][1]["V1"])
+    return np.asarray(out)
+
+
+#: a 2-compartment subject whose CL, then CL and V1, change between records
+TV_BASE = {"Q2": 10.0, "V2": 100.0}
+TV_RECORDS = [  # (time, evid, amt, CL, V1)
+    (0.0, 1, 100.0, 5.0, 50.0),
+    (2.0, 0, 0.0, 5.0, 50.0),
+    (6.0, 0, 0.0, 10.0, 50.0),
+    (9.0, 1, 50.0, 10.0, 50.0),
+    (12.0, 0, 0.0, 10.0, 50.0),
+    (20.0, 0, 0.0, 3.0, 60.0),
+    (30.0, 0, 0.0, 3.0, 60.0),
+]
+
+
+@pytest.mark.parametrize(
+    ("interpolation", "pieces"),
+    [
+        # NOCB: a record's values hold over the interval ending at it
+        ("nocb", [(0.0, (5.0, 50.0)), (2.0, (10.0, 50.0)), (12.0, (3.0, 60.0))]),
+        # LOCF: from the record on
+        ("locf", [(0.0, (5.0, 50.0)), (6.0, (10.0, 50.0)), (20.0, (3.0, 60.0))]),
+    ],
+)
+def test_time_varying_parameters_match_piecewise_solutions(
+    interpolation: str, pieces: list, pk_models: dict[int, Model], record_error: Record
+) -> None:
+    data = pd.DataFrame(
+        [{"ID": 1, "TIME": t, "EVID": e, "AMT": a, "CMT": 2, "DV": np.nan if e else 1.0 + t,
+          "CL": cl, "V1": v1} for t, e, a, cl, v1 in TV_RECORDS]
+    )  # fmt: skip
+    out = simulate(pk_models[2], pd.DataFrame([TV_BASE]), data=data, interpolation=interpolation)
+    obs = out[out["EVID"] == 0]
+    ref = piecewise_reference(
+        obs["TIME"].tolist(),
+        [(t, a) for t, e, a, _, _ in TV_RECORDS if e == 1],
+        [(s, {**TV_BASE, "CL": cl, "V1": v1}) for s, (cl, v1) in pieces],
+        strict=interpolation == "nocb",
+    )
+    err = max_rel_err(obs["CP"].to_numpy(), ref)
+    record_error(f"dataset: time-varying CL and V1 ({interpolation})", err, TOL)
+    assert err <= TOL
+
+
+def test_time_varying_parameter_in_an_ode_model(record_error: Record) -> None:
+    """pk_mm_1cmt with linear elimination only and CL changing between records (NOCB)
+    against the piecewise exponential of the one-compartment model."""
+    model = build_model({"pk": "pk_mm_1cmt"})
+    data = pd.DataFrame(
+        {"ID": 1, "TIME": [0.0, 3.0, 8.0, 16.0], "EVID": [1, 0, 0, 0], "AMT": [100.0, 0, 0, 0],
+         "CMT": 2, "DV": [np.nan, 1.0, 2.0, 3.0], "CL": [5.0, 5.0, 12.0, 2.0]}
+    )  # fmt: skip
+    out = simulate(
+        model,
+        pd.DataFrame([{"V1": 50.0, "VMAX": 0.0}]),
+        data=data,
+        tolerances=Tolerances(rtol=1e-10, atol=1e-12),
+    )
+    cp = out.loc[out["EVID"] == 0, "CP"].to_numpy()
+    k = np.array([5.0, 12.0, 2.0]) / 50.0  # CL over (0,3], (3,8], (8,16]
+    ref = 2.0 * np.exp(-np.cumsum(k * np.array([3.0, 5.0, 8.0])))
+    err = max_rel_err(cp, ref)
+    record_error("dataset: time-varying CL, ODE model (nocb)", err, TOL)
+    assert err <= TOL
+
+
+def test_resets_restart_from_initial_states(pk_models: dict[int, Model]) -> None:
+    """EVID 3 empties every compartment and stops a running infusion; EVID 4 resets and
+    doses, with time going back (a second period): no carry-over either way."""
+    disp = cf_disp(2)
+    data = pd.DataFrame(
+        {
+            "ID": 1,
+            "TIME": [0.0, 2.0, 5.0, 6.0, 6.0, 8.0, 0.0, 3.0],
+            "EVID": [1, 0, 3, 0, 1, 0, 4, 0],
+            "AMT": [100.0, 0, 0, 0, 40.0, 0, 60.0, 0],
+            "RATE": [10.0, 0, 0, 0, 0, 0, 0, 0],
+            "CMT": 2,
+            "DV": [np.nan, 1.0, np.nan, 2.0, np.nan, 3.0, np.nan, 4.0],
+        }
+    )
+    out = simulate(pk_models[2], pd.DataFrame([DISPOSITION[2]]), data=data)
+    cp = out.loc[out["EVID"] == 0, "CP"].to_numpy()
+    ref = [
+        conc_infusion(np.array([2.0]), 100.0, 10.0, **disp)[0],  # during the infusion
+        0.0,  # after the reset at 5, before the dose at 6 (infusion stopped)
+        conc_bolus(np.array([2.0]), 40.0, **disp)[0],
+        conc_bolus(np.array([3.0]), 60.0, **disp)[0],  # second period, time back to 0
+    ]
+    np.testing.assert_allclose(cp, ref, rtol=1e-12, atol=0.0)
+    assert (out["solver_status"] == "ok").all()

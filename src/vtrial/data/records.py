@@ -3,9 +3,9 @@ observations, in the order NONMEM's PREDPP applies them.
 
 :func:`record_events` turns the records of a :class:`~vtrial.data.dataset.Dataset` into
 an :class:`~vtrial.protocol.dosing.EventTable` with one row per subject (the kernel's
-``arm`` of patient ``i`` is ``i``), built with array operations (no loop over records),
-for any subset of subjects, so a caller bounds its memory by simulating a chunk of
-subjects at a time:
+``arm`` of patient ``i`` is ``i``; a subject with resets has one row per reset), built
+with array operations (no loop over records), for any subset of subjects, so a caller
+bounds its memory by simulating a chunk of subjects at a time:
 
 - every EVID 0 and EVID 2 record is an observation event
   (:attr:`~vtrial.protocol.codes.EventKind.OBS`) whose amount is its row among the
@@ -13,6 +13,12 @@ subjects at a time:
 - an EVID 1 record is a dose, repeated ``ADDL`` times every ``II`` hours; a record with
   ``RATE > 0`` is an infusion of ``AMT`` at that rate (a rate increase, and a decrease
   ``AMT / RATE`` hours later);
+- an EVID 3 record resets the system (every state back to its initial value, running
+  infusions stopped; time may go back there); EVID 4 resets, then doses;
+- a change of a time-varying value (a parameter or covariate column) starts a new
+  occasion, whose parameters the kernel switches to, stopping integration there:
+  NONMEM's convention by default (a record's values hold over the interval ending at
+  it), rxode2's on request (:data:`INTERPOLATIONS`);
 - records at equal times act in file order (an observation after a dose record at the
   same time sees the dose; one before it does not), and a dose implied by ``ADDL`` acts
   after the records at its time.
@@ -25,14 +31,14 @@ central compartment (boluses and infusions); ``CMT`` 0 is the model's default do
 compartment, the depot when it has one.
 
 Features the engine does not simulate yet are refused with a problem naming the row,
-the column, the rule and the value (:func:`unsupported_problems`): EVID 3 and 4
-(resets), steady-state doses (``SS`` 1 or 2), modelled rates and durations (``RATE``
--1 or -2), a dose into a compartment that is not a dose route, and an infusion into
-the depot.
+the column, the rule and the value (:func:`unsupported_problems`): steady-state doses
+(``SS`` 1 or 2), modelled rates and durations (``RATE`` -1 or -2), a dose into a
+compartment that is not a dose route, and an infusion into the depot.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,19 +126,32 @@ def dose_routes(model: Model) -> DoseRoutes:
 class RecordEvents:
     """The kernel's events of a dataset's subjects.
 
+    A subject is one kernel row, or several when its records hold resets (EVID 3 or 4):
+    each reset starts a new row at the reset's time, whose first event puts every state
+    back to its initial value (:attr:`~vtrial.protocol.codes.EventKind.RESET`), so time
+    may go back there as NONMEM allows.
+
     Attributes
     ----------
     table : EventTable
-        One row per subject, in file order (``arm[i] = i``).
+        One row per kernel row (``arm[i] = i``), subjects in file order.
     subjects : ndarray
         The subjects' IDs, in file order.
-    subject : ndarray of int64, (n_records,)
-        Each record's subject (row of ``table``).
+    row_subject : ndarray of int64, (n_rows,)
+        Each kernel row's subject (index into ``subjects``).
+    row : ndarray of int64, (n_records,)
+        Each record's kernel row.
     obs_row : ndarray of int64, (n_records,)
-        Each observation record's row among its subject's observations (the amount of
-        its ``OBS`` event), -1 for a dose record.
+        Each observation record's row among its kernel row's observations (the amount
+        of its ``OBS`` event), -1 for other records.
     n_obs : int
-        Most observation records of any subject.
+        Most observation records of any kernel row.
+    occasion : ndarray of int64, (n_records,)
+        Each record's occasion within its kernel row: a new occasion starts at every
+        change of a time-varying column (:func:`record_events` ``varying``).
+    occasion_record : ndarray of int64, (n_rows, table.n_occ)
+        A record of each occasion of each kernel row (the first), whose values hold
+        over that occasion; rows with fewer occasions repeat their last.
     start, end : float
         Simulated span (h): from the earlier of 0 and the first record, to
         :data:`END_MARGIN` past the last record.
@@ -140,11 +159,20 @@ class RecordEvents:
 
     table: EventTable
     subjects: np.ndarray
-    subject: np.ndarray
+    row_subject: np.ndarray
+    row: np.ndarray
     obs_row: np.ndarray
     n_obs: int
+    occasion: np.ndarray
+    occasion_record: np.ndarray
     start: float
     end: float
+
+
+#: conventions for values that change between records: NONMEM's (next observation
+#: carried backward, a record's values holding over the interval that ends at it; also
+#: mrgsolve's) and rxode2's (last observation carried forward)
+INTERPOLATIONS = ("nocb", "locf")
 
 
 def unsupported_problems(dataset: Dataset, routes: DoseRoutes) -> list[Problem]:
@@ -155,12 +183,6 @@ def unsupported_problems(dataset: Dataset, routes: DoseRoutes) -> list[Problem]:
     cmt = np.where(r["CMT"].to_numpy() == 0, routes.default, r["CMT"].to_numpy())
     rate = r["RATE"].to_numpy()
     checks = [
-        (
-            "EVID",
-            np.isin(evid, (3, 4)),
-            "resets (EVID 3, 4) are not simulated yet; split the subject's records at the "
-            "reset instead",
-        ),
         (
             "SS",
             dose & (r["SS"].to_numpy() != 0),
@@ -201,77 +223,140 @@ def unsupported_problems(dataset: Dataset, routes: DoseRoutes) -> list[Problem]:
     return out
 
 
-def record_events(dataset: Dataset, routes: DoseRoutes) -> RecordEvents:
+def record_events(
+    dataset: Dataset,
+    routes: DoseRoutes,
+    *,
+    varying: Sequence[str] = (),
+    interpolation: str = "nocb",
+) -> RecordEvents:
     """The events of every subject of ``dataset`` (see the module docstring).
+
+    Parameters
+    ----------
+    dataset : Dataset
+    routes : DoseRoutes
+        The model's dose compartments.
+    varying : sequence of str
+        Record columns whose changes within a subject start a new occasion (values
+        that change over time: parameters, covariates). Integration stops at each.
+    interpolation : {"nocb", "locf"}
+        When a change acts: ``"nocb"`` (NONMEM's, mrgsolve's) at the previous record,
+        right after it, so that a record's values hold over the interval ending at it;
+        ``"locf"`` (rxode2's) at the record itself, before its own events. A record's
+        own observation sees its own values either way, and a change at time ``T`` can
+        be written as two records at ``T``.
 
     Raises
     ------
     DatasetError
         If a record asks for a feature the engine does not simulate
         (:func:`unsupported_problems`), every such record listed.
+    ValueError
+        An unknown ``interpolation`` or a ``varying`` name that is not a column.
     """
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation: must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    r = dataset.records
+    missing = [c for c in varying if c not in r.columns]
+    if missing:
+        raise ValueError(f"varying: not columns of the dataset: {missing}")
     problems = unsupported_problems(dataset, routes)
     if problems:
         raise DatasetError(problems)
-    r = dataset.records
     nrec = len(r)
     ids = r["ID"].to_numpy()
-    new = np.ones(nrec, dtype=bool)
-    new[1:] = ids[1:] != ids[:-1]
-    subject = np.cumsum(new) - 1  # the reader checked that IDs are contiguous
-    n_subj = int(subject[-1]) + 1 if nrec else 0
-    time = r["TIME"].to_numpy(dtype=np.float64)
     evid = r["EVID"].to_numpy()
+    new_subject = np.ones(nrec, dtype=bool)
+    new_subject[1:] = ids[1:] != ids[:-1]  # the reader checked that IDs are contiguous
+    reset = np.isin(evid, (3, 4))
+    new_row = new_subject | reset
+    row = np.cumsum(new_row) - 1
+    n_rows = int(row[-1]) + 1 if nrec else 0
+    row_subject = (np.cumsum(new_subject) - 1)[new_row]
+    time = r["TIME"].to_numpy(dtype=np.float64)
     amt = r["AMT"].to_numpy(dtype=np.float64)
     rate = r["RATE"].to_numpy(dtype=np.float64)
     ii = r["II"].to_numpy(dtype=np.float64)
     addl = r["ADDL"].to_numpy()
     cmt = np.where(r["CMT"].to_numpy() == 0, routes.default, r["CMT"].to_numpy())
-    rec = np.arange(nrec)
-    # ---- observations: their row among the subject's observations
+    rec = np.arange(nrec, dtype=np.float64)
+    first_of_row = np.flatnonzero(new_row)
+    # ---- observations: their row among the kernel row's observations
     obs = np.isin(evid, (0, 2))
     before: np.ndarray = np.cumsum(obs) - obs.astype(np.int64)  # observations before
-    obs_row = np.where(obs, before - before[np.flatnonzero(new)][subject], -1)
+    obs_row = np.where(obs, before - before[first_of_row][row], -1)
     n_obs = int(obs_row.max()) + 1 if obs.any() else 0
-    # ---- doses, with those implied by ADDL (after the records at their time)
-    d = np.flatnonzero(evid == 1)
+    # ---- occasions: a change of a varying column within a kernel row
+    change = np.zeros(nrec, dtype=bool)
+    for c in varying:
+        v = r[c].to_numpy()
+        change[1:] |= v[1:] != v[:-1]
+    change &= ~new_row
+    changes: np.ndarray = np.cumsum(change)
+    occasion = changes - changes[first_of_row][row]
+    n_occ = int(occasion.max()) + 1 if nrec else 1
+    occasion_record = np.empty((n_rows, n_occ), dtype=np.int64)
+    starts = np.flatnonzero(new_row | change)  # first record of each occasion
+    occasion_record[row[starts], occasion[starts]] = starts
+    last_occ = occasion[np.r_[first_of_row[1:], nrec] - 1] if nrec else occasion
+    for o in range(1, n_occ):  # rows with fewer occasions repeat their last
+        short = last_occ < o
+        occasion_record[short, o] = occasion_record[short, o - 1]
+    ch = np.flatnonzero(change)
+    occ_time = time[ch] if interpolation == "locf" else time[ch - 1]
+    # ---- doses (EVID 1 and 4), with those implied by ADDL (after the records at their time)
+    d = np.flatnonzero(np.isin(evid, (1, 4)))
     copies = addl[d] + 1
     src = np.repeat(d, copies)
     k = np.arange(src.size) - np.repeat(np.cumsum(copies) - copies, copies)
     dtime = time[src] + k * ii[src]
-    dtie = np.where(k == 0, src, nrec + src)
+    dtie = np.where(k == 0, rec[src], nrec + rec[src])
     infusion = rate[src] > 0
     oral = ~infusion & (cmt[src] == routes.oral)
     dkind = np.where(infusion, EventKind.RATE, np.where(oral, EventKind.ORAL, EventKind.BOLUS))
     damt = np.where(infusion, rate[src], amt[src])
     inf = np.flatnonzero(infusion)
-    # ---- every event: observations, doses (infusion starts), infusion stops
-    o = np.flatnonzero(obs)
-    e_subj = np.concatenate([subject[o], subject[src], subject[src[inf]]])
-    e_time = np.concatenate([time[o], dtime, dtime[inf] + amt[src[inf]] / rate[src[inf]]])
-    e_tie = np.concatenate([rec[o], dtie, np.full(inf.size, -1)])
+    rs = np.flatnonzero(reset)
+    ob = np.flatnonzero(obs)
+    # ---- every event, in blocks: observations, doses (infusion starts), infusion
+    # stops, occasion changes (between the records around them), resets (first)
+    blocks = [
+        (row[ob], time[ob], rec[ob], EventKind.OBS, obs_row[ob].astype(np.float64)),
+        (row[src], dtime, dtie, dkind, damt),
+        (row[src[inf]], dtime[inf] + amt[src[inf]] / rate[src[inf]], np.full(inf.size, -1.0),
+         EventKind.RATE, -rate[src[inf]]),
+        (row[ch], occ_time, rec[ch] - 0.5, EventKind.OCC, occasion[ch].astype(np.float64)),
+        (row[rs], time[rs], rec[rs] - 0.75, EventKind.RESET, np.zeros(rs.size)),
+    ]  # fmt: skip
+    e_row = np.concatenate([b[0] for b in blocks])
+    e_time = np.concatenate([b[1] for b in blocks])
+    e_tie = np.concatenate([b[2] for b in blocks])
     e_kind = np.concatenate(
-        [np.full(o.size, int(EventKind.OBS)), dkind, np.full(inf.size, int(EventKind.RATE))]
-    ).astype(np.int64)
-    e_amt = np.concatenate([obs_row[o].astype(np.float64), damt, -rate[src[inf]]])
-    n_ev = e_subj.size
+        [np.broadcast_to(np.asarray(b[3], dtype=np.int64), b[0].shape) for b in blocks]
+    )
+    e_amt = np.concatenate([b[4] for b in blocks])
+    n_ev = e_row.size
     stop_of = np.full(n_ev, -1)  # event -> its infusion stop's event
-    stop_of[o.size + inf] = o.size + src.size + np.arange(inf.size)
-    order = np.lexsort((e_tie, e_time, e_subj))  # stable: ties keep the order above
-    counts = np.bincount(e_subj, minlength=n_subj)
+    stop_of[ob.size + inf] = ob.size + src.size + np.arange(inf.size)
+    order = np.lexsort((e_tie, e_time, e_row))  # stable: ties keep the order above
+    counts = np.bincount(e_row, minlength=n_rows)
     first = np.cumsum(counts) - counts
     col = np.empty(n_ev, dtype=np.int64)
-    col[order] = np.arange(n_ev) - first[e_subj[order]]
-    width = max(1, int(counts.max()) if n_subj else 1)
-    table = _padded(n_subj, width, e_subj, col, e_time, e_amt, e_kind, stop_of, counts)
+    col[order] = np.arange(n_ev) - first[e_row[order]]
+    width = max(1, int(counts.max()) if n_rows else 1)
+    table = _padded(n_rows, width, n_occ, e_row, col, e_time, e_amt, e_kind, stop_of, counts)
     start = min(0.0, float(time.min())) if nrec else 0.0
     end = (float(time.max()) if nrec else 0.0) + END_MARGIN
     return RecordEvents(
         table=table,
-        subjects=ids[new],
-        subject=subject.astype(np.int64),
+        subjects=ids[new_subject],
+        row_subject=row_subject.astype(np.int64),
+        row=row.astype(np.int64),
         obs_row=obs_row.astype(np.int64),
         n_obs=n_obs,
+        occasion=occasion.astype(np.int64),
+        occasion_record=occasion_record,
         start=start,
         end=end,
     )
@@ -280,6 +365,7 @@ def record_events(dataset: Dataset, routes: DoseRoutes) -> RecordEvents:
 def _padded(
     n_subj: int,
     width: int,
+    n_occ: int,
     subj: np.ndarray,
     col: np.ndarray,
     time: np.ndarray,
@@ -306,7 +392,7 @@ def _padded(
         n=counts.astype(np.int64),
         ss=np.zeros((n_subj, 4)),
         ss_unit=np.zeros(n_subj, dtype=np.int64),
-        n_occ=1,
+        n_occ=n_occ,
         slot=np.full((n_subj, width), -1, dtype=np.int64),
         pair=pair,
         n_slots=0,

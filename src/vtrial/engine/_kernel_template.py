@@ -49,8 +49,8 @@ through named steps:
 - ``patient_events`` (sorted events; plans the ledger), ``steady_start``;
 - at each event time: ``evaluate_rules``, ``hold_events`` and ``change_level`` (dose
   modification at a decision), ``dose_reason`` and ``dose`` (an administration),
-  ``change_occasion``, ``trough`` and ``observe`` (every output at an observation
-  record, into ``obs``);
+  ``change_occasion``, ``trough``, ``observe`` (every output at an observation
+  record, into ``obs``) and a reset (initial states, infusions stopped);
 - over each segment: ``integration_step`` (one adaptive step with error and stiffness
   control), then for the grid points inside the step ``state_at`` (dense output) and
   ``record`` (outputs and every per-patient reduction); ``pk_peak_at_event``,
@@ -112,6 +112,7 @@ EV_MARK = 3  # no dose: a time at which the pre-dose concentration is recorded (
 EV_OCC = 4  # no dose: a new occasion starts (amount: its index; IOV parameters change)
 EV_DECIDE = 5  # no dose: dose-modification rules are evaluated
 EV_OBS = 6  # no dose: a record whose outputs are kept (amount: its row in obs)
+EV_RESET = 7  # no dose: every state back to its initial value, infusions stopped
 # rule actions (vtrial.protocol.codes.Action)
 ACT_NONE = 0  # no rule matched: give as planned
 ACT_HOLD = 1  # delay this and every later event by the rule's recheck (h)
@@ -504,6 +505,14 @@ def simulate_batch(
                         vinv = vinv_all[i, occ]
                 elif kind == EV_OBS:
                     observe(t, z, p, m, wv, lam, cm, obs[i, int(ea[ei])])
+                elif kind == EV_RESET:  # NONMEM's EVID 3: initial states, no infusion
+                    _to_internal(y0[i], z)
+                    for q in range(nm):
+                        m[q] = 0.0
+                    for q in range(ne):
+                        given_rate[q] = 0.0
+                    rin = 0.0
+                    rtot = 0.0
                 else:
                     ctrough = trough(t, z, p, m, wv, lam, cm, otmp)
                 ei += 1

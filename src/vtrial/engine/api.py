@@ -71,6 +71,7 @@ def simulate(
     *,
     data: pd.DataFrame | Dataset | str | Path | None = None,
     columns: Mapping[str, str] | None = None,
+    interpolation: str = "nocb",
     tolerances: Tolerances | None = None,
     residual_error: Mapping[str, Mapping[str, Any]] | None = None,
     seed: int = 0,
@@ -98,6 +99,9 @@ def simulate(
         mrgsolve's ``mrgsim(data=)`` (:func:`vtrial.engine.records.simulate_records`).
     columns : mapping, optional
         With ``data``: standard item -> the dataset's own column name.
+    interpolation : {"nocb", "locf"}
+        With ``data``: when a parameter column that changes within a subject takes its
+        new value (NONMEM's ``"nocb"`` by default, rxode2's ``"locf"``).
     residual_error : mapping, optional
         Output -> residual error model, as ``model.residual_error`` of a study file
         (e.g. ``{"CP": {"proportional": 0.15, "additive": 0.05, "lloq": 0.01}}``):
@@ -135,7 +139,14 @@ def simulate(
     if data is not None:
         if regimen is not None or times is not None or residual_error is not None:
             raise ValueError("data: give a dataset, or a regimen and times, not both")
-        return simulate_records(model, data, parameters, columns=columns, tolerances=tolerances)
+        return simulate_records(
+            model,
+            data,
+            parameters,
+            columns=columns,
+            interpolation=interpolation,
+            tolerances=tolerances,
+        )
     if parameters is None or times is None:
         raise ValueError("simulate: give parameters, regimen and times, or data")
     problems = regimen_problems(regimen)

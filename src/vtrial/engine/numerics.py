@@ -47,6 +47,7 @@ EV_MARK = 3  # no dose: a time at which the pre-dose concentration is recorded (
 EV_OCC = 4  # no dose: a new occasion starts (amount: its index; IOV parameters change)
 EV_DECIDE = 5  # no dose: dose-modification rules are evaluated
 EV_OBS = 6  # no dose: a record whose outputs are kept (amount: its row in obs)
+EV_RESET = 7  # no dose: every state back to its initial value, infusions stopped
 # rule actions (vtrial.protocol.codes.Action)
 ACT_NONE = 0  # no rule matched: give as planned
 ACT_HOLD = 1  # delay this and every later event by the rule's recheck (h)

@@ -10,13 +10,15 @@ same time applied and those after it not (NONMEM's record order).
 
 Individual parameters come, in this order of precedence, from a ``parameters`` table
 with one row per ``ID`` (empirical Bayes estimates, for instance), from dataset columns
-named like model parameters (constant within a subject), or from the model's typical
-values.
+named like model parameters, or from the model's typical values. A column may change
+within a subject: each change starts a new occasion, at which integration stops and
+the parameters change (NONMEM's convention by default, ``interpolation="nocb"``).
+Resets (EVID 3, 4) restart a subject from its initial states.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +26,10 @@ import numpy as np
 import pandas as pd
 
 from vtrial.data.dataset import Dataset, dataset_from_frame, read_dataset
-from vtrial.data.records import dose_routes, record_events
-from vtrial.data.tables import cell_problems
+from vtrial.data.records import RecordEvents, dose_routes, record_events
 from vtrial.engine.codegen import layout
 from vtrial.engine.host import KernelResult, Tolerances, labels, run_kernel
 from vtrial.engine.interface import METHODS, STATUS
-from vtrial.errors import DatasetError, Problem
 from vtrial.model.spec import Model
 
 __all__ = ["RECORD_COLUMNS", "simulate_records"]
@@ -51,43 +51,36 @@ def as_dataset(
     return read_dataset(data, columns=columns, dose_compartments=cmts)
 
 
-def subject_parameters(
-    model: Model, dataset: Dataset, subjects: np.ndarray, parameters: pd.DataFrame | None
+def parameter_columns(model: Model, dataset: Dataset, parameters: pd.DataFrame | None) -> list[str]:
+    """Dataset columns that give model parameters: those named like one and not given
+    by the ``parameters`` table (which takes precedence)."""
+    given = set(parameters.columns) if parameters is not None else set()
+    return [c for c in dataset.covariates if c in model.parameters and c not in given]
+
+
+def row_parameters(
+    model: Model,
+    dataset: Dataset,
+    ev: RecordEvents,
+    columns: Sequence[str],
+    parameters: pd.DataFrame | None,
 ) -> dict[str, np.ndarray]:
-    """Each subject's parameter values, by model parameter (see the module docstring).
+    """Each kernel row's parameter values, by model parameter (see the module docstring):
+    ``(n_rows, n_occ)`` for a dataset column (its value on each occasion), ``(n_rows,)``
+    from the ``parameters`` table.
 
     Raises
     ------
-    DatasetError
-        A dataset column named like a parameter changes within a subject.
     ValueError
         ``parameters`` has no row for some subject, or two rows for one.
     """
     out: dict[str, np.ndarray] = {}
     r = dataset.records
-    names = [c for c in dataset.covariates if c in model.parameters]
-    if names:
-        first = np.flatnonzero(np.r_[True, r["ID"].to_numpy()[1:] != r["ID"].to_numpy()[:-1]])
-        subj = np.cumsum(np.isin(np.arange(len(r)), first)) - 1
-        problems: list[Problem] = []
-        for c in names:
-            v = r[c].to_numpy(dtype=np.float64)
-            changed = np.flatnonzero(v != v[first][subj])
-            found = [
-                (
-                    int(rec) - 1,
-                    "time-varying parameter values are not simulated yet; "
-                    "give one value per subject",
-                    float(v[j]),
-                )
-                for rec, j in zip(r["REC"].to_numpy()[changed], changed, strict=True)
-            ]
-            problems += cell_problems(dataset.name, dataset.first_line, c, found)
-            out[c] = v[first]
-        if problems:
-            raise DatasetError(problems)
+    for c in columns:
+        out[c] = r[c].to_numpy(dtype=np.float64)[ev.occasion_record]
     if parameters is not None:
         cols = [c for c in parameters.columns if c in model.parameters]
+        subjects = ev.subjects
         if "ID" in parameters.columns:
             index = pd.Index(parameters["ID"])
             if not index.is_unique:
@@ -107,7 +100,7 @@ def subject_parameters(
                 f"for every subject, got {len(parameters)} rows without ID"
             )
         for c in cols:
-            out[c] = parameters[c].to_numpy(dtype=np.float64)[pos]
+            out[c] = parameters[c].to_numpy(dtype=np.float64)[pos][ev.row_subject]
     return out
 
 
@@ -117,6 +110,7 @@ def simulate_records(
     parameters: pd.DataFrame | None = None,
     *,
     columns: Mapping[str, str] | None = None,
+    interpolation: str = "nocb",
     tolerances: Tolerances | None = None,
 ) -> pd.DataFrame:
     """Simulate every subject of a dataset as recorded; outputs on its records.
@@ -134,6 +128,11 @@ def simulate_records(
         row for all; columns named like model parameters (others are ignored).
     columns : mapping, optional
         Standard item -> the dataset's own column name.
+    interpolation : {"nocb", "locf"}
+        When a parameter column that changes within a subject takes its new value:
+        NONMEM's and mrgsolve's convention (``"nocb"``: a record's value holds over the
+        interval ending at it) or rxode2's (``"locf"``: from the record on); see
+        :func:`vtrial.data.records.record_events`.
     tolerances : Tolerances, optional
 
     Returns
@@ -160,12 +159,12 @@ def simulate_records(
     [0.0, nan, 0.735759]
     """
     dataset = as_dataset(model, data, columns)
-    ev = record_events(dataset, dose_routes(model))
-    n = ev.subjects.size
-    params = subject_parameters(model, dataset, ev.subjects, parameters)
+    by_column = parameter_columns(model, dataset, parameters)
+    ev = record_events(dataset, dose_routes(model), varying=by_column, interpolation=interpolation)
+    n = ev.row_subject.size
     res: KernelResult = run_kernel(
         model,
-        params,
+        row_parameters(model, dataset, ev, by_column, parameters),
         n=n,
         events=ev.table,
         arm=np.arange(n, dtype=np.int64),
@@ -181,8 +180,8 @@ def simulate_records(
     observed = ev.obs_row >= 0
     for j, name in enumerate(layout(model).output_names):
         v = np.full(len(r), np.nan)
-        v[observed] = res.obs[ev.subject[observed], ev.obs_row[observed], j]
+        v[observed] = res.obs[ev.row[observed], ev.obs_row[observed], j]
         out[name] = v
-    out["solver_status"] = labels(res.status, STATUS)[ev.subject]
-    out["solver"] = labels(res.method, METHODS)[ev.subject]
+    out["solver_status"] = labels(res.status, STATUS)[ev.row]
+    out["solver"] = labels(res.method, METHODS)[ev.row]
     return pd.DataFrame(out)

@@ -23,6 +23,7 @@ class EventKind(IntEnum):
     OCC = 4
     DECIDE = 5
     OBS = 6
+    RESET = 7
 
 
 #: one-line meaning of each event kind (the kernel's comments)
@@ -34,6 +35,7 @@ EVENT_NOTES: dict[EventKind, str] = {
     EventKind.OCC: "no dose: a new occasion starts (amount: its index; IOV parameters change)",
     EventKind.DECIDE: "no dose: dose-modification rules are evaluated",
     EventKind.OBS: "no dose: a record whose outputs are kept (amount: its row in obs)",
+    EventKind.RESET: "no dose: every state back to its initial value, infusions stopped",
 }
 
 
