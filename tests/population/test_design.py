@@ -25,6 +25,7 @@ from vtrial.population.spec import randomization
 from vtrial.run.chunk import simulate_patients
 from vtrial.run.stages import summaries
 from vtrial.study.config import Study, study_from_dict
+from vtrial.trial.spec import EffectOptions
 
 #: digests of the population of small_study_data() (and with ratios 2:1:1, 400
 #: patients) as sampled before randomization, designs and uncertainty existed
@@ -351,7 +352,7 @@ def test_individual_effects_hand_checked() -> None:
         pop,
         arms=["ctrl", "drug"],
         control="ctrl",
-        endpoints={"y": {"better": "higher", "margin": 25.0}},
+        endpoints={"y": EffectOptions("higher", 25.0)},
         kinds={"y": "continuous"},
         covariates=["sex", "age"],
         derived=["bmi"],
@@ -396,7 +397,7 @@ def test_individual_effects_hand_checked() -> None:
         pop,
         arms=["ctrl", "drug"],
         control="ctrl",
-        endpoints={"y": {"better": "lower", "margin": 25.0}},
+        endpoints={"y": EffectOptions("lower", 25.0)},
         kinds={"y": "continuous"},
         covariates=[],
     )[0].iloc[0]
@@ -406,7 +407,7 @@ def test_individual_effects_hand_checked() -> None:
         pop,
         arms=["ctrl", "drug"],
         control="ctrl",
-        endpoints={"y": {}},
+        endpoints={"y": EffectOptions()},
         kinds={"y": "continuous"},
         covariates=[],
     )[0].iloc[0]
@@ -422,7 +423,7 @@ def test_individual_effects_need_every_patient_in_every_arm() -> None:
             pop,
             arms=["ctrl", "drug"],
             control="ctrl",
-            endpoints={"y": {}},
+            endpoints={"y": EffectOptions()},
             kinds={"y": "continuous"},
             covariates=[],
         )

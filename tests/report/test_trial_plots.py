@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from vtrial.errors import DataError
 from vtrial.report import trial_plots
+from vtrial.trial.spec import EffectOptions
 
 ARMS = ["placebo", "low", "high"]
 N, REPS = 150, 2
@@ -66,7 +67,7 @@ def test_png_written(tmp_path: Path) -> None:
         arms=ARMS,
         control="placebo",
         unit="%",
-        spec={"better": "lower", "margin": 5},
+        options=EffectOptions("lower", 5.0),
         path=tmp_path / "ite.png",
     )
     img = mpimg.imread(out)
@@ -85,7 +86,7 @@ def test_continuous_distribution_and_shares(monkeypatch: pytest.MonkeyPatch) -> 
         arms=ARMS,
         control="placebo",
         unit="%",
-        spec={"better": "lower", "margin": 5},
+        options=EffectOptions("lower", 5.0),
         path="x.png",
     )
     ax, bx = figs[0].axes

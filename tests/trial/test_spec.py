@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from vtrial.trial.spec import Endpoint, effect_options, endpoint_from_data, endpoints_from_data
+from vtrial.trial.spec import (
+    EffectOptions,
+    Endpoint,
+    effect_options,
+    endpoint_from_data,
+    endpoints_from_data,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = [*sorted((ROOT / "config" / "studies").glob("*.yaml")), ROOT / "config/config.yaml"]
@@ -86,8 +92,8 @@ def test_every_type_and_key() -> None:
         None,
     )
     assert eps["bor"].schedule.until(4000.0) == [504.0, 1512.0, 2520.0, 3528.0]
-    assert effect_options(eps["low"]) == {"better": "higher", "margin": 0.5}
-    assert effect_options(eps["v"]) == {}
+    assert effect_options(eps["low"]) == EffectOptions("higher", 0.5)
+    assert effect_options(eps["v"]) == EffectOptions(None, 0.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         eps["v"].at = 1.0  # type: ignore[misc]
     with pytest.raises(TypeError):

@@ -37,6 +37,7 @@ from scipy import stats as sps
 
 from vtrial.analysis import stats
 from vtrial.errors import DataError
+from vtrial.trial.spec import EffectOptions
 
 #: percentiles (%) of the individual effects
 PERCENTILES = stats.PERCENTILES
@@ -234,7 +235,7 @@ def individual_effects(
     *,
     arms: Sequence[str],
     control: str,
-    endpoints: Mapping[str, Mapping[str, Any]],
+    endpoints: Mapping[str, EffectOptions],
     kinds: Mapping[str, str],
     covariates: Sequence[str],
     derived: Sequence[str] = (),
@@ -254,8 +255,9 @@ def individual_effects(
         Arms in study order; every arm but `control` is compared with `control`.
     control : str
         The control arm.
-    endpoints : mapping
-        ``endpoints`` of the study (name -> spec, with optional ``better``, ``margin``).
+    endpoints : mapping of str to EffectOptions
+        Endpoint name -> its ``better`` and ``margin``
+        (:func:`vtrial.trial.spec.effect_options` of the study's endpoints).
     kinds : mapping of str to str
         Endpoint kinds (:meth:`vtrial.study.config.Study.endpoint_kinds`); ``categorical``
         endpoints are skipped.
@@ -341,11 +343,11 @@ def individual_effects(
     return _frame(eff_rows, EFFECT_COLUMNS), _frame(pred_rows, PREDICTOR_COLUMNS)
 
 
-def _distribution(d: np.ndarray, ep: Mapping[str, Any]) -> dict[str, Any]:
+def _distribution(d: np.ndarray, ep: EffectOptions) -> dict[str, Any]:
     """n, mean, SD, percentiles and benefit/no-change/harm fractions of ``d``."""
     n = int(d.size)
-    better = str(ep.get("better", ""))
-    margin = float(ep.get("margin", 0.0))
+    better = ep.better or ""
+    margin = float(ep.margin)
     row: dict[str, Any] = {"n": n, "better": better, "margin": margin}
     row["mean"] = float(d.mean()) if n else math.nan
     row["sd"] = float(d.std(ddof=1)) if n > 1 else math.nan

@@ -479,7 +479,9 @@ def variability_from_data(model_section: Mapping[str, Any]) -> Variability:
 
 
 def uncertainty_spec(data: Mapping[str, Any]) -> dict[str, Any]:
-    """``study.uncertainty`` of study data (``{}`` when not set)."""
+    """``study.uncertainty`` of study data (``{}`` when not set), as its validation
+    (:func:`vtrial.population.uncertainty.uncertainty_problems`) and
+    :func:`uncertainty_from_data` read it."""
     return dict(data["study"].get("uncertainty") or {})
 
 
@@ -532,11 +534,8 @@ def omega_matrix(iiv: Mapping[str, Any]) -> np.ndarray:
 
 
 class PopulationStudy(Protocol):
-    """A validated study as the population layer sees it (defaults filled)."""
-
-    @property
-    def data(self) -> Mapping[str, Any]:
-        """The study as plain data (the sections not yet typed)."""
+    """A validated study as the population layer sees it (defaults filled): typed
+    sections only, never the study file's plain data."""
 
     @property
     def source(self) -> str:

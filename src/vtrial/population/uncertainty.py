@@ -127,13 +127,21 @@ def matrix_problems(mat: np.ndarray, names: Sequence[str]) -> list[str]:
     return out
 
 
-def theta_covariance(spec: Mapping[str, Any], base_dir: Path) -> tuple[np.ndarray, list[str]]:
+def theta_covariance(
+    parameters: Sequence[str], covariance: str | Sequence[Sequence[float]], base_dir: Path
+) -> tuple[np.ndarray, list[str]]:
     """Covariance of ``uncertainty.theta`` in the order of its ``parameters``, and the
-    problems found (matrix empty when there are any). A CSV file may hold more
-    parameters than listed: the sub-matrix of the listed ones is used."""
-    params = [str(x) for x in spec["parameters"]]
+    problems found (matrix empty when there are any).
+
+    ``covariance`` is a CSV file relative to ``base_dir`` or the matrix (a row per
+    parameter). A CSV file may hold more parameters than listed: the sub-matrix of the
+    listed ones is used. Validation passes the section's keys as written; the
+    simulation a typed :class:`~vtrial.population.spec.ThetaUncertainty`
+    (:func:`theta_matrix`).
+    """
+    params = [str(x) for x in parameters]
     p = len(params)
-    cov = spec["covariance"]
+    cov = covariance
     if isinstance(cov, str):
         names, full, problems = read_covariance_csv(base_dir / cov)
         if problems:
@@ -159,9 +167,7 @@ def theta_covariance(spec: Mapping[str, Any], base_dir: Path) -> tuple[np.ndarra
 def theta_matrix(theta: ThetaUncertainty, base_dir: Path) -> tuple[np.ndarray, list[str]]:
     """Covariance of a typed ``uncertainty.theta`` in the order of its parameters, and
     the problems found (:func:`theta_covariance`)."""
-    cov = theta.covariance
-    raw: Any = cov if isinstance(cov, str) else [list(r) for r in cov]
-    return theta_covariance({"parameters": list(theta.parameters), "covariance": raw}, base_dir)
+    return theta_covariance(theta.parameters, theta.covariance, base_dir)
 
 
 def covariance_root(mat: np.ndarray) -> np.ndarray:
@@ -312,7 +318,7 @@ def uncertainty_problems(
                     f"scale log needs a typical value > 0, {name} is "
                     f"{model.parameters[name].value}",
                 )
-        _, problems = theta_covariance(theta, base_dir)
+        _, problems = theta_covariance(theta["parameters"], theta["covariance"], base_dir)
         for msg in problems:
             bad(f"{here}.theta.covariance", msg)
     if "omega_df" in spec:

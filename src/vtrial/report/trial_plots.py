@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +43,7 @@ from vtrial.report.style import (
     require_columns,
     safe_name,
 )
+from vtrial.trial.spec import EffectOptions
 
 __all__ = ["km_curve", "plot_individual_effects", "plot_km", "plot_success", "trial_plots"]
 
@@ -267,7 +267,7 @@ def plot_individual_effects(
     arms: Sequence[str],
     control: str,
     unit: str = "",
-    spec: Mapping[str, Any] | None = None,
+    options: EffectOptions | None = None,
     path: str | Path,
 ) -> Path:
     """Individual treatment effects of a twin crossover study for one endpoint.
@@ -290,8 +290,9 @@ def plot_individual_effects(
         Arms in study order and the control arm.
     unit : str
         Unit of the endpoint (axis label); ignored for a responder endpoint.
-    spec : mapping, optional
-        The endpoint's study entry (``better``, ``margin``, ``kind``).
+    options : EffectOptions, optional
+        The endpoint's ``better`` and ``margin`` (:func:`vtrial.trial.spec.effect_options`;
+        default: no direction, margin 0).
     path : str or pathlib.Path
         PNG to write.
 
@@ -309,7 +310,7 @@ def plot_individual_effects(
     require_columns(
         patients, ["replicate", "patient_id", "arm", "solver_status", endpoint], "patients"
     )
-    spec = dict(spec or {})
+    options = options or EffectOptions()
     pairs = paired_arms(patients, arms=arms, control=control)
     effects = []
     for arm in pairs.arms:
@@ -326,8 +327,8 @@ def plot_individual_effects(
         edges = np.histogram_bin_edges(values, bins="fd")
         if edges.size - 1 > _ITE_MAX_BINS or edges.size < 3:
             edges = np.histogram_bin_edges(values, bins=_ITE_MAX_BINS if np.ptp(values) else 3)
-    better = str(spec.get("better", ""))
-    margin = float(spec.get("margin", 0.0))
+    better = options.better or ""
+    margin = float(options.margin)
     unit_text = "" if binary or not unit else f" ({escape_text(unit)})"
 
     def build() -> Figure:
@@ -417,14 +418,14 @@ def trial_plots(
     arms: Sequence[str],
     outdir: str | Path,
     control: str | None = None,
-    effects: Mapping[str, Mapping[str, Any]] | None = None,
+    effects: Mapping[str, EffectOptions] | None = None,
     units: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Every trial-layer plot that applies: ``km_<endpoint>.png`` per time-to-event
     endpoint, ``success.png`` with a success table, and for a twin crossover study
     ``individual_effects_<endpoint>.png`` per endpoint of `effects` (endpoint -> its
-    study entry) against `control`, with the endpoint's unit from `units` (see
-    :func:`vtrial.run.stages.report_files`)."""
+    :class:`~vtrial.trial.spec.EffectOptions`) against `control`, with the endpoint's
+    unit from `units` (see :func:`vtrial.run.stages.report_files`)."""
     outdir = Path(outdir)
     paths = [
         plot_km(patients, e, arms=arms, path=outdir / f"km_{safe_name(e)}.png")
@@ -434,7 +435,7 @@ def trial_plots(
         paths.append(plot_success(success, arms=arms, path=outdir / "success.png"))
     if effects and control is None:
         raise ValueError("trial_plots: individual effects need the control arm")
-    for e, spec in (effects or {}).items():
+    for e, options in (effects or {}).items():
         paths.append(
             plot_individual_effects(
                 patients,
@@ -442,7 +443,7 @@ def trial_plots(
                 arms=arms,
                 control=str(control),
                 unit=(units or {}).get(e, ""),
-                spec=spec,
+                options=options,
                 path=outdir / f"individual_effects_{safe_name(e)}.png",
             )
         )

@@ -103,15 +103,21 @@ class Endpoint:
         return None
 
 
-def effect_options(ep: Endpoint) -> dict[str, Any]:
-    """``better`` and ``margin`` of an endpoint, where given, as the individual-effect
-    summaries and plots take them (:func:`vtrial.analysis.effects.individual_effects`)."""
-    out: dict[str, Any] = {}
-    if ep.better is not None:
-        out["better"] = ep.better
-    if ep.margin is not None:
-        out["margin"] = ep.margin
-    return out
+@dataclass(frozen=True)
+class EffectOptions:
+    """How the individual effects of an endpoint are judged (twin crossover,
+    :func:`vtrial.analysis.effects.individual_effects`): ``better`` (``lower`` or
+    ``higher``; None: no direction, benefit and harm not counted) and ``margin`` (the
+    change that does not count, >= 0)."""
+
+    better: str | None = None
+    margin: float = 0.0
+
+
+def effect_options(ep: Endpoint) -> EffectOptions:
+    """``better`` and ``margin`` of an endpoint (margin 0 when not given), as the
+    individual-effect summaries and plots take them."""
+    return EffectOptions(ep.better, 0.0 if ep.margin is None else ep.margin)
 
 
 def endpoint_from_data(name: str, ep: Mapping[str, Any]) -> Endpoint:
