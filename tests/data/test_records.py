@@ -71,11 +71,6 @@ def test_events_per_subject_in_record_order() -> None:
 @pytest.mark.parametrize(
     ("change", "where", "message"),
     [
-        (
-            {"SS": [1, 0, 0], "II": [24.0, 0.0, 0.0]},
-            "row 1, column SS",
-            "steady-state doses (SS 1, 2) are not simulated yet",
-        ),
         ({"RATE": [-2.0, 0.0, 0.0]}, "row 1, column RATE", "modelled rates and durations"),
         # the reader's check, given the model's dose compartments
         ({"CMT": [3, 0, 0]}, "row 1, column CMT", "not a compartment the model can dose"),
@@ -103,6 +98,21 @@ def test_unsupported_features_are_refused_naming_the_record(
     assert any(p.where == where and message in p.message for p in err.value.problems), [
         str(p) for p in err.value.problems
     ]
+
+
+def test_steady_state_is_refused_where_not_simulated() -> None:
+    """SS needs a PK macro without ODE states; an oral SS dose needs TLAG < II."""
+    data = frame(ID=[1, 1], TIME=[0.0, 2.0], EVID=[1, 0], AMT=[100.0, 0.0], CMT=[1, 0],
+                 SS=[1, 0], II=[12.0, 0.0], DV=[np.nan, 1.0])  # fmt: skip
+    with pytest.raises(DatasetError) as err:
+        simulate(build_model({"pk": "pk_mm_1cmt"}), data=data)
+    assert err.value.problems[0].where == "row 1, column SS"
+    assert "without ODE states only" in err.value.problems[0].message
+    with pytest.raises(DatasetError) as err:
+        simulate(build_model({"pk": "pk_1cmt"}), pd.DataFrame({"TLAG": [12.0]}), data=data)
+    (problem,) = err.value.problems
+    assert problem.where == "row 1, column II"
+    assert "lag (TLAG) not shorter than II" in problem.message
 
 
 def test_parameters_by_id_and_from_constant_columns() -> None:

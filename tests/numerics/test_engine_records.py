@@ -23,7 +23,15 @@ from vtrial import build_model, simulate
 from vtrial.engine.host import Tolerances
 from vtrial.model.spec import Model
 
-from .closed_forms import conc_bolus, conc_infusion, conc_oral
+from .closed_forms import (
+    conc_bolus,
+    conc_events,
+    conc_infusion,
+    conc_oral,
+    conc_steady_state_bolus,
+    conc_steady_state_infusion,
+    conc_steady_state_oral,
+)
 from .test_engine_pk import DISPOSITION, NCMT, ORAL, TOL, cf_disp, max_rel_err
 
 Record = Callable[[str, float, float], None]
@@ -313,3 +321,113 @@ def test_resets_restart_from_initial_states(pk_models: dict[int, Model]) -> None
     ]
     np.testing.assert_allclose(cp, ref, rtol=1e-12, atol=0.0)
     assert (out["solver_status"] == "ok").all()
+
+
+# ---------------------------------------------------------------------------
+# steady state (SS 1, 2)
+# ---------------------------------------------------------------------------
+TAU = 12.0
+#: within-interval observation times after an SS record at 0
+T_SS = np.array([0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 11.9])
+
+
+def ss_frame(dose_rows: list[dict], obs_times: Sequence[float]) -> pd.DataFrame:
+    """Dose records, then observations (after the doses at their time)."""
+    base = {"ID": 1, "EVID": 1, "DV": np.nan, "CMT": 2, "RATE": 0.0, "SS": 0, "II": 0.0, "ADDL": 0}
+    recs = [{**base, **d} for d in dose_rows]
+    recs += [
+        {**base, "TIME": t, "EVID": 0, "AMT": 0.0, "DV": 1.0 + k} for k, t in enumerate(obs_times)
+    ]
+    out = pd.DataFrame(recs)
+    return out.sort_values("TIME", kind="stable").reset_index(drop=True)
+
+
+def superposed_past(
+    t: np.ndarray, t0: float, route: str, dose: float, tau: float, n: int, **kw: float
+) -> np.ndarray:
+    """The doses at t0 - tau, ..., t0 - n tau by superposition: the past of a steady
+    state, truncated where it no longer matters (a reference independent of the
+    geometric series)."""
+    duration = kw.pop("duration", None)
+    extra = [duration] if duration is not None else []
+    events: list[tuple] = [(t0 - k * tau, dose, *extra) for k in range(1, n + 1)]
+    return conc_events(t, events, route, **kw)
+
+
+@pytest.mark.parametrize("ncmt", NCMT)
+def test_steady_state_bolus_oral_and_infusion(
+    ncmt: int, pk_models: dict[int, Model], record_error: Record
+) -> None:
+    """SS=1 at time 0: the profile over the interval equals the textbook steady state
+    (geometric series) for an IV bolus, an oral dose with lag and F, and an infusion
+    shorter than the interval."""
+    disp = cf_disp(ncmt)
+    params = pd.DataFrame([{**DISPOSITION[ncmt], **ORAL}])
+    cases = [
+        ("bolus", {"TIME": 0.0, "AMT": 100.0, "SS": 1, "II": TAU},
+         conc_steady_state_bolus(T_SS, 100.0, TAU, **disp)),
+        ("oral", {"TIME": 0.0, "AMT": 100.0, "CMT": 1, "SS": 1, "II": TAU},
+         conc_steady_state_oral(T_SS, 100.0, TAU, ka=ORAL["KA"], f=ORAL["F"],
+                                tlag=ORAL["TLAG"], **disp)),
+        ("infusion", {"TIME": 0.0, "AMT": 100.0, "RATE": 50.0, "SS": 1, "II": TAU},
+         conc_steady_state_infusion(T_SS, 100.0, TAU, 2.0, **disp)),
+    ]  # fmt: skip
+    for name, dose, ref in cases:
+        out = simulate(pk_models[ncmt], params, data=ss_frame([dose], T_SS))
+        cp = out.loc[out["EVID"] == 0, "CP"].to_numpy()
+        err = max_rel_err(cp, ref)
+        record_error(f"dataset: SS=1 {name} ({ncmt} cmt)", err, TOL)
+        assert err <= TOL, name
+
+
+@pytest.mark.parametrize("duration", [12.0, 30.0, 50.0])
+def test_steady_state_infusion_longer_than_the_interval(
+    duration: float, pk_models: dict[int, Model], record_error: Record
+) -> None:
+    """An SS infusion lasting 1, 2.5 and about 4 intervals: the infusions still running
+    at the record restart there. Reference: the record's infusion plus 60 earlier ones
+    by superposition (terminal half-life about 29 h, so the omitted past is below 1e-12
+    relative)."""
+    disp = cf_disp(2)
+    rate = 100.0 / duration
+    t = np.array([0.0, 1.0, 6.0, 11.0, 12.0, 20.0, 30.0, 47.0, 70.0])
+    data = ss_frame([{"TIME": 0.0, "AMT": 100.0, "RATE": rate, "SS": 1, "II": TAU}], t)
+    out = simulate(pk_models[2], pd.DataFrame([DISPOSITION[2]]), data=data)
+    cp = out.loc[out["EVID"] == 0, "CP"].to_numpy()
+    ref = conc_infusion(t, 100.0, duration, **disp) + superposed_past(
+        t, 0.0, "iv_infusion", 100.0, TAU, 120, duration=duration, **disp
+    )
+    err = max_rel_err(cp, ref)
+    record_error(f"dataset: SS=1 infusion, duration {duration:g} h, II 12 h", err, TOL)
+    assert err <= TOL
+
+
+def test_constant_infusion_and_ss2_on_top(
+    pk_models: dict[int, Model], record_error: Record
+) -> None:
+    """A constant infusion at steady state (SS=1, II=0, AMT=0) holds CP at RATE/CL;
+    an SS=2 bolus pattern at 24 h adds its steady state to it; an SS=1 record at 100 h
+    resets both, and its ADDL doses continue the pattern."""
+    disp = cf_disp(2)
+    cl = DISPOSITION[2]["CL"]
+    t = np.array([0.0, 5.0, 24.0, 30.0, 40.0, 100.0, 103.0, 125.0])
+    data = ss_frame(
+        [
+            {"TIME": 0.0, "AMT": 0.0, "RATE": 4.0, "SS": 1, "II": 0.0},
+            {"TIME": 24.0, "AMT": 60.0, "SS": 2, "II": TAU},
+            {"TIME": 100.0, "AMT": 80.0, "SS": 1, "II": TAU, "ADDL": 2},
+        ],
+        t,
+    )
+    out = simulate(pk_models[2], pd.DataFrame([DISPOSITION[2]]), data=data)
+    cp = out.loc[out["EVID"] == 0, "CP"].to_numpy()
+    ref = np.full(t.size, 4.0 / cl)
+    on = (t >= 24.0) & (t < 100.0)
+    ref[on] += conc_bolus(t[on] - 24.0, 60.0, **disp) + superposed_past(
+        t[on], 24.0, "iv_bolus", 60.0, TAU, 80, **disp
+    )
+    late = t >= 100.0
+    ref[late] = conc_steady_state_bolus((t[late] - 100.0) % TAU, 80.0, TAU, **disp)
+    err = max_rel_err(cp, ref)
+    record_error("dataset: constant infusion, SS=2 on top, SS=1 reset + ADDL", err, TOL)
+    assert err <= TOL

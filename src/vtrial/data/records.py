@@ -30,14 +30,24 @@ order. Doses go into the depot (bioavailability ``F`` and lag ``TLAG`` apply) or
 central compartment (boluses and infusions); ``CMT`` 0 is the model's default dose
 compartment, the depot when it has one.
 
+A dose record with ``SS`` 1 (reset, then steady state) or ``SS`` 2 (steady state added
+to the current state) is preceded by an :attr:`~vtrial.protocol.codes.EventKind.SS`
+event: the kernel sets the state of the dose pattern (``AMT`` every ``II`` over the
+infinite past) just before the record's own dose, in closed form
+(:func:`vtrial.engine.numerics.steady_state_modes`), for boluses, oral doses (lag
+shorter than ``II``), infusions (also longer than ``II``: the infusions still running
+restart at the record's time, with their own ends) and constant infusions (``II`` 0,
+``AMT`` 0, ``RATE`` > 0: running on until a reset).
+
 Features the engine does not simulate yet are refused with a problem naming the row,
-the column, the rule and the value (:func:`unsupported_problems`): steady-state doses
-(``SS`` 1 or 2), modelled rates and durations (``RATE`` -1 or -2), a dose into a
+the column, the rule and the value (:func:`unsupported_problems`): steady state for a
+model with ODE states, modelled rates and durations (``RATE`` -1 or -2), a dose into a
 compartment that is not a dose route, and an infusion into the depot.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -68,11 +78,15 @@ class DoseRoutes:
         ``CMT`` of the central compartment (boluses and infusions), None without.
     names : mapping of int to str
         Every compartment's ``CMT`` -> its name (for messages).
+    steady_state : bool
+        Whether the engine computes a steady state (``SS`` 1, 2) for the model: a
+        linear PK macro without ODE states (its steady state is closed-form).
     """
 
     oral: int | None
     iv: int | None
     names: dict[int, str]
+    steady_state: bool = False
 
     @property
     def default(self) -> int:
@@ -113,7 +127,7 @@ def dose_routes(model: Model) -> DoseRoutes:
     states = list(model.states)
     names.update({first_state + j: s for j, s in enumerate(states)})
     if ncmt is not None:
-        return DoseRoutes(oral=1, iv=2, names=names)
+        return DoseRoutes(oral=1, iv=2, names=names, steady_state=not states)
 
     def cmt(route: str) -> int | None:
         state = model.dosing.get(route)
@@ -185,8 +199,9 @@ def unsupported_problems(dataset: Dataset, routes: DoseRoutes) -> list[Problem]:
     checks = [
         (
             "SS",
-            dose & (r["SS"].to_numpy() != 0),
-            "steady-state doses (SS 1, 2) are not simulated yet",
+            dose & (r["SS"].to_numpy() != 0) & (not routes.steady_state),
+            "steady state (SS 1, 2) is simulated for linear PK macro models without ODE "
+            "states only (closed form); this model has ODE states",
         ),
         (
             "RATE",
@@ -305,29 +320,60 @@ def record_events(
         occasion_record[short, o] = occasion_record[short, o - 1]
     ch = np.flatnonzero(change)
     occ_time = time[ch] if interpolation == "locf" else time[ch - 1]
-    # ---- doses (EVID 1 and 4), with those implied by ADDL (after the records at their time)
-    d = np.flatnonzero(np.isin(evid, (1, 4)))
+    # ---- doses (EVID 1 and 4; not a constant infusion, which is all steady state),
+    # with those implied by ADDL (after the records at their time)
+    ss = r["SS"].to_numpy()
+    constant = (ss > 0) & (ii == 0) & (rate > 0)
+    d = np.flatnonzero(np.isin(evid, (1, 4)) & ~constant)
     copies = addl[d] + 1
     src = np.repeat(d, copies)
     k = np.arange(src.size) - np.repeat(np.cumsum(copies) - copies, copies)
     dtime = time[src] + k * ii[src]
     dtie = np.where(k == 0, rec[src], nrec + rec[src])
     infusion = rate[src] > 0
-    oral = ~infusion & (cmt[src] == routes.oral)
-    dkind = np.where(infusion, EventKind.RATE, np.where(oral, EventKind.ORAL, EventKind.BOLUS))
-    damt = np.where(infusion, rate[src], amt[src])
+    oral = cmt[src] == routes.oral
+    bol = np.flatnonzero(~infusion)
+    bkind = np.where(oral[bol], EventKind.ORAL, EventKind.BOLUS)
     inf = np.flatnonzero(infusion)
+    duration = np.divide(amt, rate, out=np.zeros(nrec), where=rate > 0)
+    # ---- steady state (SS 1, 2): the pattern's state before its dose, in ss_events;
+    # infusions of the pattern still running at its time restart there
+    s_rec = np.flatnonzero(np.isin(evid, (1, 4)) & (ss > 0))
+    s_col = _rank_in_group(row[s_rec])
+    n_ss = int(s_col.max()) + 1 if s_rec.size else 1
+    ss_events = np.zeros((n_rows, n_ss, 5))
+    s_inf = rate[s_rec] > 0
+    s_kind = np.where(
+        s_inf, EventKind.RATE, np.where(cmt[s_rec] == routes.oral, EventKind.ORAL, EventKind.BOLUS)
+    )
+    ss_events[row[s_rec], s_col] = np.column_stack(
+        [ii[s_rec], s_kind, np.where(s_inf, rate[s_rec], amt[s_rec]), duration[s_rec], ss[s_rec]]
+    )
+    run_of = s_rec[s_inf & (ii[s_rec] > 0)]
+    n_run = np.ceil(duration[run_of] / ii[run_of]).astype(np.int64) - 1
+    run_src = np.repeat(run_of, n_run)
+    run_k = np.arange(run_src.size) - np.repeat(np.cumsum(n_run) - n_run, n_run) + 1
+    # ---- infusions: (row, start, tie, rate, stop) of the doses and of the running ones
+    i_row = np.concatenate([row[src[inf]], row[run_src]])
+    i_start = np.concatenate([dtime[inf], time[run_src]])
+    i_tie = np.concatenate([dtie[inf], rec[run_src] - 0.1])
+    i_rate = np.concatenate([rate[src[inf]], rate[run_src]])
+    i_stop = np.concatenate(
+        [dtime[inf] + duration[src[inf]], time[run_src] + duration[run_src] - run_k * ii[run_src]]
+    )
     rs = np.flatnonzero(reset)
     ob = np.flatnonzero(obs)
-    # ---- every event, in blocks: observations, doses (infusion starts), infusion
-    # stops, occasion changes (between the records around them), resets (first)
+    # ---- every event, in blocks: observations, boluses, infusion starts, infusion stops,
+    # occasion changes (between the records around them), resets and steady states
+    # (before their record's dose)
     blocks = [
         (row[ob], time[ob], rec[ob], EventKind.OBS, obs_row[ob].astype(np.float64)),
-        (row[src], dtime, dtie, dkind, damt),
-        (row[src[inf]], dtime[inf] + amt[src[inf]] / rate[src[inf]], np.full(inf.size, -1.0),
-         EventKind.RATE, -rate[src[inf]]),
+        (row[src[bol]], dtime[bol], dtie[bol], bkind, amt[src[bol]]),
+        (i_row, i_start, i_tie, EventKind.RATE, i_rate),
+        (i_row, i_stop, np.full(i_row.size, -1.0), EventKind.RATE, -i_rate),
         (row[ch], occ_time, rec[ch] - 0.5, EventKind.OCC, occasion[ch].astype(np.float64)),
         (row[rs], time[rs], rec[rs] - 0.75, EventKind.RESET, np.zeros(rs.size)),
+        (row[s_rec], time[s_rec], rec[s_rec] - 0.25, EventKind.SS, s_col.astype(np.float64)),
     ]  # fmt: skip
     e_row = np.concatenate([b[0] for b in blocks])
     e_time = np.concatenate([b[1] for b in blocks])
@@ -338,7 +384,10 @@ def record_events(
     e_amt = np.concatenate([b[4] for b in blocks])
     n_ev = e_row.size
     stop_of = np.full(n_ev, -1)  # event -> its infusion stop's event
-    stop_of[ob.size + inf] = ob.size + src.size + np.arange(inf.size)
+    first_start = ob.size + bol.size
+    stop_of[first_start : first_start + i_row.size] = (
+        first_start + i_row.size + np.arange(i_row.size)
+    )
     order = np.lexsort((e_tie, e_time, e_row))  # stable: ties keep the order above
     counts = np.bincount(e_row, minlength=n_rows)
     first = np.cumsum(counts) - counts
@@ -346,6 +395,7 @@ def record_events(
     col[order] = np.arange(n_ev) - first[e_row[order]]
     width = max(1, int(counts.max()) if n_rows else 1)
     table = _padded(n_rows, width, n_occ, e_row, col, e_time, e_amt, e_kind, stop_of, counts)
+    table = dataclasses.replace(table, ss_events=ss_events)
     start = min(0.0, float(time.min())) if nrec else 0.0
     end = (float(time.max()) if nrec else 0.0) + END_MARGIN
     return RecordEvents(
@@ -360,6 +410,17 @@ def record_events(
         start=start,
         end=end,
     )
+
+
+def _rank_in_group(group: np.ndarray) -> np.ndarray:
+    """Each element's rank among the equal elements before it (``group`` sorted)."""
+    n = group.size
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    new = np.ones(n, dtype=bool)
+    new[1:] = group[1:] != group[:-1]
+    starts = np.flatnonzero(new)
+    return np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
 
 
 def _padded(

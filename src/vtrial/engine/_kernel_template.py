@@ -89,6 +89,7 @@ from vtrial.engine.numerics import (
     pk_cmax,
     pk_peak_at_event,
     pk_peak_on_grid,
+    steady_state_modes,
 )
 
 # --- CODES BEGIN ---
@@ -113,6 +114,7 @@ EV_OCC = 4  # no dose: a new occasion starts (amount: its index; IOV parameters 
 EV_DECIDE = 5  # no dose: dose-modification rules are evaluated
 EV_OBS = 6  # no dose: a record whose outputs are kept (amount: its row in obs)
 EV_RESET = 7  # no dose: every state back to its initial value, infusions stopped
+EV_SS = 8  # steady state of a dose pattern (amount: its row in ss_ev), before its dose
 # rule actions (vtrial.protocol.codes.Action)
 ACT_NONE = 0  # no rule matched: give as planned
 ACT_HOLD = 1  # delay this and every later event by the rule's recheck (h)
@@ -230,6 +232,7 @@ def simulate_batch(
     f_idx,
     ev_slot,
     ev_pair,
+    ss_ev,
     levels,
     start_level,
     rule_par,
@@ -505,14 +508,29 @@ def simulate_batch(
                         vinv = vinv_all[i, occ]
                 elif kind == EV_OBS:
                     observe(t, z, p, m, wv, lam, cm, obs[i, int(ea[ei])])
-                elif kind == EV_RESET:  # NONMEM's EVID 3: initial states, no infusion
-                    _to_internal(y0[i], z)
-                    for q in range(nm):
-                        m[q] = 0.0
-                    for q in range(ne):
-                        given_rate[q] = 0.0
-                    rin = 0.0
-                    rtot = 0.0
+                elif kind in (EV_RESET, EV_SS):
+                    if kind == EV_RESET or ss_ev[a, int(ea[ei]), 4] == 1.0:
+                        # NONMEM's EVID 3, and SS=1 before its steady state: initial
+                        # states, no infusion
+                        _to_internal(y0[i], z)
+                        for q in range(nm):
+                            m[q] = 0.0
+                        for q in range(ne):
+                            given_rate[q] = 0.0
+                        rin = 0.0
+                        rtot = 0.0
+                    if kind == EV_SS:  # add the pattern's steady state (PK macro only)
+                        sp = ss_ev[a, int(ea[ei])]
+                        kind_ss = int(sp[1])
+                        amt = sp[2]
+                        if kind_ss == EV_ORAL and f_idx >= 0:
+                            amt *= p[f_idx]
+                        tlag = p[tlag_idx] if tlag_idx >= 0 else 0.0
+                        steady_state_modes(xa, lam, vinv, sp[0], kind_ss, amt, sp[3], tlag)
+                        for q in range(nm):
+                            m[q] += xa[q]
+                        if sp[0] == 0.0:  # a constant infusion runs on (until a reset)
+                            rtot += amt
                 else:
                     ctrough = trough(t, z, p, m, wv, lam, cm, otmp)
                 ei += 1

@@ -24,6 +24,7 @@ from vtrial.engine.numerics import (
     EV_OCC,
     EV_ORAL,
     EV_RATE,
+    EV_SS,
     R_DELAYED,
     R_DISCONTINUED,
     R_DOUBLED,
@@ -148,7 +149,7 @@ def patient_events(
         if kind == EV_OCC:
             occ_d = int(ev_amt[a, e])
             amt = ev_amt[a, e]
-        elif kind == EV_OBS:
+        elif kind in (EV_OBS, EV_SS):  # a row index, not an amount
             amt = ev_amt[a, e]
         elif kind == EV_ORAL:
             if tlag_idx >= 0:

@@ -375,6 +375,12 @@ def run_kernel(
         raise ValueError("a steady-state start needs a model with a linear PK macro")
     valid = np.arange(events.kind.shape[1]) < events.n[:, None]
     used = {int(k) for k in np.unique(events.kind[valid])}
+    if EventKind.SS in used and (model.pk_compartments is None or model.states):
+        raise ValueError(
+            "steady-state events need a model whose states are all in its linear PK macro"
+        )
+    na = events.n.size
+    ss_ev = events.ss_events if events.ss_events is not None else np.zeros((na, 1, 5))
     rows = events.amount[valid & (events.kind == EventKind.OBS)]
     if rows.size and not (
         np.all(rows == np.floor(rows)) and rows.min() >= 0 and rows.max() < n_obs
@@ -442,7 +448,6 @@ def run_kernel(
                 res.ledger, res.dose_summary = led, dsum
             return res
         sub = _result(run.size, no, n_out, np.float64, np.empty)
-    na = events.n.size
     if rules is not None:
         levels, start_level, rule_par = rules.levels, rules.start_level, rules.params
     else:
@@ -479,6 +484,7 @@ def run_kernel(
         "f_idx": lay.param_index("F") if model.takes_doses else -1,
         "ev_slot": np.ascontiguousarray(events.slot, dtype=np.int64),
         "ev_pair": np.ascontiguousarray(events.pair, dtype=np.int64),
+        "ss_ev": np.ascontiguousarray(ss_ev, dtype=np.float64),
         "levels": np.ascontiguousarray(levels, dtype=np.float64),
         "start_level": np.ascontiguousarray(start_level, dtype=np.int64),
         "rule_par": np.ascontiguousarray(rule_par, dtype=np.float64),

@@ -151,6 +151,7 @@ DIMENSIONS: dict[str, str] = {
     "n_mon": "monitored threshold crossings",
     "n_slots": "dose-ledger rows per patient (0 without a ledger or adherence)",
     "D": "dose-summary columns (5 with a ledger, 0 without)",
+    "NSS": "steady-state records per row of the event table (padded, at least 1)",
     "n_obs": "observation rows per patient (EventKind.OBS events; 0 without a dataset)",
 }
 
@@ -221,6 +222,7 @@ KERNEL_ARGS: tuple[KernelArg, ...] = (
     _a("f_idx", I8, (), "column of F in pmat (-1: none)"),
     _a("ev_slot", I8, ("A", "E"), "administration number of a dose event (-1: other)"),
     _a("ev_pair", I8, ("A", "E"), "column of an infusion start's rate decrease (-1: other)"),
+    _a("ss_ev", F8, ("A", "NSS", 5), "SS events: interval, kind, amount or rate, duration, SS"),
     # per arm: dose modification; per patient: adherence and assay error
     _a("levels", F8, ("A", "L"), "dose levels, ascending, NaN-padded"),
     _a("start_level", I8, ("A",), "index of the planned dose in levels (-1: none)"),

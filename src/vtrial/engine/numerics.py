@@ -48,6 +48,7 @@ EV_OCC = 4  # no dose: a new occasion starts (amount: its index; IOV parameters 
 EV_DECIDE = 5  # no dose: dose-modification rules are evaluated
 EV_OBS = 6  # no dose: a record whose outputs are kept (amount: its row in obs)
 EV_RESET = 7  # no dose: every state back to its initial value, infusions stopped
+EV_SS = 8  # steady state of a dose pattern (amount: its row in ss_ev), before its dose
 # rule actions (vtrial.protocol.codes.Action)
 ACT_NONE = 0  # no rule matched: give as planned
 ACT_HOLD = 1  # delay this and every later event by the rule's recheck (h)
@@ -199,6 +200,39 @@ def steady_state(m, lam, vinv, tau, kind, amt, dur, tlag):  # pragma: no cover -
             one = amt * vinv[q, 1] * math.exp(lq * (tau - dur)) * math.expm1(lq * dur) / lq
         m[q] = one / -math.expm1(lq * tau)
     return True
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def steady_state_modes(mss, lam, vinv, tau, kind, amt, dur, tlag):  # pragma: no cover
+    """Modal state just before a dose at steady state, from every earlier dose of the
+    pattern (a dataset's SS record, NONMEM's PREDPP semantics).
+
+    ``tau`` 0: a constant infusion at rate ``amt`` (``mss = -amt V^-1[:, 1] / lam``).
+    Otherwise the response to one dose every ``tau`` over the infinite past, summed as a
+    geometric series: oral (landing ``tlag`` after its time, ``tlag < tau``: the caller
+    checks), bolus, or a zero-order infusion at rate ``amt`` over ``dur``, which may be
+    longer than ``tau``: the ``ceil(dur / tau) - 1`` infusions still running contribute
+    their partial input (the caller restarts their rates), the ended ones their whole
+    dose, decayed.
+    """
+    if tau == 0.0:
+        for q in range(mss.shape[0]):
+            mss[q] = -amt * vinv[q, 1] / lam[q]
+        return
+    k1 = max(1, math.ceil(dur / tau)) if kind == EV_RATE else 1
+    for q in range(mss.shape[0]):
+        lq = lam[q]
+        if kind == EV_ORAL:
+            one = amt * vinv[q, 0] * math.exp(lq * (tau - tlag))
+        elif kind == EV_BOLUS:
+            one = amt * vinv[q, 1] * math.exp(lq * tau)
+        else:
+            # an infusion started k1 intervals ago ended (k1 tau - dur) ago
+            one = amt * vinv[q, 1] * math.expm1(lq * dur) / lq * math.exp(lq * (k1 * tau - dur))
+        s = one / -math.expm1(lq * tau)
+        for k in range(1, k1):  # still running: input over k tau so far
+            s += amt * vinv[q, 1] * math.expm1(lq * k * tau) / lq
+        mss[q] = s
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -27,9 +27,11 @@ import pandas as pd
 
 from vtrial.data.dataset import Dataset, dataset_from_frame, read_dataset
 from vtrial.data.records import RecordEvents, dose_routes, record_events
+from vtrial.data.tables import cell_problems
 from vtrial.engine.codegen import layout
 from vtrial.engine.host import KernelResult, Tolerances, labels, run_kernel
 from vtrial.engine.interface import METHODS, STATUS
+from vtrial.errors import DatasetError, Problem
 from vtrial.model.spec import Model
 
 __all__ = ["RECORD_COLUMNS", "simulate_records"]
@@ -104,6 +106,39 @@ def row_parameters(
     return out
 
 
+def lag_problems(
+    model: Model, dataset: Dataset, ev: RecordEvents, params: Mapping[str, np.ndarray]
+) -> list[Problem]:
+    """Oral steady-state records whose lag (``TLAG`` on the record's occasion) is not
+    shorter than ``II``: their steady state would need doses landing after the record,
+    which the engine does not simulate yet."""
+    r = dataset.records
+    routes = dose_routes(model)
+    if routes.oral is None or "TLAG" not in model.parameters:
+        return []
+    cmt = np.where(r["CMT"].to_numpy() == 0, routes.default, r["CMT"].to_numpy())
+    ii = r["II"].to_numpy(dtype=np.float64)
+    idx = np.flatnonzero(
+        (r["SS"].to_numpy() > 0) & (cmt == routes.oral) & (r["RATE"].to_numpy() == 0) & (ii > 0)
+    )
+    if idx.size == 0:
+        return []
+    tlag = params.get("TLAG")
+    if tlag is None:
+        lag = np.full(idx.size, model.parameters["TLAG"].value)
+    elif tlag.ndim == 2:
+        lag = tlag[ev.row[idx], ev.occasion[idx]]
+    else:
+        lag = tlag[ev.row[idx]]
+    bad = idx[lag >= ii[idx]]
+    rule = "steady state with a lag (TLAG) not shorter than II is not simulated yet"
+    found = [
+        (int(rec) - 1, rule, float(ii[j]))
+        for rec, j in zip(r["REC"].to_numpy()[bad], bad, strict=True)
+    ]
+    return cell_problems(dataset.name, dataset.first_line, dataset.columns.get("II", "II"), found)
+
+
 def simulate_records(
     model: Model,
     data: pd.DataFrame | Dataset | str | Path,
@@ -162,9 +197,13 @@ def simulate_records(
     by_column = parameter_columns(model, dataset, parameters)
     ev = record_events(dataset, dose_routes(model), varying=by_column, interpolation=interpolation)
     n = ev.row_subject.size
+    params = row_parameters(model, dataset, ev, by_column, parameters)
+    problems = lag_problems(model, dataset, ev, params)
+    if problems:
+        raise DatasetError(problems)
     res: KernelResult = run_kernel(
         model,
-        row_parameters(model, dataset, ev, by_column, parameters),
+        params,
         n=n,
         events=ev.table,
         arm=np.arange(n, dtype=np.int64),

@@ -24,6 +24,7 @@ class EventKind(IntEnum):
     DECIDE = 5
     OBS = 6
     RESET = 7
+    SS = 8
 
 
 #: one-line meaning of each event kind (the kernel's comments)
@@ -36,6 +37,7 @@ EVENT_NOTES: dict[EventKind, str] = {
     EventKind.DECIDE: "no dose: dose-modification rules are evaluated",
     EventKind.OBS: "no dose: a record whose outputs are kept (amount: its row in obs)",
     EventKind.RESET: "no dose: every state back to its initial value, infusions stopped",
+    EventKind.SS: "steady state of a dose pattern (amount: its row in ss_ev), before its dose",
 }
 
 

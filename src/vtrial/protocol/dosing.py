@@ -171,6 +171,11 @@ class EventTable:
         infusion start, the column of its rate decrease (-1 otherwise).
     n_slots : int
         Most administrations of any arm (rows of the per-patient dose ledger).
+    ss_events : ndarray, shape (n_arms, n_ss, 5), optional
+        Steady-state events of a dataset's records (kind ``SS``, whose amount is a row
+        here): interval (h; 0 for a constant infusion), dose kind, amount (mg, or mg/h
+        for an infusion), infusion duration (h), SS (1: reset first, 2: added).
+        None for regimens, whose steady state is ``ss``.
     """
 
     time: np.ndarray
@@ -184,6 +189,7 @@ class EventTable:
     slot: np.ndarray
     pair: np.ndarray
     n_slots: int
+    ss_events: np.ndarray | None = None
 
 
 def occasion_starts(phases: Sequence[Phase], occasions: Any) -> list[float]:
