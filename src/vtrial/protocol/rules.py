@@ -366,7 +366,8 @@ def adherence_arrays(
     """Per-patient dose multipliers (0 missed, 1 taken, 2 doubled) and time jitter (h).
 
     Shape (n, n_slots) each, None if no arm declares adherence. Draws are keyed by
-    (seed, replicate, patient, administration number), not by arm.
+    (seed, replicate, patient, administration number), not by arm. A jittered dose
+    time is not before 0, the start of the simulation.
     """
     if not any(a.adherence for a in arms):
         return None
@@ -382,9 +383,11 @@ def adherence_arrays(
         if adh is None or rows.size == 0:
             continue
         oral = np.zeros(slots, dtype=bool)
+        nominal = np.zeros(slots)
         cols = np.flatnonzero(events.slot[a, : events.n[a]] >= 0)
         for c in cols:
             oral[events.slot[a, c]] = events.kind[a, c] == EventKind.ORAL
+            nominal[events.slot[a, c]] = events.time[a, c]
         missed = _missed(adh, u_miss[rows]) & oral[None, :]
         m = np.where(missed, 0.0, 1.0)
         policy = adh.missed_dose
@@ -396,7 +399,9 @@ def adherence_arrays(
                     j = k + 1 + later[0]
                     nxt[:, j] |= missed[:, k] & ~missed[:, j]
             m = np.where(nxt, 2.0, m)
-        jit = adh.jitter * z_jit[rows] * oral[None, :]
+        # a dose is not taken before the simulation starts (time 0): the kernel would
+        # give it at 0 while the ledger said earlier
+        jit = np.maximum(adh.jitter * z_jit[rows] * oral[None, :], -nominal[None, :])
         if policy == "late":
             jit = jit + np.where(missed, adh.late_by, 0.0)
             m = np.where(missed, 1.0, m)

@@ -260,8 +260,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     from vtrial.run.export import write_nonmem
 
     out = Path(args.out) if args.out else Path(args.results) / "export" / "nonmem.csv"
-    rows = write_nonmem(args.results, out, replicate=args.replicate)
-    print(f"{out}: {rows} records (doses and observations); DVID key in {out.stem}_dvid.csv")
+    n = write_nonmem(args.results, out, replicate=args.replicate)
+    print(
+        f"{out}: {n['records']} records of {n['subjects']} subjects ({n['doses']} doses, "
+        f"{n['observations']} observations); keys in {out.stem}_dvid.csv, {out.stem}_arms.csv, "
+        f"{out.stem}_categories.csv"
+    )
+    if n["observations"] == 0:
+        print(
+            "warning: no observation records: the study samples nothing (add "
+            "outputs.observations to it); the dataset holds doses only",
+            file=sys.stderr,
+        )
     return 0
 
 
