@@ -140,7 +140,8 @@ def test_unknown_engine_is_refused() -> None:
 
 
 def test_dataset_reader_benchmark_runs() -> None:
-    """``benchmarks/dataset_reader.py`` generates its dataset and reads it (no timing)."""
+    """``benchmarks/dataset_reader.py`` generates its dataset, reads it and simulates it
+    as recorded (no timing)."""
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "dataset_reader.py"), "--subjects", "30"],
         cwd=ROOT,
@@ -151,3 +152,4 @@ def test_dataset_reader_benchmark_runs() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "dataset reader: 30 subjects, 600 records checked in" in proc.stdout
+    assert "dataset simulation (pk_2cmt, 20 occasions each): 30 subjects in" in proc.stdout

@@ -10,6 +10,7 @@ import pytest
 from vtrial import build_model, simulate
 from vtrial.data.dataset import dataset_from_frame
 from vtrial.data.records import END_MARGIN, dose_routes, record_events
+from vtrial.engine.records import simulate_records
 from vtrial.errors import ConfigError, DatasetError
 from vtrial.protocol.codes import EventKind
 
@@ -184,3 +185,34 @@ def test_simulate_checks_a_regimen_as_a_study_file() -> None:
         simulate(model, params, bad, [1.0])
     with pytest.raises(ConfigError, match=r"regimen\.dose"):
         simulate(model, params, {"route": "oral", "dose": -5}, [1.0])
+
+
+def test_chunks_give_the_same_bits_and_problems_come_at_once() -> None:
+    """Subjects simulated one at a time or all together give identical results (one
+    span for all); problems of subjects in different chunks (an infusion into the
+    depot, a modelled rate) are reported together, before anything is simulated."""
+    model = build_model({"pk": "pk_2cmt"})
+    rng = np.random.default_rng(3)
+    frames = []
+    for i in range(1, 8):
+        t_obs = np.sort(rng.uniform(0.5, 30.0, 4)).round(2)
+        frames.append(
+            pd.DataFrame(
+                {"ID": i, "TIME": [0.0, 12.0, *t_obs], "EVID": [1, 1, 0, 0, 0, 0],
+                 "AMT": [100.0 * i, 50.0, 0, 0, 0, 0], "CMT": [1, 2, 0, 0, 0, 0],
+                 "DV": [np.nan, np.nan, 1.0, 2.0, 3.0, 4.0]}
+            ).sort_values("TIME", kind="stable")
+        )  # fmt: skip
+    data = pd.concat(frames, ignore_index=True)
+    params = pd.DataFrame({"ID": range(1, 8), "CL": rng.uniform(2.0, 9.0, 7)})
+    whole = simulate(model, params, data=data)
+    ones = simulate_records(model, data, params, chunk_size=1)
+    pd.testing.assert_frame_equal(whole, ones)
+    assert whole["CP"].notna().sum() == 28
+    bad = data.copy()
+    bad["RATE"] = 0.0
+    bad.loc[(bad["ID"] == 1) & (bad["EVID"] == 1) & (bad["TIME"] == 0.0), "RATE"] = 10.0
+    bad.loc[(bad["ID"] == 7) & (bad["EVID"] == 1) & (bad["TIME"] == 12.0), "RATE"] = -1
+    with pytest.raises(DatasetError) as err:
+        simulate_records(model, bad, params, chunk_size=1)
+    assert len(err.value.problems) == 2

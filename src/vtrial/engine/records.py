@@ -18,6 +18,8 @@ Resets (EVID 3, 4) restart a subject from its initial states.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,13 @@ import numpy as np
 import pandas as pd
 
 from vtrial.data.dataset import Dataset, dataset_from_frame, read_dataset
-from vtrial.data.records import RecordEvents, dose_routes, record_events
+from vtrial.data.records import (
+    END_MARGIN,
+    RecordEvents,
+    dose_routes,
+    record_events,
+    unsupported_problems,
+)
 from vtrial.data.tables import cell_problems
 from vtrial.engine.codegen import layout
 from vtrial.engine.host import KernelResult, Tolerances, labels, run_kernel
@@ -35,6 +43,9 @@ from vtrial.errors import DatasetError, Problem
 from vtrial.model.spec import Model
 
 __all__ = ["RECORD_COLUMNS", "simulate_records"]
+
+#: subjects per kernel call of :func:`simulate_records` (bounds the event tables' memory)
+CHUNK_SUBJECTS = 20_000
 
 #: dataset items copied into the result, before the outputs (those the dataset has)
 RECORD_COLUMNS = ("ID", "TIME", "EVID", "AMT", "CMT", "MDV", "DV")
@@ -60,6 +71,34 @@ def parameter_columns(model: Model, dataset: Dataset, parameters: pd.DataFrame |
     return [c for c in dataset.covariates if c in model.parameters and c not in given]
 
 
+def table_rows(parameters: pd.DataFrame, subjects: np.ndarray) -> np.ndarray:
+    """Row of ``parameters`` of each subject: by its ``ID`` column, or the single row.
+
+    Raises
+    ------
+    ValueError
+        No row for some subject, two rows for one, or several rows without ``ID``.
+    """
+    if "ID" in parameters.columns:
+        index = pd.Index(parameters["ID"])
+        if not index.is_unique:
+            raise ValueError("parameters: more than one row for an ID")
+        pos = np.asarray(index.get_indexer(subjects), dtype=np.int64)
+        if np.any(pos < 0):
+            missing = int((pos < 0).sum())
+            raise ValueError(
+                f"parameters: no row for {missing} of the dataset's {subjects.size} "
+                "subjects (match them by an ID column)"
+            )
+        return pos
+    if len(parameters) == 1:
+        return np.zeros(subjects.size, dtype=np.int64)
+    raise ValueError(
+        "parameters: give an ID column (one row per subject) or a single row "
+        f"for every subject, got {len(parameters)} rows without ID"
+    )
+
+
 def row_parameters(
     model: Model,
     dataset: Dataset,
@@ -82,54 +121,38 @@ def row_parameters(
         out[c] = r[c].to_numpy(dtype=np.float64)[ev.occasion_record]
     if parameters is not None:
         cols = [c for c in parameters.columns if c in model.parameters]
-        subjects = ev.subjects
-        if "ID" in parameters.columns:
-            index = pd.Index(parameters["ID"])
-            if not index.is_unique:
-                raise ValueError("parameters: more than one row for an ID")
-            pos = index.get_indexer(subjects)
-            if np.any(pos < 0):
-                missing = int((pos < 0).sum())
-                raise ValueError(
-                    f"parameters: no row for {missing} of the dataset's {subjects.size} "
-                    "subjects (match them by an ID column)"
-                )
-        elif len(parameters) == 1:
-            pos = np.zeros(subjects.size, dtype=np.int64)
-        else:
-            raise ValueError(
-                "parameters: give an ID column (one row per subject) or a single row "
-                f"for every subject, got {len(parameters)} rows without ID"
-            )
+        pos = table_rows(parameters, ev.subjects)
         for c in cols:
             out[c] = parameters[c].to_numpy(dtype=np.float64)[pos][ev.row_subject]
     return out
 
 
 def lag_problems(
-    model: Model, dataset: Dataset, ev: RecordEvents, params: Mapping[str, np.ndarray]
+    model: Model, dataset: Dataset, by_column: Sequence[str], parameters: pd.DataFrame | None
 ) -> list[Problem]:
-    """Oral steady-state records whose lag (``TLAG`` on the record's occasion) is not
-    shorter than ``II``: their steady state would need doses landing after the record,
-    which the engine does not simulate yet."""
+    """Oral steady-state records whose lag (``TLAG`` on the record: its own column
+    value, the subject's row of ``parameters``, or the typical value) is not shorter
+    than ``II``: their steady state would need doses landing after the record, which
+    the engine does not simulate yet."""
     r = dataset.records
     routes = dose_routes(model)
     if routes.oral is None or "TLAG" not in model.parameters:
         return []
     cmt = np.where(r["CMT"].to_numpy() == 0, routes.default, r["CMT"].to_numpy())
     ii = r["II"].to_numpy(dtype=np.float64)
-    idx = np.flatnonzero(
-        (r["SS"].to_numpy() > 0) & (cmt == routes.oral) & (r["RATE"].to_numpy() == 0) & (ii > 0)
-    )
+    ss_oral = (r["SS"].to_numpy() > 0) & (cmt == routes.oral) & (r["RATE"].to_numpy() == 0)
+    idx = np.flatnonzero(ss_oral & (ii > 0))
     if idx.size == 0:
         return []
-    tlag = params.get("TLAG")
-    if tlag is None:
-        lag = np.full(idx.size, model.parameters["TLAG"].value)
-    elif tlag.ndim == 2:
-        lag = tlag[ev.row[idx], ev.occasion[idx]]
-    else:
-        lag = tlag[ev.row[idx]]
+    lag = np.full(idx.size, model.parameters["TLAG"].value)
+    if "TLAG" in by_column:
+        lag = r["TLAG"].to_numpy(dtype=np.float64)[idx]
+    elif parameters is not None and "TLAG" in parameters.columns:
+        if "ID" in parameters.columns:
+            pos = pd.Index(parameters["ID"]).get_indexer(r["ID"].to_numpy()[idx])
+            lag = np.where(pos >= 0, parameters["TLAG"].to_numpy(dtype=np.float64)[pos], lag)
+        else:
+            lag = np.full(idx.size, float(parameters["TLAG"].iloc[0]))
     bad = idx[lag >= ii[idx]]
     rule = "steady state with a lag (TLAG) not shorter than II is not simulated yet"
     found = [
@@ -147,6 +170,7 @@ def simulate_records(
     columns: Mapping[str, str] | None = None,
     interpolation: str = "nocb",
     tolerances: Tolerances | None = None,
+    chunk_size: int = CHUNK_SUBJECTS,
 ) -> pd.DataFrame:
     """Simulate every subject of a dataset as recorded; outputs on its records.
 
@@ -169,6 +193,9 @@ def simulate_records(
         interval ending at it) or rxode2's (``"locf"``: from the record on); see
         :func:`vtrial.data.records.record_events`.
     tolerances : Tolerances, optional
+    chunk_size : int
+        Subjects simulated at a time (memory is bounded by a chunk's events); the
+        result does not depend on it.
 
     Returns
     -------
@@ -194,33 +221,53 @@ def simulate_records(
     [0.0, nan, 0.735759]
     """
     dataset = as_dataset(model, data, columns)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size: must be >= 1, got {chunk_size}")
     by_column = parameter_columns(model, dataset, parameters)
-    ev = record_events(dataset, dose_routes(model), varying=by_column, interpolation=interpolation)
-    n = ev.row_subject.size
-    params = row_parameters(model, dataset, ev, by_column, parameters)
-    problems = lag_problems(model, dataset, ev, params)
+    routes = dose_routes(model)
+    # every problem before anything is simulated, not chunk by chunk
+    if parameters is not None:
+        table_rows(parameters, dataset.subjects)
+    problems = unsupported_problems(dataset, routes)
+    problems += lag_problems(model, dataset, by_column, parameters)
     if problems:
         raise DatasetError(problems)
-    res: KernelResult = run_kernel(
-        model,
-        params,
-        n=n,
-        events=ev.table,
-        arm=np.arange(n, dtype=np.int64),
-        dose_scale=np.ones((n, 3)),
-        grid=np.array([ev.start, ev.end]),
-        tolerances=tolerances,
-        n_obs=ev.n_obs,
-    )
     r = dataset.records
+    time = r["TIME"].to_numpy(dtype=np.float64)
+    # one span for every chunk, so a subject's solve does not depend on its chunk
+    span = np.array([min(0.0, float(time.min())), float(time.max()) + END_MARGIN])
     out: dict[str, Any] = {c: r[c].to_numpy() for c in RECORD_COLUMNS if c in r}
     if "DV" not in dataset.columns:
         out.pop("DV", None)
-    observed = ev.obs_row >= 0
-    for j, name in enumerate(layout(model).output_names):
-        v = np.full(len(r), np.nan)
-        v[observed] = res.obs[ev.row[observed], ev.obs_row[observed], j]
-        out[name] = v
-    out["solver_status"] = labels(res.status, STATUS)[ev.row]
-    out["solver"] = labels(res.method, METHODS)[ev.row]
+    outputs = layout(model).output_names
+    values = np.full((len(r), len(outputs)), np.nan)
+    status = np.empty(len(r), dtype=object)
+    method = np.empty(len(r), dtype=object)
+    ids = r["ID"].to_numpy()
+    first = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(r) else np.zeros(0, int)
+    bounds = np.r_[first[::chunk_size], len(r)]
+    for a, b in itertools.pairwise(bounds):
+        part = dataclasses.replace(dataset, records=r.iloc[a:b])
+        ev = record_events(part, routes, varying=by_column, interpolation=interpolation)
+        n = ev.row_subject.size
+        params = row_parameters(model, part, ev, by_column, parameters)
+        res: KernelResult = run_kernel(
+            model,
+            params,
+            n=n,
+            events=ev.table,
+            arm=np.arange(n, dtype=np.int64),
+            dose_scale=np.ones((n, 3)),
+            grid=span,
+            tolerances=tolerances,
+            n_obs=ev.n_obs,
+        )
+        observed = np.flatnonzero(ev.obs_row >= 0)
+        values[a + observed] = res.obs[ev.row[observed], ev.obs_row[observed]]
+        status[a:b] = labels(res.status, STATUS)[ev.row]
+        method[a:b] = labels(res.method, METHODS)[ev.row]
+    for j, name in enumerate(outputs):
+        out[name] = values[:, j]
+    out["solver_status"] = status
+    out["solver"] = method
     return pd.DataFrame(out)
