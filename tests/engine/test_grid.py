@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import small_study_data
 from vtrial.engine.grid import Simulation, Timecourse, evaluation_grid, store_times
-from vtrial.study.config import load_study
+from vtrial.errors import ConfigError
+from vtrial.study.config import load_study, study_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,3 +52,15 @@ def test_sections_mirror_the_study_data() -> None:
     assert (study.timecourse.patients is None) == (tc["patients"] == "all")
     assert Timecourse.from_data({"every": 2, "outputs": ["CP"], "patients": 5}).patients == 5
     np.testing.assert_array_equal(study.store_times(), store_times(sim["end"], tc["every"]))
+
+
+def test_outputs_at_dose_is_declared_and_checked() -> None:
+    """``simulation.outputs_at_dose`` defaults to ``before``, takes ``after`` and refuses
+    anything else with the key and the value."""
+    assert study_from_dict(small_study_data()).simulation.outputs_at_dose == "before"
+    d = small_study_data()
+    d["simulation"]["outputs_at_dose"] = "after"
+    assert study_from_dict(d).simulation.outputs_at_dose == "after"
+    d["simulation"]["outputs_at_dose"] = "during"
+    with pytest.raises(ConfigError, match="simulation.outputs_at_dose"):
+        study_from_dict(d)

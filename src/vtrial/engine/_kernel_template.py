@@ -32,7 +32,8 @@ Numerical method (per patient, independent of every other patient):
   per-patient adaptive steps, the 4th-order continuous extension for output times,
   and exact stops at every event. ``positive`` states are integrated on the log
   scale. Patients where it fails or detects stiffness are re-solved by Rosenbrock 2(3).
-- Output times at a dose are taken before it (mrgsolve's default). Observation events
+- Output times at a dose are taken before it (mrgsolve's default), or after the events
+  at their time with ``grid_after`` (``simulation.outputs_at_dose: after``). Observation events
   (``EV_OBS``: a dataset's records, :mod:`vtrial.data.records`) are events like doses:
   they act in the order of the patient's event table, so a record after a dose at its
   time sees the dose (NONMEM's record order); the host ends the horizon after the last
@@ -246,6 +247,7 @@ def simulate_batch(
     mon_out,
     mon_thr,
     mon_dir,
+    grid_after,
     rtol,
     atol,
     max_steps,
@@ -400,8 +402,9 @@ def simulate_batch(
         if not steady_start(i, a, m, p, lam, vinv, ss_spec, ss_unit, dose_scale, tlag_idx, f_idx):
             stat = INVALID_INITIAL
         cp_start = cp_at(0.0, m, wv, lam, cm)
-        # grid points at the start are taken before any dose at that time
-        while g < ng and t_grid[g] <= t and stat == OK:
+        # grid points at the start are taken before any dose at that time (after it with
+        # grid_after: below, once the events at the start are applied)
+        while g < ng and t_grid[g] <= t and stat == OK and grid_after == 0:
             zs = z if ns > 0 else zg
             record(
                 g,
@@ -541,10 +544,14 @@ def simulate_batch(
                 tb = et[ei]
             tseg = t
             cp0 = cp_at(0.0, m, wv, lam, cm)
+            # grid points at t not yet taken (grid_after): after the events at t
+            g_next = g
+            while g_next < ng and t_grid[g_next] <= t:
+                g_next += 1
             pk_peak_at_event(
                 t,
                 tb,
-                g,
+                g_next,
                 cp0,
                 occ,
                 m,
@@ -565,6 +572,36 @@ def simulate_batch(
                 ode_best, ode_tbest, want_right = ode_peak_at_event(
                     t, z, p, otmp, ode_best, ode_tbest, want_right, lseg, rseg
                 )
+            while g < g_next:  # the value there is cp0, already a candidate above
+                zs = z if ns > 0 else zg
+                record(
+                    g,
+                    t,
+                    zs,
+                    p,
+                    cp0,
+                    i,
+                    o,
+                    oprev,
+                    t_grid,
+                    store_pos,
+                    store_out,
+                    probe_pos,
+                    mon_out,
+                    mon_thr,
+                    mon_dir,
+                    omin,
+                    omax,
+                    targmin,
+                    targmax,
+                    probes,
+                    cross,
+                    store,
+                    cand,
+                    wmin,
+                    wmax,
+                )
+                g += 1
             if ns > 0:
                 _f(t, z, p, cp0, rin, k[0])
                 # every segment starts after a dose or infusion change, where the right-hand
@@ -635,7 +672,9 @@ def simulate_batch(
                         rseg,
                     )
                 # outputs at grid points inside (t, t1]
-                while g < ng and t_grid[g] <= t1:
+                # a grid point at the next event's time waits for it with grid_after
+                held = grid_after != 0 and last and t1 < t_end
+                while g < ng and (t_grid[g] < t1 or (t_grid[g] == t1 and not held)):
                     tg = t_grid[g]
                     if ns > 0:
                         state_at(tg, t, t1, hs, z, znew, k, method, zg)

@@ -72,6 +72,7 @@ def simulate(
     data: pd.DataFrame | Dataset | str | Path | None = None,
     columns: Mapping[str, str] | None = None,
     interpolation: str = "nocb",
+    outputs_at_dose: str = "before",
     tolerances: Tolerances | None = None,
     residual_error: Mapping[str, Mapping[str, Any]] | None = None,
     seed: int = 0,
@@ -92,7 +93,8 @@ def simulate(
         same for every patient, checked as a study file's is.
     times : array_like
         Output times (h), sorted; the simulation runs from ``min(0, times[0])``.
-        An output at a dose time is taken before that dose.
+        An output at a dose time is taken before that dose, unless ``outputs_at_dose``
+        is ``"after"``.
     data : DataFrame, Dataset, str or Path, optional
         NONMEM-style records instead of ``regimen`` and ``times``: every subject is
         simulated with its own doses and the outputs come back on its records, as
@@ -102,6 +104,9 @@ def simulate(
     interpolation : {"nocb", "locf"}
         With ``data``: when a parameter column that changes within a subject takes its
         new value (NONMEM's ``"nocb"`` by default, rxode2's ``"locf"``).
+    outputs_at_dose : {"before", "after"}
+        With a regimen: an output at a dose time is taken before the dose (default,
+        mrgsolve's) or after it. With ``data`` the record order decides.
     residual_error : mapping, optional
         Output -> residual error model, as ``model.residual_error`` of a study file
         (e.g. ``{"CP": {"proportional": 0.15, "additive": 0.05, "lloq": 0.01}}``):
@@ -182,6 +187,7 @@ def simulate(
         store_outputs=outs,
         tolerances=tolerances,
         store_dtype=np.float64,
+        outputs_at_dose=outputs_at_dose,
     )
     ids = (
         parameters["patient_id"].to_numpy()

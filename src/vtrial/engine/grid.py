@@ -26,13 +26,16 @@ import numpy as np
 @dataclass(frozen=True)
 class Simulation:
     """The typed ``simulation`` section (defaults filled): ``end`` and regular ``grid``
-    step (h), solver tolerances ``rtol``/``atol`` and ``max_steps`` per patient."""
+    step (h), solver tolerances ``rtol``/``atol`` and ``max_steps`` per patient, and
+    ``outputs_at_dose`` (``"before"``: an output at a dose time is pre-dose, the
+    default; ``"after"``: post-dose)."""
 
     end: float
     grid: float
     rtol: float
     atol: float
     max_steps: int
+    outputs_at_dose: str = "before"
 
     @classmethod
     def from_data(cls, sim: Mapping[str, Any]) -> Simulation:
@@ -43,6 +46,7 @@ class Simulation:
             rtol=float(sim["rtol"]),
             atol=float(sim["atol"]),
             max_steps=int(sim["max_steps"]),
+            outputs_at_dose=str(sim.get("outputs_at_dose", "before")),
         )
 
 

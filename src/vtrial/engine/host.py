@@ -46,6 +46,8 @@ def labels(codes: np.ndarray, table: dict[int, str]) -> np.ndarray:
     return lookup[np.asarray(codes, dtype=np.int64)]
 
 
+#: when a grid point at a dose time is taken: before the dose (default) or after it
+OUTPUTS_AT_DOSE = ("before", "after")
 #: columns of the exact PK metrics
 PK_METRICS = ("cmax", "tmax", "auc", "ctrough")
 #: relative gap below which two PK eigenvalues are separated (KA nudged), see pk_modes
@@ -304,6 +306,7 @@ def run_kernel(
     assay: np.ndarray | None = None,
     ledger: bool = False,
     n_obs: int = 0,
+    outputs_at_dose: str = "before",
 ) -> KernelResult:
     """Simulate ``n`` patients through the compiled kernel.
 
@@ -352,6 +355,10 @@ def run_kernel(
     n_obs : int
         Rows of :attr:`KernelResult.obs` per patient: the observation events of
         ``events`` (kind ``OBS``) carry their row (< ``n_obs``) as amount.
+    outputs_at_dose : {"before", "after"}
+        Whether a grid point at the time of a dose (or any event) is taken before the
+        events at that time (mrgsolve's default, vtrial's) or after them (as NONMEM
+        reads an observation record that follows its dose record).
 
     Returns
     -------
@@ -359,6 +366,10 @@ def run_kernel(
     """
     if n < 0:
         raise ValueError(f"n: must be >= 0, got {n}")
+    if outputs_at_dose not in OUTPUTS_AT_DOSE:
+        raise ValueError(
+            f"outputs_at_dose: must be one of {OUTPUTS_AT_DOSE}, got {outputs_at_dose!r}"
+        )
     grid = np.ascontiguousarray(grid, dtype=np.float64)
     if grid.ndim != 1 or grid.size < 2 or np.any(np.diff(grid) <= 0):
         raise ValueError("grid: must be a strictly increasing 1-D array of >= 2 times")
@@ -498,6 +509,7 @@ def run_kernel(
         "mon_out": mon_out,
         "mon_thr": mon_thr,
         "mon_dir": mon_dir,
+        "grid_after": int(outputs_at_dose == "after"),
         "rtol": float(tol.rtol),
         "atol": float(tol.atol),
         "max_steps": int(tol.max_steps),

@@ -91,6 +91,7 @@ def run_population(study: Study, pop: pd.DataFrame, *, threads: int | None = Non
         monitors=monitors(study),
         tolerances=tolerances(study),
         threads=threads,
+        outputs_at_dose=study.simulation.outputs_at_dose,
     )
 
 
