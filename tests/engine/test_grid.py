@@ -62,5 +62,5 @@ def test_outputs_at_dose_is_declared_and_checked() -> None:
     d["simulation"]["outputs_at_dose"] = "after"
     assert study_from_dict(d).simulation.outputs_at_dose == "after"
     d["simulation"]["outputs_at_dose"] = "during"
-    with pytest.raises(ConfigError, match="simulation.outputs_at_dose"):
+    with pytest.raises(ConfigError, match=r"simulation\.outputs_at_dose"):
         study_from_dict(d)
