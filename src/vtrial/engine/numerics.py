@@ -181,24 +181,15 @@ def change_occasion(m, xa, vec_old, vinv_new):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def steady_state(m, lam, vinv, tau, kind, amt, dur, tlag):  # pragma: no cover - compiled
-    """Modal state just before a dose at steady state of a dose repeated every ``tau``.
+    """Modal state just before a dose at steady state of a dose repeated every ``tau``
+    (a regimen's steady-state start: :func:`steady_state_modes` into ``m``).
 
-    The response at ``tau`` to one interval's dose (oral: landing at ``tlag``; bolus;
-    zero-order infusion over ``dur``), summed over the infinite past as a geometric
-    series: ``m_ss = m_one(tau) / (1 - exp(lam tau))``. Returns False if the lag is not
-    shorter than the interval (the series would then need doses after time 0).
+    Returns False if the lag is not shorter than the interval (the series would then
+    need doses after time 0).
     """
     if kind == EV_ORAL and not tlag < tau:
         return False
-    for q in range(m.shape[0]):
-        lq = lam[q]
-        if kind == EV_ORAL:
-            one = amt * vinv[q, 0] * math.exp(lq * (tau - tlag))
-        elif kind == EV_BOLUS:
-            one = amt * vinv[q, 1] * math.exp(lq * tau)
-        else:  # rate amt over dur: m(tau) = amt vinv (e^{l tau} - e^{l (tau - dur)}) / l
-            one = amt * vinv[q, 1] * math.exp(lq * (tau - dur)) * math.expm1(lq * dur) / lq
-        m[q] = one / -math.expm1(lq * tau)
+    steady_state_modes(m, lam, vinv, tau, kind, amt, dur, tlag)
     return True
 
 
@@ -227,8 +218,9 @@ def steady_state_modes(mss, lam, vinv, tau, kind, amt, dur, tlag):  # pragma: no
         elif kind == EV_BOLUS:
             one = amt * vinv[q, 1] * math.exp(lq * tau)
         else:
-            # an infusion started k1 intervals ago ended (k1 tau - dur) ago
-            one = amt * vinv[q, 1] * math.expm1(lq * dur) / lq * math.exp(lq * (k1 * tau - dur))
+            # an infusion started k1 intervals ago ended (k1 tau - dur) ago; rate amt
+            # over dur: m(k1 tau) = amt vinv e^{l (k1 tau - dur)} (e^{l dur} - 1) / l
+            one = amt * vinv[q, 1] * math.exp(lq * (k1 * tau - dur)) * math.expm1(lq * dur) / lq
         s = one / -math.expm1(lq * tau)
         for k in range(1, k1):  # still running: input over k tau so far
             s += amt * vinv[q, 1] * math.expm1(lq * k * tau) / lq
