@@ -201,6 +201,19 @@ def test_template_is_what_codegen_writes() -> None:
     assert fill_interface(text) == text
 
 
+def test_features_are_constants_the_kernel_prunes() -> None:
+    """The shipped template switches every optional feature on (it is a complete
+    kernel, tested as such); a generated kernel gets only what its run uses, so a
+    regimen study compiles none of the dataset-record code."""
+    text = template_source()
+    full = codegen.features_source(records=True, grid_after=True)
+    assert codegen._fill_block(text, "FEATURES", full) == text
+    lean = kernel_source(build_model({"pk": "pk_1cmt"}))
+    assert "RECORDS = False" in lean
+    assert "GRID_AFTER = False" in lean
+    assert "RECORDS = True" in kernel_source(build_model({"pk": "pk_1cmt"}), records=True)
+
+
 def test_template_signature_equals_the_declaration() -> None:
     batch = list(inspect.signature(template.simulate_batch.py_func).parameters)
     assert batch == batch_parameters() == [a.name for a in KERNEL_ARGS]

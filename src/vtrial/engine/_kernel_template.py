@@ -33,7 +33,7 @@ Numerical method (per patient, independent of every other patient):
   and exact stops at every event. ``positive`` states are integrated on the log
   scale. Patients where it fails or detects stiffness are re-solved by Rosenbrock 2(3).
 - Output times at a dose are taken before it (mrgsolve's default), or after the events
-  at their time with ``grid_after`` (``simulation.outputs_at_dose: after``). Observation events
+  at their time with ``GRID_AFTER`` (``simulation.outputs_at_dose: after``). Observation events
   (``EV_OBS``: a dataset's records, :mod:`vtrial.data.records`) are events like doses:
   they act in the order of the patient's event table, so a record after a dose at its
   time sees the dose (NONMEM's record order); the host ends the horizon after the last
@@ -185,6 +185,11 @@ def _decide(a, t, o, wmin, wmax, omin, omax, eps, st, act):  # pragma: no cover 
 
 # --- RULES END ---
 
+# --- FEATURES BEGIN ---
+RECORDS = True  # events of dataset records: observations, resets, steady states
+GRID_AFTER = True  # a grid point at an event time: after its events
+# --- FEATURES END ---
+
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _f(t, z, p, cp, rin, dz):  # pragma: no cover - compiled
@@ -247,7 +252,6 @@ def simulate_batch(
     mon_out,
     mon_thr,
     mon_dir,
-    grid_after,
     rtol,
     atol,
     max_steps,
@@ -403,8 +407,8 @@ def simulate_batch(
             stat = INVALID_INITIAL
         cp_start = cp_at(0.0, m, wv, lam, cm)
         # grid points at the start are taken before any dose at that time (after it with
-        # grid_after: below, once the events at the start are applied)
-        while g < ng and t_grid[g] <= t and stat == OK and grid_after == 0:
+        # GRID_AFTER: below, once the events at the start are applied)
+        while not GRID_AFTER and g < ng and t_grid[g] <= t and stat == OK:
             zs = z if ns > 0 else zg
             record(
                 g,
@@ -509,9 +513,9 @@ def simulate_batch(
                         lam = lam_all[i, occ]
                         cm = cm_all[i, occ]
                         vinv = vinv_all[i, occ]
-                elif kind == EV_OBS:
+                elif RECORDS and kind == EV_OBS:
                     observe(t, z, p, m, wv, lam, cm, obs[i, int(ea[ei])])
-                elif kind in (EV_RESET, EV_SS):
+                elif RECORDS and kind in (EV_RESET, EV_SS):
                     if kind == EV_RESET or ss_ev[a, int(ea[ei]), 4] == 1.0:
                         # NONMEM's EVID 3, and SS=1 before its steady state: initial
                         # states, no infusion
@@ -544,9 +548,9 @@ def simulate_batch(
                 tb = et[ei]
             tseg = t
             cp0 = cp_at(0.0, m, wv, lam, cm)
-            # grid points at t not yet taken (grid_after): after the events at t
+            # grid points at t not yet taken (GRID_AFTER): after the events at t
             g_next = g
-            while g_next < ng and t_grid[g_next] <= t:
+            while GRID_AFTER and g_next < ng and t_grid[g_next] <= t:
                 g_next += 1
             pk_peak_at_event(
                 t,
@@ -572,7 +576,7 @@ def simulate_batch(
                 ode_best, ode_tbest, want_right = ode_peak_at_event(
                     t, z, p, otmp, ode_best, ode_tbest, want_right, lseg, rseg
                 )
-            while g < g_next:  # the value there is cp0, already a candidate above
+            while GRID_AFTER and g < g_next:  # cp0 there, already a candidate above
                 zs = z if ns > 0 else zg
                 record(
                     g,
@@ -672,8 +676,8 @@ def simulate_batch(
                         rseg,
                     )
                 # outputs at grid points inside (t, t1]
-                # a grid point at the next event's time waits for it with grid_after
-                held = grid_after != 0 and last and t1 < t_end
+                # a grid point at the next event's time waits for it with GRID_AFTER
+                held = GRID_AFTER and last and t1 < t_end
                 while g < ng and (t_grid[g] < t1 or (t_grid[g] == t1 and not held)):
                     tg = t_grid[g]
                     if ns > 0:
@@ -729,7 +733,7 @@ def simulate_batch(
         while ei < ne and et[ei] <= t_end and stat == OK:
             if ek[ei] == EV_MARK:
                 ctrough = trough(t_end, z, p, m, wv, lam, cm, otmp)
-            elif ek[ei] == EV_OBS:
+            elif RECORDS and ek[ei] == EV_OBS:
                 observe(t_end, z, p, m, wv, lam, cm, obs[i, int(ea[ei])])
             ei += 1
         if stat != OK:

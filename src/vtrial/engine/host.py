@@ -471,7 +471,12 @@ def run_kernel(
     else:
         adh = jit = np.zeros((n, 0))
     eps = np.zeros((n, 1, 0)) if assay is None else np.ascontiguousarray(assay, dtype=np.float64)
-    kern = load_kernel(model, rules.source if rules is not None else None)
+    kern = load_kernel(
+        model,
+        rules.source if rules is not None else None,
+        records=bool(used & {EventKind.OBS, EventKind.RESET, EventKind.SS}),
+        grid_after=outputs_at_dose == "after",
+    )
     sub_led = led if sub is res else np.ascontiguousarray(led[run])
     sub_dsum = dsum if sub is res else np.ascontiguousarray(dsum[run])
     # by name: kernel_args orders them as simulate_batch declares them and checks each
@@ -509,7 +514,6 @@ def run_kernel(
         "mon_out": mon_out,
         "mon_thr": mon_thr,
         "mon_dir": mon_dir,
-        "grid_after": int(outputs_at_dose == "after"),
         "rtol": float(tol.rtol),
         "atol": float(tol.atol),
         "max_steps": int(tol.max_steps),

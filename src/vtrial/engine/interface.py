@@ -238,7 +238,6 @@ KERNEL_ARGS: tuple[KernelArg, ...] = (
     _a("mon_out", I8, ("n_mon",), "output index of each monitor"),
     _a("mon_thr", F8, ("n_mon",), "threshold of each monitor"),
     _a("mon_dir", I8, ("n_mon",), "-1: first time below, +1: above"),
-    _a("grid_after", I8, (), "1: a grid point at an event time is taken after its events"),
     # integration controls
     _a("rtol", F8, (), "relative tolerance"),
     _a("atol", F8, (), "absolute tolerance"),
