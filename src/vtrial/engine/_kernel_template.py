@@ -8,6 +8,9 @@ blocks between ``--- NAME BEGIN ---``/``--- NAME END ---`` marker comments:
   kernel, used by the tests.
 - ``RULES``: ``_decide``, generated from a study's dose-modification rules
   (:func:`vtrial.protocol.rules.rules_source`); as shipped, no rule ever matches.
+- ``FEATURES``: ``RECORDS`` and ``GRID_AFTER``, constants that switch optional parts
+  on (:func:`vtrial.engine.codegen.features_source`); numba prunes a branch on a False
+  constant before compiling it. As shipped, both are on.
 - ``CODES`` and ``BATCH ARGS``: the integer codes shared with the host and the
   parameter list of :func:`simulate_batch`, written from their single declaration in
   :mod:`vtrial.engine.interface`. They are never edited here: the
