@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -51,6 +53,29 @@ def test_dataset_counts_or_every_problem(
     assert "varying over time: ['WT']" in out
     assert "4.25" not in out  # counts, never records
     assert main(["dataset", str(path), "--column", "DV"]) == 2
+
+
+def test_dataset_simulated_as_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--simulate MODEL --out FILE``: the outputs on every record, with individual
+    parameters by ID; the model's dose compartments are checked (a dose into CMT 3 of a
+    one-compartment model is refused with its row)."""
+    path = tmp_path / "pk.csv"
+    path.write_text("ID,TIME,AMT,CMT,conc\n7,0,100,2,.\n7,10,.,.,0.7\n")
+    pars = tmp_path / "ebe.csv"
+    pars.write_text("ID,CL,V1\n7,5,50\n")
+    out = tmp_path / "ipred.csv"
+    args = ["dataset", str(path), "--column", "DV=conc", "--simulate", "pk_1cmt"]
+    assert main([*args, "--parameters", str(pars), "--out", str(out)]) == 0
+    assert "2 records simulated as recorded with pk_1cmt" in capsys.readouterr().out
+    back = pd.read_csv(out)
+    assert back["CP"].iloc[1] == pytest.approx(2.0 * np.exp(-1.0), rel=1e-12)
+    assert main(args) == 2  # --out is needed
+    path.write_text("ID,TIME,AMT,CMT,conc\n7,0,100,3,.\n7,10,.,.,0.7\n")
+    assert main([*args, "--out", str(out)]) == 1
+    assert (
+        "row 1 (line 2), column CMT: not a compartment the model can dose"
+        in capsys.readouterr().err
+    )
 
 
 def test_unknown_arguments_rejected() -> None:

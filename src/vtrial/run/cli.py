@@ -2,8 +2,10 @@
 
 - ``vtrial validate STUDY``: every problem of a study file at once; exit 1 if any.
 - ``vtrial models``: the built-in model library with references.
-- ``vtrial dataset PATH [--column ITEM=COLUMN ...]``: check a NONMEM-style dataset
-  (:mod:`vtrial.data.dataset`), every problem at once; prints counts and the file's
+- ``vtrial dataset PATH [--column ITEM=COLUMN ...] [--simulate MODEL --out FILE
+  [--parameters CSV] [--interpolation nocb|locf]]``: check a NONMEM-style dataset
+  (:mod:`vtrial.data.dataset`), every problem at once, and optionally simulate every
+  subject as recorded (``vtrial.simulate(model, data=...)``); prints counts and the file's
   SHA-256, never its records; exit 1 if any problem.
 - ``vtrial run STUDY [--cores N] [snakemake args...]``: run the workflow on a study.
 - ``vtrial verify RESULTS_DIR [--recompute [--shards K | --all]]``: check every
@@ -30,10 +32,10 @@ import pandas as pd
 from vtrial.analysis.design import describe_lines
 from vtrial.analysis.success import describe_lines as success_lines
 from vtrial.data.dataset import read_dataset
-from vtrial.errors import ConfigError, DatasetError, VtrialError
+from vtrial.errors import ConfigError, DatasetError, ModelError, VtrialError
 from vtrial.infra.hashing import file_sha256
-from vtrial.model.spec import list_models
-from vtrial.run.io import table_hash
+from vtrial.model.spec import build_model, list_models
+from vtrial.run.io import table_hash, write_text
 from vtrial.study.config import load_study
 
 
@@ -68,9 +70,20 @@ def cmd_dataset(args: argparse.Namespace) -> int:
             )
             return 2
         columns[item] = column
+    if args.simulate and not args.out:
+        print("vtrial: --simulate needs --out FILE (the outputs on every record)", file=sys.stderr)
+        return 2
     try:
         dataset = read_dataset(args.path, columns=columns)
-    except DatasetError as err:
+        if args.simulate:
+            from vtrial.engine.api import simulate  # the engine (numba) only when asked
+
+            model = build_model({"pk": args.simulate}, base_dir=Path.cwd())
+            params = pd.read_csv(args.parameters) if args.parameters else None
+            out = simulate(
+                model, params, data=args.path, columns=columns, interpolation=args.interpolation
+            )
+    except (DatasetError, ModelError) as err:
         print(f"{args.path}: not valid\n{err}", file=sys.stderr)
         return 1
     s = dataset.summary()
@@ -79,6 +92,13 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         f"{s['records']} records, {s['doses']} doses, {s['observations']} observations; "
         f"covariates {s['covariates']} (varying over time: {s['time_varying']})"
     )
+    if args.simulate:
+        write_text(out.to_csv(index=False), args.out)
+        failed = int(out.groupby("ID")["solver_status"].first().ne("ok").sum())
+        print(
+            f"{args.out}: {len(out)} records simulated as recorded with {args.simulate} "
+            f"(outputs {list(model.outputs)}; {failed} subject(s) not solved)"
+        )
     return 0
 
 
@@ -290,6 +310,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="ITEM=COLUMN",
         help="the file's column for a NONMEM item (e.g. DV=conc); repeatable",
     )
+    p.add_argument(
+        "--simulate",
+        metavar="MODEL",
+        help="simulate every subject as recorded with MODEL (library name or model file)",
+    )
+    p.add_argument("--parameters", metavar="CSV", help="individual parameters: ID + columns")
+    p.add_argument("--interpolation", choices=["nocb", "locf"], default="nocb")
+    p.add_argument("--out", metavar="FILE", help="with --simulate: CSV of the outputs")
     p = sub.add_parser("run", help="run the workflow on a study (extra args go to snakemake)")
     p.add_argument("study")
     p.add_argument("--cores", type=int, default=2)
