@@ -72,7 +72,11 @@ def test_events_per_subject_in_record_order() -> None:
 @pytest.mark.parametrize(
     ("change", "where", "message"),
     [
-        ({"RATE": [-2.0, 0.0, 0.0]}, "row 1, column RATE", "modelled rates and durations"),
+        (
+            {"RATE": [-2.0, 0.0, 0.0], "CMT": [2, 0, 0]},
+            "row 1, column RATE",
+            "RATE -2 takes the infusion duration from D2: give D2 > 0",
+        ),
         # the reader's check, given the model's dose compartments
         ({"CMT": [3, 0, 0]}, "row 1, column CMT", "not a compartment the model can dose"),
         ({"RATE": [10.0, 0.0, 0.0]}, "row 1, column RATE", "an infusion into the depot"),

@@ -486,3 +486,53 @@ def test_exposure_metrics_do_not_depend_on_the_convention(pk_models: dict[int, M
     # stored values differ only where a grid point meets a dose and the output jumps
     # there (oral with lag: never), so here they agree too
     assert np.array_equal(res["before"].store, res["after"].store)
+
+
+# ---------------------------------------------------------------------------
+# the central compartment's dose terms: F2, ALAG2, modelled rate (R2) and duration (D2)
+# ---------------------------------------------------------------------------
+def test_central_bioavailability_lag_and_modelled_infusions(
+    pk_models: dict[int, Model], record_error: Record
+) -> None:
+    """NONMEM's F2 scales a central dose (an infusion at a given rate then lasts
+    F2 AMT / RATE), ALAG2 delays it; RATE -1 infuses F2 AMT at R2, RATE -2 over D2.
+    Terms from the parameters table (by ID) and from dataset columns."""
+    disp = cf_disp(2)
+    t = np.array([0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 24.0])
+    cases = [
+        # (dose record, per-ID terms, reference)
+        ({"AMT": 100.0, "RATE": 0.0}, {"F2": 0.6, "ALAG2": 1.5},
+         conc_bolus(t - 1.5, 60.0, **disp)),
+        ({"AMT": 100.0, "RATE": 20.0}, {"F2": 0.5},
+         conc_infusion(t, 50.0, 2.5, **disp)),
+        ({"AMT": 100.0, "RATE": -1.0}, {"R2": 25.0},
+         conc_infusion(t, 100.0, 4.0, **disp)),
+        ({"AMT": 100.0, "RATE": -2.0}, {"D2": 6.0, "F2": 0.8, "ALAG2": 0.5},
+         conc_infusion(t - 0.5, 80.0, 6.0, **disp)),
+    ]  # fmt: skip
+    for k, (dose, terms, ref) in enumerate(cases):
+        rows = [{"ID": 1, "TIME": 0.0, "EVID": 1, "CMT": 2, "DV": np.nan, **dose}]
+        rows += [{"ID": 1, "TIME": x, "EVID": 0, "CMT": 0, "AMT": 0.0, "RATE": 0.0,
+                  "DV": 1.0 + j} for j, x in enumerate(t)]  # fmt: skip
+        data = pd.DataFrame(rows)
+        params = pd.DataFrame([{"ID": 1, **DISPOSITION[2], **terms}])
+        cp = simulate(pk_models[2], params, data=data).loc[lambda o: o["EVID"] == 0, "CP"]
+        err = max_rel_err(cp.to_numpy(), ref)
+        record_error(f"dataset: central F2, ALAG2, R2, D2 (case {k + 1})", err, TOL)
+        assert err <= TOL, (k, dose, terms)
+        # the same terms as dataset columns give the same values
+        cols = simulate(pk_models[2], pd.DataFrame([DISPOSITION[2]]), data=data.assign(**terms))
+        np.testing.assert_array_equal(cols.loc[cols["EVID"] == 0, "CP"].to_numpy(), cp.to_numpy())
+
+
+def test_steady_state_of_a_modelled_duration(
+    pk_models: dict[int, Model], record_error: Record
+) -> None:
+    """SS=1 with RATE -2: the steady state of infusions lasting D2."""
+    disp = cf_disp(2)
+    data = ss_frame([{"TIME": 0.0, "AMT": 100.0, "RATE": -2.0, "SS": 1, "II": TAU}], T_SS)
+    params = pd.DataFrame([{"ID": 1, **DISPOSITION[2], "D2": 2.0}])
+    cp = simulate(pk_models[2], params, data=data).loc[lambda o: o["EVID"] == 0, "CP"]
+    err = max_rel_err(cp.to_numpy(), conc_steady_state_infusion(T_SS, 100.0, TAU, 2.0, **disp))
+    record_error("dataset: SS=1 infusion over D2 (RATE -2)", err, TOL)
+    assert err <= TOL

@@ -39,17 +39,24 @@ shorter than ``II``), infusions (also longer than ``II``: the infusions still ru
 restart at the record's time, with their own ends) and constant infusions (``II`` 0,
 ``AMT`` 0, ``RATE`` > 0: running on until a reset).
 
+The central compartment's dose terms (``central``: NONMEM's ``F2``, ``ALAG2``, ``R2``,
+``D2`` for a PK macro, given per record by the caller) are applied here: ``F`` scales
+the amount (an infusion at a given rate then lasts ``F AMT / RATE``), ``ALAG`` delays
+the dose, ``RATE -1`` infuses at ``R``, ``RATE -2`` over ``D``.
+
 Features the engine does not simulate yet are refused with a problem naming the row,
 the column, the rule and the value (:func:`unsupported_problems`): steady state for a
-model with ODE states, modelled rates and durations (``RATE`` -1 or -2), a dose into a
-compartment that is not a dose route, and an infusion into the depot.
+model with ODE states or with a central lag, a modelled rate or duration without its
+term, a dose into a compartment that is not a dose route, and an infusion into the
+depot.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -189,13 +196,27 @@ class RecordEvents:
 INTERPOLATIONS = ("nocb", "locf")
 
 
-def unsupported_problems(dataset: Dataset, routes: DoseRoutes) -> list[Problem]:
-    """Problems of the records whose features the engine does not simulate (yet)."""
+def unsupported_problems(
+    dataset: Dataset, routes: DoseRoutes, central: Mapping[str, np.ndarray] | None = None
+) -> list[Problem]:
+    """Problems of the records whose features the engine does not simulate (yet), or
+    whose central dose terms (:func:`record_events` ``central``) are missing or out of
+    range."""
     r = dataset.records
+    central = central or {}
     evid = r["EVID"].to_numpy()
     dose = np.isin(evid, (1, 4))
     cmt = np.where(r["CMT"].to_numpy() == 0, routes.default, r["CMT"].to_numpy())
     rate = r["RATE"].to_numpy()
+    c = routes.iv
+    at_iv = dose & (cmt == c)
+    n = len(r)
+
+    def term(key: str, default: float) -> np.ndarray:
+        return np.asarray(central.get(key, np.full(n, default)), dtype=np.float64)
+
+    r_mod, d_mod = term("R", np.nan), term("D", np.nan)
+    f_c, lag_c = term("F", 1.0), term("ALAG", 0.0)
     checks = [
         (
             "SS",
@@ -205,8 +226,30 @@ def unsupported_problems(dataset: Dataset, routes: DoseRoutes) -> list[Problem]:
         ),
         (
             "RATE",
-            dose & np.isin(rate, (-1, -2)),
-            "modelled rates and durations (RATE -1, -2) are not simulated yet",
+            at_iv & (rate == -1) & ~(r_mod > 0),
+            f"RATE -1 takes the infusion rate from R{c}: give R{c} > 0 (a dataset column or "
+            "a column of the parameters table)",
+        ),
+        (
+            "RATE",
+            at_iv & (rate == -2) & ~(d_mod > 0),
+            f"RATE -2 takes the infusion duration from D{c}: give D{c} > 0 (a dataset column "
+            "or a column of the parameters table)",
+        ),
+        (
+            "AMT",
+            at_iv & ~(f_c >= 0),
+            f"the bioavailability F{c} of this dose must be >= 0",
+        ),
+        (
+            "TIME",
+            at_iv & ~(lag_c >= 0),
+            f"the lag ALAG{c} of this dose must be >= 0",
+        ),
+        (
+            "SS",
+            at_iv & (r["SS"].to_numpy() != 0) & (lag_c != 0),
+            f"steady state with a lag ALAG{c} on the central compartment is not simulated yet",
         ),
         (
             "CMT",
@@ -215,7 +258,7 @@ def unsupported_problems(dataset: Dataset, routes: DoseRoutes) -> list[Problem]:
         ),
         (
             "RATE",
-            dose & (rate > 0) & (cmt == routes.oral) & (routes.oral != routes.iv),
+            dose & (rate != 0) & (cmt == routes.oral) & (routes.oral != routes.iv),
             "an infusion into the depot is not simulated; infuse into the central "
             f"compartment ({routes.iv}) or give a bolus",
         ),
@@ -244,6 +287,7 @@ def record_events(
     *,
     varying: Sequence[str] = (),
     interpolation: str = "nocb",
+    central: Mapping[str, np.ndarray] | None = None,
 ) -> RecordEvents:
     """The events of every subject of ``dataset`` (see the module docstring).
 
@@ -261,6 +305,11 @@ def record_events(
         ``"locf"`` (rxode2's) at the record itself, before its own events. A record's
         own observation sees its own values either way, and a change at time ``T`` can
         be written as two records at ``T``.
+    central : mapping of str to ndarray, optional
+        Per record, the central compartment's dose terms (NONMEM's ``F2``, ``ALAG2``,
+        ``R2``, ``D2`` for a PK macro): ``"F"`` (bioavailability, default 1),
+        ``"ALAG"`` (lag, h, default 0), ``"R"`` (the rate of a ``RATE -1`` record) and
+        ``"D"`` (the duration of a ``RATE -2`` record); see :data:`CENTRAL_TERMS`.
 
     Raises
     ------
@@ -276,7 +325,7 @@ def record_events(
     missing = [c for c in varying if c not in r.columns]
     if missing:
         raise ValueError(f"varying: not columns of the dataset: {missing}")
-    problems = unsupported_problems(dataset, routes)
+    problems = unsupported_problems(dataset, routes, central)
     if problems:
         raise DatasetError(problems)
     nrec = len(r)
@@ -290,11 +339,10 @@ def record_events(
     n_rows = int(row[-1]) + 1 if nrec else 0
     row_subject = (np.cumsum(new_subject) - 1)[new_row]
     time = r["TIME"].to_numpy(dtype=np.float64)
-    amt = r["AMT"].to_numpy(dtype=np.float64)
-    rate = r["RATE"].to_numpy(dtype=np.float64)
     ii = r["II"].to_numpy(dtype=np.float64)
     addl = r["ADDL"].to_numpy()
     cmt = np.where(r["CMT"].to_numpy() == 0, routes.default, r["CMT"].to_numpy())
+    amt, rate, shift = _central_doses(r, cmt, routes, central)
     rec = np.arange(nrec, dtype=np.float64)
     first_of_row = np.flatnonzero(new_row)
     # ---- observations: their row among the kernel row's observations
@@ -328,7 +376,7 @@ def record_events(
     copies = addl[d] + 1
     src = np.repeat(d, copies)
     k = np.arange(src.size) - np.repeat(np.cumsum(copies) - copies, copies)
-    dtime = time[src] + k * ii[src]
+    dtime = time[src] + shift[src] + k * ii[src]
     dtie = np.where(k == 0, rec[src], nrec + rec[src])
     infusion = rate[src] > 0
     oral = cmt[src] == routes.oral
@@ -355,11 +403,14 @@ def record_events(
     run_k = np.arange(run_src.size) - np.repeat(np.cumsum(n_run) - n_run, n_run) + 1
     # ---- infusions: (row, start, tie, rate, stop) of the doses and of the running ones
     i_row = np.concatenate([row[src[inf]], row[run_src]])
-    i_start = np.concatenate([dtime[inf], time[run_src]])
+    i_start = np.concatenate([dtime[inf], time[run_src] + shift[run_src]])
     i_tie = np.concatenate([dtie[inf], rec[run_src] - 0.1])
     i_rate = np.concatenate([rate[src[inf]], rate[run_src]])
     i_stop = np.concatenate(
-        [dtime[inf] + duration[src[inf]], time[run_src] + duration[run_src] - run_k * ii[run_src]]
+        [
+            dtime[inf] + duration[src[inf]],
+            time[run_src] + shift[run_src] + duration[run_src] - run_k * ii[run_src],
+        ]
     )
     rs = np.flatnonzero(reset)
     ob = np.flatnonzero(obs)
@@ -410,6 +461,36 @@ def record_events(
         start=start,
         end=end,
     )
+
+
+#: the central compartment's dose terms of :func:`record_events` ``central``, by key:
+#: NONMEM's item prefix (``F2``, ``ALAG2``, ``R2``, ``D2`` for a PK macro's CMT 2)
+CENTRAL_TERMS = ("F", "ALAG", "R", "D")
+
+
+def _central_doses(
+    r: Any, cmt: np.ndarray, routes: DoseRoutes, central: Mapping[str, np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per record: the amount, the rate (> 0 for an infusion, modelled rates resolved)
+    and the time shift (lag) of a dose, with the central compartment's terms applied
+    (NONMEM: ``F`` scales the amount, so an infusion at a given rate lasts
+    ``F AMT / RATE``; ``RATE -1`` infuses ``F AMT`` at ``R``, ``RATE -2`` over ``D``)."""
+    central = central or {}
+    n = len(r)
+    amt = r["AMT"].to_numpy(dtype=np.float64).copy()
+    rate = r["RATE"].to_numpy(dtype=np.float64).copy()
+    shift = np.zeros(n)
+    at_iv = (cmt == routes.iv) & (routes.iv != routes.oral)
+    if "F" in central:
+        amt = np.where(at_iv, amt * central["F"], amt)
+    if "ALAG" in central:
+        shift = np.where(at_iv, central["ALAG"], 0.0)
+    if "R" in central:
+        rate = np.where(rate == -1, central["R"], rate)
+    if "D" in central:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = np.where(rate == -2, amt / central["D"], rate)
+    return amt, rate, shift
 
 
 def _rank_in_group(group: np.ndarray) -> np.ndarray:

@@ -13,7 +13,10 @@ with one row per ``ID`` (empirical Bayes estimates, for instance), from dataset 
 named like model parameters, or from the model's typical values. A column may change
 within a subject: each change starts a new occasion, at which integration stops and
 the parameters change (NONMEM's convention by default, ``interpolation="nocb"``).
-Resets (EVID 3, 4) restart a subject from its initial states.
+Resets (EVID 3, 4) restart a subject from its initial states. The central compartment's
+dose terms follow NONMEM's names for its ``CMT`` (``F2``, ``ALAG2``, ``R2`` for
+``RATE -1``, ``D2`` for ``RATE -2`` with a PK macro), from the same sources
+(:func:`central_terms`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import pandas as pd
 
 from vtrial.data.dataset import Dataset, dataset_from_frame, read_dataset
 from vtrial.data.records import (
+    CENTRAL_TERMS,
     END_MARGIN,
     RecordEvents,
     dose_routes,
@@ -124,6 +128,31 @@ def row_parameters(
         pos = table_rows(parameters, ev.subjects)
         for c in cols:
             out[c] = parameters[c].to_numpy(dtype=np.float64)[pos][ev.row_subject]
+    return out
+
+
+def central_terms(
+    model: Model, dataset: Dataset, parameters: pd.DataFrame | None
+) -> dict[str, np.ndarray]:
+    """Per record, the central compartment's dose terms (:data:`CENTRAL_TERMS
+    <vtrial.data.records.CENTRAL_TERMS>`) under NONMEM's names for its ``CMT`` (``F2``,
+    ``ALAG2``, ``R2``, ``D2`` for a PK macro): from the ``parameters`` table (by ``ID``),
+    else a dataset column (its value on the record), else a model parameter of that
+    name (its typical value); a term found nowhere is left out."""
+    c = dose_routes(model).iv
+    if c is None:
+        return {}
+    r = dataset.records
+    out: dict[str, np.ndarray] = {}
+    for key in CENTRAL_TERMS:
+        name = f"{key}{c}"
+        if parameters is not None and name in parameters.columns:
+            rows = table_rows(parameters, r["ID"].to_numpy())
+            out[key] = parameters[name].to_numpy(dtype=np.float64)[rows]
+        elif name in dataset.covariates:
+            out[key] = r[name].to_numpy(dtype=np.float64)
+        elif name in model.parameters:
+            out[key] = np.full(len(r), model.parameters[name].value)
     return out
 
 
@@ -228,7 +257,8 @@ def simulate_records(
     # every problem before anything is simulated, not chunk by chunk
     if parameters is not None:
         table_rows(parameters, dataset.subjects)
-    problems = unsupported_problems(dataset, routes)
+    central = central_terms(model, dataset, parameters)
+    problems = unsupported_problems(dataset, routes, central)
     problems += lag_problems(model, dataset, by_column, parameters)
     if problems:
         raise DatasetError(problems)
@@ -248,7 +278,13 @@ def simulate_records(
     bounds = np.r_[first[::chunk_size], len(r)]
     for a, b in itertools.pairwise(bounds):
         part = dataclasses.replace(dataset, records=r.iloc[a:b])
-        ev = record_events(part, routes, varying=by_column, interpolation=interpolation)
+        ev = record_events(
+            part,
+            routes,
+            varying=by_column,
+            interpolation=interpolation,
+            central={k: v[a:b] for k, v in central.items()},
+        )
         n = ev.row_subject.size
         params = row_parameters(model, part, ev, by_column, parameters)
         res: KernelResult = run_kernel(
