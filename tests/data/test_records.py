@@ -32,6 +32,21 @@ def test_dose_routes_number_compartments_as_the_model() -> None:
     assert ode.names == {1: "DEPOT", 2: "CENT"}
 
 
+def test_boluses_go_into_any_compartment_but_log_scale_states() -> None:
+    """PK macro compartments and ODE states take boluses; states integrated on the log
+    scale (Friberg's, all positive) do not, and a dose there is refused by the reader."""
+    model = build_model(
+        {"pk": "pk_2cmt", "components": {"anc": {"model": "friberg", "links": {"DRUG": "CP"}}}}
+    )
+    routes = dose_routes(model)
+    assert routes.names[4] == "PROL"
+    assert routes.bolus == (1, 2, 3)
+    data = frame(ID=[1, 1], TIME=[0.0, 1.0], EVID=[1, 0], AMT=[10.0, 0.0], CMT=[4, 0],
+                 DV=[np.nan, 1.0])  # fmt: skip
+    with pytest.raises(DatasetError, match="column CMT: not a compartment the model can dose"):
+        simulate(model, data=data)
+
+
 def test_events_per_subject_in_record_order() -> None:
     data = frame(
         ID=[5, 5, 5, 5, 2, 2],
@@ -78,8 +93,12 @@ def test_events_per_subject_in_record_order() -> None:
             "RATE -2 takes the infusion duration from D2: give D2 > 0",
         ),
         # the reader's check, given the model's dose compartments
-        ({"CMT": [3, 0, 0]}, "row 1, column CMT", "not a compartment the model can dose"),
-        ({"RATE": [10.0, 0.0, 0.0]}, "row 1, column RATE", "an infusion into the depot"),
+        ({"CMT": [5, 0, 0]}, "row 1, column CMT", "not a compartment the model can dose"),
+        (
+            {"RATE": [10.0, 0.0, 0.0]},
+            "row 1, column RATE",
+            "an infusion into this compartment is not simulated",
+        ),
     ],
 )
 def test_unsupported_features_are_refused_naming_the_record(

@@ -120,9 +120,9 @@ def test_event_tables_use_the_declared_kinds() -> None:
     )
     table = dosing.event_table([phases], occasions=[[24.0]], decisions=[[0.0]])
     kinds = set(table.kind[0, : table.n[0]].tolist())
-    # every kind but OBS, RESET and SS, which only dataset records make
+    # every kind but OBS, RESET, SS and INTO, which only dataset records make
     # (tests/data/test_records.py)
-    record_only = {EventKind.OBS, EventKind.RESET, EventKind.SS}
+    record_only = {EventKind.OBS, EventKind.RESET, EventKind.SS, EventKind.INTO}
     assert kinds == {int(k) for k in EventKind if k not in record_only}
     events = dosing.arm_events(phases)
     assert all(type(e[1]) is int for e in events)  # plain ints leave the protocol layer

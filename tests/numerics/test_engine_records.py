@@ -536,3 +536,27 @@ def test_steady_state_of_a_modelled_duration(
     err = max_rel_err(cp.to_numpy(), conc_steady_state_infusion(T_SS, 100.0, TAU, 2.0, **disp))
     record_error("dataset: SS=1 infusion over D2 (RATE -2)", err, TOL)
     assert err <= TOL
+
+
+@pytest.mark.parametrize("name", ["pk_2cmt", "pk_mm_2cmt"])
+def test_bolus_into_the_peripheral_compartment(name: str, record_error: Record) -> None:
+    """CMT 3 (the peripheral compartment of the PK macro, the PERI state of the ODE
+    model): a bolus there, with F3, against the matrix exponential of the
+    two-compartment system started from that amount."""
+    from scipy.linalg import expm
+
+    model = build_model({"pk": name})
+    p = {**DISPOSITION[2], **({"VMAX": 0.0} if name == "pk_mm_2cmt" else {})}
+    t = np.array([0.5, 1.0, 3.0, 8.0, 24.0])
+    data = pd.DataFrame(
+        {"ID": 1, "TIME": [0.0, *t], "EVID": [1, 0, 0, 0, 0, 0], "CMT": [3, 0, 0, 0, 0, 0],
+         "AMT": [100.0, 0, 0, 0, 0, 0], "DV": [np.nan, 1.0, 2.0, 3.0, 4.0, 5.0]}
+    )  # fmt: skip
+    tol = Tolerances(rtol=1e-10, atol=1e-12)
+    out = simulate(model, pd.DataFrame([{**p, "F3": 0.5, "ID": 1}]), data=data, tolerances=tol)
+    cl, v1, q, v2 = p["CL"], p["V1"], p["Q2"], p["V2"]
+    a = np.array([[-(cl + q) / v1, q / v2], [q / v1, -q / v2]])
+    ref = np.array([(expm(a * x) @ np.array([0.0, 50.0]))[0] / v1 for x in t])
+    err = max_rel_err(out.loc[out["EVID"] == 0, "CP"].to_numpy(), ref)
+    record_error(f"dataset: bolus into the peripheral compartment ({name})", err, TOL)
+    assert err <= TOL

@@ -26,9 +26,12 @@ bounds its memory by simulating a chunk of subjects at a time:
 Compartment numbers (``CMT``) are the model's own (:class:`DoseRoutes`): a PK macro
 numbers its depot 1, the central compartment 2 and the peripherals 3 and 4 (as
 NONMEM's ADVAN2/ADVAN4/ADVAN12); an ODE model numbers its states from 1 in the model's
-order. Doses go into the depot (bioavailability ``F`` and lag ``TLAG`` apply) or the
-central compartment (boluses and infusions); ``CMT`` 0 is the model's default dose
-compartment, the depot when it has one.
+order (after the PK macro's compartments when it has both). A bolus goes into any
+compartment (the depot with the model's bioavailability ``F`` and lag ``TLAG``; a
+peripheral compartment or an ODE state, unless it is integrated on the log scale, as
+an :attr:`~vtrial.protocol.codes.EventKind.INTO` event); an infusion into the central
+compartment; ``CMT`` 0 is the model's default dose compartment, the depot when it has
+one.
 
 A dose record with ``SS`` 1 (reset, then steady state) or ``SS`` 2 (steady state added
 to the current state) is preceded by an :attr:`~vtrial.protocol.codes.EventKind.SS`
@@ -39,16 +42,16 @@ shorter than ``II``), infusions (also longer than ``II``: the infusions still ru
 restart at the record's time, with their own ends) and constant infusions (``II`` 0,
 ``AMT`` 0, ``RATE`` > 0: running on until a reset).
 
-The central compartment's dose terms (``central``: NONMEM's ``F2``, ``ALAG2``, ``R2``,
-``D2`` for a PK macro, given per record by the caller) are applied here: ``F`` scales
-the amount (an infusion at a given rate then lasts ``F AMT / RATE``), ``ALAG`` delays
-the dose, ``RATE -1`` infuses at ``R``, ``RATE -2`` over ``D``.
+The dose terms of a compartment other than the depot (``terms``: NONMEM's ``F2``,
+``ALAG2``, ``R2``, ``D2`` for ``CMT`` 2, given per record by the caller) are applied
+here: ``F`` scales the amount (an infusion at a given rate then lasts ``F AMT /
+RATE``), ``ALAG`` delays the dose, ``RATE -1`` infuses at ``R``, ``RATE -2`` over ``D``.
 
 Features the engine does not simulate yet are refused with a problem naming the row,
 the column, the rule and the value (:func:`unsupported_problems`): steady state for a
-model with ODE states or with a central lag, a modelled rate or duration without its
-term, a dose into a compartment that is not a dose route, and an infusion into the
-depot.
+model with ODE states, into a peripheral compartment or with a lag on a non-depot
+dose, a modelled rate or duration without its term, an infusion into any compartment
+but the central one, and a bolus into a log-scale state.
 """
 
 from __future__ import annotations
@@ -88,12 +91,16 @@ class DoseRoutes:
     steady_state : bool
         Whether the engine computes a steady state (``SS`` 1, 2) for the model: a
         linear PK macro without ODE states (its steady state is closed-form).
+    bolus : tuple of int
+        Every ``CMT`` a bolus may go into: the PK macro's compartments and the ODE
+        states not integrated on the log scale.
     """
 
     oral: int | None
     iv: int | None
     names: dict[int, str]
     steady_state: bool = False
+    bolus: tuple[int, ...] = ()
 
     @property
     def default(self) -> int:
@@ -103,7 +110,7 @@ class DoseRoutes:
     @property
     def compartments(self) -> tuple[int, ...]:
         """The ``CMT`` numbers that take doses."""
-        return tuple(c for c in (self.oral, self.iv) if c is not None)
+        return tuple(sorted({*self.bolus, *(c for c in (self.oral, self.iv) if c is not None)}))
 
     def describe(self) -> str:
         """``1 (depot, oral), 2 (central, iv)``: the dose compartments, for messages."""
@@ -133,14 +140,17 @@ def dose_routes(model: Model) -> DoseRoutes:
         first_state = 1
     states = list(model.states)
     names.update({first_state + j: s for j, s in enumerate(states)})
+    bolus = tuple(
+        c for c, name in names.items() if c < first_state or not model.states[name].positive
+    )
     if ncmt is not None:
-        return DoseRoutes(oral=1, iv=2, names=names, steady_state=not states)
+        return DoseRoutes(oral=1, iv=2, names=names, steady_state=not states, bolus=bolus)
 
     def cmt(route: str) -> int | None:
         state = model.dosing.get(route)
         return None if state is None else first_state + states.index(state)
 
-    return DoseRoutes(oral=cmt("oral"), iv=cmt("iv"), names=names)
+    return DoseRoutes(oral=cmt("oral"), iv=cmt("iv"), names=names, bolus=bolus)
 
 
 @dataclass(frozen=True)
@@ -197,72 +207,72 @@ INTERPOLATIONS = ("nocb", "locf")
 
 
 def unsupported_problems(
-    dataset: Dataset, routes: DoseRoutes, central: Mapping[str, np.ndarray] | None = None
+    dataset: Dataset, routes: DoseRoutes, terms: Mapping[str, np.ndarray] | None = None
 ) -> list[Problem]:
     """Problems of the records whose features the engine does not simulate (yet), or
-    whose central dose terms (:func:`record_events` ``central``) are missing or out of
-    range."""
+    whose dose terms (:func:`record_events` ``terms``) are missing or out of range."""
     r = dataset.records
-    central = central or {}
+    terms = terms or {}
     evid = r["EVID"].to_numpy()
     dose = np.isin(evid, (1, 4))
     cmt = np.where(r["CMT"].to_numpy() == 0, routes.default, r["CMT"].to_numpy())
     rate = r["RATE"].to_numpy()
-    c = routes.iv
-    at_iv = dose & (cmt == c)
+    ss = r["SS"].to_numpy()
     n = len(r)
+    not_depot = dose & (cmt != routes.oral)
 
     def term(key: str, default: float) -> np.ndarray:
-        return np.asarray(central.get(key, np.full(n, default)), dtype=np.float64)
+        return np.asarray(terms.get(key, np.full(n, default)), dtype=np.float64)
 
     r_mod, d_mod = term("R", np.nan), term("D", np.nan)
     f_c, lag_c = term("F", 1.0), term("ALAG", 0.0)
-    checks = [
+    checks: list[tuple[str, np.ndarray, str]] = [
         (
             "SS",
-            dose & (r["SS"].to_numpy() != 0) & (not routes.steady_state),
+            dose & (ss != 0) & (not routes.steady_state),
             "steady state (SS 1, 2) is simulated for linear PK macro models without ODE "
             "states only (closed form); this model has ODE states",
         ),
         (
-            "RATE",
-            at_iv & (rate == -1) & ~(r_mod > 0),
-            f"RATE -1 takes the infusion rate from R{c}: give R{c} > 0 (a dataset column or "
-            "a column of the parameters table)",
-        ),
-        (
-            "RATE",
-            at_iv & (rate == -2) & ~(d_mod > 0),
-            f"RATE -2 takes the infusion duration from D{c}: give D{c} > 0 (a dataset column "
-            "or a column of the parameters table)",
-        ),
-        (
-            "AMT",
-            at_iv & ~(f_c >= 0),
-            f"the bioavailability F{c} of this dose must be >= 0",
-        ),
-        (
-            "TIME",
-            at_iv & ~(lag_c >= 0),
-            f"the lag ALAG{c} of this dose must be >= 0",
-        ),
-        (
             "SS",
-            at_iv & (r["SS"].to_numpy() != 0) & (lag_c != 0),
-            f"steady state with a lag ALAG{c} on the central compartment is not simulated yet",
+            dose & (ss != 0) & ~np.isin(cmt, [c for c in (routes.oral, routes.iv) if c]),
+            "steady state is simulated for doses into the depot or the central compartment only",
+        ),
+        (
+            "RATE",
+            dose & (rate != 0) & (cmt != routes.iv),
+            f"an infusion into this compartment is not simulated; infuse into the central "
+            f"compartment ({routes.iv}) or give a bolus",
         ),
         (
             "CMT",
             dose & ~np.isin(cmt, routes.compartments),
             f"not a dose compartment of the model: {routes.describe()}",
         ),
-        (
-            "RATE",
-            dose & (rate != 0) & (cmt == routes.oral) & (routes.oral != routes.iv),
-            "an infusion into the depot is not simulated; infuse into the central "
-            f"compartment ({routes.iv}) or give a bolus",
-        ),
     ]
+    for c in np.unique(cmt[not_depot]):
+        at = not_depot & (cmt == c)
+        checks += [
+            (
+                "RATE",
+                at & (rate == -1) & ~(r_mod > 0),
+                f"RATE -1 takes the infusion rate from R{c}: give R{c} > 0 (a dataset column "
+                "or a column of the parameters table)",
+            ),
+            (
+                "RATE",
+                at & (rate == -2) & ~(d_mod > 0),
+                f"RATE -2 takes the infusion duration from D{c}: give D{c} > 0 (a dataset "
+                "column or a column of the parameters table)",
+            ),
+            ("AMT", at & ~(f_c >= 0), f"the bioavailability F{c} of this dose must be >= 0"),
+            ("TIME", at & ~(lag_c >= 0), f"the lag ALAG{c} of this dose must be >= 0"),
+            (
+                "SS",
+                at & (ss != 0) & (lag_c != 0),
+                f"steady state with a lag ALAG{c} is not simulated yet",
+            ),
+        ]
     out: list[Problem] = []
     for item, mask, rule in checks:
         column = dataset.columns.get(item, item)
@@ -287,7 +297,7 @@ def record_events(
     *,
     varying: Sequence[str] = (),
     interpolation: str = "nocb",
-    central: Mapping[str, np.ndarray] | None = None,
+    terms: Mapping[str, np.ndarray] | None = None,
 ) -> RecordEvents:
     """The events of every subject of ``dataset`` (see the module docstring).
 
@@ -305,11 +315,13 @@ def record_events(
         ``"locf"`` (rxode2's) at the record itself, before its own events. A record's
         own observation sees its own values either way, and a change at time ``T`` can
         be written as two records at ``T``.
-    central : mapping of str to ndarray, optional
-        Per record, the central compartment's dose terms (NONMEM's ``F2``, ``ALAG2``,
-        ``R2``, ``D2`` for a PK macro): ``"F"`` (bioavailability, default 1),
-        ``"ALAG"`` (lag, h, default 0), ``"R"`` (the rate of a ``RATE -1`` record) and
-        ``"D"`` (the duration of a ``RATE -2`` record); see :data:`CENTRAL_TERMS`.
+    terms : mapping of str to ndarray, optional
+        Per record, the dose terms of its compartment (NONMEM's ``F2``, ``ALAG2``,
+        ``R2``, ``D2`` for a dose into ``CMT`` 2), for doses not into the depot (whose
+        bioavailability and lag are the model's ``F`` and ``TLAG``): ``"F"``
+        (default 1), ``"ALAG"`` (h, default 0), ``"R"`` (the rate of a ``RATE -1``
+        record) and ``"D"`` (the duration of a ``RATE -2`` record); see
+        :data:`DOSE_TERMS`.
 
     Raises
     ------
@@ -325,7 +337,7 @@ def record_events(
     missing = [c for c in varying if c not in r.columns]
     if missing:
         raise ValueError(f"varying: not columns of the dataset: {missing}")
-    problems = unsupported_problems(dataset, routes, central)
+    problems = unsupported_problems(dataset, routes, terms)
     if problems:
         raise DatasetError(problems)
     nrec = len(r)
@@ -342,7 +354,7 @@ def record_events(
     ii = r["II"].to_numpy(dtype=np.float64)
     addl = r["ADDL"].to_numpy()
     cmt = np.where(r["CMT"].to_numpy() == 0, routes.default, r["CMT"].to_numpy())
-    amt, rate, shift = _central_doses(r, cmt, routes, central)
+    amt, rate, shift = _dose_terms(r, cmt, routes, terms)
     rec = np.arange(nrec, dtype=np.float64)
     first_of_row = np.flatnonzero(new_row)
     # ---- observations: their row among the kernel row's observations
@@ -379,9 +391,13 @@ def record_events(
     dtime = time[src] + shift[src] + k * ii[src]
     dtie = np.where(k == 0, rec[src], nrec + rec[src])
     infusion = rate[src] > 0
-    oral = cmt[src] == routes.oral
     bol = np.flatnonzero(~infusion)
-    bkind = np.where(oral[bol], EventKind.ORAL, EventKind.BOLUS)
+    b_cmt = cmt[src[bol]]
+    bkind = np.where(
+        b_cmt == routes.oral,
+        EventKind.ORAL,
+        np.where(b_cmt == routes.iv, EventKind.BOLUS, EventKind.INTO),
+    )
     inf = np.flatnonzero(infusion)
     duration = np.divide(amt, rate, out=np.zeros(nrec), where=rate > 0)
     # ---- steady state (SS 1, 2): the pattern's state before its dose, in ss_events;
@@ -433,6 +449,9 @@ def record_events(
         [np.broadcast_to(np.asarray(b[3], dtype=np.int64), b[0].shape) for b in blocks]
     )
     e_amt = np.concatenate([b[4] for b in blocks])
+    # the 0-based compartment of a bolus (kind INTO reads it), 0 for the other events
+    e_cmt = np.zeros(e_row.size, dtype=np.int64)
+    e_cmt[ob.size : ob.size + bol.size] = b_cmt - 1
     n_ev = e_row.size
     stop_of = np.full(n_ev, -1)  # event -> its infusion stop's event
     first_start = ob.size + bol.size
@@ -446,7 +465,9 @@ def record_events(
     col[order] = np.arange(n_ev) - first[e_row[order]]
     width = max(1, int(counts.max()) if n_rows else 1)
     table = _padded(n_rows, width, n_occ, e_row, col, e_time, e_amt, e_kind, stop_of, counts)
-    table = dataclasses.replace(table, ss_events=ss_events)
+    cmt_table = np.zeros((n_rows, width), dtype=np.int64)
+    cmt_table[e_row, col] = e_cmt
+    table = dataclasses.replace(table, ss_events=ss_events, cmt=cmt_table)
     start = min(0.0, float(time.min())) if nrec else 0.0
     end = (float(time.max()) if nrec else 0.0) + END_MARGIN
     return RecordEvents(
@@ -463,33 +484,34 @@ def record_events(
     )
 
 
-#: the central compartment's dose terms of :func:`record_events` ``central``, by key:
-#: NONMEM's item prefix (``F2``, ``ALAG2``, ``R2``, ``D2`` for a PK macro's CMT 2)
-CENTRAL_TERMS = ("F", "ALAG", "R", "D")
+#: the dose terms of :func:`record_events` ``terms``, by key: NONMEM's item prefix,
+#: followed by the dose's ``CMT`` in NONMEM (``F2``, ``ALAG2``, ``R2``, ``D2``)
+DOSE_TERMS = ("F", "ALAG", "R", "D")
 
 
-def _central_doses(
-    r: Any, cmt: np.ndarray, routes: DoseRoutes, central: Mapping[str, np.ndarray] | None
+def _dose_terms(
+    r: Any, cmt: np.ndarray, routes: DoseRoutes, terms: Mapping[str, np.ndarray] | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per record: the amount, the rate (> 0 for an infusion, modelled rates resolved)
-    and the time shift (lag) of a dose, with the central compartment's terms applied
-    (NONMEM: ``F`` scales the amount, so an infusion at a given rate lasts
-    ``F AMT / RATE``; ``RATE -1`` infuses ``F AMT`` at ``R``, ``RATE -2`` over ``D``)."""
-    central = central or {}
+    and the time shift (lag) of a dose, with its compartment's terms applied (NONMEM:
+    ``F`` scales the amount, so an infusion at a given rate lasts ``F AMT / RATE``;
+    ``RATE -1`` infuses ``F AMT`` at ``R``, ``RATE -2`` over ``D``); doses into the
+    depot take the model's ``F`` and ``TLAG`` in the kernel instead."""
+    terms = terms or {}
     n = len(r)
     amt = r["AMT"].to_numpy(dtype=np.float64).copy()
     rate = r["RATE"].to_numpy(dtype=np.float64).copy()
     shift = np.zeros(n)
-    at_iv = (cmt == routes.iv) & (routes.iv != routes.oral)
-    if "F" in central:
-        amt = np.where(at_iv, amt * central["F"], amt)
-    if "ALAG" in central:
-        shift = np.where(at_iv, central["ALAG"], 0.0)
-    if "R" in central:
-        rate = np.where(rate == -1, central["R"], rate)
-    if "D" in central:
+    not_depot = cmt != routes.oral
+    if "F" in terms:
+        amt = np.where(not_depot, amt * terms["F"], amt)
+    if "ALAG" in terms:
+        shift = np.where(not_depot, terms["ALAG"], 0.0)
+    if "R" in terms:
+        rate = np.where(rate == -1, terms["R"], rate)
+    if "D" in terms:
         with np.errstate(divide="ignore", invalid="ignore"):
-            rate = np.where(rate == -2, amt / central["D"], rate)
+            rate = np.where(rate == -2, amt / terms["D"], rate)
     return amt, rate, shift
 
 

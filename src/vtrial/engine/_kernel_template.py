@@ -119,6 +119,7 @@ EV_DECIDE = 5  # no dose: dose-modification rules are evaluated
 EV_OBS = 6  # no dose: a record whose outputs are kept (amount: its row in obs)
 EV_RESET = 7  # no dose: every state back to its initial value, infusions stopped
 EV_SS = 8  # steady state of a dose pattern (amount: its row in ss_ev), before its dose
+EV_INTO = 9  # bolus into the compartment ev_cmt (PK modes, then ODE states)
 # rule actions (vtrial.protocol.codes.Action)
 ACT_NONE = 0  # no rule matched: give as planned
 ACT_HOLD = 1  # delay this and every later event by the rule's recheck (h)
@@ -242,6 +243,7 @@ def simulate_batch(
     ev_slot,
     ev_pair,
     ss_ev,
+    ev_cmt,
     levels,
     start_level,
     rule_par,
@@ -516,6 +518,13 @@ def simulate_batch(
                         lam = lam_all[i, occ]
                         cm = cm_all[i, occ]
                         vinv = vinv_all[i, occ]
+                elif RECORDS and kind == EV_INTO:  # a bolus into any compartment
+                    j = ev_cmt[a, eo[ei]]
+                    if j < nm:
+                        for q in range(nm):
+                            m[q] += ea[ei] * vinv[q, j]
+                    else:
+                        z[j - nm] += ea[ei]
                 elif RECORDS and kind == EV_OBS:
                     observe(t, z, p, m, wv, lam, cm, obs[i, int(ea[ei])])
                 elif RECORDS and kind in (EV_RESET, EV_SS):

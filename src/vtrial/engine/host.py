@@ -392,6 +392,7 @@ def run_kernel(
         )
     na = events.n.size
     ss_ev = events.ss_events if events.ss_events is not None else np.zeros((na, 1, 5))
+    ev_cmt = events.cmt if events.cmt is not None else np.zeros_like(events.kind)
     rows = events.amount[valid & (events.kind == EventKind.OBS)]
     if rows.size and not (
         np.all(rows == np.floor(rows)) and rows.min() >= 0 and rows.max() < n_obs
@@ -474,7 +475,7 @@ def run_kernel(
     kern = load_kernel(
         model,
         rules.source if rules is not None else None,
-        records=bool(used & {EventKind.OBS, EventKind.RESET, EventKind.SS}),
+        records=bool(used & {EventKind.OBS, EventKind.RESET, EventKind.SS, EventKind.INTO}),
         grid_after=outputs_at_dose == "after",
     )
     sub_led = led if sub is res else np.ascontiguousarray(led[run])
@@ -501,6 +502,7 @@ def run_kernel(
         "ev_slot": np.ascontiguousarray(events.slot, dtype=np.int64),
         "ev_pair": np.ascontiguousarray(events.pair, dtype=np.int64),
         "ss_ev": np.ascontiguousarray(ss_ev, dtype=np.float64),
+        "ev_cmt": np.ascontiguousarray(ev_cmt, dtype=np.int64),
         "levels": np.ascontiguousarray(levels, dtype=np.float64),
         "start_level": np.ascontiguousarray(start_level, dtype=np.int64),
         "rule_par": np.ascontiguousarray(rule_par, dtype=np.float64),

@@ -49,6 +49,7 @@ EV_DECIDE = 5  # no dose: dose-modification rules are evaluated
 EV_OBS = 6  # no dose: a record whose outputs are kept (amount: its row in obs)
 EV_RESET = 7  # no dose: every state back to its initial value, infusions stopped
 EV_SS = 8  # steady state of a dose pattern (amount: its row in ss_ev), before its dose
+EV_INTO = 9  # bolus into the compartment ev_cmt (PK modes, then ODE states)
 # rule actions (vtrial.protocol.codes.Action)
 ACT_NONE = 0  # no rule matched: give as planned
 ACT_HOLD = 1  # delay this and every later event by the rule's recheck (h)

@@ -13,10 +13,10 @@ with one row per ``ID`` (empirical Bayes estimates, for instance), from dataset 
 named like model parameters, or from the model's typical values. A column may change
 within a subject: each change starts a new occasion, at which integration stops and
 the parameters change (NONMEM's convention by default, ``interpolation="nocb"``).
-Resets (EVID 3, 4) restart a subject from its initial states. The central compartment's
-dose terms follow NONMEM's names for its ``CMT`` (``F2``, ``ALAG2``, ``R2`` for
-``RATE -1``, ``D2`` for ``RATE -2`` with a PK macro), from the same sources
-(:func:`central_terms`).
+Resets (EVID 3, 4) restart a subject from its initial states. A dose into any
+compartment but the depot takes the dose terms NONMEM names after its ``CMT`` (``F2``,
+``ALAG2``, ``R2`` for ``RATE -1``, ``D2`` for ``RATE -2`` for a dose into ``CMT`` 2),
+from the same sources (:func:`dose_terms`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import pandas as pd
 
 from vtrial.data.dataset import Dataset, dataset_from_frame, read_dataset
 from vtrial.data.records import (
-    CENTRAL_TERMS,
+    DOSE_TERMS,
     END_MARGIN,
     RecordEvents,
     dose_routes,
@@ -131,28 +131,37 @@ def row_parameters(
     return out
 
 
-def central_terms(
+def dose_terms(
     model: Model, dataset: Dataset, parameters: pd.DataFrame | None
 ) -> dict[str, np.ndarray]:
-    """Per record, the central compartment's dose terms (:data:`CENTRAL_TERMS
-    <vtrial.data.records.CENTRAL_TERMS>`) under NONMEM's names for its ``CMT`` (``F2``,
-    ``ALAG2``, ``R2``, ``D2`` for a PK macro): from the ``parameters`` table (by ``ID``),
-    else a dataset column (its value on the record), else a model parameter of that
-    name (its typical value); a term found nowhere is left out."""
-    c = dose_routes(model).iv
-    if c is None:
-        return {}
+    """Per record, the dose terms of its compartment (:data:`DOSE_TERMS
+    <vtrial.data.records.DOSE_TERMS>`) under NONMEM's names (``F2``, ``ALAG2``, ``R2``,
+    ``D2`` for a dose into ``CMT`` 2): from the ``parameters`` table (by ``ID``), else a
+    dataset column (its value on the record), else a model parameter of that name (its
+    typical value); records whose term is found nowhere get the default (``F`` 1,
+    ``ALAG`` 0, ``R`` and ``D`` none)."""
+    routes = dose_routes(model)
     r = dataset.records
+    cmt = np.where(r["CMT"].to_numpy() == 0, routes.default, r["CMT"].to_numpy())
+    defaults = {"F": 1.0, "ALAG": 0.0, "R": np.nan, "D": np.nan}
+    rows = None
     out: dict[str, np.ndarray] = {}
-    for key in CENTRAL_TERMS:
-        name = f"{key}{c}"
-        if parameters is not None and name in parameters.columns:
-            rows = table_rows(parameters, r["ID"].to_numpy())
-            out[key] = parameters[name].to_numpy(dtype=np.float64)[rows]
-        elif name in dataset.covariates:
-            out[key] = r[name].to_numpy(dtype=np.float64)
-        elif name in model.parameters:
-            out[key] = np.full(len(r), model.parameters[name].value)
+    for c in np.unique(cmt[cmt != routes.oral]):
+        at = cmt == c
+        for key in DOSE_TERMS:
+            name = f"{key}{c}"
+            if parameters is not None and name in parameters.columns:
+                if rows is None:
+                    rows = table_rows(parameters, r["ID"].to_numpy())
+                values = parameters[name].to_numpy(dtype=np.float64)[rows]
+            elif name in dataset.covariates:
+                values = r[name].to_numpy(dtype=np.float64)
+            elif name in model.parameters:
+                values = np.full(len(r), model.parameters[name].value)
+            else:
+                continue
+            term = out.setdefault(key, np.full(len(r), defaults[key]))
+            term[at] = values[at]
     return out
 
 
@@ -257,8 +266,8 @@ def simulate_records(
     # every problem before anything is simulated, not chunk by chunk
     if parameters is not None:
         table_rows(parameters, dataset.subjects)
-    central = central_terms(model, dataset, parameters)
-    problems = unsupported_problems(dataset, routes, central)
+    terms = dose_terms(model, dataset, parameters)
+    problems = unsupported_problems(dataset, routes, terms)
     problems += lag_problems(model, dataset, by_column, parameters)
     if problems:
         raise DatasetError(problems)
@@ -283,7 +292,7 @@ def simulate_records(
             routes,
             varying=by_column,
             interpolation=interpolation,
-            central={k: v[a:b] for k, v in central.items()},
+            terms={k: v[a:b] for k, v in terms.items()},
         )
         n = ev.row_subject.size
         params = row_parameters(model, part, ev, by_column, parameters)

@@ -25,6 +25,7 @@ class EventKind(IntEnum):
     OBS = 6
     RESET = 7
     SS = 8
+    INTO = 9
 
 
 #: one-line meaning of each event kind (the kernel's comments)
@@ -38,6 +39,7 @@ EVENT_NOTES: dict[EventKind, str] = {
     EventKind.OBS: "no dose: a record whose outputs are kept (amount: its row in obs)",
     EventKind.RESET: "no dose: every state back to its initial value, infusions stopped",
     EventKind.SS: "steady state of a dose pattern (amount: its row in ss_ev), before its dose",
+    EventKind.INTO: "bolus into the compartment ev_cmt (PK modes, then ODE states)",
 }
 
 

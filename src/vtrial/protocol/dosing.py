@@ -171,6 +171,10 @@ class EventTable:
         infusion start, the column of its rate decrease (-1 otherwise).
     n_slots : int
         Most administrations of any arm (rows of the per-patient dose ledger).
+    cmt : ndarray of int64, shape (n_arms, n_events), optional
+        For a bolus into a given compartment (kind ``INTO``, a dataset's record): the
+        compartment, 0-based over the PK macro's compartments (depot, central,
+        peripherals) then the ODE states. None for regimens.
     ss_events : ndarray, shape (n_arms, n_ss, 5), optional
         Steady-state events of a dataset's records (kind ``SS``, whose amount is a row
         here): interval (h; 0 for a constant infusion), dose kind, amount (mg, or mg/h
@@ -190,6 +194,7 @@ class EventTable:
     pair: np.ndarray
     n_slots: int
     ss_events: np.ndarray | None = None
+    cmt: np.ndarray | None = None
 
 
 def occasion_starts(phases: Sequence[Phase], occasions: Any) -> list[float]:
