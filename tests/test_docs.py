@@ -31,6 +31,7 @@ import pytest
         "vtrial.protocol.rules",
         "vtrial.engine.grid",
         "vtrial.data.dataset",
+        "vtrial.infra.yamlsafe",
     ],
 )
 def test_docstring_examples(module: str) -> None:

@@ -38,7 +38,7 @@ import jsonschema
 import yaml
 
 from vtrial.errors import ExpressionError, ModelError
-from vtrial.infra.yamlsafe import load_yaml, package_schema
+from vtrial.infra.yamlsafe import load_yaml, package_schema, yaml_problem
 from vtrial.model.expressions import Expression, parse_expression, topological_order
 
 #: Symbol for time (hours) usable in every expression.
@@ -249,9 +249,10 @@ def load_model(
     """
     path = _resolve(name_or_path, Path(base_dir) if base_dir is not None else None)
     try:
-        data = load_yaml(path.read_text())
+        data = load_yaml(path.read_text(), name=str(path))
     except yaml.YAMLError as exc:
-        raise ModelError(f"{path}: not valid YAML: {exc}") from exc
+        where, message = yaml_problem(exc)
+        raise ModelError(f"{path}: {where}: {message}") from exc
     if absorption:
         if not isinstance(data, Mapping) or not isinstance(data.get("pk"), Mapping):
             raise ModelError(f"{path}: absorption options need a model with a PK macro ('pk')")

@@ -28,7 +28,7 @@ from vtrial.analysis.success import SuccessCriterion, criteria, fill_success_def
 from vtrial.analysis.success import spec_problems as success_problems
 from vtrial.engine.grid import Simulation, Timecourse, evaluation_grid, store_times
 from vtrial.errors import ConfigError, Problem
-from vtrial.infra.yamlsafe import load_yaml, package_schema
+from vtrial.infra.yamlsafe import load_yaml, package_schema, yaml_problem
 from vtrial.model.residual import Observations, observation_problems
 from vtrial.model.spec import Model, build_model, check_model_section
 from vtrial.population.design import design_problems
@@ -432,9 +432,9 @@ def load_study(path: str | Path, *, overrides: Mapping[str, Any] | None = None) 
     except OSError as exc:
         raise ConfigError([Problem(src, "", f"cannot read the study file: {exc}")]) from exc
     try:
-        data = load_yaml(text)
+        data = load_yaml(text, name=src)
     except yaml.YAMLError as exc:
-        raise ConfigError([Problem(src, "", f"not valid YAML: {exc}")]) from exc
+        raise ConfigError([Problem(src, *yaml_problem(exc))]) from exc
     if overrides:
         data = deep_merge(data if isinstance(data, dict) else {}, overrides)
     return study_from_dict(data, source=src, base_dir=p.resolve().parent)
