@@ -15,7 +15,11 @@ REFUSED_DOSING = [
     pytest.param({"arms[1].rati": 2}, ["arms[1]:", "unknown key(s) ['rati']"], id="unknown-arm"),
     pytest.param(
         {"arms[1].regimen.dosee": 3},
-        ["arms[1].regimen:", "unknown key(s) ['dosee']", "(allowed: ['count', 'cycles', 'dose'"],
+        [
+            "arms[1].regimen:",
+            "unknown key(s) ['dosee']",
+            "(did you mean 'dose'? allowed: ['count', 'cycles', 'dose'",
+        ],
         id="unknown-regimen-key",
     ),
     pytest.param(

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.conftest import small_study_data
 from vtrial.errors import ConfigError
 from vtrial.model.spec import library_path, list_models
 from vtrial.model.syntax import ALLOWED_FUNCTIONS
@@ -777,3 +778,17 @@ def test_bug_ignored_covariate_keys_are_refused(
     data = mutate(DEFAULT_DATA, {f"population.covariates.{name}": spec})
     err = refused(write_study(tmp_path, data))
     assert_reported(err, [f"population.covariates.{name}"])
+
+
+def test_misspelled_keys_and_model_names_get_a_suggestion() -> None:
+    """``regimem`` and ``pk_1cpt`` (a new user's slips) name what was meant."""
+    d = small_study_data()
+    d["arms"][1]["regimem"] = d["arms"][1].pop("regimen")
+    key = re.escape("unknown key(s) ['regimem'] (did you mean 'regimen'? allowed:")
+    with pytest.raises(ConfigError, match=key):
+        study_from_dict(d, source="s.yaml")
+    d = small_study_data()
+    d["model"]["pk"] = "pk_1cpt"
+    name = re.escape("unknown library model 'pk_1cpt' (did you mean 'pk_1cmt'? library:")
+    with pytest.raises(ConfigError, match=name):
+        study_from_dict(d, source="s.yaml")

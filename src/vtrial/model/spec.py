@@ -40,6 +40,7 @@ import yaml
 from vtrial.errors import ExpressionError, ModelError
 from vtrial.infra.yamlsafe import load_yaml, package_schema, yaml_problem
 from vtrial.model.expressions import Expression, parse_expression, topological_order
+from vtrial.model.syntax import suggest
 
 #: Symbol for time (hours) usable in every expression.
 TIME = "t"
@@ -204,8 +205,11 @@ def _resolve(name_or_path: str, base_dir: Path | None) -> Path:
     if "/" not in name_or_path and not name_or_path.endswith((".yaml", ".yml")):
         if lib.exists():
             return lib
-        known = ", ".join(p.stem for p in sorted(library_path().glob("*.yaml")))
-        raise ModelError(f"unknown library model {name_or_path!r} (library: {known})")
+        names = [p.stem for p in sorted(library_path().glob("*.yaml"))]
+        hint = suggest(name_or_path, names)
+        raise ModelError(
+            f"unknown library model {name_or_path!r} ({hint}library: {', '.join(names)})"
+        )
     path = Path(name_or_path)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path

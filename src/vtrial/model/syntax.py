@@ -221,8 +221,14 @@ def format_names(items: Iterable[str], limit: int = _MAX_LISTED_NAMES) -> str:
     return shown
 
 
-def _suggest(name: str, candidates: Collection[str]) -> str:
-    """A "did you mean" hint (case-insensitive), or ``""``."""
+def suggest(name: str, candidates: Collection[str]) -> str:
+    """A "did you mean" hint (case-insensitive), or ``""``.
+
+    Examples
+    --------
+    >>> suggest("regimem", ["regimen", "ratio", "name"])
+    "did you mean 'regimen'? "
+    """
     by_lower: dict[str, str] = {}
     for candidate in sorted(candidates):
         by_lower.setdefault(candidate.lower(), candidate)
@@ -368,7 +374,7 @@ class Validator:
             raise self.fail(node, f"names starting with '_' are not allowed: '{name}'")
         if self.known is not None and name not in self.known:
             if self.known:
-                hint = _suggest(name, self.known)
+                hint = suggest(name, self.known)
                 known = f"({hint}known: {format_names(self.known)})"
             else:
                 known = "(no names are defined here)"

@@ -31,6 +31,7 @@ from vtrial.errors import ConfigError, Problem
 from vtrial.infra.yamlsafe import load_yaml, package_schema, yaml_problem
 from vtrial.model.residual import Observations, observation_problems
 from vtrial.model.spec import Model, build_model, check_model_section
+from vtrial.model.syntax import suggest
 from vtrial.population.design import design_problems
 from vtrial.population.resample import input_files
 from vtrial.population.sampling import variability_problems
@@ -305,7 +306,8 @@ def _schema_message(err: jsonschema.ValidationError) -> str:
         props: Mapping[str, Any] = schema.get("properties") or {}
         extra = sorted(set(v) - set(props))
         allowed = sorted(props)
-        return f"unknown key(s) {extra} (allowed: {allowed})"
+        hints = "".join(suggest(str(k), props) for k in extra)
+        return f"unknown key(s) {extra} ({hints}allowed: {allowed})"
     if err.validator == "required":
         return err.message.replace("is a required property", "is required")
     if err.validator == "type":
