@@ -126,3 +126,22 @@ def test_run_then_describe(tmp_path: Path, capfd: pytest.CaptureFixture[str]) ->
     assert main(["describe", str(results)]) == 0
     described = capfd.readouterr().out
     assert described.strip() in out
+
+
+def test_validate_warns_of_implausible_schedules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``interval: 0.5`` with a 1-h infusion (12 infusions in 6 h, two at once) is valid
+    but almost always an hours/days slip: ``vtrial validate`` says so."""
+    data = small_study_data()
+    data["arms"][1]["regimen"] = {
+        "route": "iv_infusion", "dose": 100, "duration": 1, "interval": 0.5, "count": 12
+    }  # fmt: skip
+    path = tmp_path / "slip.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {path}: arms[1].regimen: overlapping infusions: each lasts 1 h" in err
+    assert "doses more often than hourly: 12 doses every 0.5 h (5.5 h in all)" in err
+    assert main(["validate", str(DEFAULT_STUDY)]) == 0
+    assert "warning" not in capsys.readouterr().err  # the default study has none

@@ -28,6 +28,7 @@ inside the kernel.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,48 @@ class Phase:
             return within
         offsets = self.cycle_length_h * np.arange(self.cycle_count, dtype=np.float64)
         return np.sort((offsets[:, None] + within[None, :]).ravel())
+
+
+def schedule_warnings(phases: Sequence[Phase], where: str) -> list[tuple[str, str]]:
+    """Plausibility warnings of an arm's phases, ``(where, message)``: valid, but
+    almost always an hours/days slip or a typo.
+
+    - infusions that overlap (each lasting longer than the interval between them,
+      several at once), outside a steady-state phase;
+    - doses more often than hourly.
+
+    Examples
+    --------
+    >>> ph = phase_from_dict({"route": "iv_infusion", "dose": 100, "duration": 1,
+    ...                       "interval": 0.5, "count": 12})
+    >>> [m.split(":")[0] for _, m in schedule_warnings([ph], "arms[0].regimen")]
+    ['overlapping infusions', 'doses more often than hourly']
+    """
+    out: list[tuple[str, str]] = []
+    for k, ph in enumerate(phases):
+        here = f"{where}[{k}]" if len(phases) > 1 else where
+        if ph.count < 2:
+            continue
+        if ph.route == "iv_infusion" and ph.duration > ph.interval and not ph.steady_state:
+            at_once = math.ceil(ph.duration / ph.interval)
+            out.append(
+                (
+                    here,
+                    f"overlapping infusions: each lasts {ph.duration:g} h but they start every "
+                    f"{ph.interval:g} h (up to {at_once} at once); times are hours: check "
+                    "interval and duration",
+                )
+            )
+        if ph.interval < 1.0:
+            span = ph.interval * (ph.count - 1)
+            out.append(
+                (
+                    here,
+                    f"doses more often than hourly: {ph.count} doses every {ph.interval:g} h "
+                    f"({span:g} h in all); times are hours: did you mean days?",
+                )
+            )
+    return out
 
 
 def phase_from_dict(d: Mapping[str, Any]) -> Phase:

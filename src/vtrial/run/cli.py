@@ -55,6 +55,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"({study.replicates} replicate(s) x {study.size}), arms {study.arm_names}, "
         f"model outputs {list(study.model.outputs)}"
     )
+    for warning in study.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

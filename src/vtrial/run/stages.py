@@ -144,6 +144,8 @@ def run_sample_population(
     """
     t0 = time.perf_counter()
     started = _utc_now()
+    for warning in study.warnings:
+        log.warning("%s", warning)
     candidates: list[int] = []
     pop = sample_population(study, candidates=candidates)
     accepted = acceptance_record(study, candidates)

@@ -55,6 +55,7 @@ from vtrial.protocol.dosing import (
     occasion_starts,
     phase_problems,
     regimen_phases,
+    schedule_warnings,
 )
 from vtrial.protocol.rules import RuleProgram, rule_problems, rule_program
 from vtrial.study.execution import execution_problems
@@ -185,6 +186,18 @@ class Study:
     def model(self) -> Model:
         """The composed model."""
         return build_model(self.data["model"], base_dir=self.base_dir, source=self.source)
+
+    @property
+    def warnings(self) -> list[Problem]:
+        """Plausibility warnings (valid, but almost always a slip): overlapping
+        infusions, doses more often than hourly
+        (:func:`vtrial.protocol.dosing.schedule_warnings`). ``vtrial validate`` prints
+        them and the population stage logs them."""
+        out: list[Problem] = []
+        for i, arm in enumerate(self.arms):
+            for where, message in schedule_warnings(arm.phases, f"arms[{i}].regimen"):
+                out.append(Problem(self.source, where, message))
+        return out
 
     def arm_phases(self) -> list[list[Phase]]:
         """Dosing phases of every arm, in arm order."""
