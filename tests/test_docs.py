@@ -30,6 +30,7 @@ import pytest
         "vtrial.protocol.arms",
         "vtrial.protocol.rules",
         "vtrial.engine.grid",
+        "vtrial.run.cli",
         "vtrial.data.dataset",
         "vtrial.infra.yamlsafe",
     ],

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from tests.conftest import DEFAULT_STUDY, small_study_data
-from vtrial.run.cli import main
+from vtrial.analysis.design import describe_lines
+from vtrial.run.cli import efficacy_line, main, reported_grade
 
 
 def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
@@ -145,3 +146,50 @@ def test_validate_warns_of_implausible_schedules(
     assert "doses more often than hourly: 12 doses every 0.5 h (5.5 h in all)" in err
     assert main(["validate", str(DEFAULT_STUDY)]) == 0
     assert "warning" not in capsys.readouterr().err  # the default study has none
+
+
+# ---- vtrial describe: units and wording a clinical team reads
+
+
+def test_describe_differences_of_proportions_are_percentage_points() -> None:
+    """A difference of proportions or of percent changes is in pp, not %; a CI bound of
+    0 computed as 4.3e-19 prints as 0."""
+    binary = {"endpoint": "orr", "kind": "binary", "estimate": 0.42, "ci_low": 0.3,
+              "ci_high": 0.55, "diff": 0.12, "p_value": 0.01}  # fmt: skip
+    assert efficacy_line(binary, {}).endswith("vs control +12.0 pp, p=0.01")
+    change = {"endpoint": "tumour_change", "kind": "continuous", "estimate": -31.5,
+              "ci_low": 4.337e-19, "ci_high": -25.0, "diff": -20.0, "p_value": 0.2}  # fmt: skip
+    line = efficacy_line(change, {"tumour_change": "%"})
+    assert "(95 % CI 0 to -25)" in line
+    assert line.endswith("vs control -20 pp, p=0.2")
+    conc = {**change, "endpoint": "trough", "ci_low": -40.0}
+    assert efficacy_line(conc, {"trough": "mg/L"}).endswith("vs control -20 mg/L, p=0.2")
+
+
+def test_describe_reports_an_adverse_event_at_a_grade_it_has() -> None:
+    """Grade >= 3 is reported, unless the event defines fewer grades (two thresholds:
+    grade >= 2; it printed 'grade >= 3: 0.0 %' for a grade that does not exist)."""
+    assert reported_grade({"output": "ANC", "thresholds": [2.0, 1.5]}) == 2
+    assert reported_grade({"output": "ANC", "grading": "ctcae_v5_neutrophil_count_decreased"}) == 3
+    assert reported_grade({"probabilities": ["P1", "P2", "P3", "P4"]}) == 3
+    assert reported_grade({}) == 3
+
+
+def test_describe_names_a_predictor_only_when_the_covariates_explain_something(
+    tmp_path: Path,
+) -> None:
+    """A twin study named a 'strongest predictor' at R^2 0.02."""
+    eff = pd.DataFrame(
+        {"replicate": [np.nan, np.nan], "control": "placebo", "arm": ["a", "b"],
+         "endpoint": "e", "mean": 1.0, "sd": 0.5, "p5": 0.1, "p95": 2.0, "better": "",
+         "frac_benefit": 0.0, "frac_harm": 0.0, "r_squared": [0.02, 0.6]}
+    )  # fmt: skip
+    pred = pd.DataFrame(
+        {"replicate": np.nan, "arm": ["a", "b"], "endpoint": "e", "in_regression": True,
+         "std_coef": [0.1, 0.7], "covariate": "weight"}
+    )  # fmt: skip
+    eff.to_parquet(tmp_path / "individual_effects.parquet")
+    pred.to_parquet(tmp_path / "individual_predictors.parquet")
+    lines = [x for x in describe_lines(tmp_path) if x.startswith("  ")]
+    assert "R^2 0.02 (the covariates explain little of it: no predictor named)" in lines[0]
+    assert "R^2 0.60 (strongest: weight, std coef +0.70)" in lines[1]

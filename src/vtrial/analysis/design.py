@@ -87,6 +87,11 @@ def design_tables(
     return out
 
 
+#: least R^2 of the individual-effect regression for ``vtrial describe`` to name its
+#: strongest covariate (below it, the covariates explain too little to name one)
+MIN_R2_PREDICTOR = 0.1
+
+
 def describe_lines(summary_dir: Path) -> list[str]:
     """Lines of ``vtrial describe`` for the design's tables found in ``summary_dir``:
     the individual effects (all replicates pooled) and the parameter draws."""
@@ -120,9 +125,11 @@ def describe_lines(summary_dir: Path) -> list[str]:
                     & pred["in_regression"]
                 ].dropna(subset=["std_coef"])
                 text += f"; R^2 {r['r_squared']:.2f}"
-                if len(p):
+                if len(p) and r["r_squared"] >= MIN_R2_PREDICTOR:
                     top = p.loc[p["std_coef"].abs().idxmax()]
                     text += f" (strongest: {top['covariate']}, std coef {top['std_coef']:+.2f})"
+                elif len(p):
+                    text += " (the covariates explain little of it: no predictor named)"
             lines.append(text)
     path = summary_dir / "uncertainty.parquet"
     if path.exists():

@@ -23,8 +23,9 @@ import argparse
 import json
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,7 @@ from vtrial.infra.hashing import file_sha256
 from vtrial.model.spec import build_model, list_models
 from vtrial.run.io import table_hash, write_text
 from vtrial.study.config import load_study
+from vtrial.trial.adverse import adverse_event_from_data
 
 
 def _snakefile() -> Path:
@@ -185,6 +187,57 @@ def verify(results: str | Path) -> list[str]:
     return problems
 
 
+def _clean(x: float, scale: float) -> float:
+    """``x`` with rounding noise at the scale of the numbers around it set to 0 (a CI
+    bound of exactly 0 computed as 4.3e-19)."""
+    return 0.0 if abs(x) <= 1e-12 * max(abs(scale), 1e-300) else x
+
+
+def efficacy_line(r: Mapping[str, Any], units: Mapping[str, str]) -> str:
+    """One efficacy row of ``vtrial describe``: estimate, CI and the difference from
+    control. Proportions are shown in %, and a difference of proportions or of percent
+    changes in percentage points (pp); a time to event as a median (h) with its hazard
+    ratio.
+
+    Examples
+    --------
+    >>> efficacy_line({"endpoint": "orr", "kind": "binary", "estimate": 0.42,
+    ...                "ci_low": 0.3, "ci_high": 0.55, "diff": 0.12, "p_value": 0.01}, {})
+    '  orr: 42.0 % (95 % CI 30.0 to 55.0), vs control +12.0 pp, p=0.01'
+    """
+    binary = r["kind"] == "binary"
+    tte = r["kind"] == "time_to_event"  # KM median (h), hazard ratio
+    own = units.get(str(r["endpoint"]), "")
+    own = f" {own}" if own and not tte else ""  # times to event are in h below
+    scale, unit, fmt = (100.0, " %", ".1f") if binary else (1.0, own, ".3g")
+    size = max(abs(r["estimate"]), abs(r["ci_low"]), abs(r["ci_high"]))
+    est, lo, hi = (scale * _clean(r[k], size) for k in ("estimate", "ci_low", "ci_high"))
+    text = (
+        f"  {r['endpoint']}: {'median ' if tte else ''}{est:{fmt}}"
+        f"{' h' if tte else unit} (95 % CI {lo:{fmt}} to {hi:{fmt}})"
+    )
+    if np.isfinite(r["diff"]):
+        p = r["p_value"]
+        ptext = "p=n/a" if not np.isfinite(p) else f"p={p:.2g}" if p > 0 else "p<1e-300"
+        if tte:
+            text += f", hazard ratio vs control {r['diff']:.3g}, {ptext}"
+        else:
+            points = binary or unit.strip() == "%"  # a difference of percents
+            diff_unit = " pp" if points else unit
+            text += f", vs control {scale * _clean(r['diff'], size):+{fmt}}{diff_unit}, {ptext}"
+    return text
+
+
+def reported_grade(event: Mapping[str, Any]) -> int:
+    """The grade ``vtrial describe`` reports an adverse event at: 3, or the event's
+    highest grade when it defines fewer (two thresholds: grade >= 2)."""
+    if not event:
+        return 3
+    ae = adverse_event_from_data("event", event)
+    n = len(ae.probabilities) if ae.drawn and ae.probabilities else len(ae.thresholds)
+    return min(3, n) if n else 3
+
+
 def describe(results: str | Path) -> str:
     """The key numbers of a finished study, as text for the terminal."""
     root = Path(results)
@@ -204,6 +257,7 @@ def describe(results: str | Path) -> str:
     conc = units.get(manifest.get("config", {}).get("exposure", {}).get("output") or "CP", "")
     metric_units = {"cmax": conc, "auc": f"{conc}·h" if conc else ""}
     rep0 = exposure["replicate"].min()
+    ae_config = manifest.get("config", {}).get("adverse_events", {})
     for arm in dict.fromkeys(exposure["arm"]):
         lines.append(f"{arm}:")
         ex = exposure[(exposure["arm"] == arm) & (exposure["replicate"] == rep0)]
@@ -216,33 +270,17 @@ def describe(results: str | Path) -> str:
                     f"  {metric:8s} geometric mean {r['gmean']:.4g}{u} (CV {r['gcv']:.0f} %), "
                     f"5th to 95th percentile {r['p5']:.4g} to {r['p95']:.4g}{u}"
                 )
-        sf = safety[(safety["arm"] == arm) & (safety["grade"] == ">=3")]
-        sf = sf[sf["replicate"] == rep0]
-        for _, r in sf.iterrows():
-            lines.append(
-                f"  {r['event']} grade >= 3: {100 * r['incidence']:.1f} % "
-                f"(95 % CI {100 * r['ci_low']:.1f} to {100 * r['ci_high']:.1f}), n={r['n']}"
-            )
+        sf = safety[(safety["arm"] == arm) & (safety["replicate"] == rep0)]
+        for event in dict.fromkeys(sf["event"]):
+            grade = reported_grade(ae_config.get(event, {}))
+            for _, r in sf[(sf["event"] == event) & (sf["grade"] == f">={grade}")].iterrows():
+                lines.append(
+                    f"  {r['event']} grade >= {grade}: {100 * r['incidence']:.1f} % "
+                    f"(95 % CI {100 * r['ci_low']:.1f} to {100 * r['ci_high']:.1f}), n={r['n']}"
+                )
         ef = efficacy[(efficacy["arm"] == arm) & (efficacy["replicate"] == rep0)]
         for _, r in ef.iterrows():
-            binary = r["kind"] == "binary"
-            tte = r["kind"] == "time_to_event"  # KM median (h), hazard ratio
-            own = units.get(str(r["endpoint"]), "")
-            own = f" {own}" if own and not tte else ""  # times to event are in h below
-            scale, unit, fmt = (100.0, " %", ".1f") if binary else (1.0, own, ".3g")
-            text = (
-                f"  {r['endpoint']}: {'median ' if tte else ''}{scale * r['estimate']:{fmt}}"
-                f"{' h' if tte else unit} "
-                f"(95 % CI {scale * r['ci_low']:{fmt}} to {scale * r['ci_high']:{fmt}})"
-            )
-            if np.isfinite(r["diff"]):
-                p = r["p_value"]
-                ptext = "p=n/a" if not np.isfinite(p) else f"p={p:.2g}" if p > 0 else "p<1e-300"
-                if tte:
-                    text += f", hazard ratio vs control {r['diff']:.3g}, {ptext}"
-                else:
-                    text += f", vs control {scale * r['diff']:+{fmt}}{unit}, {ptext}"
-            lines.append(text)
+            lines.append(efficacy_line(r, units))
     lines += describe_lines(root / "summary")  # individual effects, parameter draws
     lines += success_lines(root / "summary")  # probability of success
     html = root / "report.html"
