@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.vtrial-installed
+RUN_STAMP := $(VENV)/.vtrial-run-installed
 CORES ?= 2
 STUDY ?= config/config.yaml
 SNAKEMAKE_ARGS ?=
@@ -22,15 +23,21 @@ help:
 	@echo "make report-check - render that report in headless Chromium, screenshot every view"
 	@echo "variables: CORES=$(CORES) STUDY=$(STUDY) SNAKEMAKE_ARGS='...'"
 
-$(STAMP): pyproject.toml constraints.txt
+# `make run` installs the runtime only (vtrial, its dependencies, Snakemake); `make test`,
+# `lint` and `bench` add the test and development tools on top
+$(RUN_STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[workflow]"
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)
 
-run: setup
+run: $(RUN_STAMP)
 	$(BIN)/snakemake --cores $(CORES) --config study=$(STUDY) --rerun-incomplete $(SNAKEMAKE_ARGS)
 	@$(BIN)/vtrial describe \
 		$$($(BIN)/python -c "from vtrial.study.config import load_study; print('results/' + load_study('$(STUDY)').name)")
@@ -55,14 +62,15 @@ bench: setup
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/dataset_reader.py
 
-report: run
+# the report of the results `make run` made (it does not run the study again)
+report: $(RUN_STAMP)
 	$(BIN)/snakemake --cores $(CORES) --config study=$(STUDY) --report \
 		$$($(BIN)/python -c "from vtrial.study.config import load_study; print('results/' + load_study('$(STUDY)').name + '/report.html')")
 
 # renders the HTML report in headless Chromium (needs `chromium` and `chromedriver`, e.g.
 # `apt-get install chromium chromium-driver`): every plot and table shown, screenshots in
 # results/<study>/report-screenshots/
-report-check: report
+report-check: setup report
 	$(BIN)/python -m tests.workflow.reportcheck \
 		$$($(BIN)/python -c "from vtrial.study.config import load_study; print('results/' + load_study('$(STUDY)').name)")
 
