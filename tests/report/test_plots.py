@@ -182,6 +182,17 @@ def test_bands_axis_units_and_skipped_arms(tables: dict[str, pd.DataFrame]) -> N
     assert [t.get_text() for t in legend.get_texts()] == ["low", "high"]
 
 
+def test_bands_draw_the_grade_thresholds(tables: dict[str, pd.DataFrame]) -> None:
+    """The ANC plot shows the CTCAE grade 3 and 4 lines, each in the legend."""
+    refs = [(1.0, "neutropenia grade 3"), (0.5, "neutropenia grade 4")]
+    fig = bands_plots._bands_figure(tables["bands"], "ANC", ARMS, "10^9/L", None, False, refs)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[-2:] == ["neutropenia grade 3", "neutropenia grade 4"]
+    levels = sorted(line.get_ydata()[0] for line in ax.get_lines() if len(line.get_ydata()) == 2)
+    assert levels[:2] == [0.5, 1.0]
+
+
 def test_bands_hours_for_short_horizon(patients: pd.DataFrame) -> None:
     bands = make_tables(patients, horizon=48.0)["bands"]
     fig = bands_plots._bands_figure(bands, "CP", ARMS, "mg/L", None, False)
@@ -223,6 +234,18 @@ def test_plot_safety_writes_png(tables: dict[str, pd.DataFrame], tmp_path: Path)
         tables["safety"], "neutropenia", arms=[*ARMS, "ghost"], path=tmp_path / "s.png"
     )
     assert_png(out)
+
+
+def test_safety_legend_has_the_grades_the_event_defines(
+    tables: dict[str, pd.DataFrame],
+) -> None:
+    """The neutrophil-count scale defines grades 1-4: no 'Grade 5' in the legend."""
+    records, note = safety_plots.safety_arms(tables["safety"], "neutropenia", ARMS, 0.95)
+    for n_grades, last in ((4, "Grade 4"), (5, "Grade 5"), (2, "Grade 2")):
+        fig = safety_plots._safety_figure(records, "neutropenia", "95 %", note, n_grades)
+        labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        assert labels[0] == last
+        assert len(labels) == n_grades
 
 
 def test_safety_pooled_incidence(patients: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:

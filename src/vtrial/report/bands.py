@@ -51,6 +51,7 @@ def plot_bands(
     path: str | Path,
     title: str | None = None,
     log: bool = False,
+    references: Sequence[tuple[float, str]] = (),
 ) -> Path:
     """Plot the 5-95 % band and median time course of one output by arm.
 
@@ -76,6 +77,9 @@ def plot_bands(
         Figure title; default ``"<output>: median and 5-95 % band"``.
     log : bool, optional
         Logarithmic y axis (non-positive values are not drawn).
+    references : sequence of (float, str), optional
+        Horizontal reference lines (value in the output's unit, label), e.g. the
+        grade 3 and 4 thresholds of an adverse event graded on the output.
 
     Returns
     -------
@@ -92,7 +96,8 @@ def plot_bands(
     """
     arms = stats.unique_names(arms, "arms")
     require_columns(bands, ["arm", "output", "time", *BAND_COLUMNS], "bands")
-    return render_png(lambda: _bands_figure(bands, output, arms, unit, title, log), path)
+    refs = list(references)
+    return render_png(lambda: _bands_figure(bands, output, arms, unit, title, log, refs), path)
 
 
 def _bands_figure(
@@ -102,6 +107,7 @@ def _bands_figure(
     unit: str,
     title: str | None,
     log: bool,
+    references: Sequence[tuple[float, str]] = (),
 ) -> Figure:
     out_col = as_str(bands["output"])
     arm_col = as_str(bands["arm"])
@@ -189,6 +195,12 @@ def _bands_figure(
         handles.append((band, line))
         labels.append(escape_text(arm))
 
+    for j, (value, label) in enumerate(references):
+        ref = ax.axhline(
+            value, color="0.35", linestyle=(0, (4, 2 + 2 * j)), linewidth=1.0, zorder=2
+        )
+        handles.append(ref)
+        labels.append(escape_text(label))
     if log:
         ax.set_yscale("log")
         plain_log_ticks(ax.yaxis)

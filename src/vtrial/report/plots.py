@@ -75,6 +75,8 @@ def make_report(
     exposure_unit: str,
     confidence: float = 0.95,
     targets: Mapping[str, tuple[float, float]] | None = None,
+    grades: Mapping[str, int] | None = None,
+    references: Mapping[str, Sequence[tuple[float, str]]] | None = None,
 ) -> list[Path]:
     """Write every figure that applies to a study into `outdir`.
 
@@ -121,6 +123,11 @@ def make_report(
         Confidence level of the intervals, default 0.95.
     targets : mapping of str to (float, float), optional
         Target range of an exposure metric (``cmax``, ``auc``), shaded in its plot.
+    grades : mapping of str to int, optional
+        Event -> the grades it defines (bars and legend of its safety plot; 5 when
+        not given).
+    references : mapping of str to sequence of (float, str), optional
+        Output -> horizontal reference lines of its band plot (value, label).
 
     Returns
     -------
@@ -166,6 +173,7 @@ def make_report(
                     arms=arms,
                     unit=units.get(output, ""),
                     path=target("bands", output),
+                    references=(references or {}).get(output, ()),
                 )
             )
     else:
@@ -183,7 +191,12 @@ def make_report(
             continue
         written.append(
             plot_safety(
-                safety, event, arms=arms, path=target("safety", event), confidence=confidence
+                safety,
+                event,
+                arms=arms,
+                path=target("safety", event),
+                confidence=confidence,
+                n_grades=(grades or {}).get(event, 5),
             )
         )
 

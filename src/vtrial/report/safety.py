@@ -112,6 +112,7 @@ def plot_safety(
     arms: Sequence[str],
     path: str | Path,
     confidence: float = 0.95,
+    n_grades: int = 5,
 ) -> Path:
     """Plot stacked bars of the incidence of each maximum grade by arm.
 
@@ -138,6 +139,9 @@ def plot_safety(
     confidence : float, optional
         Confidence level of the intervals in the table (label only, and for
         the pooled Wilson interval), default 0.95.
+    n_grades : int, optional
+        The grades the event defines (1..``n_grades``, at most 5): only those get a
+        bar and a legend entry (CTCAE v5 defines no grade 5 for neutrophil count).
 
     Returns
     -------
@@ -156,16 +160,19 @@ def plot_safety(
     records, note = safety_arms(safety, event, arms, confidence)
     if not records:
         raise DataError(f"safety: no rows for event {event!r} and arms {arms}")
-    return render_png(lambda: _safety_figure(records, event, conf, note), path)
+    n_grades = min(max(int(n_grades), 1), len(GRADES))
+    return render_png(lambda: _safety_figure(records, event, conf, note, n_grades), path)
 
 
-def _safety_figure(records: list[_SafetyArm], event: str, conf: str, note: str) -> Figure:
+def _safety_figure(
+    records: list[_SafetyArm], event: str, conf: str, note: str, n_grades: int
+) -> Figure:
     fig = new_figure()
     ax = fig.add_subplot()
     x = np.arange(len(records), dtype=np.float64)
     heights = np.array([np.nan_to_num(r.incidence) * 100.0 for r in records])  # (arms, 5)
     bottom = np.zeros(len(records))
-    for j, g in enumerate(GRADES):
+    for j, g in enumerate(GRADES[:n_grades]):
         ax.bar(
             x,
             heights[:, j],

@@ -233,8 +233,7 @@ def reported_grade(event: Mapping[str, Any]) -> int:
     highest grade when it defines fewer (two thresholds: grade >= 2)."""
     if not event:
         return 3
-    ae = adverse_event_from_data("event", event)
-    n = len(ae.probabilities) if ae.drawn and ae.probabilities else len(ae.thresholds)
+    n = adverse_event_from_data("event", event).n_grades
     return min(3, n) if n else 3
 
 

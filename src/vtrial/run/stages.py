@@ -54,6 +54,7 @@ from vtrial.run.parallel import (
     worker_memory_limit,
 )
 from vtrial.study.config import Study
+from vtrial.trial.adverse import grade_references
 from vtrial.trial.spec import effect_options
 
 log = logging.getLogger("vtrial")
@@ -581,6 +582,8 @@ def run_report(
         events={e: f"ae_{e}_grade" for e in study.adverse_events},
         exposure_unit=units.get(exp_out, ""),
         targets=dict(study.exposure.targets),
+        grades={e: ae.n_grades for e, ae in study.adverse_events.items()},
+        references=grade_references(study.adverse_events),
     )
     from vtrial.report.trial_plots import trial_plots
 

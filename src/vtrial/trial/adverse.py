@@ -87,6 +87,11 @@ class AdverseEvent:
     probabilities: tuple[str, ...] | None = None
 
     @property
+    def n_grades(self) -> int:
+        """The grades the event defines: one per threshold, or per probability."""
+        return len(self.probabilities) if self.probabilities is not None else len(self.thresholds)
+
+    @property
     def drawn(self) -> bool:
         """Whether the grade is drawn from ``probabilities`` (no thresholds)."""
         return self.probabilities is not None
@@ -119,6 +124,31 @@ def adverse_event_from_data(name: str, spec: Mapping[str, Any]) -> AdverseEvent:
 def adverse_events_from_data(events: Mapping[str, Any]) -> Mapping[str, AdverseEvent]:
     """The typed ``adverse_events`` section (name -> event, read-only), in study order."""
     return MappingProxyType({name: adverse_event_from_data(name, s) for name, s in events.items()})
+
+
+def grade_references(
+    events: Mapping[str, AdverseEvent],
+) -> dict[str, list[tuple[float, str]]]:
+    """Output -> the grade 3 and 4 thresholds of the events graded on it, as the band
+    plots draw them: ``(value, "<event> grade 3")``.
+
+    Examples
+    --------
+    >>> ev = adverse_event_from_data("neutropenia", {"output": "ANC",
+    ...     "grading": "ctcae_v5_neutrophil_count_decreased"})
+    >>> grade_references({"neutropenia": ev})
+    {'ANC': [(1.0, 'neutropenia grade 3'), (0.5, 'neutropenia grade 4')]}
+    """
+    out: dict[str, list[tuple[float, str]]] = {}
+    for e in events.values():
+        if e.output is None or e.drawn:
+            continue
+        for grade in (3, 4):
+            if len(e.thresholds) >= grade:
+                out.setdefault(e.output, []).append(
+                    (e.thresholds[grade - 1], f"{e.name} grade {grade}")
+                )
+    return out
 
 
 def threshold_gradings(
