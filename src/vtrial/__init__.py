@@ -1,7 +1,8 @@
 """vtrial: in-silico drug trials on virtual populations.
 
 The public API re-exported here is small: load and compose models, simulate
-patients given as a table (with residual error), load a study, and read a
+patients given as a table (with residual error) or a dataset's subjects as recorded,
+load a study and run it in this process (small studies, notebooks), and read a
 NONMEM-style dataset. The names are
 imported on first use (PEP 562), so ``import vtrial`` stays cheap: numba, scipy and
 pandas load only when a function that needs them is called.
@@ -25,6 +26,7 @@ _EXPORTS = {
     "add_observations": "vtrial.model.residual",
     "load_study": "vtrial.study.config",
     "read_dataset": "vtrial.data.dataset",
+    "run_study": "vtrial.run.inprocess",
     "study_from_dict": "vtrial.study.config",
 }
 
@@ -38,6 +40,7 @@ __all__ = [
     "load_model",
     "load_study",
     "read_dataset",
+    "run_study",
     "simulate",
     "study_from_dict",
 ]
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
     from vtrial.engine.host import Tolerances
     from vtrial.model.residual import add_observations
     from vtrial.model.spec import build_model, compose, list_models, load_model
+    from vtrial.run.inprocess import run_study
     from vtrial.study.config import load_study, study_from_dict
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import vtrial
 from tests.conftest import ROOT, small_study_data, snakemake_cmd
 from vtrial.analysis.sketch import ALPHA
 from vtrial.run.cli import describe, main, verify
@@ -379,3 +380,22 @@ def test_slurm_profile_plans_one_job_per_shard(tmp_path: Path) -> None:
     for shard in range(5):
         assert f"Simulating shard part-{shard:05d}" in out
     assert not (tmp_path / "results").exists()
+
+
+def test_run_study_in_process_gives_the_workflows_tables(runs: dict[str, Path]) -> None:
+    """``vtrial.run_study`` (no Snakemake, no Dask, no files) returns the same tables as
+    the workflow, bit for bit: the population, patients, time courses, observations
+    and every summary table."""
+    res = vtrial.run_study(study_data())
+    tables = {
+        "population.parquet": res.population,
+        "patients": res.patients,
+        "timecourse": res.timecourse,
+        "observations": res.observations,
+    }
+    for name, got in tables.items():
+        want = pd.read_parquet(runs["a"] / name)
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+    for name in ("exposure", "efficacy", "safety", "bands", "population"):
+        want = pd.read_parquet(runs["a"] / "summary" / f"{name}.parquet")
+        pd.testing.assert_frame_equal(res.summary[name], want, check_exact=True)
