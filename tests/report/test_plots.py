@@ -161,17 +161,17 @@ def test_plot_bands_writes_png(tables: dict[str, pd.DataFrame], tmp_path: Path, 
 
 
 def test_bands_axis_units_and_skipped_arms(tables: dict[str, pd.DataFrame]) -> None:
-    # 168 h horizon > 72 h: days; an arm not in the table is skipped.
+    # a 168 h horizon (a week) reads in hours; an arm not in the table is skipped.
     fig = bands_plots._bands_figure(
         tables["bands"], "ANC", ["high", "ghost", "low"], "10^9/L", None, False
     )
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "Time (days)"
+    assert ax.get_xlabel() == "Time (h)"
     assert ax.get_ylabel() == "ANC (10$^{9}$/L)"
     legend = ax.get_legend()
     assert legend is not None
     assert [t.get_text() for t in legend.get_texts()] == ["high", "low"]
-    assert ax.get_xlim()[1] == pytest.approx(7.0, rel=0.1)
+    assert ax.get_xlim()[1] == pytest.approx(168.0, rel=0.1)
     # log scale: placebo CP is all 0 and disappears from the legend
     fig = bands_plots._bands_figure(tables["bands"], "CP", ARMS, "mg/L", "my title", True)
     ax = fig.axes[0]
@@ -191,6 +191,21 @@ def test_bands_draw_the_grade_thresholds(tables: dict[str, pd.DataFrame]) -> Non
     assert labels[-2:] == ["neutropenia grade 3", "neutropenia grade 4"]
     levels = sorted(line.get_ydata()[0] for line in ax.get_lines() if len(line.get_ydata()) == 2)
     assert levels[:2] == [0.5, 1.0]
+
+
+def test_bands_leave_out_an_arm_at_zero_and_say_so(tables: dict[str, pd.DataFrame]) -> None:
+    """Placebo's CP is 0 throughout: no line, no legend entry, a note instead."""
+    fig = bands_plots._bands_figure(tables["bands"], "CP", ARMS, "mg/L", None, False)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["low", "high"]
+    notes = [t.get_text() for t in ax.texts]
+    assert "not shown, 0 throughout: placebo" in notes
+
+
+def test_bands_days_beyond_a_week(patients: pd.DataFrame) -> None:
+    bands = make_tables(patients, horizon=336.0)["bands"]
+    fig = bands_plots._bands_figure(bands, "CP", ARMS, "mg/L", None, False)
+    assert fig.axes[0].get_xlabel() == "Time (days)"
 
 
 def test_bands_hours_for_short_horizon(patients: pd.DataFrame) -> None:

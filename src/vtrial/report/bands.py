@@ -115,6 +115,7 @@ def _bands_figure(
     values = {c: as_float(bands[c]) for c in BAND_COLUMNS}
 
     series: list[tuple[int, str, FloatArray, dict[str, FloatArray]]] = []
+    flat: list[tuple[int, str, FloatArray, dict[str, FloatArray]]] = []
     for i, arm in enumerate(arms):
         sel = (out_col == output) & (arm_col == arm)
         if not np.any(sel):
@@ -127,7 +128,12 @@ def _bands_figure(
                 arr[~(arr > 0)] = np.nan
         if not any(np.any(np.isfinite(arr)) for arr in v.values()):
             continue
+        if all(np.all(arr[np.isfinite(arr)] == 0.0) for arr in v.values()):
+            flat.append((i, arm, t, v))  # e.g. placebo's CP: a line at 0 says nothing
+            continue
         series.append((i, arm, t, v))
+    if not series:  # every arm at 0: draw them after all
+        series, flat = flat, []
     if not series:
         extra = " positive" if log else ""
         raise DataError(f"bands: no finite{extra} values of output {output!r} for arms {arms}")
@@ -207,6 +213,17 @@ def _bands_figure(
     if in_days and 14.0 <= horizon / HOURS_PER_DAY <= 70.0:
         ax.xaxis.set_major_locator(MultipleLocator(7.0))  # weeks
     ax.set_xlabel("Time (days)" if in_days else "Time (h)")
+    if flat:
+        ax.annotate(
+            f"not shown, 0 throughout: {', '.join(escape_text(f[1]) for f in flat)}",
+            xy=(0.0, 1.0),
+            xycoords="axes fraction",
+            xytext=(0, 3),
+            textcoords="offset points",
+            fontsize=8,
+            color="0.3",
+            va="bottom",
+        )
     ax.set_ylabel(with_unit(output, unit))
     ax.set_xlim(left=min(0.0, min(float(np.min(t)) for _, _, t, _ in series) * scale))
     ax.set_title(

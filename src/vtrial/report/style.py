@@ -34,8 +34,9 @@ FloatArray = npt.NDArray[np.float64]
 FIGSIZE: tuple[float, float] = (7.0, 4.5)
 DPI = 120
 HOURS_PER_DAY = 24.0
-DAYS_THRESHOLD_H = 72.0
-"""Time axes switch from hours to days when the horizon exceeds this (h)."""
+DAYS_THRESHOLD_H = 168.0
+"""Time axes switch from hours to days when the horizon exceeds this (h): a study of up
+to a week reads in hours."""
 
 RC: dict[RcKeyType, Any] = {
     "font.size": 10,
