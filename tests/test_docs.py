@@ -22,6 +22,7 @@ import pytest
         "vtrial.protocol.dosing",
         "vtrial.infra.progress",
         "vtrial.report.pages",
+        "vtrial.report.plots",
         "vtrial.model.expressions",
         "vtrial.analysis.stats",
         "vtrial.study.config",

@@ -63,6 +63,20 @@ __all__ = ["make_report"]
 _log = logging.getLogger(__name__)
 
 
+def _band_title(output: str, description: str) -> str:
+    """A band plot's title: what the output is, then its name.
+
+    Examples
+    --------
+    >>> _band_title("CP", "central (plasma) concentration")
+    'Central (plasma) concentration (CP): median and 5–95 % band'
+    >>> _band_title("X", "")
+    'X: median and 5–95 % band'
+    """
+    what = f"{description[:1].upper()}{description[1:]} ({output})" if description else output
+    return f"{what}: median and 5–95 % band"
+
+
 def make_report(
     tables: Mapping[str, pd.DataFrame],
     patients: pd.DataFrame,
@@ -77,6 +91,7 @@ def make_report(
     targets: Mapping[str, tuple[float, float]] | None = None,
     grades: Mapping[str, int] | None = None,
     references: Mapping[str, Sequence[tuple[float, str]]] | None = None,
+    descriptions: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Write every figure that applies to a study into `outdir`.
 
@@ -128,6 +143,8 @@ def make_report(
         not given).
     references : mapping of str to sequence of (float, str), optional
         Output -> horizontal reference lines of its band plot (value, label).
+    descriptions : mapping of str to str, optional
+        Output -> what it is (the model's description), for the band plot's title.
 
     Returns
     -------
@@ -174,6 +191,7 @@ def make_report(
                     unit=units.get(output, ""),
                     path=target("bands", output),
                     references=(references or {}).get(output, ()),
+                    title=_band_title(output, (descriptions or {}).get(output, "")),
                 )
             )
     else:

@@ -584,6 +584,7 @@ def run_report(
         targets=dict(study.exposure.targets),
         grades={e: ae.n_grades for e, ae in study.adverse_events.items()},
         references=grade_references(study.adverse_events),
+        descriptions={k: o.description for k, o in study.model.outputs.items()},
     )
     from vtrial.report.trial_plots import trial_plots
 
