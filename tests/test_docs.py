@@ -29,6 +29,7 @@ import pytest
         "vtrial.population.sampling",
         "vtrial.population.distributions",
         "vtrial.model.residual",
+        "vtrial.model.units",
         "vtrial.protocol.arms",
         "vtrial.protocol.rules",
         "vtrial.engine.grid",

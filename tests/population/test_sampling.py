@@ -146,8 +146,8 @@ REFUSED_SAMPLING = [
         id="override-not-a-parameter",
     ),
     pytest.param(
-        {"model.parameters.CL.unit": "mL/min"},
-        ["model.parameters.CL.unit", "the model declares 'L/h'", "'mL/min'"],
+        {"model.parameters.CL.unit": "mg"},
+        ["model.parameters.CL.unit", "the model declares 'L/h'", "got 'mg'", "[mass]"],
         id="override-unit-mismatch",
     ),
     pytest.param(

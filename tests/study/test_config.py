@@ -721,7 +721,7 @@ def test_bug_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
     [
         pytest.param({"model.pk": "pk_4cmt"}, "model.pk", id="unknown-pk"),
         pytest.param({"model.parameters.CLL": {"value": 1}}, "model.parameters.CLL", id="override"),
-        pytest.param({"model.parameters.CL.unit": "mL/min"}, "model.parameters.CL.unit", id="unit"),
+        pytest.param({"model.parameters.CL.unit": "mg"}, "model.parameters.CL.unit", id="unit"),
         pytest.param(
             {"model.components.tumour.links": {"DRUG": "CONC"}},
             "model.components.tumour.links.DRUG",

@@ -41,6 +41,7 @@ from vtrial.errors import ExpressionError, ModelError
 from vtrial.infra.yamlsafe import load_yaml, package_schema, yaml_problem
 from vtrial.model.expressions import Expression, parse_expression, topological_order
 from vtrial.model.syntax import suggest
+from vtrial.model.units import UnitMismatch, conversion
 
 #: Symbol for time (hours) usable in every expression.
 TIME = "t"
@@ -748,13 +749,17 @@ def check_model_section(
                 )
             )
             continue
-        if "value" in ov:
-            params[name] = dataclasses.replace(params[name], value=float(ov["value"]))
+        factor = 1.0
         if "unit" in ov and params[name].unit and ov["unit"] != params[name].unit:
-            problems.append(
-                (
-                    f"parameters.{name}.unit",
-                    f"the model declares {params[name].unit!r}, got {ov['unit']!r}",
+            try:  # an equivalent unit is converted to the model's (mL/min -> L/h)
+                factor = conversion(str(ov["unit"]), params[name].unit)
+            except UnitMismatch as exc:
+                problems.append(
+                    (
+                        f"parameters.{name}.unit",
+                        f"the model declares {params[name].unit!r}, got {ov['unit']!r}: {exc}",
+                    )
                 )
-            )
+        if "value" in ov:
+            params[name] = dataclasses.replace(params[name], value=float(ov["value"]) * factor)
     return dataclasses.replace(model, parameters=params), problems
