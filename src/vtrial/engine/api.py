@@ -17,7 +17,6 @@ from typing import Any
 import jsonschema
 import numpy as np
 import pandas as pd
-from jsonschema.exceptions import best_match
 
 from vtrial.data.dataset import Dataset
 from vtrial.engine.host import Tolerances, labels, run_kernel
@@ -26,6 +25,7 @@ from vtrial.engine.records import simulate_records
 from vtrial.errors import ConfigError, Problem
 from vtrial.infra.yamlsafe import package_schema
 from vtrial.model.residual import add_observations
+from vtrial.model.schema_errors import best_errors, key_path, schema_message
 from vtrial.model.spec import Model
 from vtrial.protocol.dosing import event_table, phase_problems, regimen_phases
 
@@ -37,18 +37,18 @@ def regimen_problems(regimen: Any, where: str = "regimen") -> list[Problem]:
 
     Examples
     --------
-    >>> [p.message for p in regimen_problems({"route": "oral", "dose": -1})]
-    ['-1 is less than or equal to the minimum of 0']
+    >>> [str(p) for p in regimen_problems({"route": "oral", "dose": -1})]
+    ['<regimen>: regimen.dose: must be > 0, got -1']
     """
     if regimen is None:  # no doses (the API's spelling of a study file's "none")
         return []
     study = package_schema("study")
     schema = {"$defs": study["$defs"], "$ref": "#/$defs/regimen"}
-    # the most specific error of each (a oneOf error names the branch that fits best)
-    errors = [best_match([e]) for e in jsonschema.Draft202012Validator(schema).iter_errors(regimen)]
+    # the study loader's messages (a oneOf error gives the errors of the fitting branch)
+    errors = best_errors(list(jsonschema.Draft202012Validator(schema).iter_errors(regimen)))
     if errors:
         return [
-            Problem("<regimen>", ".".join([where, *(str(x) for x in e.absolute_path)]), e.message)
+            Problem("<regimen>", key_path([where, *e.absolute_path]), schema_message(e))
             for e in sorted(errors, key=lambda e: [str(x) for x in e.absolute_path])
         ]
     if regimen == "none":

@@ -30,8 +30,8 @@ from vtrial.engine.grid import Simulation, Timecourse, evaluation_grid, store_ti
 from vtrial.errors import ConfigError, Problem
 from vtrial.infra.yamlsafe import load_yaml, package_schema, yaml_problem
 from vtrial.model.residual import Observations, observation_problems
+from vtrial.model.schema_errors import best_errors, key_path, schema_message
 from vtrial.model.spec import Model, build_model, check_model_section
-from vtrial.model.syntax import suggest
 from vtrial.population.design import design_problems
 from vtrial.population.resample import input_files
 from vtrial.population.sampling import variability_problems
@@ -289,7 +289,7 @@ def _non_finite(data: Any, path: list[Any]) -> list[tuple[str, float]]:
     """Key paths of non-finite numbers (.inf, .nan) anywhere in plain data."""
     out: list[tuple[str, float]] = []
     if isinstance(data, float) and not np.isfinite(data):
-        out.append((_path(path), data))
+        out.append((key_path(path), data))
     elif isinstance(data, Mapping):
         for k, v in data.items():
             out += _non_finite(v, [*path, k])
@@ -302,66 +302,6 @@ def _non_finite(data: Any, path: list[Any]) -> list[tuple[str, float]]:
 def canonical_json(data: Any) -> str:
     """Deterministic JSON text of plain data (sorted keys, no spaces)."""
     return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def _path(parts: Any) -> str:
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "(top level)"
-
-
-def _schema_message(err: jsonschema.ValidationError) -> str:
-    v: Any = err.instance
-    shown = json.dumps(v, default=str) if not isinstance(v, Mapping | list) else None
-    schema: Mapping[str, Any] = err.schema if isinstance(err.schema, Mapping) else {}
-    if err.validator == "additionalProperties":
-        props: Mapping[str, Any] = schema.get("properties") or {}
-        extra = sorted(set(v) - set(props))
-        allowed = sorted(props)
-        hints = "".join(suggest(str(k), props) for k in extra)
-        return f"unknown key(s) {extra} ({hints}allowed: {allowed})"
-    if err.validator == "required":
-        return err.message.replace("is a required property", "is required")
-    if err.validator == "type":
-        return f"must be of type {err.validator_value}, got {shown if shown else type(v).__name__}"
-    if err.validator == "oneOf":
-        form = f" ({schema['description']})" if "description" in schema else ""
-        got = shown if shown else json.dumps(v, default=str)[:200]
-        return f"must be {form.strip(' ()') or 'one of the allowed forms'}, got {got}"
-    if err.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-        op = {
-            "minimum": ">=",
-            "exclusiveMinimum": ">",
-            "maximum": "<=",
-            "exclusiveMaximum": "<",
-        }[str(err.validator)]
-        return f"must be {op} {err.validator_value}, got {shown}"
-    if err.validator == "enum":
-        return f"must be one of {err.validator_value}, got {shown}"
-    if err.validator == "pattern":
-        return f"must match {err.validator_value!r}, got {shown}"
-    return f"{err.message}"
-
-
-def _best_errors(errors: list[jsonschema.ValidationError]) -> list[jsonschema.ValidationError]:
-    """Replace oneOf errors by their most specific sub-errors where one branch fits better."""
-    out: list[jsonschema.ValidationError] = []
-    for e in errors:
-        if e.validator == "oneOf" and e.context:
-            # errors of the branches whose form (type/const) the value does not have at all
-            # are noise; if the value has the form of some branches, report their errors
-            wrong_form = {
-                c.relative_schema_path[0]
-                for c in e.context
-                if c.validator in ("type", "const") and len(c.relative_schema_path) <= 2
-            }
-            fitting = [c for c in e.context if c.relative_schema_path[0] not in wrong_form]
-            if fitting:
-                out.extend(_best_errors(fitting))
-                continue
-        out.append(e)
-    return out
 
 
 def default_data(data: Mapping[str, Any], model: Model | None) -> dict[str, Any]:
@@ -500,9 +440,9 @@ def study_from_dict(
             [Problem(source, "", f"a study must be a mapping, got {type(data).__name__}")]
         )
     validator = jsonschema.Draft202012Validator(_schema())
-    errs = _best_errors(list(validator.iter_errors(data)))
+    errs = best_errors(list(validator.iter_errors(data)))
     problems = [
-        Problem(source, _path(e.absolute_path), _schema_message(e))
+        Problem(source, key_path(e.absolute_path), schema_message(e))
         for e in sorted(errs, key=lambda e: [str(x) for x in e.absolute_path])
     ]
     problems += [
