@@ -76,6 +76,14 @@ __all__ = ["DoseRoutes", "RecordEvents", "dose_routes", "record_events", "unsupp
 END_MARGIN = 1.0
 
 
+def record_span(time: np.ndarray) -> tuple[float, float]:
+    """The simulated span (h) of records at ``time``: from the earlier of 0 and the
+    first record to :data:`END_MARGIN` past the last."""
+    if time.size == 0:
+        return 0.0, END_MARGIN
+    return min(0.0, float(time.min())), float(time.max()) + END_MARGIN
+
+
 @dataclass(frozen=True)
 class DoseRoutes:
     """The compartments a model takes doses into, by ``CMT`` number.
@@ -298,6 +306,7 @@ def record_events(
     varying: Sequence[str] = (),
     interpolation: str = "nocb",
     terms: Mapping[str, np.ndarray] | None = None,
+    checked: bool = False,
 ) -> RecordEvents:
     """The events of every subject of ``dataset`` (see the module docstring).
 
@@ -322,6 +331,9 @@ def record_events(
         (default 1), ``"ALAG"`` (h, default 0), ``"R"`` (the rate of a ``RATE -1``
         record) and ``"D"`` (the duration of a ``RATE -2`` record); see
         :data:`DOSE_TERMS`.
+    checked : bool
+        The caller has already run :func:`unsupported_problems` on these records (on
+        the whole dataset, before simulating it chunk by chunk): not again here.
 
     Raises
     ------
@@ -337,7 +349,7 @@ def record_events(
     missing = [c for c in varying if c not in r.columns]
     if missing:
         raise ValueError(f"varying: not columns of the dataset: {missing}")
-    problems = unsupported_problems(dataset, routes, terms)
+    problems = [] if checked else unsupported_problems(dataset, routes, terms)
     if problems:
         raise DatasetError(problems)
     nrec = len(r)
@@ -387,7 +399,7 @@ def record_events(
     d = np.flatnonzero(np.isin(evid, (1, 4)) & ~constant)
     copies = addl[d] + 1
     src = np.repeat(d, copies)
-    k = np.arange(src.size) - np.repeat(np.cumsum(copies) - copies, copies)
+    k = _within(copies)
     dtime = time[src] + shift[src] + k * ii[src]
     dtie = np.where(k == 0, rec[src], nrec + rec[src])
     infusion = rate[src] > 0
@@ -416,7 +428,7 @@ def record_events(
     run_of = s_rec[s_inf & (ii[s_rec] > 0)]
     n_run = np.ceil(duration[run_of] / ii[run_of]).astype(np.int64) - 1
     run_src = np.repeat(run_of, n_run)
-    run_k = np.arange(run_src.size) - np.repeat(np.cumsum(n_run) - n_run, n_run) + 1
+    run_k = _within(n_run) + 1
     # ---- infusions: (row, start, tie, rate, stop) of the doses and of the running ones
     i_row = np.concatenate([row[src[inf]], row[run_src]])
     i_start = np.concatenate([dtime[inf], time[run_src] + shift[run_src]])
@@ -468,8 +480,7 @@ def record_events(
     cmt_table = np.zeros((n_rows, width), dtype=np.int64)
     cmt_table[e_row, col] = e_cmt
     table = dataclasses.replace(table, ss_events=ss_events, cmt=cmt_table)
-    start = min(0.0, float(time.min())) if nrec else 0.0
-    end = (float(time.max()) if nrec else 0.0) + END_MARGIN
+    start, end = record_span(time)
     return RecordEvents(
         table=table,
         subjects=ids[new_subject],
@@ -515,15 +526,22 @@ def _dose_terms(
     return amt, rate, shift
 
 
+def _within(counts: np.ndarray) -> np.ndarray:
+    """0, 1, ..., c - 1 for each count c, concatenated (each item's rank in its group).
+
+    Examples
+    --------
+    >>> _within(np.array([3, 0, 2])).tolist()
+    [0, 1, 2, 0, 1]
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
 def _rank_in_group(group: np.ndarray) -> np.ndarray:
     """Each element's rank among the equal elements before it (``group`` sorted)."""
-    n = group.size
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    new = np.ones(n, dtype=bool)
-    new[1:] = group[1:] != group[:-1]
-    starts = np.flatnonzero(new)
-    return np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    _, sizes = np.unique(group, return_counts=True)
+    return _within(sizes)
 
 
 def _padded(

@@ -33,10 +33,10 @@ import pandas as pd
 from vtrial.data.dataset import Dataset, dataset_from_frame, read_dataset
 from vtrial.data.records import (
     DOSE_TERMS,
-    END_MARGIN,
     RecordEvents,
     dose_routes,
     record_events,
+    record_span,
     unsupported_problems,
 )
 from vtrial.data.tables import cell_problems
@@ -272,9 +272,8 @@ def simulate_records(
     if problems:
         raise DatasetError(problems)
     r = dataset.records
-    time = r["TIME"].to_numpy(dtype=np.float64)
     # one span for every chunk, so a subject's solve does not depend on its chunk
-    span = np.array([min(0.0, float(time.min())), float(time.max()) + END_MARGIN])
+    span = np.array(record_span(r["TIME"].to_numpy(dtype=np.float64)))
     out: dict[str, Any] = {c: r[c].to_numpy() for c in RECORD_COLUMNS if c in r}
     if "DV" not in dataset.columns:
         out.pop("DV", None)
@@ -293,6 +292,7 @@ def simulate_records(
             varying=by_column,
             interpolation=interpolation,
             terms={k: v[a:b] for k, v in terms.items()},
+            checked=True,
         )
         n = ev.row_subject.size
         params = row_parameters(model, part, ev, by_column, parameters)
