@@ -186,11 +186,8 @@ def lag_problems(
     if "TLAG" in by_column:
         lag = r["TLAG"].to_numpy(dtype=np.float64)[idx]
     elif parameters is not None and "TLAG" in parameters.columns:
-        if "ID" in parameters.columns:
-            pos = pd.Index(parameters["ID"]).get_indexer(r["ID"].to_numpy()[idx])
-            lag = np.where(pos >= 0, parameters["TLAG"].to_numpy(dtype=np.float64)[pos], lag)
-        else:
-            lag = np.full(idx.size, float(parameters["TLAG"].iloc[0]))
+        rows = table_rows(parameters, r["ID"].to_numpy()[idx])
+        lag = parameters["TLAG"].to_numpy(dtype=np.float64)[rows]
     bad = idx[lag >= ii[idx]]
     rule = "steady state with a lag (TLAG) not shorter than II is not simulated yet"
     found = [
