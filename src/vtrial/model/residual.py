@@ -150,6 +150,10 @@ class ErrorModel:
         return np.asarray(dv < self.lloq, dtype=bool)
 
 
+#: columns of a study's observations table, in order (:mod:`vtrial.run.chunk`)
+OBSERVATION_COLUMNS = ("replicate", "patient_id", "arm", "time", "output", "ipred", "dv", "blq")
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
 
@@ -493,6 +497,7 @@ def observation_problems(
         for key in ("from", "to"):
             if key in obs:
                 bad(f"{here}.{key}", f"only applies with 'every', got {obs[key]}")
-        if not obs["times"]:
+        dataset = d["population"].get("dataset") or {}
+        if not obs["times"] and dataset.get("doses") != "recorded":  # records: the times
             bad(here, "needs sampling 'times' or 'every' (with optional 'from' and 'to')")
     return out

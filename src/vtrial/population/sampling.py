@@ -25,6 +25,8 @@ from vtrial.errors import ExpressionError, Problem
 from vtrial.infra.rng import keyed_uniforms
 from vtrial.model.expressions import evaluate, parse_expression
 from vtrial.population.covariates import covariate_sampler
+from vtrial.population.dataset import arm_labels, subject_covariates
+from vtrial.population.derived import derive_covariates
 from vtrial.population.design import allocate, twin_rows
 from vtrial.population.uncertainty import (
     covariance_root,
@@ -39,18 +41,49 @@ if TYPE_CHECKING:
 
 
 def individual_parameters(
-    study: PopulationStudy, covariates: Mapping[str, np.ndarray], replicate: int
+    study: PopulationStudy,
+    covariates: Mapping[str, np.ndarray],
+    replicate: int,
+    *,
+    random: bool = True,
+    categories: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Individual parameter values and random effects of one replicate.
 
     ``P_i = TV · f(covariates_i)`` transformed by the random effect: log-normal
     ``P_i = TV_i · exp(eta)``, normal ``TV_i + eta``, logit ``expit(logit(TV_i) + eta)``,
     with ``eta ~ N(0, OMEGA)`` (Cholesky of OMEGA; eigen-square-root if singular).
+    ``random=False``: the typical values ``TV_i`` and no random effects.
+    ``categories``: categorical covariates -> labels (default: the population's).
     """
     n = study.size
+    params = typical_parameters(study, covariates, replicate, n, categories=categories)
+    var = study.variability
+    names = list(var.omega_names)
+    etas: dict[str, np.ndarray] = {}
+    if names and random:
+        om = replicate_omega(study, replicate)  # OMEGA_r with study.uncertainty
+        z = special.ndtri(keyed_uniforms(study.seed, "eta", replicate, n, len(names)))
+        eta = z @ covariance_root(om).T
+        for j, name in enumerate(names):
+            etas[name] = eta[:, j]
+            params[name] = apply_effect(params[name], eta[:, j], var.distribution(name))
+    return params, etas
+
+
+def typical_parameters(
+    study: PopulationStudy,
+    covariates: Mapping[str, np.ndarray],
+    replicate: int,
+    n: int,
+    *,
+    categories: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, np.ndarray]:
+    """Typical value ``TV · f(covariates)`` of every model parameter for ``n``
+    covariate rows (patients, or a dataset's occasions), with the replicate's THETA."""
     model = study.model
     var = study.variability
-    cats = study.population.categories  # sampled and resampled categorical covariates
+    cats = study.population.categories if categories is None else categories
     params: dict[str, np.ndarray] = {}
     typical = typical_values(study, replicate)  # THETA_r with study.uncertainty
     for name in model.parameters:
@@ -65,16 +98,15 @@ def individual_parameters(
             )
             tv = tv * evaluate(expr, covariates, size=n)
         params[name] = tv
-    names = list(var.omega_names)
-    etas: dict[str, np.ndarray] = {}
-    if names:
-        om = replicate_omega(study, replicate)  # OMEGA_r with study.uncertainty
-        z = special.ndtri(keyed_uniforms(study.seed, "eta", replicate, n, len(names)))
-        eta = z @ covariance_root(om).T
-        for j, name in enumerate(names):
-            etas[name] = eta[:, j]
-            params[name] = apply_effect(params[name], eta[:, j], var.distribution(name))
-    return params, etas
+    return params
+
+
+def covariate_names(study: PopulationStudy) -> dict[str, frozenset[str]]:
+    """Parameter -> the covariates its covariate model reads (parameters with one)."""
+    return {
+        name: parse_expression(text, where=f"model.parameters.{name}.covariates").names
+        for name, text in study.variability.covariate_models.items()
+    }
 
 
 def occasion_effects(study: PopulationStudy, replicate: int) -> dict[str, np.ndarray]:
@@ -171,6 +203,8 @@ def sample_population(
         occasion k = 0, 1, ...) and one column per model parameter (the individual
         value before inter-occasion variability).
     """
+    if study.population.dataset is not None:
+        return dataset_population(study)
     frames = []
     sampler = covariate_sampler(study)
     arm_names = np.asarray(study.arm_names, dtype=object)
@@ -191,6 +225,56 @@ def sample_population(
         cols.update(occasion_effects(study, r))
         cols.update(params)
         frames.append(twin_rows(study, pd.DataFrame(cols)))  # a row per arm if twin
+    return pd.concat(frames, ignore_index=True)
+
+
+def dataset_population(study: PopulationStudy) -> pd.DataFrame:
+    """The population of ``population.dataset``: one patient per subject (per subject and
+    arm for a twin crossover) in dataset order, every replicate; see
+    :mod:`vtrial.population.dataset`.
+
+    Columns as :func:`sample_population`'s, with ``ID`` (the subject's ID as text) after
+    ``arm_index``, and the subjects' baseline covariates (first record).
+    """
+    subjects = study.subjects
+    spec = study.population.dataset
+    if subjects is None or subjects.dataset is None or spec is None:  # validated before
+        raise ValueError("population.dataset: the dataset has problems")
+    ds = subjects.dataset
+    covs = subject_covariates(ds)
+    derived = list(study.population.derived)
+    if derived:
+        covs.update(derive_covariates(derived, covs))
+    cats = dict(study.population.categories)
+    cats.update({str(k): sorted({str(x) for x in v}) for k, v in covs.items() if v.dtype == object})
+    arm_names = np.asarray(study.arm_names, dtype=object)
+    ids = np.asarray([str(x) for x in ds.subjects], dtype=object)
+    frames = []
+    for r in range(study.replicates):
+        random = spec.parameters == "iiv"
+        params, etas = individual_parameters(study, covs, r, random=random, categories=cats)
+        if subjects.table is not None:
+            params.update(
+                {str(c): subjects.table[c].to_numpy(dtype=np.float64) for c in subjects.table}
+            )
+        if spec.arm_column is not None:
+            labels = arm_labels(ds, spec.arm_column)
+            arm_idx = np.asarray([study.arm_names.index(x) for x in labels], dtype=np.int16)
+        elif spec.recorded:
+            arm_idx = np.zeros(study.size, dtype=np.int16)
+        else:
+            arm_idx = allocate(study, r, covs)
+        cols: dict[str, Any] = {
+            "replicate": np.full(study.size, r, dtype=np.int32),
+            "patient_id": np.arange(1, study.size + 1, dtype=np.int64),
+            "arm": arm_names[arm_idx],
+            "arm_index": arm_idx,
+            "ID": ids,
+        }
+        cols.update(covs)
+        cols.update({f"eta_{k}": v for k, v in etas.items()})
+        cols.update(params)
+        frames.append(twin_rows(study, pd.DataFrame(cols)))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias
 
 import numpy as np
 
+from vtrial.population.dataset import DatasetSource, Subjects, dataset_source
+
 if TYPE_CHECKING:
     from vtrial.model.spec import Model
     from vtrial.protocol.arms import Arm
@@ -334,6 +336,9 @@ class Population:
         ``population.resample``, None without a covariate table.
     categories : mapping of str to list of str
         Categorical covariates (sampled, then resampled) -> labels.
+    dataset : DatasetSource or None
+        ``population.dataset`` (:mod:`vtrial.population.dataset`), None when the
+        patients are sampled.
     """
 
     size: int
@@ -345,6 +350,7 @@ class Population:
     min_acceptance: float = MIN_ACCEPTANCE
     resample: Resample | None = None
     categories: Mapping[str, list[str]] = field(default_factory=lambda: MappingProxyType({}))
+    dataset: DatasetSource | None = None
 
     @classmethod
     def from_data(cls, pop: Mapping[str, Any]) -> Population:
@@ -365,6 +371,7 @@ class Population:
             min_acceptance=float(pop.get("min_acceptance", MIN_ACCEPTANCE)),
             resample=resample,
             categories=MappingProxyType(_categories(covariates, resample)),
+            dataset=dataset_source(pop),
         )
 
 
@@ -595,3 +602,7 @@ class PopulationStudy(Protocol):
 
     def events(self) -> EventTable:
         """Dose, occasion and decision events of every arm."""
+
+    @property
+    def subjects(self) -> Subjects | None:
+        """The checked subjects of ``population.dataset`` (None without one)."""

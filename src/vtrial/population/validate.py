@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from vtrial.data.dataset import Dataset
 from vtrial.errors import ExpressionError, Problem
 from vtrial.model.expressions import parse_expression
 from vtrial.population.covariates import PILOT_CANDIDATES, CovariateSampler
@@ -33,7 +35,7 @@ __all__ = ["covariate_problems", "population_problems"]
 
 
 def population_problems(
-    d: Mapping[str, Any], source: str, base_dir: str | Path
+    d: Mapping[str, Any], source: str, base_dir: str | Path, *, dataset: Dataset | None = None
 ) -> tuple[list[Problem], dict[str, list[str]], set[str]]:
     """Problems of the ``population`` section of a study (defaults filled).
 
@@ -63,7 +65,12 @@ def population_problems(
     )  # population.resample: a covariate table
     out += resampled.problems
     categories: dict[str, list[str]] = dict(resampled.categories)
-    have = set(covs) | set(resampled.columns)
+    from_data = tuple(dataset.covariates) if dataset is not None else ()
+    for name in from_data:  # text columns of population.dataset are categorical
+        col = dataset.records[name] if dataset is not None else None
+        if col is not None and not pd.api.types.is_numeric_dtype(col):
+            categories[name] = sorted({str(v) for v in col.dropna()})
+    have = set(covs) | set(resampled.columns) | set(from_data)
     for name, spec in covs.items():
         where = f"population.covariates.{name}"
         kinds = [k for k in _DISTRIBUTIONS if k in spec]
@@ -138,7 +145,7 @@ def population_problems(
                 f"{name} needs sex with categories F and M, "
                 f"got {sex_labels if sex_labels is not None else 'a numeric covariate'}",
             )
-    cov_names = set(covs) | set(derived) | set(resampled.columns)
+    cov_names = set(covs) | set(derived) | set(resampled.columns) | set(from_data)
     # correlations, empirical distributions, inclusion/exclusion (with a pilot draw)
     out += covariate_problems(d, src, base, categories, pilot=not out)
     return out, categories, cov_names

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from vtrial.analysis.sketch import Sketch, quantiles, sketch_block
+from vtrial.data.records import RecordEvents
 from vtrial.engine.host import (
     PK_METRICS,
     KernelResult,
@@ -24,10 +25,11 @@ from vtrial.engine.host import (
     run_kernel,
 )
 from vtrial.engine.interface import METHODS, STATUS, Status
-from vtrial.model.residual import observe_probes
+from vtrial.model.residual import OBSERVATION_COLUMNS, observe_probes
 from vtrial.model.spec import PK_CONCENTRATION
 from vtrial.population.sampling import occasion_parameters
 from vtrial.protocol.rules import adherence_arrays, assay_normals, ledger_table, summary_columns
+from vtrial.run.recorded import recorded_inputs, recorded_observations
 from vtrial.study.config import Study
 from vtrial.trial.adverse import probability_event_columns, threshold_gradings
 from vtrial.trial.endpoints import TrialLayer, extra_monitors
@@ -55,6 +57,8 @@ def monitors(study: Study) -> list[Monitor]:
 
 def run_population(study: Study, pop: pd.DataFrame, *, threads: int | None = None) -> KernelResult:
     """Run the kernel on population rows (no post-processing)."""
+    if study.recorded:
+        return run_recorded(study, pop, threads=threads)[0]
     model = study.model
     n = len(pop)
     params: dict[str, np.ndarray] = {
@@ -93,6 +97,34 @@ def run_population(study: Study, pop: pd.DataFrame, *, threads: int | None = Non
         threads=threads,
         outputs_at_dose=study.simulation.outputs_at_dose,
     )
+
+
+def run_recorded(
+    study: Study, pop: pd.DataFrame, *, threads: int | None = None
+) -> tuple[KernelResult, RecordEvents]:
+    """:func:`run_population` of patients simulated as recorded
+    (:func:`vtrial.run.recorded.recorded_inputs`): each row its own event table, on
+    the study's grid, probes and monitors; also the events (for the observations)."""
+    ev, params = recorded_inputs(study, pop)
+    n = len(pop)
+    res = run_kernel(
+        study.model,
+        params,
+        n=n,
+        events=ev.table,
+        arm=np.arange(n, dtype=np.int64),
+        dose_scale=np.ones((n, 3)),
+        grid=study.grid(),
+        store_times=study.store_times(),
+        store_outputs=list(study.timecourse.outputs),
+        probe_times=study.probe_times(),
+        monitors=monitors(study),
+        tolerances=tolerances(study),
+        threads=threads,
+        outputs_at_dose=study.simulation.outputs_at_dose,
+        n_obs=ev.n_obs,
+    )
+    return res, ev
 
 
 def band_groups(study: Study, arm_index: np.ndarray) -> tuple[np.ndarray, int]:
@@ -276,10 +308,6 @@ def simulate_patients(
     return patients, pd.DataFrame(tc_cols), sk
 
 
-#: columns of the observations table, in order
-OBSERVATION_COLUMNS = ("replicate", "patient_id", "arm", "time", "output", "ipred", "dv", "blq")
-
-
 def observations_table(study: Study, pop: pd.DataFrame, res: KernelResult) -> pd.DataFrame:
     """Sampled observations of population rows from their kernel result.
 
@@ -369,12 +397,11 @@ def simulate_chunk(
     Returns ``patients, timecourse, bands, observations, doses``; a pure function of
     the rows it is given, like :func:`simulate_patients`.
     """
-    res = run_population(study, pop, threads=threads)
+    if study.recorded:
+        res, ev = run_recorded(study, pop, threads=threads)
+        observations = recorded_observations(study, pop, ev, res)
+    else:
+        res = run_population(study, pop, threads=threads)
+        observations = observations_table(study, pop, res)
     patients, timecourse, bands = simulate_patients(study, pop, threads=threads, result=res)
-    return (
-        patients,
-        timecourse,
-        bands,
-        observations_table(study, pop, res),
-        doses_table(study, pop, res),
-    )
+    return patients, timecourse, bands, observations, doses_table(study, pop, res)

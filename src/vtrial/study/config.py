@@ -32,6 +32,7 @@ from vtrial.infra.yamlsafe import load_yaml, package_schema, yaml_problem
 from vtrial.model.residual import Observations, observation_problems
 from vtrial.model.schema_errors import best_errors, key_path, schema_message
 from vtrial.model.spec import Model, build_model, check_model_section
+from vtrial.population.dataset import Subjects
 from vtrial.population.design import design_problems
 from vtrial.population.resample import input_files
 from vtrial.population.sampling import variability_problems
@@ -58,6 +59,12 @@ from vtrial.protocol.dosing import (
     schedule_warnings,
 )
 from vtrial.protocol.rules import RuleProgram, rule_problems, rule_program
+from vtrial.study.dataset import (
+    dataset_inputs,
+    fill_dataset_defaults,
+    recorded_problems,
+    study_subjects,
+)
 from vtrial.study.execution import execution_problems
 from vtrial.trial.adverse import (
     AdverseEvent,
@@ -246,12 +253,33 @@ class Study:
     @property
     def data_files(self) -> list[Path]:
         """Data files the study reads besides its model files, in hashing order: the
-        covariance CSV of ``study.uncertainty.theta`` (if it names one) and the
-        covariate table of ``population.resample``."""
+        covariance CSV of ``study.uncertainty.theta`` (if it names one), the
+        covariate table of ``population.resample``, the dataset of
+        ``population.dataset`` and its parameters table."""
         theta = self.uncertainty.theta
         cov = theta.covariance if theta is not None else None
         files = [self.base_dir / cov] if isinstance(cov, str) else []
-        return files + input_files(self.population.resample, self.base_dir)
+        files += input_files(self.population.resample, self.base_dir)
+        ds = self.population.dataset
+        if ds is not None:
+            files += [self.base_dir / p for p in (ds.path, ds.table) if p is not None]
+        return files
+
+    @property
+    def subjects(self) -> Subjects | None:
+        """The checked subjects of ``population.dataset`` (None without one); read
+        once per process (:func:`vtrial.population.dataset.load_subjects` caches)."""
+        spec = self.population.dataset
+        if spec is None:
+            return None
+        return study_subjects(spec, self.model, self.base_dir, self.source)
+
+    @property
+    def recorded(self) -> bool:
+        """Whether the patients are simulated with their recorded doses
+        (``population.dataset.doses: recorded``)."""
+        ds = self.population.dataset
+        return ds is not None and ds.recorded
 
     def grid(self) -> np.ndarray:
         """Evaluation grid (h): regular grid, stored time points and endpoint times
@@ -304,9 +332,14 @@ def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def default_data(data: Mapping[str, Any], model: Model | None) -> dict[str, Any]:
-    """Fill in defaults (documented in config/README.md)."""
+def default_data(
+    data: Mapping[str, Any], model: Model | None, subjects: Subjects | None = None
+) -> dict[str, Any]:
+    """Fill in defaults (documented in config/README.md); ``subjects``: those of
+    ``population.dataset`` (:func:`vtrial.study.dataset.fill_dataset_defaults`)."""
     d = copy.deepcopy(dict(data))
+    if subjects is not None:
+        fill_dataset_defaults(d, subjects)
     d["study"].setdefault("replicates", 1)
     d["study"].setdefault("control_arm", None)
     d["study"].setdefault("description", "")
@@ -453,8 +486,18 @@ def study_from_dict(
         raise ConfigError(_dedupe(problems))
     model, model_problems = check_model_section(data["model"], base_dir=base)
     problems += [Problem(source, f"model.{w}" if w else "model", m) for w, m in model_problems]
-    full = default_data(data, model)
-    problems += _semantic_problems(full, model, source, base_dir=base)
+    # population.dataset: the subjects give the size and (recorded doses) the arms
+    found, subjects = dataset_inputs(data, model, source, base)
+    if found or ("population" in data and "dataset" in data["population"] and model is None):
+        raise ConfigError(_dedupe(problems + found))
+    full = default_data(data, model, subjects)
+    problems += _semantic_problems(full, model, source, base_dir=base, subjects=subjects)
+    if (
+        subjects is not None
+        and model is not None
+        and full["population"]["dataset"]["doses"] == "recorded"
+    ):
+        problems += recorded_problems(full, model, subjects, source)
     # trial design and parameter uncertainty (their modules import this one)
 
     problems += design_problems(full, model, source, base)
@@ -463,8 +506,8 @@ def study_from_dict(
         # dose-modification rules and adherence read the model's outputs and the
         # adverse events' grading, so they are checked on the otherwise valid study
         gradings = threshold_gradings(adverse_events_from_data(full["adverse_events"]))
-        found = rule_problems(full["arms"], list(model.outputs), gradings)
-        problems += [Problem(source, w, m) for w, m in found]
+        rules = rule_problems(full["arms"], list(model.outputs), gradings)
+        problems += [Problem(source, w, m) for w, m in rules]
     if problems:
         raise ConfigError(_dedupe(problems))
     return Study(data=full, source=source, base_dir=base)
@@ -475,7 +518,11 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
 
 
 def _semantic_problems(
-    d: dict[str, Any], model: Model | None, src: str, base_dir: Path | None = None
+    d: dict[str, Any],
+    model: Model | None,
+    src: str,
+    base_dir: Path | None = None,
+    subjects: Subjects | None = None,
 ) -> list[Problem]:
     out: list[Problem] = []
 
@@ -483,7 +530,9 @@ def _semantic_problems(
         out.append(Problem(src, where, msg))
 
     # ---- population (vtrial.population.validate)
-    pop_problems, categories, cov_names = population_problems(d, src, base_dir or Path.cwd())
+    pop_problems, categories, cov_names = population_problems(
+        d, src, base_dir or Path.cwd(), dataset=subjects.dataset if subjects else None
+    )
     out += pop_problems
 
     # ---- model parameters, covariate models, IIV and IOV (vtrial.population.sampling)
