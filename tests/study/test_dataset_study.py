@@ -83,9 +83,13 @@ def test_recorded_doses_with_a_time_varying_covariate_match_the_closed_form(
     study = _study(tmp_path)
     study["population"]["dataset"]["interpolation"] = interpolation
     s = _load(tmp_path, study)
-    assert s.recorded and s.arm_names == ["A", "B"] and s.size == 2 and s.end == 30.0
+    assert s.recorded
+    assert s.arm_names == ["A", "B"]
+    assert s.size == 2
+    assert s.end == 30.0
     pop = sample_population(s)
-    assert pop["ID"].tolist() == ["1", "2"] and pop["arm"].tolist() == ["A", "B"]
+    assert pop["ID"].tolist() == ["1", "2"]
+    assert pop["arm"].tolist() == ["A", "B"]
     assert pop["WT"].tolist() == [70.0, 50.0]  # baseline covariates
     patients, _, _, obs, _ = simulate_chunk(s, pop)
     assert (patients["solver_status"] == "ok").all()
@@ -121,7 +125,8 @@ def test_parameters_typical_and_from_a_table(tmp_path: Path) -> None:
     study["population"]["dataset"]["parameters"] = {"table": "ebe.csv"}
     s = _load(tmp_path, study)
     pop = sample_population(s)
-    assert pop["CL"].tolist() == [4.5, 3.5] and pop["V1"].tolist() == [60.0, 40.0]
+    assert pop["CL"].tolist() == [4.5, 3.5]
+    assert pop["V1"].tolist() == [60.0, 40.0]
     _, _, _, obs, _ = simulate_chunk(s, pop)
     # the table's CL holds throughout: a single-dose one-compartment closed form
     k = 3.5 / 40.0
@@ -138,7 +143,9 @@ def test_the_study_arms_replace_the_recorded_doses(tmp_path: Path) -> None:
     study = _study(tmp_path, arms=arms)
     study["outputs"] = {"observations": {"outputs": ["CP"], "times": [2.0]}}
     s = _load(tmp_path, study)
-    assert not s.recorded and s.arm_names == ["A", "B"] and s.size == 2
+    assert not s.recorded
+    assert s.arm_names == ["A", "B"]
+    assert s.size == 2
     pop = sample_population(s)
     assert pop["arm"].tolist() == ["A", "B"]  # from the arm column
     _, _, _, obs, _ = simulate_chunk(s, pop)
@@ -148,7 +155,8 @@ def test_the_study_arms_replace_the_recorded_doses(tmp_path: Path) -> None:
     study["study"].update(design="twin_crossover", control_arm="A")
     del study["population"]["dataset"]["arm_column"]
     pop = sample_population(_load(tmp_path, study))
-    assert pop["ID"].tolist() == ["1", "1", "2", "2"] and pop["arm"].tolist() == ["A", "B"] * 2
+    assert pop["ID"].tolist() == ["1", "1", "2", "2"]
+    assert pop["arm"].tolist() == ["A", "B"] * 2
     assert pop["WT"].tolist() == [70.0, 70.0, 50.0, 50.0]
 
 
@@ -240,4 +248,5 @@ def test_the_readme_example_loads(tmp_path: Path) -> None:
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(block))
     s = load_study(path)
-    assert s.recorded and s.arm_names == ["A", "B"]
+    assert s.recorded
+    assert s.arm_names == ["A", "B"]
