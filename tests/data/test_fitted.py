@@ -180,6 +180,23 @@ def test_parse_mapping_duplicates_and_malformed_entries() -> None:
     assert len(problems) == 7
 
 
+def test_parse_mapping_residual_error_names_for_theta_and_sigma_only() -> None:
+    fm = _parsed({"THETA(3)": "CP.additive", "SIGMA(1)": "CP.proportional", "ETA(1)": "CL"})
+    assert dict(fm.theta) == {3: "CP.additive"}
+    assert dict(fm.sigma) == {1: "CP.proportional"}
+    bad = {"ETA(1)": "CL.x", "SIGMA(1)": "CP.", "THETA(1)": "CP.a.b", "SIGMA(2)": ".x"}
+    fm2, problems = parse_mapping(bad, "s.yaml", "m")
+    assert fm2 is None
+    assert [p.where for p in problems] == ["m.ETA(1)", "m.SIGMA(1)", "m.THETA(1)", "m.SIGMA(2)"]
+    assert problems[0].message == (
+        "must be a parameter name (a letter, then letters, digits or _), got 'CL.x'"
+    )
+    assert problems[1].message == (
+        "must be a parameter name (a letter, then letters, digits or _), or OUTPUT.part for "
+        "a residual error, got 'CP.'"
+    )
+
+
 def test_parse_mapping_not_a_mapping() -> None:
     fm, problems = parse_mapping(["THETA(1)"], "s.yaml", "from_fit.map")
     assert fm is None

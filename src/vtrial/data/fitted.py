@@ -40,6 +40,10 @@ __all__ = [
 
 _MAP_KEY = re.compile(r"\s*(THETA|ETA|SIGMA)\s*\(\s*(\d+)\s*\)\s*", re.IGNORECASE)
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+#: a residual-error name, ``OUTPUT.part`` (``CP.proportional``): what a SIGMA (its
+#: variance) or a THETA (an SD, in the idiom ``W = THETA(3) * IPRED`` with the SIGMA
+#: FIXED to 1) may also be mapped to; its parts are checked by the study loader
+_DOTTED = re.compile(r"[A-Za-z][A-Za-z0-9_]*\.[A-Za-z][A-Za-z0-9_]*")
 
 
 # ---------------------------------------------------------------------------- results
@@ -52,11 +56,13 @@ class FitMapping:
     Attributes
     ----------
     theta : mapping of int to str
-        THETA number (from 1) -> parameter whose typical value it is.
+        THETA number (from 1) -> parameter whose typical value it is, or a
+        residual-error name ``OUTPUT.part`` whose SD it is.
     eta : mapping of int to str
         ETA number -> parameter it is the random effect of.
     sigma : mapping of int to str
-        SIGMA number (the diagonal element ``SIGMA(n,n)``) -> residual-error name.
+        SIGMA number (the diagonal element ``SIGMA(n,n)``) -> residual-error name (a
+        name, or ``OUTPUT.part``).
     keys : mapping of (str, int) to str
         (``"THETA"``, n) -> the key as written in the study file (for problems).
     source, where : str
@@ -83,7 +89,9 @@ class FittedModel:
     Attributes
     ----------
     typical : mapping of str to float
-        Parameter -> typical value (its THETA), in THETA order.
+        Parameter -> typical value (its THETA), in THETA order; a residual-error name
+        ``OUTPUT.part`` mapped from a THETA -> that THETA as given (an SD, whatever
+        its sign).
     fixed : tuple of str
         Parameters whose THETA was FIXED in the fit.
     omega_names : tuple of str
@@ -133,8 +141,11 @@ def parse_mapping(mapping: Any, source: str, where: str) -> tuple[FitMapping | N
     mapping : mapping of str to str
         ``{"THETA(1)": "CL", "ETA(1)": "CL", "SIGMA(1)": "prop", ...}``: keys
         ``THETA(n)``, ``ETA(n)``, ``SIGMA(n)`` (n >= 1; case-insensitive, blanks
-        allowed), values parameter names (a letter, then letters, digits or ``_``).
-        ``SIGMA(n)`` stands for the variance ``SIGMA(n,n)``.
+        allowed), values parameter names (a letter, then letters, digits or ``_``);
+        a ``THETA(n)`` or ``SIGMA(n)`` may also name a residual error as
+        ``OUTPUT.part`` (two such names joined by a dot, e.g. ``CP.proportional``; the
+        study loader checks the parts). ``SIGMA(n)`` stands for the variance
+        ``SIGMA(n,n)``.
     source : str
         The study file (``file`` of the problems).
     where : str
@@ -175,12 +186,14 @@ def parse_mapping(mapping: Any, source: str, where: str) -> tuple[FitMapping | N
             )
             continue
         kind, n = m[1].upper(), int(m[2])
-        if not isinstance(value, str) or not _NAME.fullmatch(value):
+        dotted = kind != "ETA" and isinstance(value, str) and _DOTTED.fullmatch(value)
+        if not isinstance(value, str) or not (_NAME.fullmatch(value) or dotted):
+            also = "" if kind == "ETA" else ", or OUTPUT.part for a residual error"
             problems.append(
                 Problem(
                     source,
                     at,
-                    "must be a parameter name (a letter, then letters, digits or _), "
+                    f"must be a parameter name (a letter, then letters, digits or _){also}, "
                     f"got {value!r}",
                 )
             )

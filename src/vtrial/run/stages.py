@@ -640,7 +640,8 @@ def run_manifest(
         "inputs": {
             "study_file_sha256": file_sha256(study.source) if Path(study.source).exists() else None,
             "models": {c.name: file_sha256(c.source) for c in study.model.components},
-            # data files the study reads (uncertainty covariance, population.resample.table)
+            # data files the study reads (uncertainty covariance, population.resample.table,
+            # the fitted files of model.from_fit)
             "data": {str(f): file_sha256(f) for f in study.data_files},
         },
         # the study with its defaults, in the file's key order (the order matters: a

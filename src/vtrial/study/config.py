@@ -26,6 +26,7 @@ import yaml
 
 from vtrial.analysis.success import SuccessCriterion, criteria, fill_success_defaults
 from vtrial.analysis.success import spec_problems as success_problems
+from vtrial.data.fitted import FittedModel
 from vtrial.engine.grid import Simulation, Timecourse, evaluation_grid, store_times
 from vtrial.errors import ConfigError, Problem
 from vtrial.infra.yamlsafe import load_yaml, package_schema, yaml_problem
@@ -66,6 +67,7 @@ from vtrial.study.dataset import (
     study_subjects,
 )
 from vtrial.study.execution import execution_problems
+from vtrial.study.fit import fit_files, load_fit, stand_in, with_fit
 from vtrial.trial.adverse import (
     AdverseEvent,
     adverse_event_problems,
@@ -106,11 +108,22 @@ class Study:
         The file it came from (``"<dict>"`` for in-memory studies).
     base_dir : Path
         Folder against which relative paths in the study are resolved.
+    fit : FittedModel or None
+        The fitted model of ``model.from_fit`` (:func:`vtrial.study.fit.load_fit`):
+        typical values, OMEGA, SIGMA, THETA covariance and, with a ``phi`` file, each
+        subject's ETAs (``fit.etas``); None without ``from_fit``.
+    effective : dict
+        The study as it is run: ``data`` with the fit's values written in
+        (:func:`vtrial.study.fit.with_fit`; ``data`` itself without a fit). The typed
+        sections and the model are built from it; ``data`` (``from_fit`` as written)
+        is what is hashed and recorded, with the fitted files (:attr:`data_files`).
     """
 
     data: dict[str, Any]
     source: str
     base_dir: Path
+    fit: FittedModel | None = field(default=None, repr=False, compare=False)
+    effective: dict[str, Any] = field(init=False, repr=False, compare=False)
     #: the typed sections, built from ``data`` at construction
     arms: tuple[Arm, ...] = field(init=False, repr=False, compare=False)
     adverse_events: Mapping[str, AdverseEvent] = field(init=False, repr=False, compare=False)
@@ -127,27 +140,27 @@ class Study:
     uncertainty: Uncertainty = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "arms", arms_from_data(self.data["arms"]))
-        object.__setattr__(
-            self, "adverse_events", adverse_events_from_data(self.data["adverse_events"])
-        )
-        object.__setattr__(self, "population", Population.from_data(self.data["population"]))
-        object.__setattr__(self, "design", design_from_data(self.data))
-        object.__setattr__(self, "variability", variability_from_data(self.data["model"]))
-        object.__setattr__(self, "endpoints", endpoints_from_data(self.data["endpoints"]))
-        object.__setattr__(self, "dropout", dropout_from_data(self.data.get("dropout")))
-        object.__setattr__(self, "success", criteria(self.data))
-        object.__setattr__(self, "simulation", Simulation.from_data(self.data["simulation"]))
-        tc = Timecourse.from_data(self.data["outputs"]["timecourse"])
+        d = with_fit(self.data, self.fit) if self.fit is not None else self.data
+        object.__setattr__(self, "effective", d)
+        object.__setattr__(self, "arms", arms_from_data(d["arms"]))
+        object.__setattr__(self, "adverse_events", adverse_events_from_data(d["adverse_events"]))
+        object.__setattr__(self, "population", Population.from_data(d["population"]))
+        object.__setattr__(self, "design", design_from_data(d))
+        object.__setattr__(self, "variability", variability_from_data(d["model"]))
+        object.__setattr__(self, "endpoints", endpoints_from_data(d["endpoints"]))
+        object.__setattr__(self, "dropout", dropout_from_data(d.get("dropout")))
+        object.__setattr__(self, "success", criteria(d))
+        object.__setattr__(self, "simulation", Simulation.from_data(d["simulation"]))
+        tc = Timecourse.from_data(d["outputs"]["timecourse"])
         object.__setattr__(self, "timecourse", tc)
-        object.__setattr__(self, "exposure", Exposure.from_data(self.data["exposure"]))
+        object.__setattr__(self, "exposure", Exposure.from_data(d["exposure"]))
         obs = Observations.from_data(
-            self.data["outputs"].get("observations"),
-            self.data["model"].get("residual_error", {}),
+            d["outputs"].get("observations"),
+            d["model"].get("residual_error", {}),
             self.end,
         )
         object.__setattr__(self, "observations", obs)
-        object.__setattr__(self, "uncertainty", uncertainty_from_data(self.data))
+        object.__setattr__(self, "uncertainty", uncertainty_from_data(d))
 
     @property
     def name(self) -> str:
@@ -192,7 +205,7 @@ class Study:
     @cached_property
     def model(self) -> Model:
         """The composed model."""
-        return build_model(self.data["model"], base_dir=self.base_dir, source=self.source)
+        return build_model(self.effective["model"], base_dir=self.base_dir, source=self.source)
 
     @property
     def warnings(self) -> list[Problem]:
@@ -212,9 +225,9 @@ class Study:
 
     def arm_occasions(self) -> list[list[float]]:
         """Start times (h) of occasions 1, 2, ... of every arm (none without IOV)."""
-        iov = self.data["model"].get("iov")
+        iov = self.effective["model"].get("iov")
         if not iov:
-            return [[] for _ in self.data["arms"]]
+            return [[] for _ in self.effective["arms"]]
         return [occasion_starts(ph, iov["occasions"]) for ph in self.arm_phases()]
 
     def events(self) -> EventTable:
@@ -241,8 +254,9 @@ class Study:
     @cached_property
     def sha256(self) -> str:
         """Hash of the canonical study (defaults filled), of every model file used and
-        of the covariance file of ``study.uncertainty`` (if it names one) and of the
-        covariate table of ``population.resample``."""
+        of the data files (:attr:`data_files`: the covariance file of
+        ``study.uncertainty``, the covariate table of ``population.resample``, the
+        fitted files of ``model.from_fit``)."""
         h = hashlib.sha256(canonical_json(self.data).encode())
         for comp in self.model.components:
             h.update(Path(comp.source).read_bytes())
@@ -254,12 +268,15 @@ class Study:
     def data_files(self) -> list[Path]:
         """Data files the study reads besides its model files, in hashing order: the
         covariance CSV of ``study.uncertainty.theta`` (if it names one), the
-        covariate table of ``population.resample``, the dataset of
-        ``population.dataset`` and its parameters table."""
+        covariate table of ``population.resample``, the fitted files of
+        ``model.from_fit`` (``ext``, ``cov``, ``phi``), the dataset of
+        ``population.dataset`` and its parameters table. The run manifest records their
+        SHA-256 (``inputs.data``), and a change of any reruns the workflow."""
         theta = self.uncertainty.theta
         cov = theta.covariance if theta is not None else None
         files = [self.base_dir / cov] if isinstance(cov, str) else []
         files += input_files(self.population.resample, self.base_dir)
+        files += fit_files(self.data, self.base_dir)
         ds = self.population.dataset
         if ds is not None:
             files += [self.base_dir / p for p in (ds.path, ds.table) if p is not None]
@@ -485,32 +502,40 @@ def study_from_dict(
     if problems:
         raise ConfigError(_dedupe(problems))
     model, model_problems = check_model_section(data["model"], base_dir=base)
+    # model.from_fit: the fitted values are written into the study data (vtrial.study.fit)
+    fit, fit_problems = load_fit(data, model, source, base)
+    problems += fit_problems
+    if fit is not None and model is not None:  # the model with the fitted typical values
+        model, model_problems = check_model_section(with_fit(data, fit)["model"], base_dir=base)
     problems += [Problem(source, f"model.{w}" if w else "model", m) for w, m in model_problems]
     # population.dataset: the subjects give the size and (recorded doses) the arms
     found, subjects = dataset_inputs(data, model, source, base)
     if found or ("population" in data and "dataset" in data["population"] and model is None):
         raise ConfigError(_dedupe(problems + found))
     full = default_data(data, model, subjects)
-    problems += _semantic_problems(full, model, source, base_dir=base, subjects=subjects)
+    eff = with_fit(full, fit) if fit is not None else full
+    if fit_problems:  # the other keys are checked with the mapped names
+        eff = stand_in(full, model)
+    problems += _semantic_problems(eff, model, source, base_dir=base, subjects=subjects)
     if (
         subjects is not None
         and model is not None
         and full["population"]["dataset"]["doses"] == "recorded"
     ):
-        problems += recorded_problems(full, model, subjects, source)
+        problems += recorded_problems(eff, model, subjects, source)
     # trial design and parameter uncertainty (their modules import this one)
 
-    problems += design_problems(full, model, source, base)
-    problems += uncertainty_problems(full, model, source, base)
+    problems += design_problems(eff, model, source, base)
+    problems += uncertainty_problems(eff, model, source, base)
     if not problems and model is not None:
         # dose-modification rules and adherence read the model's outputs and the
         # adverse events' grading, so they are checked on the otherwise valid study
-        gradings = threshold_gradings(adverse_events_from_data(full["adverse_events"]))
-        rules = rule_problems(full["arms"], list(model.outputs), gradings)
+        gradings = threshold_gradings(adverse_events_from_data(eff["adverse_events"]))
+        rules = rule_problems(eff["arms"], list(model.outputs), gradings)
         problems += [Problem(source, w, m) for w, m in rules]
     if problems:
         raise ConfigError(_dedupe(problems))
-    return Study(data=full, source=source, base_dir=base)
+    return Study(data=full, source=source, base_dir=base, fit=fit)
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:
