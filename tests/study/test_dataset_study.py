@@ -250,3 +250,34 @@ def test_the_readme_example_loads(tmp_path: Path) -> None:
     s = load_study(path)
     assert s.recorded
     assert s.arm_names == ["A", "B"]
+
+
+def test_parameters_from_the_fits_etas(tmp_path: Path) -> None:
+    from tests.study.test_from_fit import MAP, write_fit
+
+    write_fit(tmp_path / "fits")
+    records = "ID,TIME,AMT,DV,weight\n" + "".join(
+        f"{i},0,100,.,{w}\n{i},2,0,1.0,{w}\n" for i, w in ((1, 60), (2, 70), (7, 85))
+    )
+    (tmp_path / "data.csv").write_text(records)
+    study: dict[str, Any] = {
+        "study": {"name": "fit", "seed": 1},
+        "population": {"dataset": {"path": "data.csv", "parameters": "fit"}},
+        "model": {
+            "pk": "pk_2cmt",
+            "parameters": {"CL": {"covariates": "(weight / 70) ** 0.75"}},
+            "from_fit": {"ext": "fits/run12.ext", "phi": "fits/run12.phi", "map": MAP},
+        },
+        "outputs": {"observations": {"outputs": ["CP"]}},
+    }
+    pop = sample_population(_load(tmp_path, study))
+    eta_cl = np.array([0.1, -0.3, 0.0])  # ETA(1) of the .phi's subjects 1, 2, 7
+    expected = 4.5 * (np.array([60.0, 70.0, 85.0]) / 70) ** 0.75 * np.exp(eta_cl)
+    np.testing.assert_allclose(pop["CL"], expected, rtol=1e-15)
+    np.testing.assert_allclose(pop["V1"], 36.0 * np.exp([-0.2, 0.15, 0.25]), rtol=1e-15)
+    (tmp_path / "data.csv").write_text(records + "4,0,100,.,70\n")
+    found = _problems(tmp_path, study)
+    assert any("1 have none (the first: ID 4)" in p for p in found)
+    del study["model"]["from_fit"]["phi"]
+    found = _problems(tmp_path, study)
+    assert any("'fit' takes each subject's ETAs from model.from_fit.phi" in p for p in found)

@@ -17,8 +17,10 @@ file order, with the subject's covariates. Two uses:
   named by ``arm_column``.
 
 Individual parameters (``parameters``): ``iiv`` (the study's covariate models and
-random effects, the default), ``typical`` (covariate models only, no random effects) or
-``table`` (a table of individual values with an ``ID`` column, e.g. empirical Bayes
+random effects, the default), ``typical`` (covariate models only, no random effects),
+``fit`` (the covariate models and each subject's ETAs from the ``.phi`` file of
+``model.from_fit``: the fit's individual parameters, as NONMEM's POSTHOC step gives
+them) or ``table`` (a table of individual values with an ``ID`` column, e.g. empirical Bayes
 estimates, whose columns named like model parameters replace them; the other
 parameters take their typical values).
 
@@ -53,6 +55,7 @@ __all__ = [
     "Subjects",
     "arm_labels",
     "dataset_source",
+    "fit_etas",
     "load_subjects",
     "subject_covariates",
 ]
@@ -60,7 +63,7 @@ __all__ = [
 #: where a dataset population's doses come from
 DOSES = ("recorded", "arms")
 #: where a dataset population's individual parameters come from
-PARAMETER_SOURCES = ("iiv", "typical", "table")
+PARAMETER_SOURCES = ("iiv", "typical", "fit", "table")
 #: the arm of ``doses: recorded`` without an ``arm_column``
 RECORDED_ARM = "recorded"
 _WHERE = "population.dataset"
@@ -83,7 +86,7 @@ class DatasetSource:
     arm_column : str or None
         Dataset column naming each subject's arm.
     parameters : str
-        ``iiv``, ``typical`` or ``table`` (:data:`PARAMETER_SOURCES`).
+        ``iiv``, ``typical``, ``fit`` or ``table`` (:data:`PARAMETER_SOURCES`).
     table : str or None
         The parameters table (``parameters: table``), relative to the study file.
     """
@@ -287,6 +290,16 @@ def _first_records(dataset: Dataset) -> np.ndarray:
     if ids.size == 0:
         return np.zeros(0, dtype=np.int64)
     return np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+
+
+def fit_etas(dataset: Dataset, etas: pd.DataFrame) -> tuple[pd.DataFrame | None, int, Any]:
+    """The fit's ETAs of each subject of ``dataset`` (rows in dataset order), or None
+    with the number of subjects without a row and the first of them."""
+    pos = pd.Index(etas.index).get_indexer(pd.Index(dataset.subjects))
+    missing = np.flatnonzero(pos < 0)
+    if missing.size:
+        return None, int(missing.size), _label(dataset.subjects[missing[0]])
+    return etas.iloc[pos].reset_index(drop=True), 0, None
 
 
 def subject_covariates(

@@ -25,7 +25,7 @@ from vtrial.errors import ExpressionError, Problem
 from vtrial.infra.rng import keyed_uniforms
 from vtrial.model.expressions import evaluate, parse_expression
 from vtrial.population.covariates import covariate_sampler
-from vtrial.population.dataset import arm_labels, subject_covariates
+from vtrial.population.dataset import arm_labels, fit_etas, subject_covariates
 from vtrial.population.derived import derive_covariates
 from vtrial.population.design import allocate, twin_rows
 from vtrial.population.uncertainty import (
@@ -253,6 +253,16 @@ def dataset_population(study: PopulationStudy) -> pd.DataFrame:
     for r in range(study.replicates):
         random = spec.parameters == "iiv"
         params, etas = individual_parameters(study, covs, r, random=random, categories=cats)
+        fit = study.fit
+        if spec.parameters == "fit" and fit is not None and fit.etas is not None:
+            found, _, _ = fit_etas(ds, fit.etas)  # checked at validation
+            if found is None:  # pragma: no cover - validated
+                raise ValueError("population.dataset.parameters: subjects without ETAs")
+            for name in found.columns:
+                etas[str(name)] = found[name].to_numpy(dtype=np.float64)
+                params[str(name)] = apply_effect(
+                    params[str(name)], etas[str(name)], study.variability.distribution(str(name))
+                )
         if subjects.table is not None:
             params.update(
                 {str(c): subjects.table[c].to_numpy(dtype=np.float64) for c in subjects.table}

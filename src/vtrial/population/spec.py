@@ -32,6 +32,7 @@ import numpy as np
 from vtrial.population.dataset import DatasetSource, Subjects, dataset_source
 
 if TYPE_CHECKING:
+    from vtrial.data.fitted import FittedModel
     from vtrial.model.spec import Model
     from vtrial.protocol.arms import Arm
     from vtrial.protocol.dosing import EventTable
@@ -602,6 +603,10 @@ class PopulationStudy(Protocol):
 
     def events(self) -> EventTable:
         """Dose, occasion and decision events of every arm."""
+
+    @property
+    def fit(self) -> FittedModel | None:
+        """The fitted model of ``model.from_fit`` (None without one)."""
 
     @property
     def subjects(self) -> Subjects | None:

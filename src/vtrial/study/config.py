@@ -63,6 +63,7 @@ from vtrial.protocol.rules import RuleProgram, rule_problems, rule_program
 from vtrial.study.dataset import (
     dataset_inputs,
     fill_dataset_defaults,
+    fit_problems,
     recorded_problems,
     study_subjects,
 )
@@ -503,8 +504,8 @@ def study_from_dict(
         raise ConfigError(_dedupe(problems))
     model, model_problems = check_model_section(data["model"], base_dir=base)
     # model.from_fit: the fitted values are written into the study data (vtrial.study.fit)
-    fit, fit_problems = load_fit(data, model, source, base)
-    problems += fit_problems
+    fit, fit_found = load_fit(data, model, source, base)
+    problems += fit_found
     if fit is not None and model is not None:  # the model with the fitted typical values
         model, model_problems = check_model_section(with_fit(data, fit)["model"], base_dir=base)
     problems += [Problem(source, f"model.{w}" if w else "model", m) for w, m in model_problems]
@@ -514,7 +515,7 @@ def study_from_dict(
         raise ConfigError(_dedupe(problems + found))
     full = default_data(data, model, subjects)
     eff = with_fit(full, fit) if fit is not None else full
-    if fit_problems:  # the other keys are checked with the mapped names
+    if fit_found:  # the other keys are checked with the mapped names
         eff = stand_in(full, model)
     problems += _semantic_problems(eff, model, source, base_dir=base, subjects=subjects)
     if (
@@ -523,6 +524,8 @@ def study_from_dict(
         and full["population"]["dataset"]["doses"] == "recorded"
     ):
         problems += recorded_problems(eff, model, subjects, source)
+    if subjects is not None and full["population"]["dataset"]["parameters"] == "fit":
+        problems += fit_problems(full, fit, subjects, source)
     # trial design and parameter uncertainty (their modules import this one)
 
     problems += design_problems(eff, model, source, base)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from vtrial.data.fitted import FittedModel
 from vtrial.data.records import dose_routes, unsupported_problems
 from vtrial.data.tables import cell_problems
 from vtrial.engine.records import dose_terms, lag_problems
@@ -32,12 +33,14 @@ from vtrial.population.dataset import (
     Subjects,
     arm_labels,
     dataset_source,
+    fit_etas,
     load_subjects,
 )
 
 __all__ = [
     "dataset_inputs",
     "fill_dataset_defaults",
+    "fit_problems",
     "recorded_arms",
     "recorded_problems",
     "study_subjects",
@@ -133,6 +136,45 @@ def dataset_inputs(
                 f"got {unknown[:5]}",
             )
     return out, subjects
+
+
+def fit_problems(
+    data: Mapping[str, Any], fit: FittedModel | None, subjects: Subjects | None, source: str
+) -> list[Problem]:
+    """Problems of ``population.dataset.parameters: fit``: a ``.phi`` file of ETAs
+    (not PHIs) with a row for every subject."""
+    where = "population.dataset.parameters"
+    if fit is None or fit.etas is None:
+        return [
+            Problem(
+                source,
+                where,
+                "'fit' takes each subject's ETAs from model.from_fit.phi: give model.from_fit "
+                "with a phi file",
+            )
+        ]
+    if fit.eta_kind != "ETA":
+        return [
+            Problem(
+                source,
+                where,
+                f"'fit' needs individual ETAs; the phi file holds {fit.eta_kind}s (a "
+                "mu-referenced fit): give the individual parameters as {table: PATH}",
+            )
+        ]
+    if subjects is None or subjects.dataset is None:
+        return []
+    found, n_missing, first = fit_etas(subjects.dataset, fit.etas)
+    if found is None:
+        return [
+            Problem(
+                source,
+                where,
+                f"every subject of the dataset needs its ETAs in model.from_fit.phi: "
+                f"{n_missing} have none (the first: ID {first})",
+            )
+        ]
+    return []
 
 
 def recorded_arms(subjects: Subjects, spec: DatasetSource) -> list[dict[str, Any]]:
