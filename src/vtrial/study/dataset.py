@@ -87,7 +87,10 @@ def dataset_inputs(
         if "size" not in pop:
             bad("population", "needs 'size' (patients per replicate), or a 'dataset' of patients")
         if "arms" not in data:
-            bad("", "needs 'arms' (or a population.dataset whose recorded doses are simulated)")
+            bad(
+                "(top level)",
+                "'arms' is required (unless a population.dataset's recorded doses are simulated)",
+            )
         return out, None
     has_arms = "arms" in data
     doses = pop["dataset"].get("doses", "arms" if has_arms else "recorded")
