@@ -36,14 +36,17 @@ STUDY_FILES = {
     "cytotoxic_q3w_rules": "config/studies/cytotoxic_q3w_rules.yaml",
     "dose_ranging_pos": "config/studies/dose_ranging_pos.yaml",
     "million": "config/studies/million.yaml",
+    "vancomycin_tdm": "config/studies/vancomycin_tdm.yaml",
 }
 
 
 def _reduce(data: dict[str, Any]) -> dict[str, Any]:
-    """The study at a reduced size: 60 patients per replicate, at most 3 replicates,
-    one shard in chunks of 16 (so chunking is exercised)."""
+    """The study at a reduced size: 60 patients per replicate (a dataset's subjects
+    as they are), at most 3 replicates, one shard in chunks of 16 (so chunking is
+    exercised)."""
     d = copy.deepcopy(data)
-    d["population"]["size"] = 60
+    if "dataset" not in d["population"]:  # a dataset's patients are its subjects
+        d["population"]["size"] = 60
     d["study"]["replicates"] = min(int(d["study"].get("replicates", 1)), 3)
     d["execution"] = {"shards": 1, "workers": 1, "chunk_size": 16}
     return d
@@ -81,14 +84,14 @@ def compute(variant: str, workdir: Path) -> dict[str, str]:
     data = transform(yaml.safe_load((ROOT / path).read_text()))
     study_file = workdir / f"{variant}.yaml"
     study_file.write_text(yaml.safe_dump(data, sort_keys=False))
-    # a study's relative paths (model files, tables) resolve against its own folder
-    for src in (ROOT / path).parent.iterdir():
-        if (
-            src.is_file()
-            and src.suffix in (".csv", ".parquet")
-            and not (workdir / src.name).exists()
-        ):
-            (workdir / src.name).write_bytes(src.read_bytes())
+    # a study's relative paths (model files, tables, datasets) resolve against its own
+    # folder: copy its tables, those of subfolders (data/) too
+    folder = (ROOT / path).parent
+    for src in sorted(folder.rglob("*")):
+        dest = workdir / src.relative_to(folder)
+        if src.is_file() and src.suffix in (".csv", ".parquet") and not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(src.read_bytes())
     study = load_study(study_file)
     out = workdir / "results"
     population = out / "population.parquet"
