@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -143,7 +144,13 @@ def test_dataset_reader_benchmark_runs() -> None:
     """``benchmarks/dataset_reader.py`` generates its dataset, reads it and simulates it
     as recorded (no timing)."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "dataset_reader.py"), "--subjects", "30"],
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "dataset_reader.py"),
+            "--subjects",
+            "30",
+            "--no-workflow",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -153,3 +160,29 @@ def test_dataset_reader_benchmark_runs() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "dataset reader: 30 subjects, 600 records checked in" in proc.stdout
     assert "dataset simulation (pk_2cmt, 20 occasions each): 30 subjects in" in proc.stdout
+
+
+def test_dataset_study_benchmark_runs_the_workflow() -> None:
+    """The workflow case of ``benchmarks/dataset_reader.py``: a dataset study of 30 and
+    of 60 subjects through Snakemake, with the engine peer (no timing)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "dataset_reader.py"),
+            "--workflow-only",
+            "--workflow",
+            "30,60",
+            "--warmup",
+            "0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "dataset study through the workflow (snakemake --cores 2" in proc.stdout
+    assert re.search(r"^\s+60\s+\S+\s+\S+\s+[\d.]+", proc.stdout, re.M), proc.stdout
+    assert "linearity: cost per subject 60 / 30 = " in proc.stdout
+    assert "stages at 60 subjects (seconds / peak MB): snakemake " in proc.stdout

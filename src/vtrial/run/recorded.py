@@ -45,9 +45,14 @@ def _records_of(study: Study, pop: pd.DataFrame) -> tuple[Any, np.ndarray]:
     first = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if n_rec else np.zeros(0, int)
     counts = np.diff(np.r_[first, n_rec])
     subject = pop["patient_id"].to_numpy(dtype=np.int64) - 1
-    take = np.concatenate([np.arange(first[s], first[s] + counts[s]) for s in subject])
+    n_of = counts[subject]
+    # each row's records first[s], ..., first[s] + counts[s] - 1, without a Python loop:
+    # a running index minus the row's offset in the result plus its first record
+    take = np.arange(int(n_of.sum()), dtype=np.int64) + np.repeat(
+        first[subject] - (np.cumsum(n_of) - n_of), n_of
+    )
     records = ds.records.iloc[take].reset_index(drop=True)
-    records["ID"] = np.repeat(np.arange(len(pop), dtype=np.int64), counts[subject])
+    records["ID"] = np.repeat(np.arange(len(pop), dtype=np.int64), n_of)
     return dataclasses.replace(ds, records=records), take
 
 
