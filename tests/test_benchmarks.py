@@ -163,15 +163,16 @@ def test_dataset_reader_benchmark_runs() -> None:
 
 
 def test_dataset_study_benchmark_runs_the_workflow() -> None:
-    """The workflow case of ``benchmarks/dataset_reader.py``: a dataset study of 30 and
-    of 60 subjects through Snakemake, with the engine peer (no timing)."""
+    """The workflow case of ``benchmarks/dataset_reader.py``: a dataset study of 60
+    subjects through Snakemake, with the engine peer (no timing; one size, to keep
+    ``make test`` short: the linearity line needs two)."""
     proc = subprocess.run(
         [
             sys.executable,
             str(ROOT / "benchmarks" / "dataset_reader.py"),
             "--workflow-only",
             "--workflow",
-            "30,60",
+            "60",
             "--warmup",
             "0",
         ],
@@ -184,5 +185,5 @@ def test_dataset_study_benchmark_runs_the_workflow() -> None:
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "dataset study through the workflow (snakemake --cores 2" in proc.stdout
     assert re.search(r"^\s+60\s+\S+\s+\S+\s+[\d.]+", proc.stdout, re.M), proc.stdout
-    assert "linearity: cost per subject 60 / 30 = " in proc.stdout
+    assert "linearity" not in proc.stdout
     assert "stages at 60 subjects (seconds / peak MB): snakemake " in proc.stdout
