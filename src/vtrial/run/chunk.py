@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from vtrial.analysis.sketch import Sketch, quantiles, sketch_block
+from vtrial.data.dataset import Dataset
 from vtrial.data.records import RecordEvents
 from vtrial.engine.host import (
     PK_METRICS,
@@ -29,7 +30,7 @@ from vtrial.model.residual import OBSERVATION_COLUMNS, observe_probes
 from vtrial.model.spec import PK_CONCENTRATION
 from vtrial.population.sampling import occasion_parameters
 from vtrial.protocol.rules import adherence_arrays, assay_normals, ledger_table, summary_columns
-from vtrial.run.recorded import recorded_inputs, recorded_observations
+from vtrial.run.recorded import patient_records, recorded_inputs, recorded_observations
 from vtrial.study.config import Study
 from vtrial.trial.adverse import probability_event_columns, threshold_gradings
 from vtrial.trial.endpoints import TrialLayer, extra_monitors
@@ -55,10 +56,25 @@ def monitors(study: Study) -> list[Monitor]:
     return out + extra_monitors(study)[0]
 
 
+def study_outputs(study: Study, threads: int | None) -> dict[str, Any]:
+    """The kernel arguments every run of a study's patients shares: grid, stored time
+    courses, probes, monitors, tolerances, threads and the outputs-at-dose convention."""
+    return {
+        "grid": study.grid(),
+        "store_times": study.store_times(),
+        "store_outputs": list(study.timecourse.outputs),
+        "probe_times": study.probe_times(),
+        "monitors": monitors(study),
+        "tolerances": tolerances(study),
+        "threads": threads,
+        "outputs_at_dose": study.simulation.outputs_at_dose,
+    }
+
+
 def run_population(study: Study, pop: pd.DataFrame, *, threads: int | None = None) -> KernelResult:
     """Run the kernel on population rows (no post-processing)."""
     if study.recorded:
-        return run_recorded(study, pop, threads=threads)[0]
+        return run_recorded(study, patient_records(study, pop), pop, threads=threads)[0]
     model = study.model
     n = len(pop)
     params: dict[str, np.ndarray] = {
@@ -88,24 +104,17 @@ def run_population(study: Study, pop: pd.DataFrame, *, threads: int | None = Non
         assay=assay_normals(study.seed, program, replicate, patient_id),
         ledger=study.has_dose_ledger,
         dose_scale=scale,
-        grid=study.grid(),
-        store_times=study.store_times(),
-        store_outputs=list(study.timecourse.outputs),
-        probe_times=study.probe_times(),
-        monitors=monitors(study),
-        tolerances=tolerances(study),
-        threads=threads,
-        outputs_at_dose=study.simulation.outputs_at_dose,
+        **study_outputs(study, threads),
     )
 
 
 def run_recorded(
-    study: Study, pop: pd.DataFrame, *, threads: int | None = None
+    study: Study, part: Dataset, pop: pd.DataFrame, *, threads: int | None = None
 ) -> tuple[KernelResult, RecordEvents]:
     """:func:`run_population` of patients simulated as recorded
     (:func:`vtrial.run.recorded.recorded_inputs`): each row its own event table, on
     the study's grid, probes and monitors; also the events (for the observations)."""
-    ev, params = recorded_inputs(study, pop)
+    ev, params = recorded_inputs(study, part, pop)
     n = len(pop)
     res = run_kernel(
         study.model,
@@ -114,14 +123,7 @@ def run_recorded(
         events=ev.table,
         arm=np.arange(n, dtype=np.int64),
         dose_scale=np.ones((n, 3)),
-        grid=study.grid(),
-        store_times=study.store_times(),
-        store_outputs=list(study.timecourse.outputs),
-        probe_times=study.probe_times(),
-        monitors=monitors(study),
-        tolerances=tolerances(study),
-        threads=threads,
-        outputs_at_dose=study.simulation.outputs_at_dose,
+        **study_outputs(study, threads),
         n_obs=ev.n_obs,
     )
     return res, ev
@@ -398,8 +400,9 @@ def simulate_chunk(
     the rows it is given, like :func:`simulate_patients`.
     """
     if study.recorded:
-        res, ev = run_recorded(study, pop, threads=threads)
-        observations = recorded_observations(study, pop, ev, res)
+        part = patient_records(study, pop)
+        res, ev = run_recorded(study, part, pop, threads=threads)
+        observations = recorded_observations(study, part, pop, ev, res)
     else:
         res = run_population(study, pop, threads=threads)
         observations = observations_table(study, pop, res)

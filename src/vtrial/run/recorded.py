@@ -17,11 +17,11 @@ chunk's work.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from vtrial.data.dataset import Dataset
 from vtrial.data.records import RecordEvents, dose_routes, record_events
 from vtrial.engine.host import KernelResult
 from vtrial.engine.records import dose_terms
@@ -30,12 +30,12 @@ from vtrial.population.derived import DERIVED, derive_covariates
 from vtrial.population.sampling import apply_effect, covariate_names, typical_parameters
 from vtrial.study.config import Study
 
-__all__ = ["recorded_inputs", "recorded_observations"]
+__all__ = ["patient_records", "recorded_inputs", "recorded_observations"]
 
 
-def _records_of(study: Study, pop: pd.DataFrame) -> tuple[Any, np.ndarray]:
+def patient_records(study: Study, pop: pd.DataFrame) -> Dataset:
     """The dataset restricted to the subjects of ``pop`` (in row order, a subject
-    repeated per replicate), with ``ID`` the row number; and each record's source row."""
+    repeated per replicate), with ``ID`` the row number."""
     subjects = study.subjects
     if subjects is None or subjects.dataset is None:  # validated before
         raise ValueError("population.dataset: the dataset has problems")
@@ -53,10 +53,10 @@ def _records_of(study: Study, pop: pd.DataFrame) -> tuple[Any, np.ndarray]:
     )
     records = ds.records.iloc[take].reset_index(drop=True)
     records["ID"] = np.repeat(np.arange(len(pop), dtype=np.int64), n_of)
-    return dataclasses.replace(ds, records=records), take
+    return dataclasses.replace(ds, records=records)
 
 
-def _varying(study: Study, dataset: Any) -> list[str]:
+def _varying(study: Study, dataset: Dataset) -> list[str]:
     """Time-varying dataset columns that change a parameter."""
     used = set(study.model.parameters).union(*covariate_names(study).values())
     for name in study.population.derived:
@@ -65,8 +65,11 @@ def _varying(study: Study, dataset: Any) -> list[str]:
     return [c for c in dataset.varying if c in used]
 
 
-def recorded_inputs(study: Study, pop: pd.DataFrame) -> tuple[RecordEvents, dict[str, np.ndarray]]:
-    """Event tables (one row per population row) and parameters of ``pop``'s patients.
+def recorded_inputs(
+    study: Study, part: Dataset, pop: pd.DataFrame
+) -> tuple[RecordEvents, dict[str, np.ndarray]]:
+    """Event tables (one row per population row) and parameters of ``pop``'s patients,
+    whose records are ``part`` (:func:`patient_records`).
 
     Returns
     -------
@@ -80,7 +83,6 @@ def recorded_inputs(study: Study, pop: pd.DataFrame) -> tuple[RecordEvents, dict
     subjects = study.subjects
     if spec is None or subjects is None:  # pragma: no cover - callers check study.recorded
         raise ValueError("recorded_inputs: the study has no population.dataset")
-    part, _ = _records_of(study, pop)
     model = study.model
     table = subjects.table
     terms = dose_terms(model, part, None)
@@ -166,16 +168,16 @@ def _most_observations(study: Study) -> int:
 
 
 def recorded_observations(
-    study: Study, pop: pd.DataFrame, ev: RecordEvents, res: KernelResult
+    study: Study, part: Dataset, pop: pd.DataFrame, ev: RecordEvents, res: KernelResult
 ) -> pd.DataFrame:
-    """The observation records of ``pop``'s patients (EVID 0, MDV 0), in the columns of
+    """The observation records ``part`` of ``pop``'s patients (EVID 0, MDV 0; the
+    events ``ev`` and kernel result ``res`` of :func:`recorded_inputs`), in the columns of
     :func:`vtrial.run.chunk.observations_table`: the observed output (the only one of
     ``outputs.observations``, or the ``DVID``-th), its prediction ``ipred`` and an
     observation ``dv`` drawn with the output's residual error, keyed by patient."""
     observed = list(study.observations.outputs)
     if not observed:
         return pd.DataFrame({c: [] for c in OBSERVATION_COLUMNS})
-    part, _ = _records_of(study, pop)
     r = part.records
     is_obs = (r["EVID"].to_numpy() == 0) & (r["MDV"].to_numpy() == 0)
     rec = np.flatnonzero(is_obs)
