@@ -191,36 +191,19 @@ def load_subjects(
     """
     path = Path(base_dir) / spec.path
     table = Path(base_dir) / spec.table if spec.table is not None else None
-    try:
-        st = path.stat()
-        stamp: tuple[Any, ...] = (st.st_mtime_ns, st.st_size)
-        if table is not None:
-            tt = table.stat()
-            stamp += (tt.st_mtime_ns, tt.st_size)
-    except OSError:
-        stamp = ()  # not cached: reported by the readers
-    if not stamp:
-        return _load(
-            spec, str(path), str(table) if table else None, source, dose_compartments, parameters
-        )
-    return _load_cached(
+    stamp: tuple[Any, ...] = ()  # the files' versions: a change invalidates the cache
+    for f in (path, table):
+        try:
+            st = f.stat() if f is not None else None
+        except OSError:
+            st = None  # reported by the readers
+        stamp += (st.st_mtime_ns, st.st_size) if st is not None else (None,)
+    return _load(
         spec, str(path), str(table) if table else None, source, dose_compartments, parameters, stamp
     )
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(
-    spec: DatasetSource,
-    path: str,
-    table: str | None,
-    source: str,
-    dose_compartments: tuple[int, ...] | None,
-    parameters: tuple[str, ...],
-    stamp: tuple[Any, ...],
-) -> Subjects:
-    return _load(spec, path, table, source, dose_compartments, parameters)
-
-
 def _load(
     spec: DatasetSource,
     path: str,
@@ -228,6 +211,7 @@ def _load(
     source: str,
     dose_compartments: tuple[int, ...] | None,
     parameters: tuple[str, ...],
+    stamp: tuple[Any, ...],
 ) -> Subjects:
     dataset, problems = check_dataset(
         path,

@@ -249,9 +249,13 @@ def dataset_population(study: PopulationStudy) -> pd.DataFrame:
     cats.update({str(k): sorted({str(x) for x in v}) for k, v in covs.items() if v.dtype == object})
     arm_names = np.asarray(study.arm_names, dtype=object)
     ids = np.asarray([str(x) for x in ds.subjects], dtype=object)
+    column_arms = None
+    if spec.arm_column is not None:
+        labels = arm_labels(ds, spec.arm_column)
+        column_arms = np.asarray([study.arm_names.index(x) for x in labels], dtype=np.int16)
+    random = spec.parameters == "iiv"
     frames = []
     for r in range(study.replicates):
-        random = spec.parameters == "iiv"
         params, etas = individual_parameters(study, covs, r, random=random, categories=cats)
         fit = study.fit
         if spec.parameters == "fit" and fit is not None and fit.etas is not None:
@@ -267,9 +271,8 @@ def dataset_population(study: PopulationStudy) -> pd.DataFrame:
             params.update(
                 {str(c): subjects.table[c].to_numpy(dtype=np.float64) for c in subjects.table}
             )
-        if spec.arm_column is not None:
-            labels = arm_labels(ds, spec.arm_column)
-            arm_idx = np.asarray([study.arm_names.index(x) for x in labels], dtype=np.int16)
+        if column_arms is not None:
+            arm_idx = column_arms
         elif spec.recorded:
             arm_idx = np.zeros(study.size, dtype=np.int16)
         else:
