@@ -239,12 +239,16 @@ def browse(
             for sub, paths in subs.items():
                 for key in paths:
                     what = f"{category} / {sub} / {Path(key).name}"
-                    failure = open_result(category, sub, key)
+                    # Two tries: on a loaded machine a click can land before the app
+                    # has bound it; a result that twice fails to show is a problem.
+                    for _ in range(2):
+                        failure = open_result(category, sub, key)
+                        if failure is None and not _shown(driver, results[key]):
+                            failure = "not displayed"
+                        if failure is None:
+                            break
                     if failure is not None:
                         seen.problems.append(f"{what}: {failure}")
-                        continue
-                    if not _shown(driver, results[key]):
-                        seen.problems.append(f"{what}: not displayed")
                         continue
                     seen.shown.append(key)
                     parts = (category, *([sub] if sub != "Other" else []), Path(key).stem)
