@@ -31,6 +31,7 @@ every rerun.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import os
@@ -253,9 +254,27 @@ def fill_interface(text: str) -> str:
     return _fill_block(text, "BATCH ARGS", [f"{n}," for n in batch_parameters()])
 
 
+@functools.cache
+def _engine_text(name: str) -> str:
+    """Text of a file of :mod:`vtrial.engine`, read once per process (the shipped files
+    do not change under a running process; every kernel call asks for them)."""
+    return resources.files("vtrial.engine").joinpath(name).read_text()
+
+
 def template_source() -> str:
     """Text of the shipped kernel template (:mod:`vtrial.engine._kernel_template`)."""
-    return resources.files("vtrial.engine").joinpath("_kernel_template.py").read_text()
+    return _engine_text("_kernel_template.py")
+
+
+@functools.cache
+def _filled_template(records: bool, grid_after: bool) -> str:
+    """The template with its interface (:func:`fill_interface`) and features
+    (:func:`features_source`) written, once per process."""
+    return _fill_block(
+        fill_interface(template_source()),
+        "FEATURES",
+        features_source(records=records, grid_after=grid_after),
+    )
 
 
 #: the fixed modules a generated kernel imports (compiled into it): part of its key
@@ -264,8 +283,7 @@ FIXED_MODULES = ("numerics.py", "events.py", "model_steps.py")
 
 def fixed_sources() -> dict[str, str]:
     """Text of each of :data:`FIXED_MODULES`, by file name."""
-    files = resources.files("vtrial.engine")
-    return {name: files.joinpath(name).read_text() for name in FIXED_MODULES}
+    return {name: _engine_text(name) for name in FIXED_MODULES}
 
 
 def features_source(*, records: bool = False, grid_after: bool = False) -> list[str]:
@@ -301,10 +319,7 @@ def kernel_source(
     (:func:`features_source`; the shipped template has both on, so that it is a
     complete working kernel).
     """
-    template = fill_interface(template_source())
-    template = _fill_block(
-        template, "FEATURES", features_source(records=records, grid_after=grid_after)
-    )
+    template = _filled_template(records, grid_after)
     head, rest = template.split(_BEGIN, 1)
     _, tail = rest.split(_END, 1)
     text = f"{head}{_BEGIN}\n{model_source(model)}{_END}{tail}"
