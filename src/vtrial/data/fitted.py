@@ -649,8 +649,7 @@ def apply_named_mapping(
                         f"{key} is a random effect: its distribution is "
                         f"model.iiv.distribution.{target}, not a scale",
                     )
-                )
-                continue
+                )  # kept as mapped: its links in OMEGA are not reported too
             kind = "random"
         elif key in est.fixed:
             kind = "fixed"

@@ -155,8 +155,7 @@ def fit_problems(
             Problem(
                 source,
                 where,
-                f"'fit' takes each subject's ETAs from {key}: give model.from_fit with that "
-                "file",
+                f"'fit' takes each subject's ETAs from {key}: give model.from_fit with that file",
             )
         ]
     if fit.eta_kind != "ETA":
