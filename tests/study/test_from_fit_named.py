@@ -398,6 +398,20 @@ PROBLEMS: list[tuple[str, str, dict[str, Any], Any, list[str]]] = [
         ["model.from_fit.phi: ['phi'] are keys of a NONMEM fit"],
     ),
     (
+        "monolix: a residual-error parameter mapped to a parameter",
+        "monolix",
+        _remap(monolix_study(), ("Q_pop",), a="Q2"),
+        None,
+        ["model.from_fit.map.a: a is a residual-error parameter", "got 'Q2'"],
+    ),
+    (
+        "monolix: a scale without a covariance",
+        "monolix",
+        mutate(monolix_study(), {f"{MLX}.covariance": DELETE}),
+        None,
+        [f"{MLX}.covariance_scale: is the scale of covariance, which is not given"],
+    ),
+    (
         "nlmixr2: unknown name",
         "nlmixr2",
         _remap(nlmixr2_study(), eta_q="Q2"),

@@ -355,6 +355,17 @@ def _load_named(
                 "log-normal parameters is log)",
             )
         )
+    if fmt == "monolix" and "covariance_scale" in sub and "covariance" not in sub:
+        out.append(
+            Problem(
+                source,
+                f"{HERE}.monolix.covariance_scale",
+                "is the scale of covariance, which is not given: give covariance or leave "
+                "out covariance_scale",
+            )
+        )
+    if fmt == "monolix" and nm is not None and read.get("parameters") is not None:
+        out += _monolix_roles(nm.entries, read["parameters"], source)
     if fmt == "nlmixr2" and "ranef" in sub and "omega" not in sub:
         out.append(
             Problem(
@@ -374,6 +385,34 @@ def _load_named(
     out += _mapping_problems(d, fm, model, source, cov_key in sub, cov_where)
     out += _value_problems(fitted, fm, est.omega_path, source, cov_where)
     return (fitted if not out else None), out
+
+
+def _monolix_roles(
+    entries: Mapping[str, tuple[str, str | None]], pop: MonolixEstimates, source: str
+) -> list[Problem]:
+    """A Monolix ``<p>_pop`` maps to a parameter, a residual-error parameter to
+    ``OUTPUT.part``."""
+    out: list[Problem] = []
+    for key, (target, _) in entries.items():
+        at = f"{HERE}.map.{key}"
+        if key.endswith("_pop") and key[:-4] in pop.typical and "." in target:
+            out.append(
+                Problem(
+                    source,
+                    at,
+                    f"{key} is a typical value: map it to a model parameter, got {target!r}",
+                )
+            )
+        elif key in pop.residual and "." not in target:
+            out.append(
+                Problem(
+                    source,
+                    at,
+                    f"{key} is a residual-error parameter of {pop.path}: map it to "
+                    f"OUTPUT.part (CP.additive, CP.proportional), got {target!r}",
+                )
+            )
+    return out
 
 
 def _monolix(read: Mapping[str, Any], sub: Mapping[str, Any]) -> NamedEstimates:
