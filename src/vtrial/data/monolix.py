@@ -1,10 +1,13 @@
-"""Monolix's estimates of a fit: readers of ``populationParameters.txt`` and
-``estimatedRandomEffects.txt``.
+"""Monolix's estimates of a fit: readers of ``populationParameters.txt``,
+``estimatedRandomEffects.txt`` and the covariance of the estimates.
 
 What is read
 ------------
 - :func:`read_monolix_population` and :func:`read_monolix_etas`: Monolix
   ``populationParameters.txt`` and ``estimatedRandomEffects.txt``.
+- :func:`read_monolix_covariance`: ``FisherInformation/covarianceEstimatesSA.txt``
+  (or ``...Lin.txt``): one row per population parameter, its name and then its
+  covariances, no header (a header row of the same names is accepted).
 
 Conventions of Monolix's files
 ------------------------------
@@ -37,7 +40,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from vtrial.data._text import FileProblems, listed
+from vtrial.data._text import FileProblems, NamedMatrix, listed, read_named_matrix
 from vtrial.data.tables import (
     cell_problems,
     missing_mask,
@@ -51,6 +54,7 @@ from vtrial.infra.hashing import file_sha256
 __all__ = [
     "MonolixEstimates",
     "MonolixEtas",
+    "read_monolix_covariance",
     "read_monolix_etas",
     "read_monolix_population",
 ]
@@ -362,3 +366,28 @@ def read_monolix_etas(path: str | Path, estimate: Literal["mode", "mean"] = "mod
     return MonolixEtas(
         path=str(path), sha256=file_sha256(path), estimate=estimate, etas=etas, sd=sd
     )
+
+
+def read_monolix_covariance(path: str | Path) -> NamedMatrix:
+    """Read a Monolix ``FisherInformation/covarianceEstimatesSA.txt`` (or ``Lin``).
+
+    Parameters
+    ----------
+    path : str or Path
+        The file: one row per population parameter (``Cl_pop``, ``omega_Cl``, ``b``),
+        its name and then its row of the covariance matrix (a header row of the same
+        names is accepted).
+
+    Returns
+    -------
+    NamedMatrix
+        The names (as in ``populationParameters.txt``) and the matrix. Which scale it
+        is on (that of the parameters, or of their transformed, Gaussian, values)
+        depends on the Monolix version: the study says (``covariance_scale``).
+
+    Raises
+    ------
+    DatasetError
+        Every problem (:func:`vtrial.data._text.read_named_matrix`).
+    """
+    return read_named_matrix(path, "Monolix covariance of the estimates")

@@ -111,8 +111,9 @@ class Study:
         Folder against which relative paths in the study are resolved.
     fit : FittedModel or None
         The fitted model of ``model.from_fit`` (:func:`vtrial.study.fit.load_fit`):
-        typical values, OMEGA, SIGMA, THETA covariance and, with a ``phi`` file, each
-        subject's ETAs (``fit.etas``); None without ``from_fit``.
+        typical values, OMEGA, SIGMA, THETA covariance and, with a ``phi`` file (Monolix:
+        ``random_effects``, nlmixr2: ``ranef``), each subject's ETAs (``fit.etas``);
+        None without ``from_fit``.
     effective : dict
         The study as it is run: ``data`` with the fit's values written in
         (:func:`vtrial.study.fit.with_fit`; ``data`` itself without a fit). The typed
@@ -270,7 +271,8 @@ class Study:
         """Data files the study reads besides its model files, in hashing order: the
         covariance CSV of ``study.uncertainty.theta`` (if it names one), the
         covariate table of ``population.resample``, the fitted files of
-        ``model.from_fit`` (``ext``, ``cov``, ``phi``), the dataset of
+        ``model.from_fit`` (``ext``, ``cov``, ``phi``; or those of ``monolix`` or
+        ``nlmixr2``), the dataset of
         ``population.dataset`` and its parameters table. The run manifest records their
         SHA-256 (``inputs.data``), and a change of any reruns the workflow."""
         theta = self.uncertainty.theta

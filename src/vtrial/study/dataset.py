@@ -36,6 +36,7 @@ from vtrial.population.dataset import (
     fit_etas,
     load_subjects,
 )
+from vtrial.study.fit import etas_key
 
 __all__ = [
     "dataset_inputs",
@@ -144,16 +145,17 @@ def dataset_inputs(
 def fit_problems(
     data: Mapping[str, Any], fit: FittedModel | None, subjects: Subjects | None, source: str
 ) -> list[Problem]:
-    """Problems of ``population.dataset.parameters: fit``: a ``.phi`` file of ETAs
-    (not PHIs) with a row for every subject."""
+    """Problems of ``population.dataset.parameters: fit``: individual random effects
+    (a ``.phi`` file of ETAs, not PHIs; Monolix's ``random_effects``; nlmixr2's
+    ``ranef``) with a row for every subject."""
     where = "population.dataset.parameters"
+    key = etas_key(data)
     if fit is None or fit.etas is None:
         return [
             Problem(
                 source,
                 where,
-                "'fit' takes each subject's ETAs from model.from_fit.phi: give model.from_fit "
-                "with a phi file",
+                f"'fit' takes each subject's ETAs from {key}: give model.from_fit with that file",
             )
         ]
     if fit.eta_kind != "ETA":
@@ -173,7 +175,7 @@ def fit_problems(
             Problem(
                 source,
                 where,
-                f"every subject of the dataset needs its ETAs in model.from_fit.phi: "
+                f"every subject of the dataset needs its ETAs in {key}: "
                 f"{n_missing} have none (the first: ID {first})",
             )
         ]
