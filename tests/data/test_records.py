@@ -80,7 +80,8 @@ def test_events_per_subject_in_record_order() -> None:
     assert t.kind[1, :n1].tolist() == [MARK, RATE, OBS, RATE]
     assert t.amount[1, :n1].tolist() == [0.0, 20.0, 0.0, -20.0]
     assert t.pair[1, 1] == 3
-    assert t.cmt is not None and t.cmt[1, :n1].tolist() == [0, 1, 0, 1]  # central
+    assert t.cmt is not None
+    assert t.cmt[1, :n1].tolist() == [0, 1, 0, 1]  # the infusion's: central
     assert np.isinf(t.time[1, n1:]).all()  # padding
     assert t.n_slots == 0
     assert (t.slot == -1).all()
@@ -222,7 +223,8 @@ def test_simulate_checks_a_regimen_as_a_study_file() -> None:
 def test_chunks_give_the_same_bits_and_problems_come_at_once() -> None:
     """Subjects simulated one at a time or all together give identical results (one
     span for all); problems of subjects in different chunks (an infusion into the
-    depot over a modelled duration without D1, a modelled rate) are reported together, before anything is simulated."""
+    depot over a modelled duration without D1, a modelled rate) are reported together,
+    before anything is simulated."""
     model = build_model({"pk": "pk_2cmt"})
     rng = np.random.default_rng(3)
     frames = []
