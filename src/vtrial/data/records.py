@@ -12,7 +12,9 @@ bounds its memory by simulating a chunk of subjects at a time:
   subject's observations: the kernel records every model output there;
 - an EVID 1 record is a dose, repeated ``ADDL`` times every ``II`` hours; a record with
   ``RATE > 0`` is an infusion of ``AMT`` at that rate (a rate increase, and a decrease
-  ``AMT / RATE`` hours later);
+  ``AMT / RATE`` hours later); the trough marker
+  (:attr:`~vtrial.protocol.codes.EventKind.MARK`: ``ctrough``) comes just before a
+  kernel row's last administration, after the records before it at its time;
 - an EVID 3 record resets the system (every state back to its initial value, running
   infusions stopped; time may go back there); EVID 4 resets, then doses;
 - a change of a time-varying value (a parameter or covariate column) starts a new
@@ -29,29 +31,36 @@ NONMEM's ADVAN2/ADVAN4/ADVAN12); an ODE model numbers its states from 1 in the m
 order (after the PK macro's compartments when it has both). A bolus goes into any
 compartment (the depot with the model's bioavailability ``F`` and lag ``TLAG``; a
 peripheral compartment or an ODE state, unless it is integrated on the log scale, as
-an :attr:`~vtrial.protocol.codes.EventKind.INTO` event); an infusion into the central
-compartment; ``CMT`` 0 is the model's default dose compartment, the depot when it has
-one.
+an :attr:`~vtrial.protocol.codes.EventKind.INTO` event); an infusion into any
+compartment of the PK macro (each event's compartment in the table's ``cmt``; into the
+depot, the kernel delays it by ``TLAG`` and scales its duration by ``F``, or its rate
+when the duration is modelled, ``RATE -2``) or into an ODE model's IV dosing state;
+``CMT`` 0 is the model's default dose compartment, the depot when it has one.
 
 A dose record with ``SS`` 1 (reset, then steady state) or ``SS`` 2 (steady state added
 to the current state) is preceded by an :attr:`~vtrial.protocol.codes.EventKind.SS`
 event: the kernel sets the state of the dose pattern (``AMT`` every ``II`` over the
 infinite past) just before the record's own dose, in closed form
-(:func:`vtrial.engine.numerics.steady_state_modes`), for boluses, oral doses (lag
-shorter than ``II``), infusions (also longer than ``II``: the infusions still running
-restart at the record's time, with their own ends) and constant infusions (``II`` 0,
-``AMT`` 0, ``RATE`` > 0: running on until a reset).
+(:func:`vtrial.engine.numerics.steady_state_modes`), as NONMEM's PREDPP does: the sum
+over the pattern's doses that have landed by the record's time; those still pending
+(a lag ``TLAG`` or ``ALAGn`` of at least ``II``) land after it, and the infusions still
+running restart at the record's time with their own ends
+(:func:`vtrial.engine.events.steady_state_doses`, where the individual ``TLAG`` and
+``F`` are known). Boluses, oral doses, infusions (also longer than ``II``) and constant
+infusions (``II`` 0, ``AMT`` 0, ``RATE`` > 0: running on until a reset), into any
+compartment of the PK macro.
 
-The dose terms of a compartment other than the depot (``terms``: NONMEM's ``F2``,
-``ALAG2``, ``R2``, ``D2`` for ``CMT`` 2, given per record by the caller) are applied
-here: ``F`` scales the amount (an infusion at a given rate then lasts ``F AMT /
-RATE``), ``ALAG`` delays the dose, ``RATE -1`` infuses at ``R``, ``RATE -2`` over ``D``.
+The dose terms of a compartment (``terms``: NONMEM's ``F2``, ``ALAG2``, ``R2``, ``D2``
+for ``CMT`` 2, given per record by the caller; the depot's ``F`` and lag are the
+model's, applied in the kernel) are applied here: ``F`` scales the amount (an infusion
+at a given rate then lasts ``F AMT / RATE``), ``ALAG`` delays the dose, ``RATE -1``
+infuses at ``R``, ``RATE -2`` over ``D``.
 
 Features the engine does not simulate yet are refused with a problem naming the row,
 the column, the rule and the value (:func:`unsupported_problems`): steady state for a
-model with ODE states, into a peripheral compartment or with a lag on a non-depot
-dose, a modelled rate or duration without its term, an infusion into any compartment
-but the central one, and a bolus into a log-scale state.
+model with ODE states, an infusion into an ODE state other than the model's IV dosing
+state, a modelled rate or duration without its term (``R1``/``D1`` for the depot too),
+and a bolus into a log-scale state.
 """
 
 from __future__ import annotations
@@ -339,10 +348,10 @@ def record_events(
         be written as two records at ``T``.
     terms : mapping of str to ndarray, optional
         Per record, the dose terms of its compartment (NONMEM's ``F2``, ``ALAG2``,
-        ``R2``, ``D2`` for a dose into ``CMT`` 2), for doses not into the depot (whose
-        bioavailability and lag are the model's ``F`` and ``TLAG``): ``"F"``
-        (default 1), ``"ALAG"`` (h, default 0), ``"R"`` (the rate of a ``RATE -1``
-        record) and ``"D"`` (the duration of a ``RATE -2`` record); see
+        ``R2``, ``D2`` for a dose into ``CMT`` 2): ``"F"`` (default 1) and ``"ALAG"``
+        (h, default 0) for doses not into the depot (whose bioavailability and lag are
+        the model's ``F`` and ``TLAG``), ``"R"`` (the rate of a ``RATE -1`` record)
+        and ``"D"`` (the duration of a ``RATE -2`` record) for any; see
         :data:`DOSE_TERMS`.
     checked : bool
         The caller has already run :func:`unsupported_problems` on these records (on
