@@ -14,8 +14,8 @@ from vtrial.engine.records import simulate_records
 from vtrial.errors import ConfigError, DatasetError
 from vtrial.protocol.codes import EventKind
 
-OBS, ORAL, BOLUS, RATE = (
-    int(k) for k in (EventKind.OBS, EventKind.ORAL, EventKind.BOLUS, EventKind.RATE)
+OBS, ORAL, BOLUS, RATE, MARK = (
+    int(k) for k in (EventKind.OBS, EventKind.ORAL, EventKind.BOLUS, EventKind.RATE, EventKind.MARK)
 )
 
 
@@ -68,17 +68,20 @@ def test_events_per_subject_in_record_order() -> None:
     assert ev.obs_row.tolist() == [0, -1, 1, 2, -1, 0]
     assert ev.n_obs == 3
     assert (ev.start, ev.end) == (0.0, 24.0 + END_MARGIN)
-    # subject 5: pre-dose sample, dose, then each implied dose after the sample at its time
+    # subject 5: pre-dose sample, dose, then each implied dose after the sample at its time;
+    # the trough marker (ctrough) just before the last dose, after the sample there
     n0 = int(t.n[0])
-    assert t.time[0, :n0].tolist() == [0.0, 0.0, 12.0, 12.0, 24.0, 24.0]
-    assert t.kind[0, :n0].tolist() == [OBS, ORAL, OBS, ORAL, OBS, ORAL]
-    assert t.amount[0, :n0].tolist() == [0.0, 100.0, 1.0, 100.0, 2.0, 100.0]
+    assert t.time[0, :n0].tolist() == [0.0, 0.0, 12.0, 12.0, 24.0, 24.0, 24.0]
+    assert t.kind[0, :n0].tolist() == [OBS, ORAL, OBS, ORAL, OBS, MARK, ORAL]
+    assert t.amount[0, :n0].tolist() == [0.0, 100.0, 1.0, 100.0, 2.0, 0.0, 100.0]
     # subject 2: a 3 h infusion (rate up, its pair the rate down), a sample during it
     n1 = int(t.n[1])
-    assert t.time[1, :n1].tolist() == [0.0, 1.0, 3.0]
-    assert t.kind[1, :n1].tolist() == [RATE, OBS, RATE]
-    assert t.amount[1, :n1].tolist() == [20.0, 0.0, -20.0]
-    assert t.pair[1, 0] == 2
+    assert t.time[1, :n1].tolist() == [0.0, 0.0, 1.0, 3.0]
+    assert t.kind[1, :n1].tolist() == [MARK, RATE, OBS, RATE]
+    assert t.amount[1, :n1].tolist() == [0.0, 20.0, 0.0, -20.0]
+    assert t.pair[1, 1] == 3
+    assert t.cmt is not None
+    assert t.cmt[1, :n1].tolist() == [0, 1, 0, 1]  # the infusion's: central
     assert np.isinf(t.time[1, n1:]).all()  # padding
     assert t.n_slots == 0
     assert (t.slot == -1).all()
@@ -94,11 +97,6 @@ def test_events_per_subject_in_record_order() -> None:
         ),
         # the reader's check, given the model's dose compartments
         ({"CMT": [5, 0, 0]}, "row 1, column CMT", "not a compartment the model can dose"),
-        (
-            {"RATE": [10.0, 0.0, 0.0]},
-            "row 1, column RATE",
-            "an infusion into this compartment is not simulated",
-        ),
     ],
 )
 def test_unsupported_features_are_refused_naming_the_record(
@@ -124,19 +122,31 @@ def test_unsupported_features_are_refused_naming_the_record(
     ]
 
 
+def test_infusion_into_an_ode_state_other_than_the_iv_one_is_refused() -> None:
+    """An ODE model takes infusions into its IV dosing state only (a PK macro into any
+    of its compartments)."""
+    data = frame(ID=[1, 1], TIME=[0.0, 2.0], EVID=[1, 0], AMT=[100.0, 0.0], CMT=[1, 0],
+                 RATE=[10.0, 0.0], DV=[np.nan, 1.0])  # fmt: skip
+    with pytest.raises(DatasetError) as err:
+        simulate(build_model({"pk": "pk_mm_1cmt"}), data=data)
+    (problem,) = err.value.problems
+    assert problem.where == "row 1, column RATE"
+    assert "IV dosing state only; infuse into 2 (CENT)" in problem.message
+    out = simulate(build_model({"pk": "pk_2cmt"}), data=data)  # into the depot
+    assert (out["solver_status"] == "ok").all()
+
+
 def test_steady_state_is_refused_where_not_simulated() -> None:
-    """SS needs a PK macro without ODE states; an oral SS dose needs TLAG < II."""
+    """SS needs a PK macro without ODE states; an oral SS dose with TLAG >= II is
+    simulated (the doses still pending land after the record)."""
     data = frame(ID=[1, 1], TIME=[0.0, 2.0], EVID=[1, 0], AMT=[100.0, 0.0], CMT=[1, 0],
                  SS=[1, 0], II=[12.0, 0.0], DV=[np.nan, 1.0])  # fmt: skip
     with pytest.raises(DatasetError) as err:
         simulate(build_model({"pk": "pk_mm_1cmt"}), data=data)
     assert err.value.problems[0].where == "row 1, column SS"
     assert "without ODE states only" in err.value.problems[0].message
-    with pytest.raises(DatasetError) as err:
-        simulate(build_model({"pk": "pk_1cmt"}), pd.DataFrame({"TLAG": [12.0]}), data=data)
-    (problem,) = err.value.problems
-    assert problem.where == "row 1, column II"
-    assert "lag (TLAG) not shorter than II" in problem.message
+    out = simulate(build_model({"pk": "pk_1cmt"}), pd.DataFrame({"TLAG": [12.0]}), data=data)
+    assert (out["solver_status"] == "ok").all()
 
 
 def test_parameters_by_id_and_from_constant_columns() -> None:
@@ -177,15 +187,15 @@ def test_resets_start_new_rows_and_changes_start_occasions() -> None:
     t = nocb.table
     assert t.n_occ == 2
     OCC, RESET = int(EventKind.OCC), int(EventKind.RESET)
-    # row 0: dose, sample at 2, CL changes right after it (NOCB), sample at 4
-    assert t.kind[0, : t.n[0]].tolist() == [BOLUS, OBS, OCC, OBS]
-    assert t.time[0, : t.n[0]].tolist() == [0.0, 2.0, 2.0, 4.0]
+    # row 0: (trough marker) dose, sample at 2, CL changes right after it (NOCB), sample at 4
+    assert t.kind[0, : t.n[0]].tolist() == [MARK, BOLUS, OBS, OCC, OBS]
+    assert t.time[0, : t.n[0]].tolist() == [0.0, 0.0, 2.0, 2.0, 4.0]
     # row 1: the reset, its dose, the change at the reset's time, the sample at 3
-    assert t.kind[1, : t.n[1]].tolist() == [RESET, BOLUS, OCC, OBS]
-    assert t.time[1, : t.n[1]].tolist() == [0.0, 0.0, 0.0, 3.0]
+    assert t.kind[1, : t.n[1]].tolist() == [RESET, MARK, BOLUS, OCC, OBS]
+    assert t.time[1, : t.n[1]].tolist() == [0.0, 0.0, 0.0, 0.0, 3.0]
     locf = record_events(ds, routes, varying=["CL"], interpolation="locf").table
-    assert locf.kind[0, : locf.n[0]].tolist() == [BOLUS, OBS, OCC, OBS]
-    assert locf.time[0, : locf.n[0]].tolist() == [0.0, 2.0, 4.0, 4.0]
+    assert locf.kind[0, : locf.n[0]].tolist() == [MARK, BOLUS, OBS, OCC, OBS]
+    assert locf.time[0, : locf.n[0]].tolist() == [0.0, 0.0, 2.0, 4.0, 4.0]
     with pytest.raises(ValueError, match="interpolation"):
         record_events(ds, routes, interpolation="linear")
 
@@ -213,7 +223,8 @@ def test_simulate_checks_a_regimen_as_a_study_file() -> None:
 def test_chunks_give_the_same_bits_and_problems_come_at_once() -> None:
     """Subjects simulated one at a time or all together give identical results (one
     span for all); problems of subjects in different chunks (an infusion into the
-    depot, a modelled rate) are reported together, before anything is simulated."""
+    depot over a modelled duration without D1, a modelled rate) are reported together,
+    before anything is simulated."""
     model = build_model({"pk": "pk_2cmt"})
     rng = np.random.default_rng(3)
     frames = []
@@ -234,7 +245,7 @@ def test_chunks_give_the_same_bits_and_problems_come_at_once() -> None:
     assert whole["CP"].notna().sum() == 28
     bad = data.copy()
     bad["RATE"] = 0.0
-    bad.loc[(bad["ID"] == 1) & (bad["EVID"] == 1) & (bad["TIME"] == 0.0), "RATE"] = 10.0
+    bad.loc[(bad["ID"] == 1) & (bad["EVID"] == 1) & (bad["TIME"] == 0.0), "RATE"] = -2
     bad.loc[(bad["ID"] == 7) & (bad["EVID"] == 1) & (bad["TIME"] == 12.0), "RATE"] = -1
     with pytest.raises(DatasetError) as err:
         simulate_records(model, bad, params, chunk_size=1)

@@ -12,7 +12,9 @@ bounds its memory by simulating a chunk of subjects at a time:
   subject's observations: the kernel records every model output there;
 - an EVID 1 record is a dose, repeated ``ADDL`` times every ``II`` hours; a record with
   ``RATE > 0`` is an infusion of ``AMT`` at that rate (a rate increase, and a decrease
-  ``AMT / RATE`` hours later);
+  ``AMT / RATE`` hours later); the trough marker
+  (:attr:`~vtrial.protocol.codes.EventKind.MARK`: ``ctrough``) comes just before a
+  kernel row's last administration, after the records before it at its time;
 - an EVID 3 record resets the system (every state back to its initial value, running
   infusions stopped; time may go back there); EVID 4 resets, then doses;
 - a change of a time-varying value (a parameter or covariate column) starts a new
@@ -29,29 +31,36 @@ NONMEM's ADVAN2/ADVAN4/ADVAN12); an ODE model numbers its states from 1 in the m
 order (after the PK macro's compartments when it has both). A bolus goes into any
 compartment (the depot with the model's bioavailability ``F`` and lag ``TLAG``; a
 peripheral compartment or an ODE state, unless it is integrated on the log scale, as
-an :attr:`~vtrial.protocol.codes.EventKind.INTO` event); an infusion into the central
-compartment; ``CMT`` 0 is the model's default dose compartment, the depot when it has
-one.
+an :attr:`~vtrial.protocol.codes.EventKind.INTO` event); an infusion into any
+compartment of the PK macro (each event's compartment in the table's ``cmt``; into the
+depot, the kernel delays it by ``TLAG`` and scales its duration by ``F``, or its rate
+when the duration is modelled, ``RATE -2``) or into an ODE model's IV dosing state;
+``CMT`` 0 is the model's default dose compartment, the depot when it has one.
 
 A dose record with ``SS`` 1 (reset, then steady state) or ``SS`` 2 (steady state added
 to the current state) is preceded by an :attr:`~vtrial.protocol.codes.EventKind.SS`
 event: the kernel sets the state of the dose pattern (``AMT`` every ``II`` over the
 infinite past) just before the record's own dose, in closed form
-(:func:`vtrial.engine.numerics.steady_state_modes`), for boluses, oral doses (lag
-shorter than ``II``), infusions (also longer than ``II``: the infusions still running
-restart at the record's time, with their own ends) and constant infusions (``II`` 0,
-``AMT`` 0, ``RATE`` > 0: running on until a reset).
+(:func:`vtrial.engine.numerics.steady_state_modes`), as NONMEM's PREDPP does: the sum
+over the pattern's doses that have landed by the record's time; those still pending
+(a lag ``TLAG`` or ``ALAGn`` of at least ``II``) land after it, and the infusions still
+running restart at the record's time with their own ends
+(:func:`vtrial.engine.events.steady_state_doses`, where the individual ``TLAG`` and
+``F`` are known). Boluses, oral doses, infusions (also longer than ``II``) and constant
+infusions (``II`` 0, ``AMT`` 0, ``RATE`` > 0: running on until a reset), into any
+compartment of the PK macro.
 
-The dose terms of a compartment other than the depot (``terms``: NONMEM's ``F2``,
-``ALAG2``, ``R2``, ``D2`` for ``CMT`` 2, given per record by the caller) are applied
-here: ``F`` scales the amount (an infusion at a given rate then lasts ``F AMT /
-RATE``), ``ALAG`` delays the dose, ``RATE -1`` infuses at ``R``, ``RATE -2`` over ``D``.
+The dose terms of a compartment (``terms``: NONMEM's ``F2``, ``ALAG2``, ``R2``, ``D2``
+for ``CMT`` 2, given per record by the caller; the depot's ``F`` and lag are the
+model's, applied in the kernel) are applied here: ``F`` scales the amount (an infusion
+at a given rate then lasts ``F AMT / RATE``), ``ALAG`` delays the dose, ``RATE -1``
+infuses at ``R``, ``RATE -2`` over ``D``.
 
 Features the engine does not simulate yet are refused with a problem naming the row,
 the column, the rule and the value (:func:`unsupported_problems`): steady state for a
-model with ODE states, into a peripheral compartment or with a lag on a non-depot
-dose, a modelled rate or duration without its term, an infusion into any compartment
-but the central one, and a bolus into a log-scale state.
+model with ODE states, an infusion into an ODE state other than the model's IV dosing
+state, a modelled rate or duration without its term (``R1``/``D1`` for the depot too),
+and a bolus into a log-scale state.
 """
 
 from __future__ import annotations
@@ -68,7 +77,7 @@ from vtrial.data.tables import cell_problems
 from vtrial.errors import DatasetError, Problem
 from vtrial.model.spec import Model
 from vtrial.protocol.codes import EventKind
-from vtrial.protocol.dosing import EventTable
+from vtrial.protocol.dosing import SS_COLUMNS, EventTable
 
 __all__ = ["DoseRoutes", "RecordEvents", "dose_routes", "record_events", "unsupported_problems"]
 
@@ -102,6 +111,11 @@ class DoseRoutes:
     bolus : tuple of int
         Every ``CMT`` a bolus may go into: the PK macro's compartments and the ODE
         states not integrated on the log scale.
+    infusion : tuple of int
+        Every ``CMT`` an infusion may go into: the PK macro's compartments, or the IV
+        dosing state of a model without one.
+    pk : int
+        Number of the PK macro's compartments (``CMT`` 1 to ``pk``), 0 without one.
     """
 
     oral: int | None
@@ -109,6 +123,8 @@ class DoseRoutes:
     names: dict[int, str]
     steady_state: bool = False
     bolus: tuple[int, ...] = ()
+    infusion: tuple[int, ...] = ()
+    pk: int = 0
 
     @property
     def default(self) -> int:
@@ -152,13 +168,23 @@ def dose_routes(model: Model) -> DoseRoutes:
         c for c, name in names.items() if c < first_state or not model.states[name].positive
     )
     if ncmt is not None:
-        return DoseRoutes(oral=1, iv=2, names=names, steady_state=not states, bolus=bolus)
+        return DoseRoutes(
+            oral=1,
+            iv=2,
+            names=names,
+            steady_state=not states,
+            bolus=bolus,
+            infusion=tuple(range(1, first_state)),
+            pk=first_state - 1,
+        )
 
     def cmt(route: str) -> int | None:
         state = model.dosing.get(route)
         return None if state is None else first_state + states.index(state)
 
-    return DoseRoutes(oral=cmt("oral"), iv=cmt("iv"), names=names, bolus=bolus)
+    iv = cmt("iv")
+    infusion = () if iv is None else (iv,)
+    return DoseRoutes(oral=cmt("oral"), iv=iv, names=names, bolus=bolus, infusion=infusion)
 
 
 @dataclass(frozen=True)
@@ -234,6 +260,8 @@ def unsupported_problems(
 
     r_mod, d_mod = term("R", np.nan), term("D", np.nan)
     f_c, lag_c = term("F", 1.0), term("ALAG", 0.0)
+    infusable = list(routes.infusion)
+    infusable_text = ", ".join(f"{c} ({routes.names[c]})" for c in infusable) or "nothing"
     checks: list[tuple[str, np.ndarray, str]] = [
         (
             "SS",
@@ -242,15 +270,10 @@ def unsupported_problems(
             "states only (closed form); this model has ODE states",
         ),
         (
-            "SS",
-            dose & (ss != 0) & ~np.isin(cmt, [c for c in (routes.oral, routes.iv) if c]),
-            "steady state is simulated for doses into the depot or the central compartment only",
-        ),
-        (
             "RATE",
-            dose & (rate != 0) & (cmt != routes.iv),
-            f"an infusion into this compartment is not simulated; infuse into the central "
-            f"compartment ({routes.iv}) or give a bolus",
+            dose & (rate != 0) & np.isin(cmt, routes.compartments) & ~np.isin(cmt, infusable),
+            "an infusion into an ODE state is simulated into the model's IV dosing state "
+            f"only; infuse into {infusable_text} or give a bolus",
         ),
         (
             "CMT",
@@ -258,8 +281,8 @@ def unsupported_problems(
             f"not a dose compartment of the model: {routes.describe()}",
         ),
     ]
-    for c in np.unique(cmt[not_depot]):
-        at = not_depot & (cmt == c)
+    for c in np.unique(cmt[dose & np.isin(cmt, infusable)]):
+        at = dose & (cmt == c)
         checks += [
             (
                 "RATE",
@@ -273,13 +296,12 @@ def unsupported_problems(
                 f"RATE -2 takes the infusion duration from D{c}: give D{c} > 0 (a dataset "
                 "column or a column of the parameters table)",
             ),
+        ]
+    for c in np.unique(cmt[not_depot]):
+        at = not_depot & (cmt == c)
+        checks += [
             ("AMT", at & ~(f_c >= 0), f"the bioavailability F{c} of this dose must be >= 0"),
             ("TIME", at & ~(lag_c >= 0), f"the lag ALAG{c} of this dose must be >= 0"),
-            (
-                "SS",
-                at & (ss != 0) & (lag_c != 0),
-                f"steady state with a lag ALAG{c} is not simulated yet",
-            ),
         ]
     out: list[Problem] = []
     for item, mask, rule in checks:
@@ -326,10 +348,10 @@ def record_events(
         be written as two records at ``T``.
     terms : mapping of str to ndarray, optional
         Per record, the dose terms of its compartment (NONMEM's ``F2``, ``ALAG2``,
-        ``R2``, ``D2`` for a dose into ``CMT`` 2), for doses not into the depot (whose
-        bioavailability and lag are the model's ``F`` and ``TLAG``): ``"F"``
-        (default 1), ``"ALAG"`` (h, default 0), ``"R"`` (the rate of a ``RATE -1``
-        record) and ``"D"`` (the duration of a ``RATE -2`` record); see
+        ``R2``, ``D2`` for a dose into ``CMT`` 2): ``"F"`` (default 1) and ``"ALAG"``
+        (h, default 0) for doses not into the depot (whose bioavailability and lag are
+        the model's ``F`` and ``TLAG``), ``"R"`` (the rate of a ``RATE -1`` record)
+        and ``"D"`` (the duration of a ``RATE -2`` record) for any; see
         :data:`DOSE_TERMS`.
     checked : bool
         The caller has already run :func:`unsupported_problems` on these records (on
@@ -405,41 +427,44 @@ def record_events(
     infusion = rate[src] > 0
     bol = np.flatnonzero(~infusion)
     b_cmt = cmt[src[bol]]
-    bkind = np.where(
-        b_cmt == routes.oral,
-        EventKind.ORAL,
-        np.where(b_cmt == routes.iv, EventKind.BOLUS, EventKind.INTO),
-    )
+    # the model's F scales the rate of an infusion into the depot over a modelled
+    # duration (RATE -2), the duration of any other (the kernel applies it)
+    f_rate = (cmt == routes.oral) & (r["RATE"].to_numpy() == -2)
+    bkind = _bolus_kind(b_cmt, routes)
     inf = np.flatnonzero(infusion)
     duration = np.divide(amt, rate, out=np.zeros(nrec), where=rate > 0)
-    # ---- steady state (SS 1, 2): the pattern's state before its dose, in ss_events;
-    # infusions of the pattern still running at its time restart there
+    # ---- steady state (SS 1, 2): the pattern's state before its dose, in ss_events (the
+    # kernel adds the pattern's doses landing after it and restarts its infusions still
+    # running there: their number depends on the depot's lag and F)
     s_rec = np.flatnonzero(np.isin(evid, (1, 4)) & (ss > 0))
     s_col = _rank_in_group(row[s_rec])
     n_ss = int(s_col.max()) + 1 if s_rec.size else 1
-    ss_events = np.zeros((n_rows, n_ss, 5))
+    ss_events = np.zeros((n_rows, n_ss, SS_COLUMNS))
     s_inf = rate[s_rec] > 0
-    s_kind = np.where(
-        s_inf, EventKind.RATE, np.where(cmt[s_rec] == routes.oral, EventKind.ORAL, EventKind.BOLUS)
-    )
+    s_kind = np.where(s_inf, EventKind.RATE, _bolus_kind(cmt[s_rec], routes))
     ss_events[row[s_rec], s_col] = np.column_stack(
-        [ii[s_rec], s_kind, np.where(s_inf, rate[s_rec], amt[s_rec]), duration[s_rec], ss[s_rec]]
-    )
-    run_of = s_rec[s_inf & (ii[s_rec] > 0)]
-    n_run = np.ceil(duration[run_of] / ii[run_of]).astype(np.int64) - 1
-    run_src = np.repeat(run_of, n_run)
-    run_k = _within(n_run) + 1
-    # ---- infusions: (row, start, tie, rate, stop) of the doses and of the running ones
-    i_row = np.concatenate([row[src[inf]], row[run_src]])
-    i_start = np.concatenate([dtime[inf], time[run_src] + shift[run_src]])
-    i_tie = np.concatenate([dtie[inf], rec[run_src] - 0.1])
-    i_rate = np.concatenate([rate[src[inf]], rate[run_src]])
-    i_stop = np.concatenate(
         [
-            dtime[inf] + duration[src[inf]],
-            time[run_src] + shift[run_src] + duration[run_src] - run_k * ii[run_src],
+            ii[s_rec],
+            s_kind,
+            np.where(s_inf, rate[s_rec], amt[s_rec]),
+            duration[s_rec],
+            ss[s_rec],
+            shift[s_rec],
+            cmt[s_rec] - 1,
+            f_rate[s_rec],
         ]
     )
+    # ---- infusions: (row, start, tie, rate, stop, compartment) of the doses
+    i_src = src[inf]
+    i_row = row[i_src]
+    i_start = dtime[inf]
+    i_tie = dtie[inf]
+    i_rate = rate[i_src]
+    i_stop = dtime[inf] + duration[i_src]
+    # ---- the trough (ctrough): just before each kernel row's last administration
+    adm = time[src] + k * ii[src]
+    last = np.lexsort((dtie, adm, row[src]))
+    last = last[np.r_[row[src][last][1:] != row[src][last][:-1], True]] if src.size else last
     rs = np.flatnonzero(reset)
     ob = np.flatnonzero(obs)
     # ---- every event, in blocks: observations, boluses, infusion starts, infusion stops,
@@ -449,10 +474,12 @@ def record_events(
         (row[ob], time[ob], rec[ob], EventKind.OBS, obs_row[ob].astype(np.float64)),
         (row[src[bol]], dtime[bol], dtie[bol], bkind, amt[src[bol]]),
         (i_row, i_start, i_tie, EventKind.RATE, i_rate),
-        (i_row, i_stop, np.full(i_row.size, -1.0), EventKind.RATE, -i_rate),
+        (i_row, i_stop, np.full(i_row.size, -1.0), EventKind.RATE,
+         np.where(f_rate[i_src], 0.0, -i_rate)),
         (row[ch], occ_time, rec[ch] - 0.5, EventKind.OCC, occasion[ch].astype(np.float64)),
         (row[rs], time[rs], rec[rs] - 0.75, EventKind.RESET, np.zeros(rs.size)),
         (row[s_rec], time[s_rec], rec[s_rec] - 0.25, EventKind.SS, s_col.astype(np.float64)),
+        (row[src[last]], adm[last], dtie[last] - 0.2, EventKind.MARK, np.zeros(last.size)),
     ]  # fmt: skip
     e_row = np.concatenate([b[0] for b in blocks])
     e_time = np.concatenate([b[1] for b in blocks])
@@ -461,12 +488,18 @@ def record_events(
         [np.broadcast_to(np.asarray(b[3], dtype=np.int64), b[0].shape) for b in blocks]
     )
     e_amt = np.concatenate([b[4] for b in blocks])
-    # the 0-based compartment of a bolus (kind INTO reads it), 0 for the other events
+    # the 0-based compartment of a bolus, an infusion's start and stop and a steady
+    # state's pattern (the kernel reads it for INTO, RATE and SS), 0 for the others
     e_cmt = np.zeros(e_row.size, dtype=np.int64)
-    e_cmt[ob.size : ob.size + bol.size] = b_cmt - 1
+    first_start = ob.size + bol.size
+    first_ss = e_row.size - last.size - s_rec.size
+    e_cmt[ob.size : first_start] = b_cmt - 1
+    # (an infusion into an ODE model's IV dosing state goes there whatever its number)
+    i_cmt = np.where(cmt[i_src] <= routes.pk, cmt[i_src] - 1, 1)
+    e_cmt[first_start : first_start + 2 * i_row.size] = np.tile(i_cmt, 2)
+    e_cmt[first_ss : first_ss + s_rec.size] = cmt[s_rec] - 1
     n_ev = e_row.size
     stop_of = np.full(n_ev, -1)  # event -> its infusion stop's event
-    first_start = ob.size + bol.size
     stop_of[first_start : first_start + i_row.size] = (
         first_start + i_row.size + np.arange(i_row.size)
     )
@@ -524,6 +557,16 @@ def _dose_terms(
         with np.errstate(divide="ignore", invalid="ignore"):
             rate = np.where(rate == -2, amt / terms["D"], rate)
     return amt, rate, shift
+
+
+def _bolus_kind(cmt: np.ndarray, routes: DoseRoutes) -> np.ndarray:
+    """The kernel's event kind of a bolus into ``cmt``: an oral dose into the depot, a
+    bolus into the central compartment, else a bolus into a given compartment."""
+    return np.where(
+        cmt == routes.oral,
+        EventKind.ORAL,
+        np.where(cmt == routes.iv, EventKind.BOLUS, EventKind.INTO),
+    )
 
 
 def _within(counts: np.ndarray) -> np.ndarray:

@@ -81,6 +81,7 @@ from vtrial.engine.events import (
     ledger_give,
     patient_events,
     steady_start,
+    steady_state_pattern,
 )
 from vtrial.engine.model_steps import kernel_steps
 from vtrial.engine.numerics import (
@@ -90,6 +91,7 @@ from vtrial.engine.numerics import (
     cp_at,
     fail,
     modal_input,
+    modal_input_rates,
     pk_cmax,
     pk_peak_at_event,
     pk_peak_on_grid,
@@ -304,7 +306,7 @@ def simulate_batch(
         lam = lam_all[i, 0]
         cm = cm_all[i, 0]
         vinv = vinv_all[i, 0]
-        et, ek, ea, eo, en, eadm = patient_events(
+        et, ek, ea, eo, en, eadm, ep = patient_events(
             i,
             a,
             pmat,
@@ -317,12 +319,14 @@ def simulate_batch(
             ev_n,
             ev_slot,
             ev_pair,
+            ev_cmt,
+            ss_ev,
             tlag_idx,
             f_idx,
             ledger,
         )
         ne = et.shape[0]
-        given_rate = np.zeros(ne)  # rate started by an infusion, by its stop's column
+        given_rate = np.zeros(ne)  # rate started by an infusion, by its key (ep)
         n_slot = ledger.shape[1]
         # dose modification and adherence state
         st = np.zeros(5)  # level index, reductions, holds, hours held at this decision, dose
@@ -347,6 +351,7 @@ def simulate_batch(
         wv = np.zeros(nm)
         xa = np.zeros(nm)
         rtot = 0.0  # infusion rate into the PK macro's central compartment (mg/h)
+        rpk = np.zeros(nm)  # rates into its other compartments (a dataset's records)
         rin = 0.0  # infusion rate into the IV dosing state of an ODE model (mg/h)
         z = np.zeros(ns)
         _to_internal(y0[i], z)
@@ -479,7 +484,7 @@ def simulate_batch(
                         held_before = True
                         st[3] += delay
                         hold_total += delay
-                        hold_events(ei, delay, et, ek, ea, eo, en, eadm, given_rate)
+                        hold_events(ei, delay, et, ek, ea, eo, en, eadm, ep, given_rate)
                         break  # the decision comes back after the delay
                     if code in (ACT_REDUCE, ACT_ESCALATE):
                         change_level(a, code, step, st, levels)
@@ -499,14 +504,19 @@ def simulate_batch(
                     )
                     amt = ea[ei] * mult
                     if kind == EV_RATE:
-                        given_rate[ev_pair[a, col]] = amt
-                    rin, rtot = dose(kind, amt, z, m, vinv, rin, rtot)
+                        given_rate[ep[ei]] = amt
+                    if RECORDS and kind == EV_RATE and DOSE_IV < 0 and ev_cmt[a, col] != 1:
+                        rpk[ev_cmt[a, col]] += amt  # into the depot or a peripheral
+                    else:
+                        rin, rtot = dose(kind, amt, z, m, vinv, rin, rtot)
                     if n_slot > 0 and sl >= 0:
                         ledger_give(ledger, i, sl, eadm[ei], mult, reason)
                 elif kind == EV_RATE:  # an infusion ends: remove the rate it started with
-                    r = given_rate[eo[ei]]
+                    r = given_rate[ep[ei]]
                     if DOSE_IV >= 0:
                         rin -= r
+                    elif RECORDS and ev_cmt[a, eo[ei]] != 1:
+                        rpk[ev_cmt[a, eo[ei]]] -= r
                     else:
                         rtot -= r
                 elif kind == EV_OCC:
@@ -538,23 +548,27 @@ def simulate_batch(
                             given_rate[q] = 0.0
                         rin = 0.0
                         rtot = 0.0
+                        for q in range(nm):
+                            rpk[q] = 0.0
                     if kind == EV_SS:  # add the pattern's steady state (PK macro only)
                         sp = ss_ev[a, int(ea[ei])]
-                        kind_ss = int(sp[1])
-                        amt = sp[2]
-                        if kind_ss == EV_ORAL and f_idx >= 0:
-                            amt *= p[f_idx]
-                        tlag = p[tlag_idx] if tlag_idx >= 0 else 0.0
-                        steady_state_modes(xa, lam, vinv, sp[0], kind_ss, amt, sp[3], tlag)
+                        kind_ss, amt, dur, lag, j = steady_state_pattern(sp, p, tlag_idx, f_idx)
+                        steady_state_modes(xa, lam, vinv, sp[0], kind_ss, amt, dur, lag, j)
                         for q in range(nm):
                             m[q] += xa[q]
                         if sp[0] == 0.0:  # a constant infusion runs on (until a reset)
-                            rtot += amt
+                            if j == 1:
+                                rtot += amt
+                            else:
+                                rpk[j] += amt
                 else:
                     ctrough = trough(t, z, p, m, wv, lam, cm, otmp)
                 ei += 1
             # ---- the segment [t, tb] up to the next event
-            modal_input(rtot, vinv, lam, u, wv)
+            if RECORDS:
+                modal_input_rates(rtot, rpk, vinv, lam, u, wv)
+            else:
+                modal_input(rtot, vinv, lam, u, wv)
             tb = t_end
             if ei < ne and et[ei] < t_end:
                 tb = et[ei]

@@ -20,6 +20,7 @@ from numba import njit
 from vtrial.engine.numerics import (
     ACT_ESCALATE,
     ACT_REDUCE,
+    EV_INTO,
     EV_OBS,
     EV_OCC,
     EV_ORAL,
@@ -34,11 +35,12 @@ from vtrial.engine.numerics import (
     R_PLANNED,
     R_REDUCED,
     steady_state,
+    steady_state_counts,
 )
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def sort_events(start, et, ek, ea, eo, en, eadm):  # pragma: no cover - compiled
+def sort_events(start, et, ek, ea, eo, en, eadm, ep):  # pragma: no cover - compiled
     """Stable insertion sort of the events from ``start`` on by time (nearly sorted)."""
     for e in range(start + 1, et.shape[0]):
         j = e
@@ -49,6 +51,7 @@ def sort_events(start, et, ek, ea, eo, en, eadm):  # pragma: no cover - compiled
             eo[j - 1], eo[j] = eo[j], eo[j - 1]
             en[j - 1], en[j] = en[j], en[j - 1]
             eadm[j - 1], eadm[j] = eadm[j], eadm[j - 1]
+            ep[j - 1], ep[j] = ep[j], ep[j - 1]
             j -= 1
 
 
@@ -96,6 +99,89 @@ def dose_summary(i, ledger, st, t_disc, hold_total, dsum):  # pragma: no cover -
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def steady_state_pattern(sp, p, tlag_idx, f_idx):  # pragma: no cover - compiled
+    """``(kind, amount, duration, lag, compartment)`` of the dose pattern of a dataset's
+    SS record (a row of ``ss_ev``) with the parameters ``p`` of its occasion: a pattern
+    into the depot (compartment 0) takes the model's lag ``TLAG`` and bioavailability
+    ``F`` (which scales the amount of a bolus, and the duration of an infusion at a
+    given rate or, for a modelled duration, its rate), any other its own (applied on
+    the host)."""
+    kind = int(sp[1])
+    amt = sp[2]
+    dur = sp[3]
+    lag = sp[5]
+    j = int(sp[6])
+    if j == 0:
+        if tlag_idx >= 0:
+            lag += p[tlag_idx]
+        if f_idx >= 0:
+            if kind != EV_RATE or sp[7] == 1.0:
+                amt *= p[f_idx]
+            else:
+                dur *= p[f_idx]
+    return kind, amt, dur, lag, j
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def steady_state_extra(sp, p, tlag_idx, f_idx):  # pragma: no cover - compiled
+    """Number of events an SS record's pattern adds after it (:func:`steady_state_doses`)."""
+    tau = sp[0]
+    if not tau > 0.0:
+        return 0
+    kind, _, dur, lag, _ = steady_state_pattern(sp, p, tlag_idx, f_idx)
+    if kind == EV_RATE:
+        k0, k1 = steady_state_counts(tau, lag, dur)
+        return 2 * (k0 - 1) + 2 * (k1 - k0)
+    k0, k1 = steady_state_counts(tau, lag, 0.0)
+    return k0 - 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def steady_state_doses(
+    w, key, e, t, sp, p, tlag_idx, f_idx, et, ek, ea, eo, en, eadm, ep
+):  # pragma: no cover - compiled
+    """Write at ``w`` the events that the SS record's pattern (``sp``, SS event column
+    ``e`` at time ``t``) adds after its steady state: the doses of the pattern that land
+    after ``t`` (lag not shorter than the interval), and the infusions still running at
+    ``t``, restarted there with their own ends (NONMEM's PREDPP). Boluses are ``INTO``
+    events into the pattern's compartment (``eo`` is the SS event's column, whose
+    compartment is the pattern's); an infusion's start and stop share a new key of
+    ``given_rate`` (from ``key`` on). Returns the next ``w`` and ``key``."""
+    tau = sp[0]
+    if not tau > 0.0:
+        return w, key
+    kind, amt, dur, lag, _ = steady_state_pattern(sp, p, tlag_idx, f_idx)
+    infusion = kind == EV_RATE
+    k0, k1 = steady_state_counts(tau, lag, dur if infusion else 0.0)
+    for k in range(1, k1 if infusion else k0):
+        if k < k0:  # lands after t
+            start = t - k * tau + lag
+            stop = start + dur
+        else:  # running at t: its rest
+            start = t
+            stop = t + dur - (k * tau - lag)
+        et[w] = start
+        ek[w] = EV_RATE if infusion else EV_INTO
+        ea[w] = amt
+        eo[w] = e
+        en[w] = t
+        eadm[w] = start
+        ep[w] = key
+        w += 1
+        if infusion:
+            et[w] = stop
+            ek[w] = EV_RATE
+            ea[w] = -amt
+            eo[w] = e
+            en[w] = t
+            eadm[w] = stop
+            ep[w] = key
+            w += 1
+            key += 1
+    return w, key
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def patient_events(
     i,
     a,
@@ -109,38 +195,57 @@ def patient_events(
     ev_n,
     ev_slot,
     ev_pair,
+    ev_cmt,
+    ss_ev,
     tlag_idx,
     f_idx,
     ledger,
 ):  # pragma: no cover - compiled
     """Patient i's events, sorted by the time they act on the model; plans the ledger.
 
-    Lag and bioavailability are those of the dose's occasion (applied to oral doses),
-    amounts are scaled by the patient's dose scale; occasion switches precede the
-    doses at the same nominal time in the table. Returns ``et`` (time the event acts
-    on the model: after lag, jitter and holds), ``ek`` (kind), ``ea`` (amount acting
-    on the model: after F and dose scaling), ``eo`` (column in the arm's event table),
-    ``en`` (nominal time: a hold delays the events not before it) and ``eadm``
-    (administration time: the ledger's time).
+    Lag and bioavailability are those of the dose's occasion (applied to oral doses,
+    and to infusions into the depot: a dataset's records, ``ev_cmt`` 0), amounts are
+    scaled by the patient's dose scale; occasion switches precede the doses at the
+    same nominal time in the table. An SS event is followed by the events its pattern
+    adds (:func:`steady_state_doses`). Returns ``et`` (time the event acts on the
+    model: after lag, jitter and holds), ``ek`` (kind), ``ea`` (amount acting on the
+    model: after F and dose scaling), ``eo`` (column in the arm's event table; an SS
+    event's for the events it adds), ``en`` (nominal time: a hold delays the events
+    not before it), ``eadm`` (administration time: the ledger's time) and ``ep`` (an
+    infusion's key in ``given_rate``, shared by its start and stop: the stop's column,
+    or a new key past the table's for the infusions an SS event adds; -1 for other
+    events).
     """
-    ne = ev_n[a]
+    ne0 = ev_n[a]
+    occ_d = 0
+    ne = ne0
+    for e in range(ne0):  # the events SS records add (their pattern's lag and F)
+        kind = ev_kind[a, e]
+        if kind == EV_OCC:
+            occ_d = int(ev_amt[a, e])
+        elif kind == EV_SS:
+            ne += steady_state_extra(ss_ev[a, int(ev_amt[a, e])], pmat[i, occ_d], tlag_idx, f_idx)
     et = np.empty(ne)
     ek = np.empty(ne, dtype=np.int64)
     ea = np.empty(ne)
     eo = np.empty(ne, dtype=np.int64)
     en = np.empty(ne)
     eadm = np.empty(ne)
+    ep = np.full(ne, -1, dtype=np.int64)
     n_slot = ledger.shape[1]
     occ_d = 0
-    for e in range(ne):
+    w = 0
+    key = ne0
+    stop_t = np.empty(0)  # the end of each infusion into the depot (its lag and F)
+    for e in range(ne0):
         kind = ev_kind[a, e]
         amt = ev_amt[a, e] * dose_scale[i, ev_unit[a, e]]
         tt = ev_time[a, e]
-        en[e] = tt
+        en[w] = tt
         sl = ev_slot[a, e]
         if kind == EV_ORAL and jit.shape[1] > 0 and sl >= 0:
             tt += jit[i, sl]
-        eadm[e] = tt
+        eadm[w] = tt
         if n_slot > 0 and sl >= 0:
             if kind == EV_RATE:
                 ledger_plan(ledger, i, sl, amt * (ev_time[a, ev_pair[a, e]] - ev_time[a, e]))
@@ -156,12 +261,52 @@ def patient_events(
                 tt += pmat[i, occ_d, tlag_idx]
             if f_idx >= 0:
                 amt *= pmat[i, occ_d, f_idx]
-        et[e] = tt
-        ek[e] = kind
-        ea[e] = amt
-        eo[e] = e
-    sort_events(0, et, ek, ea, eo, en, eadm)
-    return et, ek, ea, eo, en, eadm
+        elif kind == EV_RATE:
+            pair = ev_pair[a, e]
+            ep[w] = pair if amt > 0.0 else e
+            if ev_cmt[a, e] == 0 and amt > 0.0:
+                # into the depot (a record): TLAG delays it, F scales its duration or,
+                # when its stop's amount is 0 (a modelled duration), its rate
+                if stop_t.shape[0] == 0:
+                    stop_t = np.full(ne0, np.nan)
+                dur = ev_time[a, pair] - ev_time[a, e]
+                if tlag_idx >= 0:
+                    tt += pmat[i, occ_d, tlag_idx]
+                if f_idx >= 0:
+                    if ev_amt[a, pair] == 0.0:
+                        amt *= pmat[i, occ_d, f_idx]
+                    else:
+                        dur *= pmat[i, occ_d, f_idx]
+                stop_t[pair] = tt + dur
+                eadm[w] = tt
+            elif stop_t.shape[0] > 0 and not math.isnan(stop_t[e]):
+                tt = stop_t[e]
+                eadm[w] = tt
+        et[w] = tt
+        ek[w] = kind
+        ea[w] = amt
+        eo[w] = e
+        w += 1
+        if kind == EV_SS:
+            w, key = steady_state_doses(
+                w,
+                key,
+                e,
+                tt,
+                ss_ev[a, int(ev_amt[a, e])],
+                pmat[i, occ_d],
+                tlag_idx,
+                f_idx,
+                et,
+                ek,
+                ea,
+                eo,
+                en,
+                eadm,
+                ep,
+            )
+    sort_events(0, et, ek, ea, eo, en, eadm, ep)
+    return et, ek, ea, eo, en, eadm, ep
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -184,7 +329,7 @@ def steady_start(
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def hold_events(ei, delay, et, ek, ea, eo, en, eadm, given_rate):  # pragma: no cover - compiled
+def hold_events(ei, delay, et, ek, ea, eo, en, eadm, ep, given_rate):  # pragma: no cover
     """Delay the decision ``ei`` and every later event by ``delay`` (h), then re-sort.
 
     Events nominally before the decision and the end of an infusion already running
@@ -194,11 +339,11 @@ def hold_events(ei, delay, et, ek, ea, eo, en, eadm, given_rate):  # pragma: no 
     for e in range(ei, et.shape[0]):
         if en[e] < tn:
             continue
-        if ek[e] == EV_RATE and ea[e] <= 0.0 and given_rate[eo[e]] != 0.0:
+        if ek[e] == EV_RATE and ea[e] <= 0.0 and given_rate[ep[e]] != 0.0:
             continue
         et[e] += delay
         eadm[e] += delay
-    sort_events(ei, et, ek, ea, eo, en, eadm)
+    sort_events(ei, et, ek, ea, eo, en, eadm, ep)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -30,7 +30,7 @@ from vtrial.infra.progress import Heartbeat
 from vtrial.model.expressions import evaluate
 from vtrial.model.spec import Model
 from vtrial.protocol.codes import EventKind, Reason
-from vtrial.protocol.dosing import EventTable
+from vtrial.protocol.dosing import SS_COLUMNS, EventTable
 from vtrial.protocol.rules import RuleProgram
 
 _log = logging.getLogger("vtrial")
@@ -391,8 +391,9 @@ def run_kernel(
             "steady-state events need a model whose states are all in its linear PK macro"
         )
     na = events.n.size
-    ss_ev = events.ss_events if events.ss_events is not None else np.zeros((na, 1, 5))
-    ev_cmt = events.cmt if events.cmt is not None else np.zeros_like(events.kind)
+    ss_ev = events.ss_events if events.ss_events is not None else np.zeros((na, 1, SS_COLUMNS))
+    # a regimen infuses into the central compartment (1) only
+    ev_cmt = events.cmt if events.cmt is not None else np.where(events.kind == EventKind.RATE, 1, 0)
     rows = events.amount[valid & (events.kind == EventKind.OBS)]
     if rows.size and not (
         np.all(rows == np.floor(rows)) and rows.min() >= 0 and rows.max() < n_obs
@@ -475,7 +476,8 @@ def run_kernel(
     kern = load_kernel(
         model,
         rules.source if rules is not None else None,
-        records=bool(used & {EventKind.OBS, EventKind.RESET, EventKind.SS, EventKind.INTO}),
+        records=events.cmt is not None
+        or bool(used & {EventKind.OBS, EventKind.RESET, EventKind.SS, EventKind.INTO}),
         grid_after=outputs_at_dose == "after",
     )
     sub_led = led if sub is res else np.ascontiguousarray(led[run])

@@ -222,8 +222,19 @@ KERNEL_ARGS: tuple[KernelArg, ...] = (
     _a("f_idx", I8, (), "column of F in pmat (-1: none)"),
     _a("ev_slot", I8, ("A", "E"), "administration number of a dose event (-1: other)"),
     _a("ev_pair", I8, ("A", "E"), "column of an infusion start's rate decrease (-1: other)"),
-    _a("ss_ev", F8, ("A", "NSS", 5), "SS events: interval, kind, amount or rate, duration, SS"),
-    _a("ev_cmt", I8, ("A", "E"), "compartment of an INTO bolus: PK mode, then ODE state"),
+    _a(
+        "ss_ev",
+        F8,
+        ("A", "NSS", 8),
+        "SS events: interval, kind, amount or rate, duration, SS, "
+        "lag, compartment, F scales the rate",
+    ),
+    _a(
+        "ev_cmt",
+        I8,
+        ("A", "E"),
+        "compartment of an INTO bolus or a record's infusion: PK compartment, then ODE state",
+    ),
     # per arm: dose modification; per patient: adherence and assay error
     _a("levels", F8, ("A", "L"), "dose levels, ascending, NaN-padded"),
     _a("start_level", I8, ("A",), "index of the planned dose in levels (-1: none)"),

@@ -181,50 +181,95 @@ def change_occasion(m, xa, vec_old, vinv_new):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def modal_input_rates(rtot, rpk, vinv, lam, u, wv):  # pragma: no cover - compiled
+    """Modal infusion input ``u`` of the rate ``rtot`` into the central compartment and
+    the rates ``rpk[j]`` into the other PK compartments ``j`` (a dataset's infusions
+    into the depot or a peripheral compartment), and ``wv = u / lam``; the same as
+    :func:`modal_input` while every ``rpk`` is 0."""
+    for q in range(u.shape[0]):
+        uq = rtot * vinv[q, 1]
+        for j in range(rpk.shape[0]):
+            if rpk[j] != 0.0:
+                uq += rpk[j] * vinv[q, j]
+        u[q] = uq
+        wv[q] = uq / lam[q]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def steady_state(m, lam, vinv, tau, kind, amt, dur, tlag):  # pragma: no cover - compiled
     """Modal state just before a dose at steady state of a dose repeated every ``tau``
-    (a regimen's steady-state start: :func:`steady_state_modes` into ``m``).
+    (a regimen's steady-state start: :func:`steady_state_modes` into ``m``; an oral
+    dose into the depot, with the lag ``tlag``, anything else into the central
+    compartment).
 
     Returns False if the lag is not shorter than the interval (the series would then
     need doses after time 0).
     """
     if kind == EV_ORAL and not tlag < tau:
         return False
-    steady_state_modes(m, lam, vinv, tau, kind, amt, dur, tlag)
+    if kind == EV_ORAL:
+        steady_state_modes(m, lam, vinv, tau, kind, amt, dur, tlag, 0)
+    else:
+        steady_state_modes(m, lam, vinv, tau, kind, amt, dur, 0.0, 1)
     return True
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def steady_state_modes(mss, lam, vinv, tau, kind, amt, dur, tlag):  # pragma: no cover
-    """Modal state just before a dose at steady state, from every earlier dose of the
-    pattern (a dataset's SS record, NONMEM's PREDPP semantics).
+def steady_state_counts(tau, lag, dur):  # pragma: no cover - compiled
+    """``(k0, k1)`` of a dose pattern every ``tau`` (> 0) whose doses land ``lag`` after
+    their time (an infusion lasting ``dur``; 0 for a bolus), seen at the time ``t`` of
+    the pattern's own dose: the doses at ``t - k tau`` have landed for ``k >= k0``
+    (``k tau >= lag``; those with ``1 <= k < k0`` land after ``t``), and the infusions
+    have ended for ``k >= k1`` (``k tau >= lag + dur``; those with ``k0 <= k < k1`` are
+    still running at ``t``). Both are at least 1."""
+    k0 = max(1, math.ceil(lag / tau))
+    while k0 > 1 and (k0 - 1) * tau >= lag:
+        k0 -= 1
+    while k0 * tau < lag:
+        k0 += 1
+    end = lag + dur
+    k1 = max(k0, math.ceil(end / tau))
+    while k1 > k0 and (k1 - 1) * tau >= end:
+        k1 -= 1
+    while k1 * tau < end:
+        k1 += 1
+    return k0, k1
 
-    ``tau`` 0: a constant infusion at rate ``amt`` (``mss = -amt V^-1[:, 1] / lam``).
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def steady_state_modes(mss, lam, vinv, tau, kind, amt, dur, lag, j):  # pragma: no cover
+    """Modal state just before a dose at steady state, from every earlier dose of the
+    pattern that has landed (a dataset's SS record, NONMEM's PREDPP semantics).
+
+    The doses go into the PK compartment ``j`` (column ``j`` of ``V^-1``: 0 the depot,
+    1 the central compartment, 2.. the peripherals) and land ``lag`` after their time.
+    ``tau`` 0: a constant infusion at rate ``amt`` (``mss = -amt V^-1[:, j] / lam``).
     Otherwise the response to one dose every ``tau`` over the infinite past, summed as a
-    geometric series: oral (landing ``tlag`` after its time, ``tlag < tau``: the caller
-    checks), bolus, or a zero-order infusion at rate ``amt`` over ``dur``, which may be
-    longer than ``tau``: the ``ceil(dur / tau) - 1`` infusions still running contribute
+    geometric series over the doses that have landed (``k >= k0`` of
+    :func:`steady_state_counts`; the caller gives the pending ones as events after the
+    record): a bolus, or a zero-order infusion at rate ``amt`` over ``dur``, which may
+    be longer than ``tau``: the infusions still running (``k0 <= k < k1``) contribute
     their partial input (the caller restarts their rates), the ended ones their whole
     dose, decayed.
     """
     if tau == 0.0:
         for q in range(mss.shape[0]):
-            mss[q] = -amt * vinv[q, 1] / lam[q]
+            mss[q] = -amt * vinv[q, j] / lam[q]
         return
-    k1 = max(1, math.ceil(dur / tau)) if kind == EV_RATE else 1
+    k0, k1 = steady_state_counts(tau, lag, dur if kind == EV_RATE else 0.0)
     for q in range(mss.shape[0]):
         lq = lam[q]
-        if kind == EV_ORAL:
-            one = amt * vinv[q, 0] * math.exp(lq * (tau - tlag))
-        elif kind == EV_BOLUS:
-            one = amt * vinv[q, 1] * math.exp(lq * tau)
+        v = vinv[q, j]
+        if kind == EV_RATE:
+            # the infusion started k1 intervals ago ended (k1 tau - lag - dur) ago; rate
+            # amt over dur: amt v e^{l (k1 tau - lag - dur)} (e^{l dur} - 1) / l
+            one = amt * v * math.exp(lq * (k1 * tau - lag - dur)) * math.expm1(lq * dur) / lq
         else:
-            # an infusion started k1 intervals ago ended (k1 tau - dur) ago; rate amt
-            # over dur: m(k1 tau) = amt vinv e^{l (k1 tau - dur)} (e^{l dur} - 1) / l
-            one = amt * vinv[q, 1] * math.exp(lq * (k1 * tau - dur)) * math.expm1(lq * dur) / lq
+            one = amt * v * math.exp(lq * (k0 * tau - lag))
         s = one / -math.expm1(lq * tau)
-        for k in range(1, k1):  # still running: input over k tau so far
-            s += amt * vinv[q, 1] * math.expm1(lq * k * tau) / lq
+        for k in range(k0, k1):  # still running: input over the k tau - lag since it began
+            x = lq * k * tau if lag == 0.0 else lq * (k * tau - lag)
+            s += amt * v * math.expm1(x) / lq
         mss[q] = s
 
 

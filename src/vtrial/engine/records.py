@@ -39,11 +39,10 @@ from vtrial.data.records import (
     record_span,
     unsupported_problems,
 )
-from vtrial.data.tables import cell_problems
 from vtrial.engine.codegen import layout
 from vtrial.engine.host import KernelResult, Tolerances, labels, run_kernel
 from vtrial.engine.interface import METHODS, STATUS
-from vtrial.errors import DatasetError, Problem
+from vtrial.errors import DatasetError
 from vtrial.model.spec import Model
 
 __all__ = ["RECORD_COLUMNS", "simulate_records"]
@@ -139,16 +138,19 @@ def dose_terms(
     ``D2`` for a dose into ``CMT`` 2): from the ``parameters`` table (by ``ID``), else a
     dataset column (its value on the record), else a model parameter of that name (its
     typical value); records whose term is found nowhere get the default (``F`` 1,
-    ``ALAG`` 0, ``R`` and ``D`` none)."""
+    ``ALAG`` 0, ``R`` and ``D`` none). A dose into the depot takes ``R1`` and ``D1``
+    so, and the model's ``F`` and ``TLAG`` (in the kernel)."""
     routes = dose_routes(model)
     r = dataset.records
     cmt = np.where(r["CMT"].to_numpy() == 0, routes.default, r["CMT"].to_numpy())
     defaults = {"F": 1.0, "ALAG": 0.0, "R": np.nan, "D": np.nan}
     rows = None
     out: dict[str, np.ndarray] = {}
-    for c in np.unique(cmt[cmt != routes.oral]):
+    for c in np.unique(cmt):
         at = cmt == c
         for key in DOSE_TERMS:
+            if c == routes.oral and key in ("F", "ALAG"):
+                continue  # the depot's are the model's F and TLAG
             name = f"{key}{c}"
             if parameters is not None and name in parameters.columns:
                 if rows is None:
@@ -163,38 +165,6 @@ def dose_terms(
             term = out.setdefault(key, np.full(len(r), defaults[key]))
             term[at] = values[at]
     return out
-
-
-def lag_problems(
-    model: Model, dataset: Dataset, by_column: Sequence[str], parameters: pd.DataFrame | None
-) -> list[Problem]:
-    """Oral steady-state records whose lag (``TLAG`` on the record: its own column
-    value, the subject's row of ``parameters``, or the typical value) is not shorter
-    than ``II``: their steady state would need doses landing after the record, which
-    the engine does not simulate yet."""
-    r = dataset.records
-    routes = dose_routes(model)
-    if routes.oral is None or "TLAG" not in model.parameters:
-        return []
-    cmt = np.where(r["CMT"].to_numpy() == 0, routes.default, r["CMT"].to_numpy())
-    ii = r["II"].to_numpy(dtype=np.float64)
-    ss_oral = (r["SS"].to_numpy() > 0) & (cmt == routes.oral) & (r["RATE"].to_numpy() == 0)
-    idx = np.flatnonzero(ss_oral & (ii > 0))
-    if idx.size == 0:
-        return []
-    lag = np.full(idx.size, model.parameters["TLAG"].value)
-    if "TLAG" in by_column:
-        lag = r["TLAG"].to_numpy(dtype=np.float64)[idx]
-    elif parameters is not None and "TLAG" in parameters.columns:
-        rows = table_rows(parameters, r["ID"].to_numpy()[idx])
-        lag = parameters["TLAG"].to_numpy(dtype=np.float64)[rows]
-    bad = idx[lag >= ii[idx]]
-    rule = "steady state with a lag (TLAG) not shorter than II is not simulated yet"
-    found = [
-        (int(rec) - 1, rule, float(ii[j]))
-        for rec, j in zip(r["REC"].to_numpy()[bad], bad, strict=True)
-    ]
-    return cell_problems(dataset.name, dataset.first_line, dataset.columns.get("II", "II"), found)
 
 
 def simulate_records(
@@ -265,7 +235,6 @@ def simulate_records(
         table_rows(parameters, dataset.subjects)
     terms = dose_terms(model, dataset, parameters)
     problems = unsupported_problems(dataset, routes, terms)
-    problems += lag_problems(model, dataset, by_column, parameters)
     if problems:
         raise DatasetError(problems)
     r = dataset.records

@@ -188,6 +188,10 @@ def phase_problems(d: Mapping[str, Any], where: str) -> list[str]:
     return out
 
 
+#: columns of :attr:`EventTable.ss_events`
+SS_COLUMNS = 8
+
+
 @dataclass(frozen=True)
 class EventTable:
     """Padded per-arm event table consumed by the kernel.
@@ -215,14 +219,23 @@ class EventTable:
     n_slots : int
         Most administrations of any arm (rows of the per-patient dose ledger).
     cmt : ndarray of int64, shape (n_arms, n_events), optional
-        For a bolus into a given compartment (kind ``INTO``, a dataset's record): the
-        compartment, 0-based over the PK macro's compartments (depot, central,
-        peripherals) then the ODE states. None for regimens.
-    ss_events : ndarray, shape (n_arms, n_ss, 5), optional
+        For a dataset's bolus into a given compartment (kind ``INTO``), infusion start
+        or stop (``RATE``) and steady state (``SS``: its pattern's): the compartment,
+        0-based over the PK macro's compartments (depot, central, peripherals) then the
+        ODE states. None for regimens (which infuse into the central compartment).
+    ss_events : ndarray, shape (n_arms, n_ss, SS_COLUMNS), optional
         Steady-state events of a dataset's records (kind ``SS``, whose amount is a row
-        here): interval (h; 0 for a constant infusion), dose kind, amount (mg, or mg/h
-        for an infusion), infusion duration (h), SS (1: reset first, 2: added).
+        here): interval (h; 0 for a constant infusion), dose kind (``ORAL``, ``BOLUS``,
+        ``INTO`` or ``RATE``), amount (mg, or mg/h for an infusion), infusion duration
+        (h), SS (1: reset first, 2: added), lag (h: ``ALAGn`` of a compartment other
+        than the depot, whose lag is the model's ``TLAG``), compartment (0-based, as
+        ``cmt``), and 1 if the model's ``F`` scales the rate of an infusion into the
+        depot (a modelled duration, ``RATE -2``) rather than its duration.
         None for regimens, whose steady state is ``ss``.
+
+    A dataset's infusion into the depot stops where its rate decrease says, moved by
+    the model's ``TLAG`` and, unless that decrease's amount is 0 (a modelled duration,
+    whose rate ``F`` scales instead), its duration scaled by ``F``.
     """
 
     time: np.ndarray

@@ -24,7 +24,7 @@ import numpy as np
 from vtrial.data.fitted import FittedModel
 from vtrial.data.records import dose_routes, unsupported_problems
 from vtrial.data.tables import cell_problems
-from vtrial.engine.records import dose_terms, lag_problems
+from vtrial.engine.records import dose_terms
 from vtrial.errors import Problem
 from vtrial.model.spec import Model
 from vtrial.population.dataset import (
@@ -229,8 +229,6 @@ def recorded_problems(
     r = ds.records
     terms = dose_terms(model, ds, subjects.table)
     out += unsupported_problems(ds, routes, terms)
-    by_column = [c for c in ds.covariates if c in model.parameters]
-    out += lag_problems(model, ds, by_column, subjects.table)
     evid = r["EVID"].to_numpy()
     resets = np.flatnonzero(np.isin(evid, (3, 4)))
     if resets.size:
