@@ -78,14 +78,20 @@ def typical_parameters(
     n: int,
     *,
     categories: Mapping[str, Sequence[str]] | None = None,
+    nominal: bool = False,
 ) -> dict[str, np.ndarray]:
     """Typical value ``TV · f(covariates)`` of every model parameter for ``n``
-    covariate rows (patients, or a dataset's occasions), with the replicate's THETA."""
+    covariate rows (patients, or a dataset's occasions), with the replicate's THETA
+    (``nominal``: the model's THETA, ``study.uncertainty`` not drawn; an estimator's
+    prior)."""
     model = study.model
     var = study.variability
     cats = study.population.categories if categories is None else categories
     params: dict[str, np.ndarray] = {}
-    typical = typical_values(study, replicate)  # THETA_r with study.uncertainty
+    if nominal:
+        typical = {k: float(p.value) for k, p in model.parameters.items()}
+    else:
+        typical = typical_values(study, replicate)  # THETA_r with study.uncertainty
     for name in model.parameters:
         tv = np.full(n, typical[name])
         cov_expr = var.covariate_models.get(name)

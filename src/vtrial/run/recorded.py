@@ -66,10 +66,12 @@ def _varying(study: Study, dataset: Dataset) -> list[str]:
 
 
 def recorded_inputs(
-    study: Study, part: Dataset, pop: pd.DataFrame
+    study: Study, part: Dataset, pop: pd.DataFrame, *, nominal: bool = False
 ) -> tuple[RecordEvents, dict[str, np.ndarray]]:
     """Event tables (one row per population row) and parameters of ``pop``'s patients,
-    whose records are ``part`` (:func:`patient_records`).
+    whose records are ``part`` (:func:`patient_records`); ``nominal``: typical values
+    from the model's THETA, not the replicate's (see
+    :func:`vtrial.population.sampling.typical_parameters`).
 
     Returns
     -------
@@ -123,7 +125,9 @@ def recorded_inputs(
     for rep in np.unique(replicate):
         at = replicate == rep
         sub = {c: v[at] for c, v in covs.items()}
-        typ = typical_parameters(study, sub, int(rep), int(at.sum()), categories=cats)
+        typ = typical_parameters(
+            study, sub, int(rep), int(at.sum()), categories=cats, nominal=nominal
+        )
         for k in changed:
             tv[k][at] = typ[k]
     var = study.variability

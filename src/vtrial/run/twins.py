@@ -1,0 +1,222 @@
+"""Twins of real patients: each dataset subject's random effects estimated from their
+own observations (MAP), under the study's population model as the prior.
+
+A study with ``population.dataset`` (``doses: recorded``) says everything the
+estimator needs (:mod:`vtrial.estimation.map`):
+
+- the **prior**: the model's typical values with their covariate models (covariates
+  that change from record to record change the typical values on each occasion,
+  exactly as when the study simulates the records), ``model.iiv`` (OMEGA and each
+  parameter's distribution), the nominal THETA (``study.uncertainty`` is not drawn);
+- the **observations**: the dataset's ``EVID 0`` records with ``MDV 0``, or ``BLQ 1``
+  (Beal's M3), of the observed outputs (``outputs.observations.outputs``, or the
+  outputs with a ``model.residual_error`` entry), ``DVID`` ``n`` being the ``n``-th of
+  them in name order, as in a simulated study;
+- the **residual error**: ``model.residual_error``.
+
+:func:`twin_problems` checks, before anything is estimated, what the estimator needs
+beyond a runnable dataset study, every problem naming the study key or the dataset's
+row, line and column; :func:`fit_twins` estimates every subject (or some).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from vtrial.data.tables import cell_problems
+from vtrial.errors import Problem, ConfigError
+from vtrial.estimation.map import CohortData, CohortFit, Prior, cohort_data, fit_cohort, predict
+from vtrial.population.dataset import subject_covariates
+from vtrial.population.derived import derive_covariates
+from vtrial.population.sampling import typical_parameters
+from vtrial.run.recorded import recorded_inputs
+from vtrial.study.config import Study
+
+__all__ = ["fit_twins", "twin_cohort", "twin_problems"]
+
+
+def _observed(study: Study) -> list[str]:
+    return list(study.observations.outputs) or sorted(study.observations.errors)
+
+
+def twin_problems(study: Study) -> list[Problem]:
+    """What keeps ``study`` from estimating twins (empty if nothing): no dataset with
+    recorded doses, no random effects, an observed output without residual error, and
+    the dataset's observation records that give no likelihood (a missing ``DV``, a
+    ``DVID`` naming no observed output, a ``DV <= 0`` under exponential error, a BLQ
+    record without a limit)."""
+    src = study.source
+    spec = study.population.dataset
+    if spec is None or not study.recorded:
+        return [
+            Problem(
+                src,
+                "population.dataset.doses",
+                "twins are estimated from each subject's recorded doses and observations: "
+                f"give population.dataset with doses: recorded, got {getattr(spec, 'doses', None)!r}",
+            )
+        ]
+    out: list[Problem] = []
+    if not study.variability.omega_names:
+        out.append(
+            Problem(src, "model.iiv", "no parameter has a random effect: there is nothing to estimate")
+        )
+    observed = _observed(study)
+    if not observed:
+        out.append(
+            Problem(
+                src,
+                "model.residual_error",
+                "no output is observed: give the observed outputs a residual error model",
+            )
+        )
+    errors = study.observations.errors
+    for name in observed:
+        e = errors.get(name)
+        if e is None or e.kind == "none":
+            out.append(
+                Problem(
+                    src,
+                    f"model.residual_error.{name}",
+                    "an observed output needs a residual error (additive, proportional, "
+                    f"combined or exponential) for its likelihood, got {None if e is None else 'lloq only'}",
+                )
+            )
+    subjects = study.subjects
+    if subjects is None or subjects.dataset is None or not observed:
+        return out
+    ds = subjects.dataset
+    r = ds.records
+    blq = r["BLQ"].to_numpy() == 1 if "BLQ" in r else np.zeros(len(r), dtype=bool)
+    obs = (r["EVID"].to_numpy() == 0) & ((r["MDV"].to_numpy() == 0) | blq)
+    dvid = r["DVID"].to_numpy() if "DVID" in r else np.ones(len(r), dtype=np.int64)
+    dv = r["DV"].to_numpy(dtype=np.float64) if "DV" in r else np.full(len(r), np.nan)
+    rec = r["REC"].to_numpy() - 1
+    found: dict[str, list[tuple[int, str, object]]] = {"DV": [], "DVID": [], "LLOQ": []}
+    bad_dvid = obs & ((dvid < 1) | (dvid > len(observed)))
+    for i in np.flatnonzero(bad_dvid):
+        found["DVID"].append(
+            (int(rec[i]), f"names no observed output (1 to {len(observed)}: {observed})", int(dvid[i]))
+        )
+    which = np.clip(dvid, 1, len(observed)) - 1
+    expo = np.array([errors[o].exponential > 0 if o in errors else False for o in observed])[which]
+    quantified = obs & ~blq & ~bad_dvid
+    for i in np.flatnonzero(quantified & ~np.isfinite(dv)):
+        found["DV"].append((int(rec[i]), "an observation (MDV 0, not BLQ) needs a value", float(dv[i])))
+    for i in np.flatnonzero(quantified & np.isfinite(dv) & expo & (dv <= 0)):
+        found["DV"].append(
+            (int(rec[i]), "exponential error observes log(DV): DV must be > 0 (or flag it BLQ)", float(dv[i]))
+        )
+    lloq = r["LLOQ"].to_numpy(dtype=np.float64) if "LLOQ" in r else np.full(len(r), np.nan)
+    out_lloq = np.array(
+        [np.nan if errors.get(o) is None or errors[o].lloq is None else errors[o].lloq for o in observed]
+    )[which]
+    limit = np.where(np.isnan(lloq), out_lloq, lloq)
+    limit = np.where(np.isnan(limit), dv, limit)
+    for i in np.flatnonzero(obs & blq & ~np.isfinite(limit)):
+        found["LLOQ"].append(
+            (int(rec[i]), "a BLQ record needs its limit: an LLOQ column, the output's lloq, or DV", None)
+        )
+    for item, rows in found.items():
+        if rows:
+            out += cell_problems(ds.name, ds.first_line, ds.columns.get(item, item), rows)
+    return out
+
+
+def twin_cohort(study: Study) -> tuple[CohortData, Prior]:
+    """The estimator's inputs for every subject of ``study`` (see the module docstring).
+
+    Raises
+    ------
+    ConfigError
+        :func:`twin_problems`, every one of them.
+    """
+    problems = twin_problems(study)
+    if problems:
+        raise ConfigError(problems)
+    subjects = study.subjects
+    assert subjects is not None and subjects.dataset is not None  # twin_problems
+    ds = subjects.dataset
+    n = int(ds.subjects.size)
+    covs = subject_covariates(ds)
+    derived = list(study.population.derived)
+    if derived:
+        covs.update(derive_covariates(derived, covs))
+    cats = dict(study.population.categories)
+    cats.update({str(k): sorted({str(x) for x in v}) for k, v in covs.items() if v.dtype == object})
+    typical = typical_parameters(study, covs, 0, n, categories=cats, nominal=True)
+    pop = pd.DataFrame(
+        {"patient_id": np.arange(1, n + 1), "replicate": np.zeros(n, dtype=np.int64), **typical}
+    )
+    records = dataclasses.replace(ds, records=ds.records.assign(ID=_row_ids(ds.records["ID"])))
+    ev, params = recorded_inputs(study, records, pop, nominal=True)
+    ev = dataclasses.replace(ev, subjects=ds.subjects)
+    var = study.variability
+    prior = Prior(
+        tuple(var.omega_names),
+        var.omega,
+        tuple(var.distribution(k) for k in var.omega_names),
+    )
+    data = cohort_data(
+        study.model,
+        records,
+        ev,
+        typical=params,
+        outputs=_observed(study),
+        errors=study.observations.errors,
+    )
+    return data, prior
+
+
+def _row_ids(ids: pd.Series) -> np.ndarray:
+    """0, 1, ... per subject (the IDs :func:`recorded_inputs` expects: row numbers)."""
+    v = ids.to_numpy()
+    new = np.r_[True, v[1:] != v[:-1]] if v.size else np.zeros(0, dtype=bool)
+    return np.cumsum(new) - 1
+
+
+def typical_prediction_problems(study: Study, data: CohortData, prior: Prior) -> list[Problem]:
+    """Observations whose typical prediction has no likelihood: a prediction of 0 with
+    no additive error (an observation before any dose under proportional error), or
+    <= 0 under exponential error."""
+    found = []
+    for s in range(data.n_subjects):
+        f = predict(data, prior, s, np.zeros((1, prior.k)))[0]
+        obs = data.obs_of(s)
+        sd0 = (data.err.additive[obs] == 0) & (data.err.exponential[obs] == 0) & (f == 0)
+        neg = (data.err.exponential[obs] > 0) & (f <= 0)
+        for j in np.flatnonzero((sd0 | neg) & ~data.blq[obs]):
+            found.append(int(data.record[obs[j]]))
+    if not found:
+        return []
+    subjects = study.subjects
+    assert subjects is not None and subjects.dataset is not None
+    ds = subjects.dataset
+    rec = ds.records["REC"].to_numpy() - 1
+    rule = (
+        "the typical prediction here is 0 (before any dose?), which a proportional or "
+        "exponential error cannot observe: give the output an additive part or drop the record"
+    )
+    rows = [(int(rec[i]), rule, float(ds.records["TIME"].to_numpy()[i])) for i in found]
+    return cell_problems(ds.name, ds.first_line, ds.columns.get("TIME", "TIME"), rows)
+
+
+def fit_twins(study: Study, *, subjects: Sequence[int] | None = None) -> CohortFit:
+    """MAP estimates of the study's subjects (all, or those at ``subjects``, indices in
+    file order), after every check (:func:`twin_problems`,
+    :func:`typical_prediction_problems`).
+
+    Raises
+    ------
+    ConfigError
+        Every problem found, before anything is estimated.
+    """
+    data, prior = twin_cohort(study)
+    problems = typical_prediction_problems(study, data, prior)
+    if problems:
+        raise ConfigError(problems)
+    return fit_cohort(data, prior, subjects=subjects)
