@@ -36,11 +36,18 @@ one.
 A dose record with ``SS`` 1 (reset, then steady state) or ``SS`` 2 (steady state added
 to the current state) is preceded by an :attr:`~vtrial.protocol.codes.EventKind.SS`
 event: the kernel sets the state of the dose pattern (``AMT`` every ``II`` over the
-infinite past) just before the record's own dose, in closed form
-(:func:`vtrial.engine.numerics.steady_state_modes`), for boluses, oral doses (lag
+infinite past) just before the record's own dose, for boluses, oral doses (lag
 shorter than ``II``), infusions (also longer than ``II``: the infusions still running
 restart at the record's time, with their own ends) and constant infusions (``II`` 0,
-``AMT`` 0, ``RATE`` > 0: running on until a reset).
+``AMT`` 0, ``RATE`` > 0: running on until a reset). A PK macro's steady state is
+closed-form (:func:`vtrial.engine.numerics.steady_state_modes`); ODE states are
+integrated over the pattern, interval after interval, from their initial states until
+the state before a dose converges (mrgsolve's and rxode2's method; the PK macro's
+modes, if any, follow their closed form meanwhile), or the subject's ``solver_status``
+is ``no_steady_state`` (after 1000 intervals: a model without elimination, say).
+``SS`` 2 adds the pattern's steady state to the current state (NONMEM's superposition:
+exact for linear kinetics; for ODE states the pattern's contribution, its steady state
+less the initial states, is added, which is an approximation for a nonlinear model).
 
 The dose terms of a compartment other than the depot (``terms``: NONMEM's ``F2``,
 ``ALAG2``, ``R2``, ``D2`` for ``CMT`` 2, given per record by the caller) are applied
@@ -48,10 +55,10 @@ here: ``F`` scales the amount (an infusion at a given rate then lasts ``F AMT /
 RATE``), ``ALAG`` delays the dose, ``RATE -1`` infuses at ``R``, ``RATE -2`` over ``D``.
 
 Features the engine does not simulate yet are refused with a problem naming the row,
-the column, the rule and the value (:func:`unsupported_problems`): steady state for a
-model with ODE states, into a peripheral compartment or with a lag on a non-depot
-dose, a modelled rate or duration without its term, an infusion into any compartment
-but the central one, and a bolus into a log-scale state.
+the column, the rule and the value (:func:`unsupported_problems`): steady state into a
+peripheral compartment or with a lag on a non-depot dose, a modelled rate or duration
+without its term, an infusion into any compartment but the central one, and a bolus
+into a log-scale state.
 """
 
 from __future__ import annotations
@@ -96,9 +103,6 @@ class DoseRoutes:
         ``CMT`` of the central compartment (boluses and infusions), None without.
     names : mapping of int to str
         Every compartment's ``CMT`` -> its name (for messages).
-    steady_state : bool
-        Whether the engine computes a steady state (``SS`` 1, 2) for the model: a
-        linear PK macro without ODE states (its steady state is closed-form).
     bolus : tuple of int
         Every ``CMT`` a bolus may go into: the PK macro's compartments and the ODE
         states not integrated on the log scale.
@@ -107,7 +111,6 @@ class DoseRoutes:
     oral: int | None
     iv: int | None
     names: dict[int, str]
-    steady_state: bool = False
     bolus: tuple[int, ...] = ()
 
     @property
@@ -152,7 +155,7 @@ def dose_routes(model: Model) -> DoseRoutes:
         c for c, name in names.items() if c < first_state or not model.states[name].positive
     )
     if ncmt is not None:
-        return DoseRoutes(oral=1, iv=2, names=names, steady_state=not states, bolus=bolus)
+        return DoseRoutes(oral=1, iv=2, names=names, bolus=bolus)
 
     def cmt(route: str) -> int | None:
         state = model.dosing.get(route)
@@ -235,12 +238,6 @@ def unsupported_problems(
     r_mod, d_mod = term("R", np.nan), term("D", np.nan)
     f_c, lag_c = term("F", 1.0), term("ALAG", 0.0)
     checks: list[tuple[str, np.ndarray, str]] = [
-        (
-            "SS",
-            dose & (ss != 0) & (not routes.steady_state),
-            "steady state (SS 1, 2) is simulated for linear PK macro models without ODE "
-            "states only (closed form); this model has ODE states",
-        ),
         (
             "SS",
             dose & (ss != 0) & ~np.isin(cmt, [c for c in (routes.oral, routes.iv) if c]),

@@ -105,6 +105,7 @@ STEP_UNDERFLOW = 2  # the step size became negligible against the time
 NONFINITE = 3  # the states became non-finite at every step size
 INVALID_INITIAL = 4  # set on the host: unusable parameters or initial states
 STIFF = 5  # Dormand-Prince detected stiffness: the patient is re-solved with Rosenbrock
+NO_STEADY_STATE = 6  # an SS record's dose pattern did not converge to a steady state
 # integration methods (vtrial.engine.interface.Method)
 DOPRI5 = 0  # Dormand-Prince 5(4)
 ROSENBROCK23 = 1  # Rosenbrock 2(3)
@@ -218,6 +219,9 @@ state_at = _steps.state_at
 track_ode_peak = _steps.track_ode_peak
 trough = _steps.trough
 observe = _steps.observe
+ode_steady_state = _steps.ode_steady_state
+#: SS records of a model with ODE states integrate them (pruned without: compile time)
+ODE_STEADY_STATE = NS > 0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -550,6 +554,34 @@ def simulate_batch(
                             m[q] += xa[q]
                         if sp[0] == 0.0:  # a constant infusion runs on (until a reset)
                             rtot += amt
+                        # -- ODE states (and the PK macro's modes above): the pattern integrated
+                        # to its steady state (vtrial.engine.model_steps ode_steady_state)
+                        if ODE_STEADY_STATE and stat == OK:
+                            _to_internal(y0[i], zg)
+                            stat, steps = ode_steady_state(
+                                z,
+                                zg,
+                                sp[4] == 2.0,
+                                p,
+                                xa,
+                                lam,
+                                vinv,
+                                cm,
+                                sp[0],
+                                kind_ss,
+                                amt,
+                                sp[3],
+                                tlag,
+                                rtol,
+                                atol,
+                                h_max,
+                                method,
+                                steps,
+                                max_steps,
+                            )
+                            if sp[0] == 0.0 and DOSE_IV >= 0:
+                                rin += amt
+                        # -- end ODE states
                 else:
                     ctrough = trough(t, z, p, m, wv, lam, cm, otmp)
                 ei += 1

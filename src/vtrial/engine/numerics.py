@@ -35,6 +35,7 @@ STEP_UNDERFLOW = 2  # the step size became negligible against the time
 NONFINITE = 3  # the states became non-finite at every step size
 INVALID_INITIAL = 4  # set on the host: unusable parameters or initial states
 STIFF = 5  # Dormand-Prince detected stiffness: the patient is re-solved with Rosenbrock
+NO_STEADY_STATE = 6  # an SS record's dose pattern did not converge to a steady state
 # integration methods (vtrial.engine.interface.Method)
 DOPRI5 = 0  # Dormand-Prince 5(4)
 ROSENBROCK23 = 1  # Rosenbrock 2(3)
