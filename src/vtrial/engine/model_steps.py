@@ -114,6 +114,7 @@ class KernelSteps(NamedTuple):
     trough: Any
     observe: Any
     ss_segment: Any
+    ss_equilibrium: Any
     ode_steady_state: Any
 
 
@@ -754,6 +755,73 @@ def kernel_steps(
         return stat, steps
 
     @jit()
+    def ss_equilibrium(z, p, cp, rin, rtol, atol):  # pragma: no cover - compiled
+        """Equilibrium of the ODE states under constant inputs (a constant infusion):
+        the root of the right-hand side by damped Newton iterations with a
+        finite-difference Jacobian (NONMEM's SS6 solves 0 = DADT(A) + R likewise),
+        from ``z``. The AUC state is left out. Returns False, ``z`` unspecified, if the
+        Jacobian is singular (no unique equilibrium: no elimination, say) or the
+        iterations do not converge; the caller then integrates to the equilibrium."""
+        ns = n_states
+        nr = ns - 1 if auc_state >= 0 else ns
+        fz = np.empty(ns)
+        ft = np.empty(ns)
+        zt = np.empty(ns)
+        jac = np.empty((nr, nr))
+        dlt = np.empty(nr)
+        f(0.0, z, p, cp, rin, fz)
+        res = 0.0
+        for q in range(nr):
+            res += fz[q] ** 2
+        for _ in range(50):
+            if not math.isfinite(res):
+                return False
+            for j in range(nr):
+                for q in range(ns):
+                    zt[q] = z[q]
+                dz = 1.5e-8 * max(abs(z[j]), 1.0)
+                zt[j] += dz
+                f(0.0, zt, p, cp, rin, ft)
+                for q in range(nr):
+                    jac[q, j] = (ft[q] - fz[q]) / dz
+                dlt[j] = -fz[j]
+            if not lu_solve(jac, dlt):
+                return False
+            step = 0.0
+            for q in range(nr):
+                sc = atol + rtol if logscale[q] else atol + rtol * abs(z[q])
+                step += (dlt[q] / sc) ** 2
+            step = math.sqrt(step / max(nr, 1))
+            if step == 0.0:
+                return True
+            # the full step, halved until the residual decreases
+            frac = 1.0
+            accepted = False
+            for _ in range(30):
+                for q in range(ns):
+                    zt[q] = z[q]
+                for q in range(nr):
+                    zt[q] += frac * dlt[q]
+                f(0.0, zt, p, cp, rin, ft)
+                rnew = 0.0
+                for q in range(nr):
+                    rnew += ft[q] ** 2
+                if math.isfinite(rnew) and rnew < res:
+                    accepted = True
+                    break
+                frac *= 0.5
+            if not accepted:
+                return res == 0.0
+            for q in range(nr):
+                z[q] = zt[q]
+                fz[q] = ft[q]
+            res = rnew
+            # quadratic convergence: the error left is far below the last full step
+            if frac == 1.0 and step <= 1e-3:
+                return True
+        return False
+
+    @jit()
     def ode_steady_state(
         z,
         z0,
@@ -818,18 +886,23 @@ def kernel_steps(
         converged = False
         dprev = -1.0
         span = SS_CHUNK0 if tau == 0.0 else tau
-        for _ in range(SS_MAX_INTERVALS):
+        if tau == 0.0:  # a constant infusion: the modes stay at their equilibrium
+            for q in range(nm):
+                m[q] = mss[q]
+            rin = amt if dose_iv >= 0 else 0.0
+            modal_input(amt - rin, vinv, lam, u, w)
+            converged = ss_equilibrium(z, p, cp_at(0.0, m, w, lam, cm), rin, rtol, atol)
+            if not converged:  # integrate to it instead
+                for q in range(ns):
+                    z[q] = z0[q]
+        for _ in range(0 if converged else SS_MAX_INTERVALS):
             for q in range(ns):
                 zprev[q] = z[q]
             for q in range(nm):
                 m[q] = mss[q]
-            if tau == 0.0:  # a constant infusion: the modes stay at their equilibrium
-                if dose_iv >= 0:
-                    modal_input(0.0, vinv, lam, u, w)
-                    rin = amt
-                else:
-                    modal_input(amt, vinv, lam, u, w)
-                    rin = 0.0
+            if tau == 0.0:
+                rin = amt if dose_iv >= 0 else 0.0
+                modal_input(amt - rin, vinv, lam, u, w)
                 stat, steps = ss_segment(
                     0.0, span, z, k, p, m, u, w, lam, cm, rin, rtol, atol, h_max, method,
                     steps, max_steps, wk,
@@ -921,5 +994,6 @@ def kernel_steps(
         trough=trough,
         observe=observe,
         ss_segment=ss_segment,
+        ss_equilibrium=ss_equilibrium,
         ode_steady_state=ode_steady_state,
     )
