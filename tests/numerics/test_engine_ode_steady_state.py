@@ -49,7 +49,7 @@ TIGHT = Tolerances(rtol=1e-10, atol=1e-12)
 #: the reference integrator (an explicit dosing history through scipy)
 REF_OPTS = {"method": "DOP853", "rtol": 1e-11, "atol": 1e-14}
 #: intervals of the reference's past before the record (its convergence is checked)
-N_PAST = 150
+N_PAST = 60
 #: Michaelis-Menten elimination with a linear part: nonlinear over the profile
 MM = {"VMAX": 20.0, "KM": 2.0, "CL": 1.0, "V1": 50.0, **ORAL}
 #: an indirect response (idr1) driven by the PK macro's CP

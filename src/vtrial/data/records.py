@@ -44,7 +44,8 @@ closed-form (:func:`vtrial.engine.numerics.steady_state_modes`); ODE states are
 integrated over the pattern, interval after interval, from their initial states until
 the state before a dose converges (mrgsolve's and rxode2's method; the PK macro's
 modes, if any, follow their closed form meanwhile), or the subject's ``solver_status``
-is ``no_steady_state`` (after 1000 intervals: a model without elimination, say).
+is ``no_steady_state`` (after 1000 intervals: a model without elimination, say); a
+constant infusion's equilibrium is solved for by Newton's method (NONMEM's SS6).
 ``SS`` 2 adds the pattern's steady state to the current state (NONMEM's superposition:
 exact for linear kinetics; for ODE states the pattern's contribution, its steady state
 less the initial states, is added, which is an approximation for a nonlinear model).

@@ -6,7 +6,10 @@ and ``dense_ros`` of the states the outputs need, and ``state_at``), the
 outputs and reductions at a grid point (``record``), the dose-modification rules
 (``evaluate_rules``), doses into ODE states (``dose``), troughs (``trough``), and the
 ODE exposure candidates and exact Cmax (``ode_peak_at_event``, ``track_ode_peak``,
-``ode_cmax``).
+``ode_cmax``), and the steady state of ODE states at a dataset's SS record
+(``ode_steady_state``: the dose pattern integrated interval after interval by
+``ss_segment`` with the steppers above; a constant infusion's equilibrium by
+``ss_equilibrium``).
 
 :func:`kernel_steps` makes them for one model: the model's functions and constants are
 closure variables, which numba freezes like a kernel's globals (direct calls that LLVM
@@ -853,8 +856,11 @@ def kernel_steps(
         the state before a dose converges (mrgsolve's and rxode2's method). The PK
         macro's modes, if any, start every interval at their closed-form steady state
         ``mss`` and are advanced exactly, so the ODE states see the exact periodic PK.
-        A constant infusion is integrated in chunks (from :data:`SS_CHUNK0` h, doubled
-        while convergence is slow, up to :data:`SS_CHUNK_MAX` h) to its equilibrium.
+        A constant infusion's equilibrium is solved for by Newton's method
+        (``ss_equilibrium``); where that fails it is integrated to, in chunks (from
+        :data:`SS_CHUNK0` h, doubled while convergence is slow, up to
+        :data:`SS_CHUNK_MAX` h). Integrating there is what Dormand-Prince would find
+        stiff: near the equilibrium its steps grow until stability limits them.
 
         Convergence: ``d``, the weighted RMS change over the last interval (the
         integrator's weights ``atol + rtol |z|``; log-scale states ``atol + rtol``; the
