@@ -9,7 +9,7 @@ import pytest
 
 from vtrial import build_model, simulate
 from vtrial.data.dataset import dataset_from_frame
-from vtrial.data.records import END_MARGIN, dose_routes, record_events
+from vtrial.data.records import END_MARGIN, dose_routes, record_events, unsupported_problems
 from vtrial.engine.records import simulate_records
 from vtrial.errors import ConfigError, DatasetError
 from vtrial.protocol.codes import EventKind
@@ -137,16 +137,22 @@ def test_infusion_into_an_ode_state_other_than_the_iv_one_is_refused() -> None:
 
 
 def test_steady_state_is_refused_where_not_simulated() -> None:
-    """SS needs a PK macro without ODE states; an oral SS dose with TLAG >= II is
-    simulated (the doses still pending land after the record)."""
+    """Every SS record is simulated for a PK macro (here an oral dose with TLAG >= II:
+    the doses still pending land after the record); a model with ODE states takes SS
+    doses into its oral and IV compartments (tests/numerics/test_engine_ode_steady_state.py),
+    not into another state."""
     data = frame(ID=[1, 1], TIME=[0.0, 2.0], EVID=[1, 0], AMT=[100.0, 0.0], CMT=[1, 0],
                  SS=[1, 0], II=[12.0, 0.0], DV=[np.nan, 1.0])  # fmt: skip
-    with pytest.raises(DatasetError) as err:
-        simulate(build_model({"pk": "pk_mm_1cmt"}), data=data)
-    assert err.value.problems[0].where == "row 1, column SS"
-    assert "without ODE states only" in err.value.problems[0].message
+    mm = build_model({"pk": "pk_mm_1cmt"})
+    assert unsupported_problems(dataset_from_frame(data), dose_routes(mm)) == []
     out = simulate(build_model({"pk": "pk_1cmt"}), pd.DataFrame({"TLAG": [12.0]}), data=data)
     assert (out["solver_status"] == "ok").all()
+    pm = build_model({"pk": "pk_1cmt", "components": {"r": {"model": "idr1", "links": {"DRUG": "CP"}}}})
+    into_pd = data.assign(CMT=[4, 0])  # the indirect response's state
+    with pytest.raises(DatasetError) as err:
+        simulate(pm, data=into_pd)
+    assert err.value.problems[0].where == "row 1, column SS"
+    assert "oral or IV dosing compartment only" in err.value.problems[0].message
 
 
 def test_parameters_by_id_and_from_constant_columns() -> None:

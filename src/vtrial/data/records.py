@@ -40,15 +40,25 @@ when the duration is modelled, ``RATE -2``) or into an ODE model's IV dosing sta
 A dose record with ``SS`` 1 (reset, then steady state) or ``SS`` 2 (steady state added
 to the current state) is preceded by an :attr:`~vtrial.protocol.codes.EventKind.SS`
 event: the kernel sets the state of the dose pattern (``AMT`` every ``II`` over the
-infinite past) just before the record's own dose, in closed form
-(:func:`vtrial.engine.numerics.steady_state_modes`), as NONMEM's PREDPP does: the sum
-over the pattern's doses that have landed by the record's time; those still pending
-(a lag ``TLAG`` or ``ALAGn`` of at least ``II``) land after it, and the infusions still
+infinite past) just before the record's own dose, as NONMEM's PREDPP does: the state
+of the pattern's doses that have landed by the record's time; those still pending (a
+lag ``TLAG`` or ``ALAGn`` of at least ``II``) land after it, and the infusions still
 running restart at the record's time with their own ends
 (:func:`vtrial.engine.events.steady_state_doses`, where the individual ``TLAG`` and
-``F`` are known). Boluses, oral doses, infusions (also longer than ``II``) and constant
-infusions (``II`` 0, ``AMT`` 0, ``RATE`` > 0: running on until a reset), into any
-compartment of the PK macro.
+``F`` are known). Boluses, oral doses, infusions (also longer than ``II``) and
+constant infusions (``II`` 0, ``AMT`` 0, ``RATE`` > 0: running on until a reset).
+
+A PK macro's steady state is closed-form
+(:func:`vtrial.engine.numerics.steady_state_modes`), into any of its compartments.
+ODE states are integrated over the pattern, interval after interval, from their
+initial states until the state before a dose converges (mrgsolve's and rxode2's
+method; the PK macro's modes, if any, follow their closed form meanwhile), or the
+subject's ``solver_status`` is ``no_steady_state`` (after 1000 intervals: a model
+without elimination, say); a constant infusion's equilibrium is solved for by Newton's
+method (NONMEM's SS6). ``SS`` 2 adds the pattern's steady state to the current state
+(NONMEM's superposition: exact for linear kinetics; for ODE states the pattern's
+contribution, its steady state less the initial states, is added, which is an
+approximation for a nonlinear model).
 
 The dose terms of a compartment (``terms``: NONMEM's ``F2``, ``ALAG2``, ``R2``, ``D2``
 for ``CMT`` 2, given per record by the caller; the depot's ``F`` and lag are the
@@ -57,10 +67,12 @@ at a given rate then lasts ``F AMT / RATE``), ``ALAG`` delays the dose, ``RATE -
 infuses at ``R``, ``RATE -2`` over ``D``.
 
 Features the engine does not simulate yet are refused with a problem naming the row,
-the column, the rule and the value (:func:`unsupported_problems`): steady state for a
-model with ODE states, an infusion into an ODE state other than the model's IV dosing
-state, a modelled rate or duration without its term (``R1``/``D1`` for the depot too),
-and a bolus into a log-scale state.
+the column, the rule and the value (:func:`unsupported_problems`): for a model with
+ODE states, steady state into a compartment other than its oral and IV dosing ones,
+with a lag ``ALAGn`` on a non-depot dose, or of an infusion into a compartment other
+than the IV one; an infusion into an ODE state other than the model's IV dosing state;
+a modelled rate or duration without its term (``R1``/``D1`` for the depot too); and a
+bolus into a log-scale state.
 """
 
 from __future__ import annotations
@@ -105,9 +117,6 @@ class DoseRoutes:
         ``CMT`` of the central compartment (boluses and infusions), None without.
     names : mapping of int to str
         Every compartment's ``CMT`` -> its name (for messages).
-    steady_state : bool
-        Whether the engine computes a steady state (``SS`` 1, 2) for the model: a
-        linear PK macro without ODE states (its steady state is closed-form).
     bolus : tuple of int
         Every ``CMT`` a bolus may go into: the PK macro's compartments and the ODE
         states not integrated on the log scale.
@@ -121,7 +130,6 @@ class DoseRoutes:
     oral: int | None
     iv: int | None
     names: dict[int, str]
-    steady_state: bool = False
     bolus: tuple[int, ...] = ()
     infusion: tuple[int, ...] = ()
     pk: int = 0
@@ -261,13 +269,26 @@ def unsupported_problems(
     r_mod, d_mod = term("R", np.nan), term("D", np.nan)
     f_c, lag_c = term("F", 1.0), term("ALAG", 0.0)
     infusable = list(routes.infusion)
+    ode = not routes.steady_state  # ODE states: steady state integrated, fewer routes
     infusable_text = ", ".join(f"{c} ({routes.names[c]})" for c in infusable) or "nothing"
     checks: list[tuple[str, np.ndarray, str]] = [
         (
             "SS",
-            dose & (ss != 0) & (not routes.steady_state),
-            "steady state (SS 1, 2) is simulated for linear PK macro models without ODE "
-            "states only (closed form); this model has ODE states",
+            dose & (ss != 0) & ode & ~np.isin(cmt, [c for c in (routes.oral, routes.iv) if c]),
+            "steady state of a model with ODE states is simulated for doses into its oral "
+            f"or IV dosing compartment only: {routes.describe()}",
+        ),
+        (
+            "SS",
+            dose & (ss != 0) & ode & (cmt != routes.oral) & (lag_c != 0),
+            "steady state of a model with ODE states is simulated without a lag ALAGn on "
+            "a non-depot dose",
+        ),
+        (
+            "SS",
+            dose & (ss != 0) & ode & (rate != 0) & (cmt != routes.iv),
+            "steady state of a model with ODE states is simulated for infusions into its "
+            f"IV dosing compartment only ({routes.iv})",
         ),
         (
             "RATE",

@@ -90,6 +90,7 @@ from vtrial.engine.numerics import (
     clear_traces,
     cp_at,
     fail,
+    landing_offset,
     modal_input,
     modal_input_rates,
     pk_cmax,
@@ -107,6 +108,7 @@ STEP_UNDERFLOW = 2  # the step size became negligible against the time
 NONFINITE = 3  # the states became non-finite at every step size
 INVALID_INITIAL = 4  # set on the host: unusable parameters or initial states
 STIFF = 5  # Dormand-Prince detected stiffness: the patient is re-solved with Rosenbrock
+NO_STEADY_STATE = 6  # an SS record's dose pattern did not converge to a steady state
 # integration methods (vtrial.engine.interface.Method)
 DOPRI5 = 0  # Dormand-Prince 5(4)
 ROSENBROCK23 = 1  # Rosenbrock 2(3)
@@ -220,6 +222,9 @@ state_at = _steps.state_at
 track_ode_peak = _steps.track_ode_peak
 trough = _steps.trough
 observe = _steps.observe
+ode_steady_state = _steps.ode_steady_state
+#: SS records of a model with ODE states integrate them (pruned without: compile time)
+ODE_STEADY_STATE = NS > 0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -559,8 +564,38 @@ def simulate_batch(
                         if sp[0] == 0.0:  # a constant infusion runs on (until a reset)
                             if j == 1:
                                 rtot += amt
-                            else:
+                            elif j < nm:
                                 rpk[j] += amt
+                        # -- ODE states (and the PK macro's modes above): the pattern integrated
+                        # to its steady state (vtrial.engine.model_steps ode_steady_state),
+                        # its doses landing lag mod II into each interval (those still
+                        # pending at the record are events after it, as for the PK macro)
+                        if ODE_STEADY_STATE and stat == OK:
+                            _to_internal(y0[i], zg)
+                            stat, steps = ode_steady_state(
+                                z,
+                                zg,
+                                sp[4] == 2.0,
+                                p,
+                                xa,
+                                lam,
+                                vinv,
+                                cm,
+                                sp[0],
+                                kind_ss,
+                                amt,
+                                dur,
+                                landing_offset(lag, sp[0]),
+                                rtol,
+                                atol,
+                                h_max,
+                                method,
+                                steps,
+                                max_steps,
+                            )
+                            if sp[0] == 0.0 and DOSE_IV >= 0:
+                                rin += amt
+                        # -- end ODE states
                 else:
                     ctrough = trough(t, z, p, m, wv, lam, cm, otmp)
                 ei += 1

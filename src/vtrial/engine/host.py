@@ -386,10 +386,6 @@ def run_kernel(
         raise ValueError("a steady-state start needs a model with a linear PK macro")
     valid = np.arange(events.kind.shape[1]) < events.n[:, None]
     used = {int(k) for k in np.unique(events.kind[valid])}
-    if EventKind.SS in used and (model.pk_compartments is None or model.states):
-        raise ValueError(
-            "steady-state events need a model whose states are all in its linear PK macro"
-        )
     na = events.n.size
     ss_ev = events.ss_events if events.ss_events is not None else np.zeros((na, 1, SS_COLUMNS))
     # a regimen infuses into the central compartment (1) only

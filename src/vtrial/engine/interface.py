@@ -48,6 +48,7 @@ class Status(IntEnum):
     NONFINITE = 3
     INVALID_INITIAL = 4
     STIFF = 5
+    NO_STEADY_STATE = 6
 
 
 #: one-line meaning of each status (the kernel's comments)
@@ -58,6 +59,7 @@ STATUS_NOTES: dict[Status, str] = {
     Status.NONFINITE: "the states became non-finite at every step size",
     Status.INVALID_INITIAL: "set on the host: unusable parameters or initial states",
     Status.STIFF: "Dormand-Prince detected stiffness: the patient is re-solved with Rosenbrock",
+    Status.NO_STEADY_STATE: "an SS record's dose pattern did not converge to a steady state",
 }
 #: kernel status code -> ``solver_status`` label
 STATUS: dict[int, str] = {int(s): s.name.lower() for s in Status}

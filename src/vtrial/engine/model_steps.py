@@ -6,7 +6,10 @@ and ``dense_ros`` of the states the outputs need, and ``state_at``), the
 outputs and reductions at a grid point (``record``), the dose-modification rules
 (``evaluate_rules``), doses into ODE states (``dose``), troughs (``trough``), and the
 ODE exposure candidates and exact Cmax (``ode_peak_at_event``, ``track_ode_peak``,
-``ode_cmax``).
+``ode_cmax``), and the steady state of ODE states at a dataset's SS record
+(``ode_steady_state``: the dose pattern integrated interval after interval by
+``ss_segment`` with the steppers above; a constant infusion's equilibrium by
+``ss_equilibrium``).
 
 :func:`kernel_steps` makes them for one model: the model's functions and constants are
 closure variables, which numba freezes like a kernel's globals (direct calls that LLVM
@@ -68,16 +71,29 @@ from vtrial.engine.numerics import (
     E32_ROS,
     EV_BOLUS,
     EV_ORAL,
+    EV_RATE,
     GOLDEN,
     MAX_STEPS,
+    NO_STEADY_STATE,
     NONFINITE,
     OK,
     STEP_UNDERFLOW,
     STIFF,
     P,
+    advance_modes,
     cp_at,
     lu_solve,
+    modal_input,
 )
+
+#: most dose intervals (or chunks of a constant infusion) integrated to reach a steady
+#: state of ODE states (:func:`kernel_steps` ``ode_steady_state``), as mrgsolve's ``ss_n``
+SS_MAX_INTERVALS = 1000
+#: first and longest chunk (h) over which a constant infusion's equilibrium is integrated
+SS_CHUNK0 = 1.0
+SS_CHUNK_MAX = 1024.0
+#: a change per interval below this, relative (d * rtol), is rounding: converged
+SS_NOISE = 1e-13
 
 
 class KernelSteps(NamedTuple):
@@ -100,6 +116,9 @@ class KernelSteps(NamedTuple):
     dose: Any
     trough: Any
     observe: Any
+    ss_segment: Any
+    ss_equilibrium: Any
+    ode_steady_state: Any
 
 
 def kernel_steps(
@@ -670,6 +689,298 @@ def kernel_steps(
         observation record: the records before it in file order, not those after)."""
         outputs(t, z, p, cp_at(0.0, m, wv, lam, cm), o)
 
+    # ---- steady state of ODE states (a dataset's SS record): the dose pattern is
+    # integrated interval after interval until the state before a dose converges
+    auc_state = n_states - 1 if cp_out >= 0 else -1  # the AUC state comes last
+
+    @jit()
+    def ss_segment(
+        t0, t1, z, k, p, m, u, w, lam, cm, rin, rtol, atol, h_max, method, steps, max_steps, wk
+    ):  # pragma: no cover - compiled
+        """Integrate the ODE states over [t0, t1] with constant inputs (modal state ``m``
+        at t0 with modal infusion ``u``, ``w = u / lam``; rate ``rin`` into the IV dosing
+        state), then advance ``m`` exactly to t1. ``wk``: work arrays (ztmp, znew, rvec,
+        errv as rows 0-3, jac and wmat stacked below). Returns ``(stat, steps)``."""
+        ns = n_states
+        ztmp = wk[0]
+        znew = wk[1]
+        rvec = wk[2]
+        errv = wk[3]
+        jac = wk[4 : 4 + ns]
+        wmat = wk[4 + ns : 4 + 2 * ns]
+        stat = OK
+        t = t0
+        f(t, z, p, cp_at(0.0, m, w, lam, cm), rin, k[0])
+        h = min(initial_step(t, z, k, p, m, w, lam, cm, t0, rin, rtol, atol, ztmp, method), h_max)
+        nstiff = 0
+        nonstiff = 0
+        while t < t1 and stat == OK:
+            last = False
+            hs = min(h, h_max)
+            if t + hs >= t1:
+                hs = t1 - t
+                last = True
+            accepted, stat, h, hnew, steps, nstiff, nonstiff = integration_step(
+                t,
+                hs,
+                h,
+                z,
+                k,
+                p,
+                m,
+                w,
+                lam,
+                cm,
+                t0,
+                rin,
+                ztmp,
+                znew,
+                jac,
+                wmat,
+                rvec,
+                errv,
+                rtol,
+                atol,
+                method,
+                steps,
+                max_steps,
+                nstiff,
+                nonstiff,
+            )
+            if not accepted:
+                continue
+            for q in range(ns):
+                z[q] = znew[q]
+                k[0, q] = k[6, q]
+            t = t1 if last else t + hs
+            h = hnew
+        advance_modes(t1 - t0, m, u, lam, cm)
+        return stat, steps
+
+    @jit()
+    def ss_equilibrium(z, p, cp, rin, rtol, atol):  # pragma: no cover - compiled
+        """Equilibrium of the ODE states under constant inputs (a constant infusion):
+        the root of the right-hand side by damped Newton iterations with a
+        finite-difference Jacobian (NONMEM's SS6 solves 0 = DADT(A) + R likewise),
+        from ``z``. The AUC state is left out. Returns False, ``z`` unspecified, if the
+        Jacobian is singular (no unique equilibrium: no elimination, say) or the
+        iterations do not converge; the caller then integrates to the equilibrium."""
+        ns = n_states
+        nr = ns - 1 if auc_state >= 0 else ns
+        fz = np.empty(ns)
+        ft = np.empty(ns)
+        zt = np.empty(ns)
+        jac = np.empty((nr, nr))
+        dlt = np.empty(nr)
+        f(0.0, z, p, cp, rin, fz)
+        res = 0.0
+        for q in range(nr):
+            res += fz[q] ** 2
+        for _ in range(50):
+            if not math.isfinite(res):
+                return False
+            for j in range(nr):
+                for q in range(ns):
+                    zt[q] = z[q]
+                dz = 1.5e-8 * max(abs(z[j]), 1.0)
+                zt[j] += dz
+                f(0.0, zt, p, cp, rin, ft)
+                for q in range(nr):
+                    jac[q, j] = (ft[q] - fz[q]) / dz
+                dlt[j] = -fz[j]
+            if not lu_solve(jac, dlt):
+                return False
+            step = 0.0
+            for q in range(nr):
+                sc = atol + rtol if logscale[q] else atol + rtol * abs(z[q])
+                step += (dlt[q] / sc) ** 2
+            step = math.sqrt(step / max(nr, 1))
+            if step == 0.0:
+                return True
+            # the full step, halved until the residual decreases
+            frac = 1.0
+            accepted = False
+            for _ in range(30):
+                for q in range(ns):
+                    zt[q] = z[q]
+                for q in range(nr):
+                    zt[q] += frac * dlt[q]
+                f(0.0, zt, p, cp, rin, ft)
+                rnew = 0.0
+                for q in range(nr):
+                    rnew += ft[q] ** 2
+                if math.isfinite(rnew) and rnew < res:
+                    accepted = True
+                    break
+                frac *= 0.5
+            if not accepted:
+                return res == 0.0
+            for q in range(nr):
+                z[q] = zt[q]
+                fz[q] = ft[q]
+            res = rnew
+            # quadratic convergence: the error left is far below the last full step
+            if frac == 1.0 and step <= 1e-3:
+                return True
+        return False
+
+    @jit()
+    def ode_steady_state(
+        z,
+        z0,
+        add,
+        p,
+        mss,
+        lam,
+        vinv,
+        cm,
+        tau,
+        kind,
+        amt,
+        dur,
+        tlag,
+        rtol,
+        atol,
+        h_max,
+        method,
+        steps,
+        max_steps,
+    ):  # pragma: no cover - compiled
+        """ODE states ``z`` just before a dose at steady state of a dataset's SS record.
+
+        The pattern (``amt`` every ``tau``: ``kind`` oral, landing ``tlag`` after its
+        time, or bolus; or an infusion at rate ``amt`` lasting ``dur``, possibly longer
+        than ``tau``, so that ``ceil(dur / tau)`` infusions overlap early in the
+        interval; ``tau`` 0: a constant infusion at rate ``amt``) is integrated from
+        the initial states ``z0`` (internal scale), one interval after another, until
+        the state before a dose converges (mrgsolve's and rxode2's method). The PK
+        macro's modes, if any, start every interval at their closed-form steady state
+        ``mss`` and are advanced exactly, so the ODE states see the exact periodic PK.
+        A constant infusion's equilibrium is solved for by Newton's method
+        (``ss_equilibrium``); where that fails it is integrated to, in chunks (from
+        :data:`SS_CHUNK0` h, doubled while convergence is slow, up to
+        :data:`SS_CHUNK_MAX` h). Integrating there is what Dormand-Prince would find
+        stiff: near the equilibrium its steps grow until stability limits them.
+
+        Convergence: ``d``, the weighted RMS change over the last interval (the
+        integrator's weights ``atol + rtol |z|``; log-scale states ``atol + rtol``; the
+        AUC state is not a state of the pattern and is left as it was), and ``r``, its
+        ratio to the change before (the contraction of the interval map), must satisfy
+        ``d <= 1`` and ``d r / (1 - r) <= 1``: the remaining distance to the fixed
+        point, extrapolated geometrically, is within the tolerance (or ``d`` is
+        rounding, ``d rtol <= 1e-13``). After :data:`SS_MAX_INTERVALS` intervals
+        without convergence (no elimination, say) the status is ``NO_STEADY_STATE``.
+
+        ``add`` (SS=2): the pattern's contribution ``z_ss - z0`` is added to the
+        current state instead of replacing it (NONMEM's superposition, exact for a
+        linear model whose initial states are zero; for a nonlinear model an
+        approximation, exact only if the current state is the initial one; log-scale
+        states combine as ``y y_ss / y0``). Returns ``(stat, steps)``.
+        """
+        ns = n_states
+        nm = mss.shape[0]
+        zb = z.copy()
+        for q in range(ns):
+            z[q] = z0[q]
+        k = np.empty((7, ns))
+        wk = np.empty((4 + 2 * ns, ns))
+        zprev = np.empty(ns)
+        m = np.empty(nm)
+        u = np.empty(nm)
+        w = np.empty(nm)
+        stat = OK
+        converged = False
+        dprev = -1.0
+        span = SS_CHUNK0 if tau == 0.0 else tau
+        if tau == 0.0:  # a constant infusion: the modes stay at their equilibrium
+            for q in range(nm):
+                m[q] = mss[q]
+            rin = amt if dose_iv >= 0 else 0.0
+            modal_input(amt - rin, vinv, lam, u, w)
+            converged = ss_equilibrium(z, p, cp_at(0.0, m, w, lam, cm), rin, rtol, atol)
+            if not converged:  # integrate to it instead
+                for q in range(ns):
+                    z[q] = z0[q]
+        for _ in range(0 if converged else SS_MAX_INTERVALS):
+            for q in range(ns):
+                zprev[q] = z[q]
+            for q in range(nm):
+                m[q] = mss[q]
+            if tau == 0.0:
+                rin = amt if dose_iv >= 0 else 0.0
+                modal_input(amt - rin, vinv, lam, u, w)
+                stat, steps = ss_segment(
+                    0.0, span, z, k, p, m, u, w, lam, cm, rin, rtol, atol, h_max, method,
+                    steps, max_steps, wk,
+                )  # fmt: skip
+            elif kind == EV_RATE:
+                # infusions started 0, 1, ... intervals ago: n1 = ceil(dur / tau) run
+                # until dur - (n1 - 1) tau into the interval, one less after that
+                n1 = max(1, math.ceil(dur / tau))
+                split = min(tau, dur - (n1 - 1) * tau)
+                for seg in range(2):
+                    a = 0.0 if seg == 0 else split
+                    b = split if seg == 0 else tau
+                    rate = amt * (n1 - seg)
+                    if b <= a or stat != OK:
+                        continue
+                    if dose_iv >= 0:
+                        modal_input(0.0, vinv, lam, u, w)
+                        rin = rate
+                    else:
+                        modal_input(rate, vinv, lam, u, w)
+                        rin = 0.0
+                    stat, steps = ss_segment(
+                        a, b, z, k, p, m, u, w, lam, cm, rin, rtol, atol, h_max, method,
+                        steps, max_steps, wk,
+                    )  # fmt: skip
+            else:
+                modal_input(0.0, vinv, lam, u, w)
+                td = tlag if kind == EV_ORAL else 0.0
+                if td > 0.0:
+                    stat, steps = ss_segment(
+                        0.0, td, z, k, p, m, u, w, lam, cm, 0.0, rtol, atol, h_max, method,
+                        steps, max_steps, wk,
+                    )  # fmt: skip
+                dose(kind, amt, z, m, vinv, 0.0, 0.0)
+                if stat == OK:
+                    stat, steps = ss_segment(
+                        td, tau, z, k, p, m, u, w, lam, cm, 0.0, rtol, atol, h_max, method,
+                        steps, max_steps, wk,
+                    )  # fmt: skip
+            if stat != OK:
+                break
+            d = 0.0
+            for q in range(ns):
+                if q == auc_state:
+                    continue
+                if logscale[q]:
+                    sc = atol + rtol
+                else:
+                    sc = atol + rtol * max(abs(z[q]), abs(zprev[q]))
+                d += ((z[q] - zprev[q]) / sc) ** 2
+            d = math.sqrt(d / max(1, ns - (1 if auc_state >= 0 else 0)))
+            if not math.isfinite(d):
+                stat = NONFINITE
+                break
+            r = d / dprev if dprev > 0.0 else (0.0 if d == 0.0 else 1.0)
+            if d * rtol <= SS_NOISE or (d <= 1.0 and r < 1.0 and d * r <= 1.0 - r):
+                converged = True
+                break
+            if tau == 0.0 and r > 0.5 and span < SS_CHUNK_MAX:
+                span *= 2.0  # slow: longer chunks, and a new ratio
+                dprev = -1.0
+            else:
+                dprev = d
+        if stat == OK and not converged:
+            stat = NO_STEADY_STATE
+        for q in range(ns):
+            if q == auc_state:
+                z[q] = zb[q]
+            elif add:
+                z[q] += zb[q] - z0[q]
+        return stat, steps
+
     return KernelSteps(
         dense=dense,
         dense_ros=dense_ros,
@@ -688,4 +999,7 @@ def kernel_steps(
         dose=dose,
         trough=trough,
         observe=observe,
+        ss_segment=ss_segment,
+        ss_equilibrium=ss_equilibrium,
+        ode_steady_state=ode_steady_state,
     )

@@ -35,6 +35,7 @@ STEP_UNDERFLOW = 2  # the step size became negligible against the time
 NONFINITE = 3  # the states became non-finite at every step size
 INVALID_INITIAL = 4  # set on the host: unusable parameters or initial states
 STIFF = 5  # Dormand-Prince detected stiffness: the patient is re-solved with Rosenbrock
+NO_STEADY_STATE = 6  # an SS record's dose pattern did not converge to a steady state
 # integration methods (vtrial.engine.interface.Method)
 DOPRI5 = 0  # Dormand-Prince 5(4)
 ROSENBROCK23 = 1  # Rosenbrock 2(3)
@@ -234,6 +235,19 @@ def steady_state_counts(tau, lag, dur):  # pragma: no cover - compiled
     while k1 * tau < end:
         k1 += 1
     return k0, k1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def landing_offset(lag, tau):  # pragma: no cover - compiled
+    """Where in each interval of a steady-state dose pattern its doses land, for the
+    integration of ODE states over one interval ``[t - tau, t]`` ending at the record's
+    dose time ``t``: ``lag - (k0 - 1) tau`` in ``(0, tau]`` (the last dose that has
+    landed by ``t`` is the ``k0``-th before it, :func:`steady_state_counts`; those
+    still pending are events after ``t``), ``lag`` itself if it is 0 or ``tau`` is 0."""
+    if not tau > 0.0 or lag == 0.0:
+        return lag
+    k0, _ = steady_state_counts(tau, lag, 0.0)
+    return lag - (k0 - 1) * tau
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
