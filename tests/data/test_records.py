@@ -147,12 +147,15 @@ def test_steady_state_is_refused_where_not_simulated() -> None:
     assert unsupported_problems(dataset_from_frame(data), dose_routes(mm)) == []
     out = simulate(build_model({"pk": "pk_1cmt"}), pd.DataFrame({"TLAG": [12.0]}), data=data)
     assert (out["solver_status"] == "ok").all()
-    pm = build_model({"pk": "pk_1cmt", "components": {"r": {"model": "idr1", "links": {"DRUG": "CP"}}}})
-    into_pd = data.assign(CMT=[4, 0])  # the indirect response's state
+    pm = build_model(
+        {"pk": "pk_2cmt", "components": {"r": {"model": "idr1", "links": {"DRUG": "CP"}}}}
+    )
+    into_peripheral = data.assign(CMT=[3, 0])  # a bolus may go there, a steady state not
     with pytest.raises(DatasetError) as err:
-        simulate(pm, data=into_pd)
-    assert err.value.problems[0].where == "row 1, column SS"
-    assert "oral or IV dosing compartment only" in err.value.problems[0].message
+        simulate(pm, data=into_peripheral)
+    (problem,) = err.value.problems
+    assert problem.where == "row 1, column SS"
+    assert "oral or IV dosing compartment only" in problem.message
 
 
 def test_parameters_by_id_and_from_constant_columns() -> None:

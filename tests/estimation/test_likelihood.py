@@ -22,7 +22,9 @@ def _ref(f: np.ndarray, y, blq, lloq, a, b, s) -> np.ndarray:
             fj = f[e, j]
             if s[j] > 0:
                 dist = stats.norm(np.log(fj), s[j])
-                total += -2 * (dist.logcdf(np.log(lloq[j])) if blq[j] else dist.logpdf(np.log(y[j])))
+                total += -2 * (
+                    dist.logcdf(np.log(lloq[j])) if blq[j] else dist.logpdf(np.log(y[j]))
+                )
             else:
                 dist = stats.norm(fj, np.hypot(a[j], b[j] * fj))
                 total += -2 * (dist.logcdf(lloq[j]) if blq[j] else dist.logpdf(y[j]))

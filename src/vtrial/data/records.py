@@ -117,6 +117,10 @@ class DoseRoutes:
         ``CMT`` of the central compartment (boluses and infusions), None without.
     names : mapping of int to str
         Every compartment's ``CMT`` -> its name (for messages).
+    steady_state : bool
+        Whether every steady-state route is simulated (a PK macro without ODE states:
+        closed form); a model with ODE states takes steady states into its oral and IV
+        dosing compartments, without ``ALAGn`` (:func:`unsupported_problems`).
     bolus : tuple of int
         Every ``CMT`` a bolus may go into: the PK macro's compartments and the ODE
         states not integrated on the log scale.
@@ -130,6 +134,7 @@ class DoseRoutes:
     oral: int | None
     iv: int | None
     names: dict[int, str]
+    steady_state: bool = False
     bolus: tuple[int, ...] = ()
     infusion: tuple[int, ...] = ()
     pk: int = 0

@@ -63,7 +63,9 @@ class ErrorTerms:
         return np.asarray(self.exponential > 0)
 
 
-def error_terms(output: np.ndarray, names: Sequence[str], errors: Mapping[str, ErrorModel]) -> ErrorTerms:
+def error_terms(
+    output: np.ndarray, names: Sequence[str], errors: Mapping[str, ErrorModel]
+) -> ErrorTerms:
     """The :class:`ErrorTerms` of observations of ``output`` (index into ``names``)."""
     a = np.array([errors[n].additive for n in names], dtype=np.float64)
     b = np.array([errors[n].proportional for n in names], dtype=np.float64)

@@ -112,9 +112,7 @@ class Prior:
         if om.shape != (k, k):
             raise ValueError(f"omega: must be {k} x {k} (one row per name), got {om.shape}")
         if len(self.distributions) != k:
-            raise ValueError(
-                f"distributions: one per name ({k}), got {len(self.distributions)}"
-            )
+            raise ValueError(f"distributions: one per name ({k}), got {len(self.distributions)}")
         bad = [d for d in self.distributions if d not in ("lognormal", "normal", "logit")]
         if bad:
             raise ValueError(f"distributions: lognormal, normal or logit, got {bad}")
@@ -302,9 +300,7 @@ def objective(data: CohortData, prior: Prior, s: int, z: np.ndarray) -> np.ndarr
     eta = z @ prior.chol.T
     f = predict(data, prior, s, eta)
     obs = data.obs_of(s)
-    err = ErrorTerms(
-        data.err.additive[obs], data.err.proportional[obs], data.err.exponential[obs]
-    )
+    err = ErrorTerms(data.err.additive[obs], data.err.proportional[obs], data.err.exponential[obs])
     m2ll = minus2ll(f, data.y[obs], data.blq[obs], data.lloq[obs], err)
     out: np.ndarray = m2ll + np.einsum("ei,ei->e", z, z)
     return out
@@ -407,9 +403,11 @@ def fit_subject(
     def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
         count[0] += 1
         f = objective(data, prior, s, np.vstack([z, z + h * steps]))
-        grad = (f[1 : k + 1] - f[k + 1 :]) / (2.0 * h)
-        if not np.all(np.isfinite(grad)):
-            grad = np.where(np.isfinite(grad), grad, 0.0)
+        # an infinite objective (a line search far out, where a solve fails) has no
+        # gradient: 0 there, and the line search steps back
+        with np.errstate(invalid="ignore"):
+            grad = (f[1 : k + 1] - f[k + 1 :]) / (2.0 * h)
+        grad = np.where(np.isfinite(grad), grad, 0.0)
         return float(f[0]), grad
 
     f_start, _ = fun(z0)
@@ -430,11 +428,11 @@ def fit_subject(
     )
     z = np.asarray(res.x, dtype=np.float64)
     status = "ok"
-    if not res.success:
-        # BFGS stops with "precision loss" when the line search cannot improve further
-        # on an objective that is flat to rounding: a minimum if the gradient is small
-        if not (res.status == 2 and np.max(np.abs(res.jac)) < 100 * gtol):
-            status = f"not converged: {res.message}"
+    # BFGS stops with "precision loss" when the line search cannot improve further on
+    # an objective that is flat to rounding: a minimum if the gradient is small
+    flat = res.status == 2 and np.max(np.abs(res.jac)) < 100 * gtol
+    if not res.success and not flat:
+        status = f"not converged: {res.message}"
     hz = _hessian(data, prior, s, z)
     eta = prior.chol @ z
     try:
@@ -520,4 +518,3 @@ def fit_cohort(
         table[f"se_{name}"] = se[:, i]
     ok = np.array([f.ok for f in fits], dtype=bool)
     return CohortFit(table=pd.DataFrame(table), shrinkage=shrinkage(eta[ok], prior), fits=fits)
-

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from vtrial.data.tables import cell_problems
-from vtrial.errors import Problem, ConfigError
+from vtrial.errors import ConfigError, Problem
 from vtrial.estimation.map import CohortData, CohortFit, Prior, cohort_data, fit_cohort, predict
 from vtrial.population.dataset import subject_covariates
 from vtrial.population.derived import derive_covariates
@@ -57,13 +57,16 @@ def twin_problems(study: Study) -> list[Problem]:
                 src,
                 "population.dataset.doses",
                 "twins are estimated from each subject's recorded doses and observations: "
-                f"give population.dataset with doses: recorded, got {getattr(spec, 'doses', None)!r}",
+                "give population.dataset with doses: recorded, got "
+                f"{getattr(spec, 'doses', None)!r}",
             )
         ]
     out: list[Problem] = []
     if not study.variability.omega_names:
         out.append(
-            Problem(src, "model.iiv", "no parameter has a random effect: there is nothing to estimate")
+            Problem(
+                src, "model.iiv", "no parameter has a random effect: there is nothing to estimate"
+            )
         )
     observed = _observed(study)
     if not observed:
@@ -83,7 +86,8 @@ def twin_problems(study: Study) -> list[Problem]:
                     src,
                     f"model.residual_error.{name}",
                     "an observed output needs a residual error (additive, proportional, "
-                    f"combined or exponential) for its likelihood, got {None if e is None else 'lloq only'}",
+                    "combined or exponential) for its likelihood, got "
+                    f"{None if e is None else 'lloq only'}",
                 )
             )
     subjects = study.subjects
@@ -100,26 +104,43 @@ def twin_problems(study: Study) -> list[Problem]:
     bad_dvid = obs & ((dvid < 1) | (dvid > len(observed)))
     for i in np.flatnonzero(bad_dvid):
         found["DVID"].append(
-            (int(rec[i]), f"names no observed output (1 to {len(observed)}: {observed})", int(dvid[i]))
+            (
+                int(rec[i]),
+                f"names no observed output (1 to {len(observed)}: {observed})",
+                int(dvid[i]),
+            )
         )
     which = np.clip(dvid, 1, len(observed)) - 1
     expo = np.array([errors[o].exponential > 0 if o in errors else False for o in observed])[which]
     quantified = obs & ~blq & ~bad_dvid
     for i in np.flatnonzero(quantified & ~np.isfinite(dv)):
-        found["DV"].append((int(rec[i]), "an observation (MDV 0, not BLQ) needs a value", float(dv[i])))
+        found["DV"].append(
+            (int(rec[i]), "an observation (MDV 0, not BLQ) needs a value", float(dv[i]))
+        )
     for i in np.flatnonzero(quantified & np.isfinite(dv) & expo & (dv <= 0)):
         found["DV"].append(
-            (int(rec[i]), "exponential error observes log(DV): DV must be > 0 (or flag it BLQ)", float(dv[i]))
+            (
+                int(rec[i]),
+                "exponential error observes log(DV): DV must be > 0 (or flag it BLQ)",
+                float(dv[i]),
+            )
         )
     lloq = r["LLOQ"].to_numpy(dtype=np.float64) if "LLOQ" in r else np.full(len(r), np.nan)
     out_lloq = np.array(
-        [np.nan if errors.get(o) is None or errors[o].lloq is None else errors[o].lloq for o in observed]
+        [
+            np.nan if errors.get(o) is None or errors[o].lloq is None else errors[o].lloq
+            for o in observed
+        ]
     )[which]
     limit = np.where(np.isnan(lloq), out_lloq, lloq)
     limit = np.where(np.isnan(limit), dv, limit)
     for i in np.flatnonzero(obs & blq & ~np.isfinite(limit)):
         found["LLOQ"].append(
-            (int(rec[i]), "a BLQ record needs its limit: an LLOQ column, the output's lloq, or DV", None)
+            (
+                int(rec[i]),
+                "a BLQ record needs its limit: an LLOQ column, the output's lloq, or DV",
+                None,
+            )
         )
     for item, rows in found.items():
         if rows:
@@ -139,7 +160,8 @@ def twin_cohort(study: Study) -> tuple[CohortData, Prior]:
     if problems:
         raise ConfigError(problems)
     subjects = study.subjects
-    assert subjects is not None and subjects.dataset is not None  # twin_problems
+    assert subjects is not None
+    assert subjects.dataset is not None
     ds = subjects.dataset
     n = int(ds.subjects.size)
     covs = subject_covariates(ds)
@@ -194,7 +216,8 @@ def typical_prediction_problems(study: Study, data: CohortData, prior: Prior) ->
     if not found:
         return []
     subjects = study.subjects
-    assert subjects is not None and subjects.dataset is not None
+    assert subjects is not None
+    assert subjects.dataset is not None
     ds = subjects.dataset
     rec = ds.records["REC"].to_numpy() - 1
     rule = (
