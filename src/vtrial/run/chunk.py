@@ -32,7 +32,11 @@ from vtrial.population.sampling import occasion_parameters
 from vtrial.protocol.rules import adherence_arrays, assay_normals, ledger_table, summary_columns
 from vtrial.run.recorded import patient_records, recorded_inputs, recorded_observations
 from vtrial.study.config import Study
-from vtrial.trial.adverse import probability_event_columns, threshold_gradings
+from vtrial.trial.adverse import (
+    probability_event_columns,
+    threshold_grades,
+    threshold_gradings,
+)
 from vtrial.trial.endpoints import TrialLayer, extra_monitors
 from vtrial.trial.recist import categories_in
 
@@ -244,12 +248,7 @@ def simulate_patients(
         thr, direction = spec.grading()
         j = outs.index(str(spec.output))
         worst = res.omin[:, j] if direction < 0 else res.omax[:, j]
-        thr_arr = np.asarray(thr)
-        with np.errstate(invalid="ignore"):
-            if direction < 0:
-                grade = (worst[:, None] < thr_arr[None, :]).sum(axis=1)
-            else:
-                grade = (worst[:, None] > thr_arr[None, :]).sum(axis=1)
+        grade = threshold_grades(worst, thr, direction)
         graded = pd.array(np.where(ok, grade, 0).astype(np.int8), dtype="Int8")
         graded[~ok] = pd.NA
         cols[f"ae_{ev}_grade"] = graded

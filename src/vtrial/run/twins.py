@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from vtrial.data.dataset import Dataset
 from vtrial.data.tables import cell_problems
 from vtrial.errors import ConfigError, Problem
 from vtrial.estimation.map import CohortData, CohortFit, Prior, cohort_data, fit_cohort, predict
@@ -148,8 +149,13 @@ def twin_problems(study: Study) -> list[Problem]:
     return out
 
 
-def twin_cohort(study: Study) -> tuple[CohortData, Prior]:
-    """The estimator's inputs for every subject of ``study`` (see the module docstring).
+def twin_cohort(
+    study: Study, *, dataset: Dataset | None = None, subject_of: np.ndarray | None = None
+) -> tuple[CohortData, Prior]:
+    """The estimator's inputs for every subject of ``study`` (see the module docstring),
+    or of ``dataset``: records built from the study's (a subject's records followed by
+    a forecast's, :mod:`vtrial.run.forecast`), with the same columns, its subject ``i``
+    being the study's subject ``subject_of[i]`` (index in file order).
 
     Raises
     ------
@@ -162,7 +168,7 @@ def twin_cohort(study: Study) -> tuple[CohortData, Prior]:
     subjects = study.subjects
     assert subjects is not None
     assert subjects.dataset is not None
-    ds = subjects.dataset
+    ds = subjects.dataset if dataset is None else dataset
     n = int(ds.subjects.size)
     covs = subject_covariates(ds)
     derived = list(study.population.derived)
@@ -171,8 +177,9 @@ def twin_cohort(study: Study) -> tuple[CohortData, Prior]:
     cats = dict(study.population.categories)
     cats.update({str(k): sorted({str(x) for x in v}) for k, v in covs.items() if v.dtype == object})
     typical = typical_parameters(study, covs, 0, n, categories=cats, nominal=True)
+    patient = np.arange(n) if subject_of is None else np.asarray(subject_of, dtype=np.int64)
     pop = pd.DataFrame(
-        {"patient_id": np.arange(1, n + 1), "replicate": np.zeros(n, dtype=np.int64), **typical}
+        {"patient_id": patient + 1, "replicate": np.zeros(n, dtype=np.int64), **typical}
     )
     records = dataclasses.replace(ds, records=ds.records.assign(ID=_row_ids(ds.records["ID"])))
     ev, params = recorded_inputs(study, records, pop, nominal=True)

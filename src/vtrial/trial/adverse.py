@@ -151,6 +151,28 @@ def grade_references(
     return out
 
 
+def threshold_grades(
+    worst: npt.ArrayLike, thresholds: tuple[float, ...] | list[float], direction: int
+) -> npt.NDArray[np.int64]:
+    """The grade of each worst value: the number of grade limits it is strictly beyond
+    (below each limit for ``direction`` -1, above for +1), CTCAE's convention (an ANC
+    of 0.99 x 10^9/L is grade 3, 1.0 is grade 2); 0 for NaN.
+
+    Examples
+    --------
+    >>> threshold_grades([2.0, 1.0, 0.99, 0.3], (1.5, 1.5, 1.0, 0.5), -1).tolist()
+    [0, 2, 3, 4]
+    """
+    w = np.asarray(worst, dtype=np.float64)
+    thr = np.asarray(thresholds, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        if direction < 0:
+            beyond = w[..., None] < thr
+        else:
+            beyond = w[..., None] > thr
+    return np.asarray(beyond.sum(axis=-1), dtype=np.int64)
+
+
 def threshold_gradings(
     events: Mapping[str, AdverseEvent],
 ) -> dict[str, tuple[tuple[float, ...], int, str]]:
