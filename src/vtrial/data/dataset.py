@@ -275,6 +275,26 @@ def dataset_from_frame(
     return dataset
 
 
+def _varying(
+    ids: np.ndarray, values: Mapping[str, np.ndarray], columns: Sequence[str]
+) -> tuple[str, ...]:
+    """The columns whose value changes within an ID."""
+    same_id = ids[1:] == ids[:-1]
+    return tuple(c for c in columns if bool((same_id & (values[c][1:] != values[c][:-1])).any()))
+
+
+def with_records(dataset: Dataset, records: pd.DataFrame) -> Dataset:
+    """``dataset`` holding other records of the same columns (a subject's records
+    extended by new ones), its time-varying covariates found anew; the caller has
+    checked the records."""
+    records = records.reset_index(drop=True)
+    ids = records["ID"].to_numpy()
+    values = {c: records[c].to_numpy() for c in dataset.covariates}
+    return dataclasses.replace(
+        dataset, records=records, varying=_varying(ids, values, dataset.covariates)
+    )
+
+
 def _log(dataset: Dataset) -> None:
     s = dataset.summary()
     log.info(
@@ -426,10 +446,7 @@ def _check(
         records[item] = v.astype(np.int64) if item in ints else v.astype(np.float64)
     records.update(cov_values)
     frame = pd.DataFrame(records)
-    same_id = ids[1:] == ids[:-1]
-    varying = tuple(
-        c for c in cov_cols if bool((same_id & (cov_values[c][1:] != cov_values[c][:-1])).any())
-    )
+    varying = _varying(ids, cov_values, cov_cols)
     dataset = Dataset(
         name=name,
         sha256="",  # set by the caller: of the file, or of the frame's records

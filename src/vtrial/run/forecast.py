@@ -50,7 +50,6 @@ bit-identical whatever else is forecast in the same call.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -60,6 +59,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from vtrial.data.dataset import with_records
 from vtrial.data.records import dose_routes
 from vtrial.engine.host import KernelResult, run_kernel
 from vtrial.errors import ConfigError, Problem
@@ -448,7 +448,7 @@ def forecast(
     if problems:
         raise ConfigError(problems)
     frame, ends, added = _forecast_records(records, candidates, routes, t0, horizon, every)
-    fds = dataclasses.replace(ds, records=frame)
+    fds = with_records(ds, frame)
     data, prior = twin_cohort(
         study, dataset=fds, subject_of=np.full(len(candidates), subject, dtype=np.int64)
     )

@@ -44,12 +44,13 @@ def _observed(study: Study) -> list[str]:
     return list(study.observations.outputs) or sorted(study.observations.errors)
 
 
-def twin_problems(study: Study) -> list[Problem]:
+def twin_problems(study: Study, dataset: Dataset | None = None) -> list[Problem]:
     """What keeps ``study`` from estimating twins (empty if nothing): no dataset with
     recorded doses, no random effects, an observed output without residual error, and
     the dataset's observation records that give no likelihood (a missing ``DV``, a
     ``DVID`` naming no observed output, a ``DV <= 0`` under exponential error, a BLQ
-    record without a limit)."""
+    record without a limit); those of ``dataset`` instead of the study's when given
+    (new records of a twin's update, :mod:`vtrial.run.twin_state`)."""
     src = study.source
     spec = study.population.dataset
     if spec is None or not study.recorded:
@@ -92,9 +93,9 @@ def twin_problems(study: Study) -> list[Problem]:
                 )
             )
     subjects = study.subjects
-    if subjects is None or subjects.dataset is None or not observed:
+    ds = subjects.dataset if dataset is None and subjects is not None else dataset
+    if ds is None or not observed:
         return out
-    ds = subjects.dataset
     r = ds.records
     blq = r["BLQ"].to_numpy() == 1 if "BLQ" in r else np.zeros(len(r), dtype=bool)
     obs = (r["EVID"].to_numpy() == 0) & ((r["MDV"].to_numpy() == 0) | blq)
