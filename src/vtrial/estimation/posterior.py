@@ -40,8 +40,9 @@ Choices
 - **Effective sample size.** Kish's ``(sum w)^2 / sum w^2`` of the proposals' weights:
   the number of equally weighted draws that would estimate a mean as precisely. When
   ``ESS < min_ess`` (``n`` by default) the status says so: the ``n`` resampled draws
-  repeat few distinct proposals (raise ``n_proposal``, or check the fit). The Monte Carlo standard error of a
-  resampled mean is about ``sd * sqrt(1 / ESS + 1 / n)`` (importance and resampling).
+  repeat few distinct proposals (raise ``n_proposal``, or check the fit). The Monte
+  Carlo standard error of a resampled mean is about ``sd * sqrt(1 / ESS + 1 / n)``
+  (importance and resampling).
 - **Draws.** Keyed (:mod:`vtrial.infra.rng`): the stream of purpose ``posterior:<ID>``
   (the subject's ID as :func:`vtrial.data.tables.subject_ids` reads it) under ``seed``,
   consumed as uniforms turned into normals, chi-square variates and resampling indices by
