@@ -19,7 +19,7 @@ posterior itself, as posologyr's ``poso_estim_sir`` does, by sampling-importance
    (infinite objective) has weight 0.
 3. **Resample.** ``n`` draws with replacement, ``eta_i`` with probability ``w_i``
    (multinomial, as posologyr and Rubin): the resampled set is approximately a sample of
-   the posterior, and exactly so as ``M / n`` grows.
+   the posterior, exactly so in the limit of ``M / n`` to infinity.
 
 Choices
 -------
@@ -29,11 +29,11 @@ Choices
   size falls roughly as the ratio of posterior to prior volume. Centring at the MAP with
   the Laplace scale puts the proposals where the posterior is. A Student t rather than the
   Laplace normal because importance sampling needs a proposal with heavier tails than the
-  target (Gelman et al., BDA3 ch. 10.4; Geweke 1989): with a normal proposal the weights
-  of a posterior wider than its Laplace approximation (a skewed one) have unbounded
-  variance. With ``df = 4`` the proposal's covariance is twice the Laplace covariance, so
-  no further inflation is needed by default; on a Gaussian posterior of 1, 2, 4 and 6
-  random effects the effective sample size is about 94, 90, 83 and 77 % of ``M``.
+  target (Gelman et al., BDA3 ch. 10; Geweke 1989): with a normal proposal, a posterior
+  whose tails are heavier than its Laplace approximation's (a skewed one) gives weights
+  of infinite variance. With ``df = 4`` the proposal's covariance is twice the Laplace
+  covariance, so no further inflation is needed by default; on a Gaussian posterior of 1,
+  2, 4 and 6 random effects the effective sample size is about 94, 90, 83 and 77 % of ``M``.
   ``proposal="prior"`` gives posologyr's proposal; it is also the fallback when the
   Laplace covariance is not available (a Hessian that is not positive definite, a failed
   MAP fit), and :attr:`Posterior.proposal` says which one was used.
@@ -68,7 +68,8 @@ References
   replacement).
 - Dosne AG, Bergstrand M, Harling K, Karlsson MO. Improving the estimation of parameter
   uncertainty distributions in nonlinear mixed effects models using sampling importance
-  resampling. J Pharmacokinet Pharmacodyn 2016;43:583-596.
+  resampling. J Pharmacokinet Pharmacodyn 2016;43:583-596 (SIR in pharmacometrics, for
+  the uncertainty of population parameters).
 """
 
 from __future__ import annotations
