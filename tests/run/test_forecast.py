@@ -20,6 +20,7 @@ from vtrial.run.forecast import (
     recommend,
     target_from_data,
 )
+from vtrial.run.twins import subject_records, twin_posterior
 from vtrial.study.config import load_study
 
 STUDY = """
@@ -230,3 +231,29 @@ def test_bad_candidates_and_start_are_refused(study) -> None:  # type: ignore[no
         forecast(study, 0, np.zeros((1, 3)), [Candidate("iv_bolus", 1.0, 12.0)], start=12.0)
     with pytest.raises(ValueError, match=r"safety\.trough_top: <metric>_max or <metric>_min"):
         target_from_data({"safety": {"trough_top": 3}})
+
+
+def test_twin_posterior_draws(study) -> None:  # type: ignore[no-untyped-def]
+    """The MAP alone, a Laplace sample (mean and covariance within 4 Monte Carlo SEs of
+    the fit's), and an SIR sample that is the same each time (keyed by seed and ID)."""
+    records = subject_records(study, 0)
+    one = twin_posterior(study, records, 0, method="map")
+    assert one.eta.shape == (1, 3)
+    np.testing.assert_array_equal(one.eta[0], one.fit.eta)
+    n = 4000
+    lap = twin_posterior(study, records, 0, method="laplace", n=n, fit=one.fit)
+    se = np.sqrt(np.diag(one.fit.covariance) / n)
+    assert np.all(np.abs(lap.eta.mean(axis=0) - one.fit.eta) < 4 * se)
+    # the variance of a normal sample has relative SE sqrt(2 / n) (2.2 %): 4 SEs
+    np.testing.assert_allclose(
+        np.diag(np.cov(lap.eta, rowvar=False)), np.diag(one.fit.covariance), rtol=4 * np.sqrt(2 / n)
+    )
+    a = twin_posterior(study, records, 0, method="sir", n=200, fit=one.fit)
+    b = twin_posterior(study, records, 0, method="sir", n=200)
+    assert a.status == "ok"
+    assert a.ess > 200
+    np.testing.assert_array_equal(a.eta, b.eta)
+    fc = forecast(study, 0, a.eta, [Candidate("iv_infusion", 1000.0, 12.0, 1.0)], horizon=24)
+    assert len(fc.metrics) == 200
+    with pytest.raises(ValueError, match="method: one of sir, laplace, map, got 'mcmc'"):
+        twin_posterior(study, records, 0, method="mcmc")

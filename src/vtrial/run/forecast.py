@@ -59,14 +59,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vtrial.data.dataset import with_records
 from vtrial.data.records import dose_routes
 from vtrial.engine.host import KernelResult, run_kernel
 from vtrial.errors import ConfigError, Problem
 from vtrial.estimation.map import CohortData, Prior
 from vtrial.model.spec import PK_CONCENTRATION
 from vtrial.population.sampling import apply_effect
-from vtrial.run.twins import twin_cohort, twin_problems
+from vtrial.run.twins import subject_cohort, subject_records, twin_problems
 from vtrial.study.config import Study
 from vtrial.trial.adverse import threshold_grades
 
@@ -388,12 +387,19 @@ def forecast(
     eta: np.ndarray,
     candidates: Sequence[Candidate],
     *,
+    records: pd.DataFrame | None = None,
     start: float | None = None,
     horizon: float = 72.0,
     every: float = 1.0,
 ) -> Forecast:
     """Forecast dataset subject ``subject`` (index in file order) under each candidate,
     for each draw of its random effects ``eta`` ``(E, k)`` (see the module docstring).
+
+    Parameters
+    ----------
+    records : DataFrame, optional
+        The subject's records (the dataset's columns) when they are not the study
+        dataset's: a twin's, extended by updates (:mod:`vtrial.run.twin_state`).
 
     Raises
     ------
@@ -404,18 +410,11 @@ def forecast(
     found = twin_problems(study)
     if found:
         raise ConfigError(found)
-    subjects = study.subjects
-    assert subjects is not None
-    assert subjects.dataset is not None
-    ds = subjects.dataset
     model = study.model
     routes = dose_routes(model)
     eta = np.atleast_2d(np.asarray(eta, dtype=np.float64))
-    ids = ds.records["ID"].to_numpy()
-    first = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    lo = first[subject]
-    hi = first[subject + 1] if subject + 1 < first.size else ids.size
-    records = ds.records.iloc[lo:hi].reset_index(drop=True)
+    if records is None:
+        records = subject_records(study, subject)
     last = float(records["TIME"].max())
     t0 = next_dose_time(records) if start is None else float(start)
     problems = []
@@ -448,10 +447,7 @@ def forecast(
     if problems:
         raise ConfigError(problems)
     frame, ends, added = _forecast_records(records, candidates, routes, t0, horizon, every)
-    fds = with_records(ds, frame)
-    data, prior = twin_cohort(
-        study, dataset=fds, subject_of=np.full(len(candidates), subject, dtype=np.int64)
-    )
+    data, prior = subject_cohort(study, frame, subject=subject)
     outs = list(data.model.outputs)
     has_cp = PK_CONCENTRATION in outs
     n_draw = eta.shape[0]

@@ -41,13 +41,13 @@ import numpy as np
 import pandas as pd
 
 from vtrial import __version__
-from vtrial.data.dataset import Dataset, check_dataset, with_records
+from vtrial.data.dataset import Dataset, check_dataset
 from vtrial.data.records import dose_routes
 from vtrial.errors import ConfigError, Problem
 from vtrial.estimation.map import SubjectFit, fit_subject
 from vtrial.infra.hashing import file_sha256
 from vtrial.run.io import atomic_path
-from vtrial.run.twins import twin_cohort, twin_problems
+from vtrial.run.twins import subject_cohort, twin_problems
 from vtrial.study.config import Study
 
 __all__ = ["TWIN_FORMAT", "create_twin", "load_twin", "rebuild_twin", "twin_fit", "update_twin"]
@@ -101,10 +101,15 @@ def _subject_records(ds: Dataset, subject_id: Any, source: str) -> pd.DataFrame:
 def twin_fit(study: Study, records: pd.DataFrame, start: np.ndarray | None) -> SubjectFit:
     """The MAP estimate of one subject whose records are ``records`` (the study's
     dataset's columns), from ``start``."""
-    ds = _dataset(study)
-    one = with_records(ds, records)
-    data, prior = twin_cohort(study, dataset=one, subject_of=np.zeros(1, dtype=np.int64))
+    _dataset(study)
+    data, prior = subject_cohort(study, records, subject=_index(study, records["ID"].iloc[0]))
     return fit_subject(data, prior, 0, start=start)
+
+
+def _index(study: Study, subject_id: Any) -> int:
+    """The subject's index in the study's dataset (file order)."""
+    ds = _dataset(study)
+    return int(np.flatnonzero(ds.subjects == subject_id)[0])
 
 
 def _step(

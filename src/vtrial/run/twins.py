@@ -22,22 +22,44 @@ row, line and column; :func:`fit_twins` estimates every subject (or some).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from vtrial.data.dataset import Dataset
+from vtrial.data.dataset import Dataset, with_records
 from vtrial.data.tables import cell_problems
 from vtrial.errors import ConfigError, Problem
-from vtrial.estimation.map import CohortData, CohortFit, Prior, cohort_data, fit_cohort, predict
+from vtrial.estimation.map import (
+    CohortData,
+    CohortFit,
+    Prior,
+    SubjectFit,
+    cohort_data,
+    fit_cohort,
+    fit_subject,
+    predict,
+)
+from vtrial.estimation.posterior import laplace_sample, posterior_purpose, sample_posterior
+from vtrial.infra.rng import stream
 from vtrial.population.dataset import subject_covariates
 from vtrial.population.derived import derive_covariates
 from vtrial.population.sampling import typical_parameters
 from vtrial.run.recorded import recorded_inputs
 from vtrial.study.config import Study
 
-__all__ = ["fit_twins", "twin_cohort", "twin_problems"]
+__all__ = [
+    "POSTERIORS",
+    "TwinPosterior",
+    "fit_twins",
+    "subject_cohort",
+    "subject_records",
+    "twin_cohort",
+    "twin_posterior",
+    "twin_problems",
+]
 
 
 def _observed(study: Study) -> list[str]:
@@ -200,6 +222,95 @@ def twin_cohort(
         errors=study.observations.errors,
     )
     return data, prior
+
+
+def subject_records(study: Study, subject: int) -> pd.DataFrame:
+    """The records of the study dataset's subject ``subject`` (index in file order)."""
+    subjects = study.subjects
+    assert subjects is not None
+    assert subjects.dataset is not None
+    ids = subjects.dataset.records["ID"].to_numpy()
+    first = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    hi = first[subject + 1] if subject + 1 < first.size else ids.size
+    return subjects.dataset.records.iloc[first[subject] : hi].reset_index(drop=True)
+
+
+def subject_cohort(
+    study: Study, records: pd.DataFrame, *, subject: int = 0
+) -> tuple[CohortData, Prior]:
+    """The estimator's inputs for one subject whose records are ``records`` (the
+    study's dataset's columns: its own records, extended by an update or a forecast),
+    the study's subject ``subject`` (index in file order, for a parameters table)."""
+    subjects = study.subjects
+    assert subjects is not None
+    assert subjects.dataset is not None
+    one = with_records(subjects.dataset, records)
+    return twin_cohort(study, dataset=one, subject_of=np.full(one.subjects.size, subject))
+
+
+#: how a twin's random effects are drawn for its forecasts
+POSTERIORS = ("sir", "laplace", "map")
+
+
+@dataclass(frozen=True)
+class TwinPosterior:
+    """A twin's MAP estimate and the draws its forecasts use (:func:`twin_posterior`).
+
+    Attributes
+    ----------
+    fit : SubjectFit
+    eta : ndarray, (n, k)
+        The draws: an SIR sample, a Laplace sample, or the MAP estimate alone (one row).
+    method : str
+        One of :data:`POSTERIORS`.
+    ess : float
+        SIR's effective sample size (NaN for the others).
+    status : str
+        ``ok``, or what limits the draws (the fit's status, a low effective sample size).
+    """
+
+    fit: SubjectFit
+    eta: np.ndarray
+    method: str
+    ess: float
+    status: str
+
+
+def twin_posterior(
+    study: Study,
+    records: pd.DataFrame,
+    subject: int,
+    *,
+    method: str = "sir",
+    n: int = 1000,
+    n_proposal: int | None = None,
+    start: np.ndarray | None = None,
+    fit: SubjectFit | None = None,
+) -> TwinPosterior:
+    """Estimate the twin whose records are ``records`` (dataset subject ``subject``) and
+    draw its random effects by ``method`` (:data:`POSTERIORS`): SIR
+    (:func:`vtrial.estimation.posterior.sample_posterior`, ``n`` of ``n_proposal``,
+    default ``10 n``), the Laplace approximation, or the MAP alone. Draws come from the
+    stream keyed by the study's seed and the subject's ``ID``: the same whatever else
+    is estimated."""
+    if method not in POSTERIORS:
+        raise ValueError(f"method: one of {', '.join(POSTERIORS)}, got {method!r}")
+    data, prior = subject_cohort(study, records, subject=subject)
+    if fit is None:
+        fit = fit_subject(data, prior, 0, start=start)
+    if method == "map":
+        return TwinPosterior(fit, fit.eta[None, :], method, math.nan, fit.status)
+    if method == "laplace":
+        if not fit.ok:
+            return TwinPosterior(fit, np.full((n, prior.k), np.nan), method, math.nan, fit.status)
+        purpose = posterior_purpose(records["ID"].iloc[0])
+        draws = laplace_sample(fit, n, stream(study.seed, purpose, 0))
+        return TwinPosterior(fit, draws, method, math.nan, "ok")
+    post = sample_posterior(
+        data, prior, 0, fit, n=n, n_proposal=n_proposal or 10 * n, seed=study.seed
+    )
+    status = fit.status if not fit.ok else post.status
+    return TwinPosterior(fit, post.eta, method, post.ess, status)
 
 
 def _row_ids(ids: pd.Series) -> np.ndarray:
