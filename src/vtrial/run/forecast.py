@@ -62,7 +62,7 @@ import pandas as pd
 from vtrial.data.records import dose_routes
 from vtrial.engine.host import KernelResult, run_kernel
 from vtrial.errors import ConfigError, Problem
-from vtrial.estimation.map import CohortData, Prior
+from vtrial.estimation.map import CohortData, Prior, predict
 from vtrial.model.spec import PK_CONCENTRATION
 from vtrial.population.sampling import apply_effect
 from vtrial.run.twins import subject_cohort, subject_records, twin_problems
@@ -611,3 +611,104 @@ def target_from_data(spec: Mapping[str, Any]) -> Target:
         guards=guards,
         guard_probability=guard_p,
     )
+
+
+@dataclass(frozen=True)
+class History:
+    """A twin's fit to its own records (:func:`history`).
+
+    Attributes
+    ----------
+    observations : DataFrame
+        One row per observation record: ``TIME``, ``output``, ``DV``, ``BLQ`` (bool),
+        ``IPRED`` (at the MAP estimate), ``PRED`` (the typical patient, ``eta = 0``).
+    bands : DataFrame
+        ``time``, ``output`` and the quantiles :data:`BAND_QUANTILES` (``q05``, ``q50``,
+        ``q95``) of every output over the draws, every ``every`` hours from the first
+        record to the last.
+    """
+
+    observations: pd.DataFrame
+    bands: pd.DataFrame
+
+
+def _with_grid(
+    records: pd.DataFrame, times: np.ndarray, interpolation: str
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """``records`` with an ``EVID 2`` record at each of ``times``, after the records at
+    its time, whose covariates are those in force there (the next record's under NOCB,
+    the previous record's under LOCF), so they start no new occasion; and the
+    positions of the added records."""
+    extra = pd.DataFrame(index=range(times.size), columns=records.columns)
+    extra["TIME"] = times
+    for col, value in (("EVID", 2), ("MDV", 1), ("AMT", 0.0), ("RATE", 0.0), ("II", 0.0)):
+        extra[col] = value
+    for col in ("ADDL", "SS", "CMT", "BLQ", "REC", "DVID"):
+        if col in extra:
+            extra[col] = 0
+    extra["ID"] = records["ID"].iloc[0]
+    flag = np.r_[np.zeros(len(records), dtype=np.int64), np.ones(times.size, dtype=np.int64)]
+    both = pd.concat([records, extra], ignore_index=True).assign(_new=flag)
+    both = both.sort_values(["TIME", "_new"], kind="stable").reset_index(drop=True)
+    for c in records.columns:
+        series: pd.Series = both[c]
+        if series.isna().any() and c not in ("DV", "LLOQ"):
+            forward, backward = series.ffill(), series.bfill()
+            first, then = (backward, forward) if interpolation == "nocb" else (forward, backward)
+            both[c] = first.fillna(then)
+    added = np.flatnonzero(both["_new"].to_numpy() == 1)
+    out = both.drop(columns="_new").astype({c: records[c].dtype for c in records.columns})
+    return out, added
+
+
+def history(
+    study: Study,
+    subject: int,
+    eta: np.ndarray,
+    fit_eta: np.ndarray,
+    *,
+    records: pd.DataFrame | None = None,
+    every: float = 1.0,
+) -> History:
+    """The twin's predictions over its own records (see :class:`History`): the
+    observations with their individual (``fit_eta``) and typical predictions, and the
+    bands of the draws ``eta`` ``(E, k)``."""
+    if records is None:
+        records = subject_records(study, subject)
+    spec = study.population.dataset
+    assert spec is not None
+    eta = np.atleast_2d(np.asarray(eta, dtype=np.float64))
+    data, prior = subject_cohort(study, records, subject=subject)
+    obs = data.obs_of(0)
+    both = np.vstack([np.zeros(prior.k), np.asarray(fit_eta, dtype=np.float64)])
+    pred = predict(data, prior, 0, both)
+    outs = list(data.model.outputs)
+    observations = pd.DataFrame(
+        {
+            "TIME": records["TIME"].to_numpy(dtype=np.float64)[data.record[obs]],
+            "output": np.asarray(outs, dtype=object)[data.obs_output[obs]],
+            "DV": data.y[obs],
+            "BLQ": data.blq[obs],
+            "IPRED": pred[1],
+            "PRED": pred[0],
+        }
+    )
+    t = records["TIME"].to_numpy(dtype=np.float64)
+    times = np.arange(float(t.min()), float(t.max()) + 1e-9, every)
+    grid, added = _with_grid(records, times, spec.interpolation)
+    gdata, gprior = subject_cohort(study, grid, subject=subject)
+    res, _ = _run(gdata, gprior, [0], eta, float(gdata.events.end))
+    vals = res.obs[:, gdata.events.obs_row[added], :]
+    vals = np.where((res.status == 0)[:, None, None], vals, np.nan)
+    q = np.quantile(vals, BAND_QUANTILES, axis=0)
+    tt = grid["TIME"].to_numpy(dtype=np.float64)[added]
+    bands = pd.DataFrame(
+        {
+            "time": np.tile(tt, len(outs)),
+            "output": np.repeat(outs, tt.size),
+            "q05": q[0].T.ravel(),
+            "q50": q[1].T.ravel(),
+            "q95": q[2].T.ravel(),
+        }
+    )
+    return History(observations, bands)
