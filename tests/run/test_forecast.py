@@ -23,6 +23,7 @@ from vtrial.run.forecast import (
     recommend,
     target_from_data,
 )
+from vtrial.run.twin_report import patient_twin
 from vtrial.run.twins import subject_cohort, subject_records, twin_posterior
 from vtrial.study.config import load_study
 
@@ -306,3 +307,39 @@ def test_history_grid_starts_no_occasion() -> None:
     np.testing.assert_allclose(
         predict(data, prior, 0, eta), predict(gdata, gprior, 0, eta), rtol=1e-12
     )
+
+
+def test_patient_twin_writes_its_report(study, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The folder holds the estimate, the forecasts and the recommendation that the
+    functions give on their own, and a page that names the recommended regimen; a
+    second run writes the same tables."""
+    cands = [
+        Candidate("iv_infusion", 500.0, 12.0, 1.0),
+        Candidate("iv_infusion", 1500.0, 12.0, 1.0),
+    ]
+    target = target_from_data({"trough": [5, 15], "probability": 0.5})
+    folder = patient_twin(
+        study, 0, tmp_path / "a", candidates=cands, target=target, n=50, horizon=24
+    )
+    assert folder.name == "twin-1"
+    post = twin_posterior(study, subject_records(study, 0), 0, n=50)
+    est = pd.read_parquet(folder / "estimate.parquet")
+    np.testing.assert_array_equal(est["eta"], post.fit.eta)
+    fc = forecast(study, 0, post.eta, cands, horizon=24)
+    table = pd.read_parquet(folder / "candidates.parquet")
+    ref = recommend(fc, target)
+    pd.testing.assert_frame_equal(table, ref, check_dtype=False)
+    assert table["recommended"].sum() == 1
+    page = (folder / "report.html").read_text()
+    regimen = table.loc[table["recommended"], "regimen"].iloc[0]
+    assert f"<p>{regimen}, from 24 h: probability" in page
+    assert (folder / "report.png").stat().st_size > 10_000
+    bands = pd.read_parquet(folder / "bands.parquet")
+    assert bands.loc[bands["candidate"] == -1, "time"].max() == 24.0  # up to the forecast
+    again = patient_twin(
+        study, 0, tmp_path / "b", candidates=cands, target=target, n=50, horizon=24
+    )
+    for name in ("estimate", "history", "forecast", "bands", "candidates"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(folder / f"{name}.parquet"), pd.read_parquet(again / f"{name}.parquet")
+        )

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["study_page", "table_page"]
+__all__ = ["page", "study_page", "table_html", "table_page"]
 
 _STYLE = """
 body { font-family: sans-serif; font-size: 13px; margin: 12px; color: #111; }
@@ -44,7 +44,8 @@ p.note { color: #444; }
 """
 
 
-def _page(title: str, body: str) -> str:
+def page(title: str, body: str) -> str:
+    """A self-contained HTML page in the report's style around ``body``."""
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n"
@@ -81,15 +82,21 @@ def table_page(df: pd.DataFrame, *, title: str, note: str = "") -> str:
     str
         The page.
     """
+    body = f"<p class='note'>{html.escape(note)}</p>\n" if note else ""
+    body += f"<p class='note'>{len(df)} rows</p>\n"
+    body += table_html(df)
+    return page(title, body)
+
+
+def table_html(df: pd.DataFrame) -> str:
+    """A table as an HTML ``<table>``: floats to 4 significant digits, missing values
+    empty."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
     rows = "\n".join(
         "<tr>" + "".join(_cell(v) for v in row) + "</tr>"
         for row in df.astype(object).itertuples(index=False)
     )
-    body = f"<p class='note'>{html.escape(note)}</p>\n" if note else ""
-    body += f"<p class='note'>{len(df)} rows</p>\n"
-    body += f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>"
-    return _page(title, body)
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>"
 
 
 def study_page(
@@ -122,4 +129,4 @@ def study_page(
     for path in dict.fromkeys(str(p) for p in model_files):
         parts.append(f"<h2>model: {html.escape(Path(path).name)}</h2>")
         parts.append(f"<pre>{html.escape(Path(path).read_text())}</pre>")
-    return _page(f"Study {name}", "\n".join(parts))
+    return page(f"Study {name}", "\n".join(parts))

@@ -669,10 +669,12 @@ def history(
     *,
     records: pd.DataFrame | None = None,
     every: float = 1.0,
+    until: float | None = None,
 ) -> History:
     """The twin's predictions over its own records (see :class:`History`): the
     observations with their individual (``fit_eta``) and typical predictions, and the
-    bands of the draws ``eta`` ``(E, k)``."""
+    bands of the draws ``eta`` ``(E, k)`` from the first record to the last, or to
+    ``until`` (h; a forecast's start)."""
     if records is None:
         records = subject_records(study, subject)
     spec = study.population.dataset
@@ -694,7 +696,8 @@ def history(
         }
     )
     t = records["TIME"].to_numpy(dtype=np.float64)
-    times = np.arange(float(t.min()), float(t.max()) + 1e-9, every)
+    stop = float(t.max()) if until is None else max(float(t.max()), float(until))
+    times = np.arange(float(t.min()), stop + 1e-9, every)
     grid, added = _with_grid(records, times, spec.interpolation)
     gdata, gprior = subject_cohort(study, grid, subject=subject)
     res, _ = _run(gdata, gprior, [0], eta, float(gdata.events.end))
