@@ -58,11 +58,15 @@ lint: setup
 # compiler, e.g. `apt-get install gfortran`); the harness reports missing ones as unavailable.
 # dataset_reader.py: the dataset reader, a dataset simulated as recorded, then a dataset
 # study of 1,000, 25,000 and 100,000 subjects through Snakemake (about 2 min 40 s).
+# twins_speed.py: MAP per patient against a hand-written scipy peer, side by side;
+# posterior_speed.py: one patient's SIR posterior.
 bench: setup
 	-$(BIN)/python -m pip install --quiet -c constraints.txt psutil libroadrunner
 	-$(BIN)/python -m pip install --quiet -c constraints.txt numbalsoda
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/dataset_reader.py
+	$(BIN)/python benchmarks/twins_speed.py
+	$(BIN)/python benchmarks/posterior_speed.py
 
 # the report of the results `make run` made (it does not run the study again)
 report: $(RUN_STAMP)
