@@ -146,14 +146,14 @@ def subject_indices(study: Study, ids: Sequence[Any]) -> list[int]:
             out.add(i)
     if missing:
         ds = study.population.dataset
-        where = "population.dataset.path" if ds is None else f"population.dataset ({ds.path})"
+        name = "" if ds is None else f" {ds.path}"
         shown = ", ".join(str(x) for x in known[:10]) + (", ..." if known.size > 10 else "")
         raise ConfigError(
             [
                 Problem(
                     study.source,
-                    where,
-                    f"subjects: not IDs of the dataset ({known.size} subjects: {shown}), "
+                    "subjects",
+                    f"not IDs of the dataset{name} ({known.size} subjects: {shown}), "
                     f"got {missing}",
                 )
             ]
