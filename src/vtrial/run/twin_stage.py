@@ -153,8 +153,7 @@ def subject_indices(study: Study, ids: Sequence[Any]) -> list[int]:
                 Problem(
                     study.source,
                     "subjects",
-                    f"not IDs of the dataset{name} ({known.size} subjects: {shown}), "
-                    f"got {missing}",
+                    f"not IDs of the dataset{name} ({known.size} subjects: {shown}), got {missing}",
                 )
             ]
         )
