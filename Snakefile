@@ -31,5 +31,6 @@ rule all:
 
 include: "workflow/rules/population.smk"
 include: "workflow/rules/simulate.smk"
+include: "workflow/rules/twins.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"

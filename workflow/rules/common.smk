@@ -17,6 +17,7 @@ from vtrial.population.design import is_twin
 from vtrial.errors import ConfigError
 from vtrial.run.stages import PLOT_KINDS, page_tables, report_groups, results_sha256, shard_name
 from vtrial.analysis.success import table_names as success_tables
+from vtrial.run.twin_stage import check_twins
 
 
 def _study_path():
@@ -37,6 +38,8 @@ STUDY_PATH = _study_path()
 OVERRIDES = _overrides()
 try:
     STUDY = load_study(STUDY_PATH, overrides=OVERRIDES)
+    if STUDY.twins is not None:  # what the estimator needs (vtrial.run.twins.twin_problems)
+        check_twins(STUDY)
 except ConfigError as err:
     sys.stderr.write(f"vtrial: the study {STUDY_PATH} is not valid, nothing was run.\n{err}\n")
     sys.exit(1)
@@ -66,6 +69,12 @@ SUMMARY = {
     name: f"{RESULTS}/summary/{name}.parquet"
     for name in ("exposure", "efficacy", "safety", "bands")
 }
+# twins of the dataset's subjects (outputs.twins): one table per shard and their summary
+TWINS_FIT = STUDY.twins is not None
+TWIN_PART = f"{RESULTS}/twins/{{shard}}.parquet"
+TWIN_PARTS = expand(TWIN_PART, shard=SHARDS) if TWINS_FIT else []
+TWIN_SUMMARY = f"{RESULTS}/summary/twins.parquet"
+TWIN_SUMMARIES = [TWIN_SUMMARY] if TWINS_FIT else []
 # trial design tables: individual effects (twin crossover), parameter draws (uncertainty)
 TWIN = is_twin(STUDY)
 DESIGN_SUMMARY = {name: f"{RESULTS}/summary/{name}.parquet" for name in summary_tables(STUDY)}

@@ -5,6 +5,7 @@ rule report:
         **DESIGN_SUMMARY,
         population=POPULATION_SUMMARY,
         patients=PATIENT_PARTS,
+        **({"twins": TWIN_SUMMARY} if TWINS_FIT else {}),
     output:
         **{
             kind: report(
@@ -46,6 +47,8 @@ rule manifest:
         BAND_PARTS,
         OBSERVATION_PARTS,
         DOSES_PARTS,
+        TWIN_PARTS,
+        TWIN_SUMMARIES,
         list(SUMMARY.values()),
         list(DESIGN_SUMMARY.values()),
         list(SUCCESS_SUMMARY.values()),

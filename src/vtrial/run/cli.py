@@ -1,6 +1,7 @@
-"""Command line: ``vtrial validate|models|dataset|run|verify|describe|export``.
+"""Command line: ``vtrial validate|models|dataset|run|verify|describe|export|twin``.
 
-- ``vtrial validate STUDY``: every problem of a study file at once; exit 1 if any.
+- ``vtrial validate STUDY``: every problem of a study file at once (with
+  ``outputs.twins``, also what keeps its twins from being estimated); exit 1 if any.
 - ``vtrial models``: the built-in model library with references.
 - ``vtrial dataset PATH [--column ITEM=COLUMN ...] [--simulate MODEL --out FILE
   [--parameters CSV] [--interpolation nocb|locf]]``: check a NONMEM-style dataset
@@ -15,6 +16,12 @@
 - ``vtrial describe RESULTS_DIR``: the key numbers of a finished study.
 - ``vtrial export nonmem RESULTS_DIR [--out FILE] [--replicate R]``: doses and
   observations as a NONMEM/Monolix-style dataset (:mod:`vtrial.run.export`).
+- ``vtrial twin fit STUDY [--out DIR] [--subjects ID ...] [--workers N]``: the twins
+  of a dataset study's subjects (all, or those IDs): ``DIR/twins.parquet`` (the table
+  of the workflow's ``twins/`` parts) and ``DIR/summary.parquet``, each with a CSV copy
+  (:func:`vtrial.run.twin_stage.write_twin_fit`); every problem is reported before
+  anything is estimated, with exit 1 and nothing written. ``twin`` is a group of
+  subcommands; ``fit`` is the first.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from vtrial.errors import ConfigError, DatasetError, ModelError, VtrialError
 from vtrial.infra.hashing import file_sha256
 from vtrial.model.spec import build_model, list_models
 from vtrial.run.io import table_hash, write_text
+from vtrial.run.twin_stage import twin_lines
 from vtrial.study.config import load_study
 from vtrial.trial.adverse import adverse_event_from_data
 
@@ -49,6 +57,10 @@ def _snakefile() -> Path:
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
         study = load_study(args.study)
+        if study.twins is not None:  # what the estimator needs beyond a valid study
+            from vtrial.run.twin_stage import check_twins
+
+            check_twins(study)
     except ConfigError as err:
         print(f"{args.study}: not valid\n{err}", file=sys.stderr)
         return 1
@@ -282,6 +294,7 @@ def describe(results: str | Path) -> str:
             lines.append(efficacy_line(r, units))
     lines += describe_lines(root / "summary")  # individual effects, parameter draws
     lines += success_lines(root / "summary")  # probability of success
+    lines += twin_lines(root / "summary")  # twins of the dataset's subjects
     html = root / "report.html"
     lines += ["", f"report: {root / 'report'} (plots and pages)", f"tables: {root / 'summary'}"]
     if html.exists():
@@ -334,6 +347,40 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_twin_fit(args: argparse.Namespace) -> int:
+    """``vtrial twin fit``: estimate the twins, write them; exit 1 naming every problem
+    (nothing written)."""
+    from vtrial.run.stages import setup_logging
+    from vtrial.run.twin_stage import write_twin_fit
+
+    try:
+        study = load_study(args.study)
+        out = Path(args.out) if args.out else Path("results") / study.name / "twin_fit"
+        setup_logging()
+        paths = write_twin_fit(study, out, subjects=args.subjects, workers=args.workers)
+    except ConfigError as err:
+        print(f"{args.study}: no twins estimated, nothing written\n{err}", file=sys.stderr)
+        return 1
+    table = pd.read_parquet(paths["twins"])
+    summary = pd.read_parquet(paths["summary"])
+    ok = int((table["status"] == "ok").sum())
+    shrink = ", ".join(
+        f"{p} {100 * x:.0f} %" if np.isfinite(x) else f"{p} n/a"
+        for p, x in zip(summary["parameter"], summary["shrinkage"], strict=True)
+    )
+    method = study.twins.method if study.twins is not None else "map"
+    print(
+        f"{paths['twins']}: {len(table)} subject(s) estimated ({method}), "
+        f"{ok} ok, {len(table) - ok} not; eta-shrinkage {shrink}\n"
+        f"{paths['summary']}: by random effect (also .csv)"
+    )
+    return 0
+
+
+#: subcommands of ``vtrial twin`` (a group: forecast, recommend, update come later)
+TWIN_COMMANDS = {"fit": cmd_twin_fit}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vtrial`` command."""
     parser = argparse.ArgumentParser(prog="vtrial", description=__doc__.splitlines()[0])
@@ -379,6 +426,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("results")
     p.add_argument("--out", help="CSV file (default: <results>/export/nonmem.csv)")
     p.add_argument("--replicate", type=int, help="only this replicate trial")
+    p = sub.add_parser("twin", help="twins of a dataset study's real patients")
+    twin = p.add_subparsers(dest="twin_command", required=True)
+    q = twin.add_parser("fit", help="estimate the twins (MAP) of a dataset study's subjects")
+    q.add_argument("study")
+    q.add_argument(
+        "--out", metavar="DIR", help="folder of twins.parquet (default results/<study>/twin_fit)"
+    )
+    q.add_argument("--subjects", nargs="+", metavar="ID", help="only these subjects (dataset IDs)")
+    q.add_argument("--workers", type=int, default=1, help="local Dask worker processes")
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -395,6 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_describe(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "twin":
+            return TWIN_COMMANDS[args.twin_command](args)
         return cmd_verify(args)
     except VtrialError as err:
         print(f"vtrial: {err}", file=sys.stderr)

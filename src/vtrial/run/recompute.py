@@ -3,10 +3,11 @@
 ``vtrial verify RESULTS --recompute [--shards K | --all]`` rebuilds the study from the
 study file recorded in ``manifest.json`` with the recorded ``execution`` settings
 (checked against the recorded sha256, which covers the model files), samples the
-population again and simulates ``K`` shards chosen at random (or all of them) into a
-temporary folder, on a local Dask cluster, then compares the content of every
-recomputed table with the manifest and with the file in the results folder. Any
-difference is named: the file, and the first differing column and row.
+population again and simulates ``K`` shards chosen at random (or all of them), with
+``outputs.twins`` also estimating their subjects' twins, into a temporary folder, on a
+local Dask cluster, then compares the content of every recomputed table with the
+manifest and with the file in the results folder. Any difference is named: the file,
+and the first differing column and row.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from vtrial.errors import ConfigError, VerificationError
 from vtrial.infra.yamlsafe import load_yaml
 from vtrial.run.io import table_hash
 from vtrial.run.stages import run_sample_population, run_simulate, shard_name
+from vtrial.run.twin_stage import run_twins
 from vtrial.study.config import Study, deep_merge, study_from_dict
 
 log = logging.getLogger("vtrial")
@@ -180,6 +182,10 @@ def recompute(
                 out_doses=paths["doses"] if study.has_dose_ledger else None,
             )
             files.update({f"{t}/{name}.parquet": p for t, p in paths.items() if p.exists()})
+            if study.twins is not None:  # the shard's twins (vtrial.run.twin_stage)
+                twins = out / "twins" / f"{name}.parquet"
+                run_twins(local, s, twins, threads=workers)
+                files[f"twins/{name}.parquet"] = twins
         return _compare(root, listed, files)
 
 

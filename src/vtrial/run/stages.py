@@ -511,12 +511,15 @@ TABLE_TITLES = {
     "individual_effects": "Individual treatment effects",
     "individual_predictors": "Covariates predicting the individual effects",
     "uncertainty": "Parameter draws per replicate (uncertainty)",
+    "twins": "Twins of the dataset's subjects (MAP estimates by random effect)",
 }
 
 
 def page_tables(study: Study) -> list[str]:
     """Summary tables of a study, each a page of the HTML report (report/tables/)."""
     have = {"population", *SUMMARY_TABLES, *summary_tables(study), *table_names(study.success)}
+    if study.twins is not None:  # summary/twins.parquet (vtrial.run.twin_stage)
+        have.add("twins")
     return [name for name in TABLE_TITLES if name in have]
 
 

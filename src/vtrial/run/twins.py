@@ -58,6 +58,7 @@ __all__ = [
     "subject_records",
     "twin_cohort",
     "twin_posterior",
+    "twin_prior",
     "twin_problems",
 ]
 
@@ -207,12 +208,7 @@ def twin_cohort(
     records = dataclasses.replace(ds, records=ds.records.assign(ID=_row_ids(ds.records["ID"])))
     ev, params = recorded_inputs(study, records, pop, nominal=True)
     ev = dataclasses.replace(ev, subjects=ds.subjects)
-    var = study.variability
-    prior = Prior(
-        tuple(var.omega_names),
-        var.omega,
-        tuple(var.distribution(k) for k in var.omega_names),
-    )
+    prior = twin_prior(study)
     data = cohort_data(
         study.model,
         records,
@@ -313,6 +309,17 @@ def twin_posterior(
     return TwinPosterior(fit, post.eta, method, post.ess, status)
 
 
+def twin_prior(study: Study) -> Prior:
+    """The prior of every twin: the random effects of ``model.iiv`` (OMEGA and each
+    parameter's distribution)."""
+    var = study.variability
+    return Prior(
+        tuple(var.omega_names),
+        var.omega,
+        tuple(var.distribution(k) for k in var.omega_names),
+    )
+
+
 def _row_ids(ids: pd.Series) -> np.ndarray:
     """0, 1, ... per subject (the IDs :func:`recorded_inputs` expects: row numbers)."""
     v = ids.to_numpy()
@@ -320,12 +327,15 @@ def _row_ids(ids: pd.Series) -> np.ndarray:
     return np.cumsum(new) - 1
 
 
-def typical_prediction_problems(study: Study, data: CohortData, prior: Prior) -> list[Problem]:
+def typical_prediction_problems(
+    study: Study, data: CohortData, prior: Prior, subjects: Sequence[int] | None = None
+) -> list[Problem]:
     """Observations whose typical prediction has no likelihood: a prediction of 0 with
     no additive error (an observation before any dose under proportional error), or
-    <= 0 under exponential error."""
+    <= 0 under exponential error; of every subject, or of those at ``subjects``
+    (indices in file order)."""
     found = []
-    for s in range(data.n_subjects):
+    for s in range(data.n_subjects) if subjects is None else subjects:
         f = predict(data, prior, s, np.zeros((1, prior.k)))[0]
         obs = data.obs_of(s)
         sd0 = (data.err.additive[obs] == 0) & (data.err.exponential[obs] == 0) & (f == 0)
@@ -334,10 +344,10 @@ def typical_prediction_problems(study: Study, data: CohortData, prior: Prior) ->
             found.append(int(data.record[obs[j]]))
     if not found:
         return []
-    subjects = study.subjects
-    assert subjects is not None
-    assert subjects.dataset is not None
-    ds = subjects.dataset
+    given = study.subjects
+    assert given is not None
+    assert given.dataset is not None
+    ds = given.dataset
     rec = ds.records["REC"].to_numpy() - 1
     rule = (
         "the typical prediction here is 0 (before any dose?), which a proportional or "

@@ -29,6 +29,7 @@ from vtrial.analysis.success import spec_problems as success_problems
 from vtrial.data.fitted import FittedModel
 from vtrial.engine.grid import Simulation, Timecourse, evaluation_grid, store_times
 from vtrial.errors import ConfigError, Problem
+from vtrial.estimation.twinspec import TwinOutput, twin_output_problems
 from vtrial.infra.yamlsafe import load_yaml, package_schema, yaml_problem
 from vtrial.model.residual import Observations, observation_problems
 from vtrial.model.schema_errors import best_errors, key_path, schema_message
@@ -140,6 +141,8 @@ class Study:
     design: Design = field(init=False, repr=False, compare=False)
     variability: Variability = field(init=False, repr=False, compare=False)
     uncertainty: Uncertainty = field(init=False, repr=False, compare=False)
+    #: ``outputs.twins`` (None without it): the workflow estimates every subject's twin
+    twins: TwinOutput | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         d = with_fit(self.data, self.fit) if self.fit is not None else self.data
@@ -163,6 +166,7 @@ class Study:
         )
         object.__setattr__(self, "observations", obs)
         object.__setattr__(self, "uncertainty", uncertainty_from_data(d))
+        object.__setattr__(self, "twins", TwinOutput.from_data(d["outputs"]))
 
     @property
     def name(self) -> str:
@@ -403,6 +407,8 @@ def default_data(
         if "every" in o["observations"]:
             o["observations"].setdefault("from", 0.0)
             o["observations"].setdefault("to", float(sim["end"]))
+    if "twins" in o:  # likewise
+        o["twins"].setdefault("method", "map")
     ex = d.setdefault("execution", {})
     ex.setdefault("shards", 1)
     ex.setdefault("workers", 2)
@@ -662,6 +668,7 @@ def _semantic_problems(
             bad(where, msg)
     outputs_or_none = list(model.outputs) if model is not None else None
     out += [Problem(src, w, m) for w, m in observation_problems(d, outputs_or_none)]
+    out += [Problem(src, w, m) for w, m in twin_output_problems(d)]  # vtrial.estimation
     # dropout, trial-layer endpoint keys, success criteria (vtrial.trial.endpoints)
     out += [Problem(src, w, m) for w, m in trial_problems(d, model)]
     out += [Problem(src, w, m) for w, m in success_problems(d)]

@@ -1,0 +1,15 @@
+"""Snakemake adapter of rule twins_summary: calls vtrial.run.twin_stage.run_twin_summary."""
+
+from vtrial.run.stages import setup_logging
+from vtrial.run.twin_stage import run_twin_summary
+from vtrial.study.config import load_study
+
+# Dask starts worker processes with "spawn", which re-imports this script: guard it.
+if __name__ == "__main__":
+    sm = snakemake  # type: ignore[name-defined]  # noqa: F821 - injected by Snakemake
+    setup_logging(sm.log[0])
+    run_twin_summary(
+        load_study(sm.params.study, overrides=sm.params.overrides),
+        list(sm.input.twins),
+        sm.output.summary,
+    )
