@@ -40,7 +40,7 @@ import pandas as pd
 from vtrial.analysis.design import describe_lines
 from vtrial.analysis.success import describe_lines as success_lines
 from vtrial.data.dataset import read_dataset
-from vtrial.errors import ConfigError, DatasetError, ModelError, VtrialError
+from vtrial.errors import ConfigError, DatasetError, ModelError, Problem, VtrialError
 from vtrial.infra.hashing import file_sha256
 from vtrial.model.spec import build_model, list_models
 from vtrial.run.io import table_hash, write_text
@@ -377,8 +377,133 @@ def cmd_twin_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-#: subcommands of ``vtrial twin`` (a group: forecast, recommend, update come later)
-TWIN_COMMANDS = {"fit": cmd_twin_fit}
+def _one_twin(args: argparse.Namespace) -> tuple[Any, Any, Any, int]:
+    """The study, the twin's records (or None: the dataset's), the start of its last
+    estimate and its subject index, from ``--subject ID`` or ``--twin DIR``."""
+    from vtrial.run.twin_stage import check_twins, subject_indices
+    from vtrial.run.twin_state import twin_now
+
+    study = load_study(args.study)
+    check_twins(study)
+    if args.twin:
+        records, start, subject = twin_now(study, args.twin)
+        return study, records, start, subject
+    if not args.subject:
+        raise ConfigError([Problem(args.study, "--subject", "give --subject ID or --twin DIR")])
+    return study, None, None, subject_indices(study, [args.subject])[0]
+
+
+def cmd_twin_forecast(args: argparse.Namespace) -> int:
+    """``vtrial twin forecast|recommend``: one patient's twin under the study's candidate
+    regimens (``outputs.twins.forecast``), and for ``recommend`` the regimen that meets
+    ``outputs.twins.target`` (:func:`vtrial.run.twin_report.patient_twin`)."""
+    from vtrial.run.stages import setup_logging
+    from vtrial.run.twin_report import patient_twin
+
+    study, records, start, subject = _one_twin(args)
+    spec = study.twins
+    assert spec is not None  # check_twins
+    need = ["forecast"] + (["target"] if args.twin_command == "recommend" else [])
+    missing = [k for k in need if getattr(spec, k) is None]
+    if missing:
+        raise ConfigError(
+            [
+                Problem(
+                    study.source,
+                    f"outputs.twins.{k}",
+                    f"vtrial twin {args.twin_command} needs it (see config/README.md), got none",
+                )
+                for k in missing
+            ]
+        )
+    fc = spec.forecast
+    assert fc is not None
+    setup_logging()
+    out = Path(args.out) if args.out else Path("results") / study.name / "twin"
+    folder = patient_twin(
+        study,
+        subject,
+        out,
+        candidates=fc.candidates,
+        target=spec.target,
+        records=records,
+        method=spec.posterior,
+        n=spec.samples,
+        n_proposal=spec.proposals,
+        start_eta=start,
+        forecast_start=fc.start,
+        horizon=fc.horizon,
+        every=fc.every,
+    )
+    table = pd.read_parquet(folder / "candidates.parquet")
+    print(f"{folder}: report.html, report.png and the tables of {len(table)} candidate(s)")
+    if spec.target is not None:
+        rec = table[table["recommended"]]
+        if len(rec):
+            r = rec.iloc[0]
+            print(
+                f"recommended: {r['regimen']} from {r['start']:g} h (P(target) {r['p_target']:.2f})"
+            )
+        else:
+            print("no candidate meets the target: see each candidate's reason in report.html")
+    return 0
+
+
+def cmd_twin_create(args: argparse.Namespace) -> int:
+    """``vtrial twin create``: a patient's twin folder (:mod:`vtrial.run.twin_state`)."""
+    from vtrial.run.twin_stage import check_twins, subject_indices
+    from vtrial.run.twin_state import create_twin
+
+    study = load_study(args.study)
+    check_twins(study)
+    subject = subject_indices(study, [args.subject])[0]
+    assert study.subjects is not None
+    assert study.subjects.dataset is not None
+    sid = study.subjects.dataset.subjects[subject]
+    state = create_twin(study, sid.item() if hasattr(sid, "item") else sid, args.twin)
+    step = state["steps"][0]
+    print(
+        f"{args.twin}: twin of subject {state['subject']}, {step['records']} records, "
+        f"{step['status']}"
+    )
+    return 0
+
+
+def cmd_twin_update(args: argparse.Namespace) -> int:
+    """``vtrial twin update``: append a records file to a twin and re-estimate it."""
+    from vtrial.run.twin_state import update_twin
+
+    state = update_twin(load_study(args.study), args.twin, args.records)
+    step = state["steps"][-1]
+    print(
+        f"{args.twin}: step {step['step']}, {step['added']['records']} new record(s) "
+        f"(sha256 {step['added']['sha256'][:12]}...), {step['status']}"
+    )
+    return 0
+
+
+def cmd_twin_rebuild(args: argparse.Namespace) -> int:
+    """``vtrial twin rebuild``: recompute every step of a twin; exit 1 unless each one's
+    estimate is bit-identical."""
+    from vtrial.run.twin_state import rebuild_twin
+
+    rows = rebuild_twin(load_study(args.study), args.twin)
+    bad = [r for r in rows if not (r["records_match"] and r["identical"])]
+    for r in rows:
+        same = "identical" if r["records_match"] and r["identical"] else "DIFFERENT"
+        print(f"step {r['step']}: {same} (objective {r['ofv']:.6f})")
+    return 1 if bad else 0
+
+
+#: subcommands of ``vtrial twin``
+TWIN_COMMANDS = {
+    "fit": cmd_twin_fit,
+    "forecast": cmd_twin_forecast,
+    "recommend": cmd_twin_forecast,
+    "create": cmd_twin_create,
+    "update": cmd_twin_update,
+    "rebuild": cmd_twin_rebuild,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -435,6 +560,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     q.add_argument("--subjects", nargs="+", metavar="ID", help="only these subjects (dataset IDs)")
     q.add_argument("--workers", type=int, default=1, help="local Dask worker processes")
+    for name, what in (
+        ("forecast", "one patient's twin under the study's candidate regimens, with its report"),
+        ("recommend", "the candidate regimen that meets the study's target, with the report"),
+    ):
+        q = twin.add_parser(name, help=what)
+        q.add_argument("study")
+        g = q.add_mutually_exclusive_group(required=True)
+        g.add_argument("--subject", metavar="ID", help="the dataset's subject")
+        g.add_argument("--twin", metavar="DIR", help="a twin folder (vtrial twin create)")
+        q.add_argument("--out", metavar="DIR", help="default results/<study>/twin")
+    q = twin.add_parser("create", help="a patient's twin folder, to update as data arrive")
+    q.add_argument("study")
+    q.add_argument("--subject", metavar="ID", required=True)
+    q.add_argument("--twin", metavar="DIR", required=True)
+    q = twin.add_parser("update", help="append new records to a twin and re-estimate it")
+    q.add_argument("study")
+    q.add_argument("--twin", metavar="DIR", required=True)
+    q.add_argument("--records", metavar="FILE", required=True, help="in the dataset's format")
+    q = twin.add_parser("rebuild", help="recompute every step of a twin, bit for bit")
+    q.add_argument("study")
+    q.add_argument("--twin", metavar="DIR", required=True)
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -50,10 +50,9 @@ bit-identical whatever else is forecast in the same call.
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,6 +62,13 @@ from vtrial.data.records import dose_routes
 from vtrial.engine.host import KernelResult, run_kernel
 from vtrial.errors import ConfigError, Problem
 from vtrial.estimation.map import CohortData, Prior, predict
+from vtrial.estimation.twinspec import (
+    ROUTES,
+    Candidate,
+    Target,
+    candidates_from_data,
+    target_from_data,
+)
 from vtrial.model.spec import PK_CONCENTRATION
 from vtrial.population.sampling import apply_effect
 from vtrial.run.twins import subject_cohort, subject_records, twin_problems
@@ -81,124 +87,8 @@ __all__ = [
     "target_from_data",
 ]
 
-#: candidate routes
-ROUTES = ("iv_infusion", "iv_bolus", "oral")
-#: exposure metrics of a model with ``CP`` (beside every output at the end)
-METRICS = ("trough", "peak", "auc_24")
 #: quantiles of the forecast bands
 BAND_QUANTILES = (0.05, 0.5, 0.95)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One candidate regimen: ``dose`` mg every ``interval`` h by ``route`` (an
-    infusion over ``duration`` h)."""
-
-    route: str
-    dose: float
-    interval: float
-    duration: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.route not in ROUTES:
-            raise ValueError(f"route: one of {', '.join(ROUTES)}, got {self.route!r}")
-        if not (math.isfinite(self.dose) and self.dose > 0):
-            raise ValueError(f"dose: must be > 0 (mg), got {self.dose!r}")
-        if not (math.isfinite(self.interval) and self.interval > 0):
-            raise ValueError(f"interval: must be > 0 (h), got {self.interval!r}")
-        if self.route == "iv_infusion" and not (0 < self.duration <= self.interval):
-            raise ValueError(
-                f"duration: an infusion's duration must be > 0 and <= its interval "
-                f"({self.interval:g} h), got {self.duration!r}"
-            )
-
-    @property
-    def daily_dose(self) -> float:
-        """mg per 24 h."""
-        return self.dose * 24.0 / self.interval
-
-    @property
-    def label(self) -> str:
-        """``1000 mg q12h iv_infusion over 1 h``."""
-        over = f" over {self.duration:g} h" if self.route == "iv_infusion" else ""
-        return f"{self.dose:g} mg q{self.interval:g}h {self.route}{over}"
-
-
-def candidates_from_data(spec: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Candidate]:
-    """Candidates from their data form: one mapping or a list of them, each with
-    ``route``, ``dose`` (mg, or a list), ``interval`` (h, or a list) and, for an
-    infusion, ``duration`` (h); lists expand to every combination, in the order
-    given (doses varying fastest within an interval).
-
-    Raises
-    ------
-    ValueError
-        A value out of range, naming the key and the value.
-
-    Examples
-    --------
-    >>> [c.label for c in candidates_from_data(
-    ...     {"route": "iv_infusion", "dose": [750, 1000], "duration": 1, "interval": [8, 12]})]
-    ['750 mg q8h iv_infusion over 1 h', '1000 mg q8h iv_infusion over 1 h', \
-'750 mg q12h iv_infusion over 1 h', '1000 mg q12h iv_infusion over 1 h']
-    """
-    items = [spec] if isinstance(spec, Mapping) else list(spec)
-    out: list[Candidate] = []
-
-    def values(d: Mapping[str, Any], key: str) -> list[float]:
-        v = d.get(key)
-        if v is None:
-            raise ValueError(f"{key}: required (a number or a list of numbers)")
-        return [float(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
-
-    for d in items:
-        for interval, dose in itertools.product(values(d, "interval"), values(d, "dose")):
-            out.append(
-                Candidate(str(d.get("route")), dose, interval, float(d.get("duration", 0.0) or 0.0))
-            )
-    return out
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a recommendation aims at (:func:`recommend`).
-
-    Attributes
-    ----------
-    ranges : mapping of str to (float, float)
-        Metric -> ``[low, high]``, all of which must hold (inclusive).
-    probability : float
-        Smallest posterior probability of meeting every range.
-    guards : mapping of str to (str, float)
-        Metric -> ``("max", value)`` (the metric must not exceed it) or
-        ``("min", value)``.
-    guard_probability : float
-        Largest posterior probability of breaking any one guard.
-    """
-
-    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
-    probability: float = 0.8
-    guards: Mapping[str, tuple[str, float]] = field(default_factory=dict)
-    guard_probability: float = 0.1
-
-    def __post_init__(self) -> None:
-        for name, (lo, hi) in self.ranges.items():
-            if not lo <= hi:
-                raise ValueError(f"target.{name}: [low, high] with low <= high, got [{lo}, {hi}]")
-        for name, (side, _) in self.guards.items():
-            if side not in ("max", "min"):
-                raise ValueError(f"target.safety.{name}: max or min, got {side!r}")
-        for key, p in (
-            ("probability", self.probability),
-            ("safety.probability", self.guard_probability),
-        ):
-            if not 0 <= p <= 1:
-                raise ValueError(f"target.{key}: a probability in [0, 1], got {p}")
-
-    @property
-    def metrics(self) -> list[str]:
-        """Every metric the target reads."""
-        return list(dict.fromkeys([*self.ranges, *self.guards]))
 
 
 @dataclass(frozen=True)
@@ -578,39 +468,6 @@ def recommend(fc: Forecast, target: Target) -> pd.DataFrame:
         best = ok.sort_values(["daily_dose", "interval", "dose"], ascending=[True, False, True])
         table.loc[best.index[0], "recommended"] = True
     return table
-
-
-def target_from_data(spec: Mapping[str, Any]) -> Target:
-    """The :class:`Target` of a ``target`` mapping: ``<metric>: [low, high]`` entries,
-    ``probability``, and ``safety``: ``<metric>_max`` / ``<metric>_min`` limits and
-    their ``probability``.
-
-    Examples
-    --------
-    >>> t = target_from_data({"auc_24": [400, 600], "probability": 0.8,
-    ...                       "safety": {"trough_max": 20}})
-    >>> dict(t.ranges), dict(t.guards), t.guard_probability
-    ({'auc_24': (400.0, 600.0)}, {'trough': ('max', 20.0)}, 0.1)
-    """
-    ranges = {
-        str(k): (float(v[0]), float(v[1]))
-        for k, v in spec.items()
-        if k not in ("probability", "safety")
-    }
-    safety = dict(spec.get("safety") or {})
-    guard_p = float(safety.pop("probability", 0.1))
-    guards: dict[str, tuple[str, float]] = {}
-    for k, v in safety.items():
-        name, _, side = str(k).rpartition("_")
-        if side not in ("max", "min") or not name:
-            raise ValueError(f"target.safety.{k}: <metric>_max or <metric>_min, got {k!r}")
-        guards[name] = (side, float(v))
-    return Target(
-        ranges=ranges,
-        probability=float(spec.get("probability", 0.8)),
-        guards=guards,
-        guard_probability=guard_p,
-    )
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ def patient_twin(
     records: pd.DataFrame | None = None,
     method: str = "sir",
     n: int = 1000,
+    n_proposal: int | None = None,
     start_eta: np.ndarray | None = None,
     forecast_start: float | None = None,
     horizon: float = 72.0,
@@ -89,7 +90,9 @@ def patient_twin(
         records = subject_records(study, subject)
     sid = records["ID"].iloc[0]
     sid = sid.item() if hasattr(sid, "item") else sid
-    post = twin_posterior(study, records, subject, method=method, n=n, start=start_eta)
+    post = twin_posterior(
+        study, records, subject, method=method, n=n, n_proposal=n_proposal, start=start_eta
+    )
     fit = post.fit
     fc = forecast(
         study,

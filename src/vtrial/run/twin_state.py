@@ -50,7 +50,15 @@ from vtrial.run.io import atomic_path
 from vtrial.run.twins import subject_cohort, twin_problems
 from vtrial.study.config import Study
 
-__all__ = ["TWIN_FORMAT", "create_twin", "load_twin", "rebuild_twin", "twin_fit", "update_twin"]
+__all__ = [
+    "TWIN_FORMAT",
+    "create_twin",
+    "load_twin",
+    "rebuild_twin",
+    "twin_fit",
+    "twin_now",
+    "update_twin",
+]
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +335,25 @@ def update_twin(study: Study, folder: str | Path, new_records: str | Path) -> di
         fit.status,
     )
     return state
+
+
+def twin_now(study: Study, folder: str | Path) -> tuple[pd.DataFrame, np.ndarray | None, int]:
+    """The twin in ``folder`` as of its last step: the subject's records, the start its
+    last estimate was found from (so that estimating again gives the same bits), and
+    the subject's index in the study's dataset.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`update_twin`.
+    """
+    folder = Path(folder)
+    state = load_twin(folder)
+    _same_study(study, state, str(folder))
+    last = state["steps"][-1]
+    records = _records_at(study, folder, state, last["step"])
+    start = None if last["start"] is None else np.asarray(last["start"], dtype=np.float64)
+    return records, start, _index(study, state["subject"])
 
 
 def rebuild_twin(study: Study, folder: str | Path) -> list[dict[str, Any]]:

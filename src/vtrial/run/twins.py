@@ -43,6 +43,7 @@ from vtrial.estimation.map import (
     predict,
 )
 from vtrial.estimation.posterior import laplace_sample, posterior_purpose, sample_posterior
+from vtrial.estimation.twinspec import POSTERIORS
 from vtrial.infra.rng import stream
 from vtrial.population.dataset import subject_covariates
 from vtrial.population.derived import derive_covariates
@@ -242,10 +243,6 @@ def subject_cohort(
     assert subjects.dataset is not None
     one = with_records(subjects.dataset, records)
     return twin_cohort(study, dataset=one, subject_of=np.full(one.subjects.size, subject))
-
-
-#: how a twin's random effects are drawn for its forecasts
-POSTERIORS = ("sir", "laplace", "map")
 
 
 @dataclass(frozen=True)

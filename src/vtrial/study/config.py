@@ -668,7 +668,7 @@ def _semantic_problems(
             bad(where, msg)
     outputs_or_none = list(model.outputs) if model is not None else None
     out += [Problem(src, w, m) for w, m in observation_problems(d, outputs_or_none)]
-    out += [Problem(src, w, m) for w, m in twin_output_problems(d)]  # vtrial.estimation
+    out += [Problem(src, w, m) for w, m in twin_output_problems(d, model)]  # estimation
     # dropout, trial-layer endpoint keys, success criteria (vtrial.trial.endpoints)
     out += [Problem(src, w, m) for w, m in trial_problems(d, model)]
     out += [Problem(src, w, m) for w, m in success_problems(d)]
