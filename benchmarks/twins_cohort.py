@@ -1,9 +1,10 @@
 """Twins of a synthetic cohort: how long the twins stage takes for N subjects.
 
-The cohort is the vancomycin example's scenario (``config/studies/data/make_tdm_dataset.py``)
-drawn for ``--subjects`` patients (the same script, its subject count and its numbers of
-kidney injuries and missed doses scaled, levels below the LLOQ kept), with the example study's model, as a study
-with ``outputs.twins``. The script times, on this machine:
+The cohort is the vancomycin example's scenario
+(``config/studies/data/make_tdm_dataset.py``) drawn for ``--subjects`` patients (the same
+script, its subject count and its numbers of kidney injuries and missed doses scaled,
+levels below the LLOQ kept), with the example study's model, as a study with
+``outputs.twins``. The script times, on this machine:
 
 - ``in process``: :func:`vtrial.run.twin_stage.estimate_twins`, one process;
 - ``dask``: the same on a local Dask cluster of ``--workers`` processes (its start
