@@ -237,7 +237,7 @@ def estimate_twins(
     bounds = [(a, min(a + chunk, len(idx))) for a in range(0, len(idx), chunk)]
     ids = data.events.subjects
     tables: dict[int, pd.DataFrame] = {}
-    progress = Progress(len(idx), label=label, logger=log)
+    progress = Progress(len(idx), label=label, logger=log, unit="subject")
     if bounds and here:
         with progress.shown():
             for k, (a, b) in enumerate(bounds):
