@@ -86,9 +86,7 @@ class Progress:
         if bar:
             from tqdm import tqdm
 
-            self._bar = tqdm(
-                total=self.total, desc=label, unit=unit, file=sys.stderr, leave=True
-            )
+            self._bar = tqdm(total=self.total, desc=label, unit=unit, file=sys.stderr, leave=True)
 
     def update(self, n: int) -> None:
         """Record ``n`` more finished patients (a chunk)."""
