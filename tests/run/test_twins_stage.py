@@ -250,3 +250,16 @@ def test_validate_reports_what_the_estimator_needs(
         twin_stage.check_twins(study)
     assert main(["validate", str(path)]) == 1
     assert "model.residual_error.CP: an observed output needs" in capsys.readouterr().err
+
+
+def test_a_twins_job_takes_cores_only_for_its_dask_workers(
+    study_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard of at most TASK_SUBJECTS subjects is estimated in the job's process: its
+    job needs one core (Snakemake then runs the shards' jobs side by side)."""
+    assert twin_stage.twin_threads(with_execution(study_file, shards=2, workers=2)) == 1
+    monkeypatch.setattr(twin_stage, "TASK_SUBJECTS", 3)
+    assert twin_stage.twin_threads(with_execution(study_file, shards=2, workers=2)) == 2
+    assert twin_stage.twin_threads(with_execution(study_file, shards=3, workers=2)) == 1
+    remote = with_execution(study_file, shards=1, workers=2, scheduler_address="tcp://x:1")
+    assert twin_stage.twin_threads(remote) == 1

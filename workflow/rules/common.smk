@@ -17,7 +17,7 @@ from vtrial.population.design import is_twin
 from vtrial.errors import ConfigError
 from vtrial.run.stages import PLOT_KINDS, page_tables, report_groups, results_sha256, shard_name
 from vtrial.analysis.success import table_names as success_tables
-from vtrial.run.twin_stage import check_twins
+from vtrial.run.twin_stage import check_twins, twin_threads
 
 
 def _study_path():
@@ -75,6 +75,9 @@ TWIN_PART = f"{RESULTS}/twins/{{shard}}.parquet"
 TWIN_PARTS = expand(TWIN_PART, shard=SHARDS) if TWINS_FIT else []
 TWIN_SUMMARY = f"{RESULTS}/summary/twins.parquet"
 TWIN_SUMMARIES = [TWIN_SUMMARY] if TWINS_FIT else []
+# threads of a twins job: its local Dask workers; one when its shard is small enough to
+# be estimated in the job's process (or the workers are elsewhere)
+TWIN_WORKERS = twin_threads(STUDY) if TWINS_FIT else 1
 # trial design tables: individual effects (twin crossover), parameter draws (uncertainty)
 TWIN = is_twin(STUDY)
 DESIGN_SUMMARY = {name: f"{RESULTS}/summary/{name}.parquet" for name in summary_tables(STUDY)}

@@ -3,7 +3,7 @@ rule twins:
         twins=TWIN_PART,
     params:
         **STUDY_PARAMS,
-    threads: WORKERS
+    threads: TWIN_WORKERS
     resources:
         mem_mb=lambda wc, threads: 2048 * threads,
         runtime=60,

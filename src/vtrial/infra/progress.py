@@ -46,6 +46,8 @@ class Progress:
         Seconds as a float (``time.monotonic``; a test passes its own).
     bar : bool or None
         Draw a tqdm bar on stderr: ``None`` (default) when stderr is a terminal.
+    unit : str
+        What is counted, singular (``patient``; the twins stage counts ``subject``).
 
     Attributes
     ----------
@@ -64,11 +66,13 @@ class Progress:
         every: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         bar: bool | None = None,
+        unit: str = "patient",
     ) -> None:
         if total < 0:
             raise ValueError(f"Progress: total must be >= 0, got {total}")
         self.total = int(total)
         self.label = label
+        self.unit = unit
         self.done = 0
         self.lines: list[str] = []
         self._log = logger
@@ -82,9 +86,7 @@ class Progress:
         if bar:
             from tqdm import tqdm
 
-            self._bar = tqdm(
-                total=self.total, desc=label, unit="patient", file=sys.stderr, leave=True
-            )
+            self._bar = tqdm(total=self.total, desc=label, unit=unit, file=sys.stderr, leave=True)
 
     def update(self, n: int) -> None:
         """Record ``n`` more finished patients (a chunk)."""
@@ -106,8 +108,8 @@ class Progress:
             left = (self.total - self.done) / rate if rate > 0 else float("nan")
         pct = 100.0 * self.done / self.total if self.total else 100.0
         return (
-            f"{self.label}: {self.done}/{self.total} patients ({pct:.1f} %), "
-            f"{rate:.0f} patients/s, about {left:.0f} s left"
+            f"{self.label}: {self.done}/{self.total} {self.unit}s ({pct:.1f} %), "
+            f"{rate:.0f} {self.unit}s/s, about {left:.0f} s left"
         )
 
     def close(self) -> None:

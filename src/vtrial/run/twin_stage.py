@@ -65,6 +65,7 @@ __all__ = [
     "twin_lines",
     "twin_schema",
     "twin_summary",
+    "twin_threads",
     "write_twin_fit",
 ]
 
@@ -119,6 +120,18 @@ def shard_subjects(study: Study, shard: int) -> range:
     (empty when there are more shards than subjects)."""
     start, stop = shard_rows(len(_subject_ids(study)), int(study.execution["shards"]), shard)
     return range(start, stop)
+
+
+def twin_threads(study: Study) -> int:
+    """Threads (cores) a twins job uses: ``execution.workers`` local Dask workers, or 1
+    when its shard is estimated in the job's process (a shard of at most
+    :data:`TASK_SUBJECTS` subjects, see :func:`estimate_twins`) or when the workers are
+    elsewhere (``execution.scheduler_address`` or ``execution.cluster``)."""
+    ex = study.execution
+    largest = -(-len(_subject_ids(study)) // int(ex["shards"]))
+    if not _local(ex) or largest <= TASK_SUBJECTS:
+        return 1
+    return int(ex["workers"])
 
 
 def subject_indices(study: Study, ids: Sequence[Any]) -> list[int]:
@@ -237,7 +250,7 @@ def estimate_twins(
     bounds = [(a, min(a + chunk, len(idx))) for a in range(0, len(idx), chunk)]
     ids = data.events.subjects
     tables: dict[int, pd.DataFrame] = {}
-    progress = Progress(len(idx), label=label, logger=log)
+    progress = Progress(len(idx), label=label, logger=log, unit="subject")
     if bounds and here:
         with progress.shown():
             for k, (a, b) in enumerate(bounds):
