@@ -7,8 +7,9 @@ The figure has two panels on one time axis (h, the dataset's time):
   90 % band of the posterior draws over the recorded span;
 - **forecast**: from the first candidate dose on, the median and 90 % band of the
   recommended regimen (or of the first candidate when none is recommended), and the
-  medians of the other candidates as thin lines; a target or guard on the plotted
-  output is a shaded range or a dashed line.
+  medians of the other candidates as thin lines; a target on the plotted output (the
+  output's own value at the end, or ``trough`` and ``peak`` for ``CP``) is a shaded range, a guard
+  on it (``guards``: metric -> ``("max" | "min", limit)``) a dashed line.
 
 The page states the patient's ID (never the data themselves beyond the levels shown),
 the estimate with its standard errors, the recommendation and why, and every
@@ -41,6 +42,7 @@ def _figure(
     unit: str,
     target: Mapping[str, tuple[float, float]],
     title: str,
+    guards: Mapping[str, tuple[str, float]],
 ) -> Figure:
     fig = new_figure((8.0, 4.5))
     ax = fig.add_subplot(1, 1, 1)
@@ -82,9 +84,16 @@ def _figure(
     what = "recommended" if len(rec) else "first candidate"
     ax.fill_between(m["time"], m["q05"], m["q95"], color=COLOURS[0], alpha=0.25, lw=0)
     ax.plot(m["time"], m["q50"], color=COLOURS[0], lw=1.6, label=f"{what}: {label}")
-    if output == "CP" and "trough" in target:
-        lo, hi = target["trough"]
-        ax.axhspan(lo, hi, color=COLOURS[2], alpha=0.12, lw=0, label="trough target")
+    # metrics in the plotted output's unit: the output itself (its value at the end), and
+    # for CP the trough and the peak
+    shown = [output, "trough", "peak"] if output == "CP" else [output]
+    for name in (k for k in shown if k in target):
+        lo, hi = target[name]
+        what = "target" if name == output else f"{name} target"
+        ax.axhspan(lo, hi, color=COLOURS[2], alpha=0.12, lw=0, label=what)
+    for name, (side, limit) in guards.items():
+        if name in shown:
+            ax.axhline(limit, color=COLOURS[3], lw=1.0, ls="--", label=f"{name} {side} (guard)")
     ax.set_xlabel("time (h)")
     ax.set_ylabel(f"{output} ({unit})" if unit else output)
     ax.set_title(title)
@@ -103,6 +112,7 @@ def twin_png(
     unit: str = "",
     target: Mapping[str, tuple[float, float]] | None = None,
     title: str = "",
+    guards: Mapping[str, tuple[str, float]] | None = None,
 ) -> Path:
     """Write the twin's figure (see the module docstring) to ``path``, atomically."""
     return render_png(
@@ -115,6 +125,7 @@ def twin_png(
             unit,
             dict(target or {}),
             title,
+            dict(guards or {}),
         ),
         path,
     )

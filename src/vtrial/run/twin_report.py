@@ -144,7 +144,12 @@ def patient_twin(
     write_parquet(fc.metrics, folder / "forecast.parquet", meta=meta)
     write_parquet(bands, folder / "bands.parquet", meta=meta)
     write_parquet(table, folder / "candidates.parquet", meta=meta)
-    output = "CP" if "CP" in study.model.outputs else str(hist.observations["output"].iloc[0])
+    # the plotted output: the measured one (e.g. a glucose twin's FPG), CP when measured
+    observed = [str(o) for o in dict.fromkeys(hist.observations["output"])]
+    if observed and "CP" not in observed:
+        output = observed[0]
+    else:
+        output = "CP" if "CP" in study.model.outputs else str(next(iter(study.model.outputs)))
     unit = study.model.outputs[output].unit if output in study.model.outputs else ""
     twin_png(
         folder / "report.png",
@@ -155,6 +160,7 @@ def patient_twin(
         output=output,
         unit=str(unit or ""),
         target=dict(target.ranges) if target is not None else None,
+        guards=dict(target.guards) if target is not None else None,
         title=f"{study.name}: patient {sid}",
     )
     shown = [c for c in table.columns if not c.endswith("_q05") and not c.endswith("_q95")]
