@@ -50,6 +50,7 @@ bit-identical whatever else is forecast in the same call.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -61,7 +62,7 @@ import pandas as pd
 
 from vtrial.data.dataset import with_records
 from vtrial.data.records import dose_routes
-from vtrial.engine.host import KernelResult, run_kernel
+from vtrial.engine.host import KernelResult, Tolerances, run_kernel
 from vtrial.errors import ConfigError, Problem
 from vtrial.estimation.map import CohortData, Prior
 from vtrial.model.spec import PK_CONCENTRATION
@@ -391,9 +392,17 @@ def forecast(
     start: float | None = None,
     horizon: float = 72.0,
     every: float = 1.0,
+    tolerances: Tolerances | None = None,
+    exposure: bool = True,
 ) -> Forecast:
     """Forecast dataset subject ``subject`` (index in file order) under each candidate,
     for each draw of its random effects ``eta`` ``(E, k)`` (see the module docstring).
+
+    ``tolerances``: the solver's controls for ODE states (the estimator's, rtol
+    :data:`~vtrial.estimation.map.ESTIMATION_RTOL`, by default); ``exposure=False``
+    leaves out the exposure metrics of ``CP`` (``trough``, ``peak``, ``auc_24``) and the
+    second kernel call that ``auc_24`` needs, for a forecast that reads only outputs
+    and adverse events.
 
     Raises
     ------
@@ -452,8 +461,10 @@ def forecast(
     data, prior = twin_cohort(
         study, dataset=fds, subject_of=np.full(len(candidates), subject, dtype=np.int64)
     )
+    if tolerances is not None:
+        data = dataclasses.replace(data, tolerances=tolerances)
     outs = list(data.model.outputs)
-    has_cp = PK_CONCENTRATION in outs
+    has_cp = PK_CONCENTRATION in outs and exposure
     n_draw = eta.shape[0]
     graded = [(name, ev) for name, ev in study.adverse_events.items() if ev.output and not ev.drawn]
     metric_rows: list[pd.DataFrame] = []
