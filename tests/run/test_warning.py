@@ -183,7 +183,7 @@ def test_evaluation_truth_and_data_match_a_scipy_solve(study) -> None:  # type: 
         t_obs = rec.loc[rec["EVID"] == 0, "TIME"].to_numpy()
         anc = _solve(eta[i], bsa, [(0.0, dose, 1.0)], np.r_[t_obs, 504.0])[:-1]
         dv = anc * (1.0 + 0.15 * eps[i, : t_obs.size])
-        assert pt["lowest_count"].iloc[i] == pytest.approx(dv.min(), rel=1e-7)
+        assert pt["worst_observed"].iloc[i] == pytest.approx(dv.min(), rel=1e-7)
     p, y = pt["p_grade3"].to_numpy(), pt["event"].to_numpy()
     assert ev.n_failed == 0
     assert ev.prevalence == y.mean()

@@ -602,14 +602,15 @@ class WarningEvaluation:
         One row per virtual patient: ``ID``, ``template`` (the dataset ID whose history
         it has), ``eta_<P>`` (its true random effects), the columns of
         :func:`early_warning`, ``true_grade`` and ``event`` (true grade >= the grade),
-        and ``lowest_count`` (its lowest observation, a naive predictor).
+        and ``worst_observed`` (its lowest observation of the event's output, or highest
+        for an event graded above thresholds: a naive predictor).
     auroc, brier : float
         Of the predicted probabilities at the planned dose, over the patients with one.
     brier_reference : float
         The Brier score of predicting the prevalence for everyone.
-    auroc_lowest_count : float
-        AUROC of the lowest observed value as the predictor (the lower, the riskier for
-        an event graded below thresholds; the higher, above).
+    auroc_worst_observed : float
+        AUROC of ``worst_observed`` as the predictor (the lower, the riskier for an
+        event graded below thresholds; the higher, above).
     calibration : DataFrame
         :func:`calibration_table`.
     warn : dict
@@ -625,7 +626,7 @@ class WarningEvaluation:
     auroc: float
     brier: float
     brier_reference: float
-    auroc_lowest_count: float
+    auroc_worst_observed: float
     calibration: pd.DataFrame
     warn: dict[str, float]
     prevalence: float
@@ -745,8 +746,10 @@ def evaluate_warning(
                 dv[rec] = y
                 blq[rec] = int(err.blq(y))
         records = records.assign(DV=dv)
-        if blq.any():
+        if blq.any() or "BLQ" in records:
             records = records.assign(BLQ=blq)
+        observed = np.zeros(dv.size, dtype=bool)
+        observed[data.record] = True
         vstudy = _virtual_study(study, records, where, "virtual_cohort")
         table = early_warning(vstudy, seed=seed, **settings)
         plan_every = float(settings.get("every", 6.0))
@@ -766,9 +769,9 @@ def evaluate_warning(
                 tolerances=None,
             )
             true_grade[s] = int(g[0, 0])
-        lowest = (
+        worst_seen = (
             pd.Series(dv)
-            .where(records["EVID"].to_numpy() == 0)
+            .where(observed)
             .groupby(records["ID"].to_numpy())
             .agg("min" if ev.direction < 0 else "max")
         )
@@ -779,14 +782,14 @@ def evaluate_warning(
         out.insert(2 + i, f"eta_{name}", eta[:, i])
     out["true_grade"] = true_grade
     out["event"] = true_grade >= grade
-    out["lowest_count"] = lowest.to_numpy()
+    out["worst_observed"] = worst_seen.to_numpy()
     p_col = f"p_grade{grade}"
     ok = np.isfinite(out[p_col].to_numpy(dtype=np.float64))
     p = out[p_col].to_numpy(dtype=np.float64)[ok]
     y = out["event"].to_numpy()[ok]
     prev = float(y.mean()) if y.size else math.nan
     warned = out["warn"].to_numpy(dtype=bool)[ok]
-    naive = out["lowest_count"].to_numpy(dtype=np.float64)[ok]
+    naive = out["worst_observed"].to_numpy(dtype=np.float64)[ok]
     score = -naive if ev.direction < 0 else naive
     naive_p = stats.rankdata(score) / max(score.size, 1)  # a monotone map to (0, 1]
     return WarningEvaluation(
@@ -794,7 +797,7 @@ def evaluate_warning(
         auroc=auroc(p, y),
         brier=brier_score(p, y),
         brier_reference=prev * (1.0 - prev),
-        auroc_lowest_count=auroc(naive_p, y),
+        auroc_worst_observed=auroc(naive_p, y),
         calibration=calibration_table(p, y, groups),
         warn={
             "warned": float(warned.mean()) if warned.size else math.nan,
