@@ -9,6 +9,7 @@ One model (pk_2cmt + friberg) for every simulation in this file: one kernel to c
 
 from __future__ import annotations
 
+import doctest
 import importlib.util
 import itertools
 import sys
@@ -21,6 +22,7 @@ import pytest
 import yaml
 from scipy import integrate, special
 
+import vtrial.run.warning
 from tests.conftest import ROOT
 from vtrial.errors import ConfigError
 from vtrial.infra.rng import keyed_uniforms
@@ -230,6 +232,9 @@ def test_scores_match_brute_force() -> None:
         assert row.events == y[part].sum()
     with pytest.raises(ValueError, match="probabilities in"):
         brier_score([0.5, np.nan], [0, 1])
+    result = doctest.testmod(vtrial.run.warning)  # the docstrings' examples
+    assert result.attempted > 0
+    assert result.failed == 0
 
 
 def _variant(tmp_path: Path, text: str, data: str | None = None) -> Path:
