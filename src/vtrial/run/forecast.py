@@ -50,6 +50,7 @@ bit-identical whatever else is forecast in the same call.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ import numpy as np
 import pandas as pd
 
 from vtrial.data.records import dose_routes
-from vtrial.engine.host import KernelResult, run_kernel
+from vtrial.engine.host import KernelResult, Tolerances, run_kernel
 from vtrial.errors import ConfigError, Problem
 from vtrial.estimation.map import CohortData, Prior, predict
 from vtrial.estimation.twinspec import (
@@ -281,6 +282,8 @@ def forecast(
     start: float | None = None,
     horizon: float = 72.0,
     every: float = 1.0,
+    tolerances: Tolerances | None = None,
+    exposure: bool = True,
 ) -> Forecast:
     """Forecast dataset subject ``subject`` (index in file order) under each candidate,
     for each draw of its random effects ``eta`` ``(E, k)`` (see the module docstring).
@@ -290,6 +293,13 @@ def forecast(
     records : DataFrame, optional
         The subject's records (the dataset's columns) when they are not the study
         dataset's: a twin's, extended by updates (:mod:`vtrial.run.twin_state`).
+    tolerances : Tolerances, optional
+        The solver's controls for ODE states (the estimator's, rtol
+        :data:`~vtrial.estimation.map.ESTIMATION_RTOL`, by default).
+    exposure : bool
+        False leaves out the exposure metrics of ``CP`` (``trough``, ``peak``,
+        ``auc_24``) and the second kernel call that ``auc_24`` needs, for a forecast
+        that reads only outputs and adverse events.
 
     Raises
     ------
@@ -338,8 +348,10 @@ def forecast(
         raise ConfigError(problems)
     frame, ends, added = _forecast_records(records, candidates, routes, t0, horizon, every)
     data, prior = subject_cohort(study, frame, subject=subject)
+    if tolerances is not None:
+        data = dataclasses.replace(data, tolerances=tolerances)
     outs = list(data.model.outputs)
-    has_cp = PK_CONCENTRATION in outs
+    has_cp = PK_CONCENTRATION in outs and exposure
     n_draw = eta.shape[0]
     graded = [(name, ev) for name, ev in study.adverse_events.items() if ev.output and not ev.drawn]
     metric_rows: list[pd.DataFrame] = []

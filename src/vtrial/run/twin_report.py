@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from vtrial.estimation.twinspec import METRICS
 from vtrial.report.style import safe_name
 from vtrial.report.twin import twin_page, twin_png
 from vtrial.run.forecast import Candidate, Target, forecast, history, recommend
@@ -103,6 +104,8 @@ def patient_twin(
         start=forecast_start,
         horizon=horizon,
         every=every,
+        # the CP metrics (and auc_24's second kernel call) only when a target reads them
+        exposure=target is None or any(m in METRICS for m in target.metrics),
     )
     hist = history(study, subject, post.eta, fit.eta, records=records, every=every, until=fc.start)
     table = recommend(fc, target) if target is not None else fc.summary()
