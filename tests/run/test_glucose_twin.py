@@ -190,7 +190,7 @@ def test_target_on_an_output_the_model_lacks_is_refused(tmp_path: Path) -> None:
     assert "2 problems found" in text
     assert "outputs.twins.target.GLU: a target reads a forecast metric" in text
     assert "outputs.twins.target.safety.FPG_min: a target reads a forecast metric" in text
-    assert "CP, RESPONSE), got 'GLU'" in text
+    assert "CP, RESPONSE, ae_hypoglycaemia_grade), got 'GLU'" in text
 
 
 def _generator(monkeypatch: pytest.MonkeyPatch) -> Any:

@@ -80,7 +80,7 @@ def test_twin_section_problems_are_named(
         load_study(_study(tmp_path, peak="60, cmin_max: 3"))
     assert (
         "outputs.twins.target.safety.cmin_max: a target reads a forecast metric (trough, "
-        "peak, auc_24, CP), got 'cmin'" in str(err.value)
+        "peak, auc_24, CP, ae_high_exposure_grade), got 'cmin'" in str(err.value)
     )
     # recommend needs a target: nothing is estimated, exit 1, the key named
     text = _study(tmp_path).read_text()
@@ -100,3 +100,14 @@ def test_twin_section_problems_are_named(
     assert code == 1
     assert "outputs.twins.target: vtrial twin recommend needs it" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_an_adverse_event_grade_is_a_guard(tmp_path: Path) -> None:
+    """``ae_<event>_grade_max`` guards the grade reached between the first candidate dose
+    and the end; the study's event graded from CP (thresholds 30, 45, 60 mg/L)."""
+    study = load_study(_study(tmp_path, peak="60, ae_high_exposure_grade_max: 1"))
+    assert study.twins is not None
+    assert study.twins.target is not None
+    assert dict(study.twins.target.guards)["ae_high_exposure_grade"] == ("max", 1.0)
+    with pytest.raises(ConfigError, match=r"safety\.ae_low_grade_max: a target reads"):
+        load_study(_study(tmp_path, peak="60, ae_low_grade_max: 1"))

@@ -260,7 +260,8 @@ def twin_output_problems(d: Mapping[str, Any], model: Model | None = None) -> li
     ``population.dataset`` with ``doses: recorded``; each forecast candidate is a
     regimen the model can take (an infusion no longer than its interval, a route the
     model has a compartment for), and each target reads a metric the forecast gives
-    (``trough``, ``peak``, ``auc_24`` of a model with ``CP``, or a model output).
+    (``trough``, ``peak``, ``auc_24`` of a model with ``CP``, a model output, or
+    ``ae_<event>_grade`` of an adverse event graded from an output).
 
     Returns
     -------
@@ -309,7 +310,12 @@ def twin_output_problems(d: Mapping[str, Any], model: Model | None = None) -> li
         except ValueError as exc:
             return [*out, ("outputs.twins.target", str(exc))]
         if model is not None:
-            known = [*(METRICS if "CP" in model.outputs else ()), *model.outputs]
+            graded = [
+                f"ae_{name}_grade"
+                for name, event in d.get("adverse_events", {}).items()
+                if "probabilities" not in event
+            ]
+            known = [*(METRICS if "CP" in model.outputs else ()), *model.outputs, *graded]
             for name in t.metrics:
                 if name not in known:
                     where = name if name in t.ranges else f"safety.{name}_{t.guards[name][0]}"
