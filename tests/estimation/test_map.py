@@ -86,7 +86,7 @@ def test_shrinkage_matches_theory(linear: Model) -> None:
         # shrinkage = 1 - r with r = sd ratio; its error is r * relative SD error
         assert abs(fit.shrinkage[name] - theory[i]) < (1 - theory[i]) * sd_err, name
     assert fit.table.columns.tolist() == [
-        "ID", "ofv", "status", "n_iter", "n_eval", "n_obs",
+        "ID", "ofv", "status", "n_iter", "n_eval", "n_starts", "n_obs",
         "eta_B0", "eta_B1", "se_B0", "se_B1",
     ]  # fmt: skip
 

@@ -28,6 +28,24 @@ How the minimum is found
   closed-form models. Forward sensitivities would need a second, differentiated
   kernel for every model; with the batch, differences are accurate and cheap enough
   (``make bench``: ``benchmarks/map_speed.py``).
+- **Local minima.** The objective of a nonlinear model can have several minima (a
+  2-compartment model, say, can make its peripheral compartment irrelevant either
+  with a small ``Q2`` or with a small ``V2``), and a descent from ``z = 0`` can stop
+  in the worse one. A second minimum needs data whose ``-2 log``-likelihood is not
+  convex, so the Hessian ``H_z`` at the first estimate, computed anyway for the
+  standard errors, decides: the prior term contributes ``2 I`` to it, and when its
+  smallest eigenvalue is below ``2 -`` :data:`NONCONVEX_TOL` the likelihood curves
+  downward in some direction at the estimate: the estimate is held there by the
+  prior alone and the data may prefer another region. Then (and when the first run
+  did not converge) BFGS is run again from the ``2k`` fixed points ``z = +-r e_i``
+  (:data:`START_RADIUS` prior SDs along each whitened axis: one in each direction in
+  which the prior lets a random effect move, at the same prior density), all ``2k``
+  minimisations together, each step of all of them one batched kernel call; the
+  lowest minimum found is polished by the BFGS above, and replaces the first
+  estimate if it is lower by more than :data:`IMPROVEMENT`. On the test models
+  (``tests/estimation/test_map_agreement.py``) about one patient in ten has such a
+  Hessian; the others, the median patient among them, cost nothing more. The starts
+  are fixed, so the estimate stays deterministic.
 - **Standard errors.** The Hessian of the objective at the minimum, by central second
   differences in one batched call; the Laplace approximation of the posterior of
   ``eta`` is ``N(eta_hat, 2 L H_z^-1 L')`` (the objective is ``-2 log`` posterior),
@@ -41,7 +59,7 @@ the optimiser is deterministic).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +96,20 @@ CLOSED_FORM_EPS = 1e-15
 GTOL = 1e-6
 #: iterations of one minimisation
 MAX_ITER = 500
+#: the multi-start runs when the Hessian's smallest eigenvalue (whitened coordinates,
+#: the prior's part 2) is below 2 minus this: the data term's curvature is negative
+#: in some direction, beyond the error of the second differences
+NONCONVEX_TOL = 0.02
+#: the multi-start's points, +-START_RADIUS along each whitened axis (prior SDs)
+START_RADIUS = 1.0
+#: gradient tolerance of the multi-start's exploration (its best point is polished
+#: to GTOL; at 1e-3 per prior SD its objective is within about 1e-6 of its minimum)
+EXPLORE_GTOL = 1e-3
+#: a minimum found by the multi-start replaces the first one when it is lower by more
+#: than this (objective units); two minima closer than this are the same estimate
+IMPROVEMENT = 1e-6
+#: the largest step of one exploration iteration (prior SDs)
+MAX_STEP = 1.0
 
 
 @dataclass(frozen=True)
@@ -326,7 +358,11 @@ class SubjectFit:
         ``ok``, or what went wrong (the optimiser's message, a Hessian that is not
         positive definite, an infinite objective at the start).
     n_iter, n_eval : int
-        Optimiser iterations and objective evaluations (each a batched kernel call).
+        Optimiser iterations and objective evaluations (each a batched kernel call),
+        over every start, the Hessians included.
+    n_starts : int
+        Points the minimisation started from: 1, or ``1 + 2k`` when the first
+        estimate's Hessian called for the multi-start (see the module docstring).
     """
 
     eta: np.ndarray
@@ -336,6 +372,7 @@ class SubjectFit:
     status: str
     n_iter: int
     n_eval: int
+    n_starts: int = 1
 
     @property
     def ok(self) -> bool:
@@ -376,6 +413,84 @@ def _hessian(data: CohortData, prior: Prior, s: int, z: np.ndarray) -> np.ndarra
     return hess
 
 
+def _value_grad(
+    data: CohortData, prior: Prior, s: int, z: np.ndarray, h: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Objective ``(p,)`` and central-difference gradient ``(p, k)`` at each row of
+    ``z`` ``(p, k)``, in one batched call."""
+    p, k = z.shape
+    disp = np.concatenate([np.zeros((1, k)), h * _steps(k)])
+    f = objective(data, prior, s, (z[:, None, :] + disp[None, :, :]).reshape(-1, k))
+    f = f.reshape(p, 2 * k + 1)
+    # an infinite objective (a line search far out, where a solve fails) has no
+    # gradient: 0 there, and the line search steps back
+    with np.errstate(invalid="ignore"):
+        grad = (f[:, 1 : k + 1] - f[:, k + 1 :]) / (2.0 * h)
+    return f[:, 0], np.where(np.isfinite(grad), grad, 0.0)
+
+
+def _explore(
+    fg: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    z0: np.ndarray,
+    gtol: float,
+    maxiter: int,
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """BFGS from each row of ``z0`` ``(p, k)``, all together: each iteration evaluates
+    every unfinished minimisation's trial point in one call of ``fg`` (rows of ``z`` to
+    objectives and gradients). Steps are at most :data:`MAX_STEP` long, backtracked by
+    4 until the Armijo condition holds; the inverse Hessian starts scaled by the first
+    step's curvature (Nocedal & Wright, eq. 6.20). A minimisation stops at a gradient
+    below ``gtol``, at a step below 1e-10 (a minimum flat to rounding), or at a
+    non-finite objective at its start. Returns the final points, their objectives,
+    iterations and calls."""
+    p, k = z0.shape
+    z = z0.copy()
+    f, g = fg(z)
+    calls = 1
+    inv = np.tile(np.eye(k), (p, 1, 1))
+    scaled = np.zeros(p, dtype=bool)
+    d = np.zeros((p, k))
+    alpha = np.zeros(p)
+
+    def direction(i: int) -> None:
+        d[i] = -inv[i] @ g[i]
+        if d[i] @ g[i] >= 0:  # not a descent direction: restart from steepest descent
+            inv[i] = np.eye(k)
+            d[i] = -g[i]
+        alpha[i] = min(1.0, MAX_STEP / float(np.linalg.norm(d[i])))
+
+    active = np.isfinite(f) & (np.max(np.abs(g), axis=1) >= gtol)
+    for i in np.flatnonzero(active).tolist():
+        direction(i)
+    it = 0
+    while active.any() and it < maxiter:
+        it += 1
+        idx = np.flatnonzero(active)
+        trial = z[idx] + alpha[idx, None] * d[idx]
+        ft, gt = fg(trial)
+        calls += 1
+        for j, i in enumerate(idx.tolist()):
+            if np.isfinite(ft[j]) and ft[j] <= f[i] + 1e-4 * alpha[i] * (g[i] @ d[i]):
+                step, dg = trial[j] - z[i], gt[j] - g[i]
+                sy = float(step @ dg)
+                if sy > 1e-12 * float(np.linalg.norm(step) * np.linalg.norm(dg)):
+                    if not scaled[i]:
+                        inv[i] = np.eye(k) * sy / float(dg @ dg)
+                        scaled[i] = True
+                    v = np.eye(k) - np.outer(step, dg) / sy
+                    inv[i] = v @ inv[i] @ v.T + np.outer(step, step) / sy
+                z[i], f[i], g[i] = trial[j], ft[j], gt[j]
+                if np.max(np.abs(g[i])) < gtol:
+                    active[i] = False
+                else:
+                    direction(i)
+            else:
+                alpha[i] *= 0.25
+                if alpha[i] * np.linalg.norm(d[i]) < 1e-10:
+                    active[i] = False
+    return z, f, it, calls
+
+
 def fit_subject(
     data: CohortData,
     prior: Prior,
@@ -383,6 +498,7 @@ def fit_subject(
     *,
     start: np.ndarray | None = None,
     gtol: float = GTOL,
+    multistart: bool = True,
 ) -> SubjectFit:
     """The MAP estimate of subject ``s`` (index into ``data.events.subjects``).
 
@@ -393,22 +509,33 @@ def fit_subject(
     gtol : float
         Stop when the gradient's largest component (objective units per prior SD) is
         below this.
+    multistart : bool
+        Look for a lower minimum from ``2k`` more starts when the first estimate's
+        Hessian shows a non-convex likelihood (see the module docstring); ``False``
+        keeps the first local minimum.
     """
     k = prior.k
     z0 = np.zeros(k) if start is None else linalg.solve_triangular(prior.chol, start, lower=True)
     h = data.eps ** (1.0 / 3.0)
-    steps = _steps(k)
     count = [0]
 
-    def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
+    def fg(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         count[0] += 1
-        f = objective(data, prior, s, np.vstack([z, z + h * steps]))
-        # an infinite objective (a line search far out, where a solve fails) has no
-        # gradient: 0 there, and the line search steps back
-        with np.errstate(invalid="ignore"):
-            grad = (f[1 : k + 1] - f[k + 1 :]) / (2.0 * h)
-        grad = np.where(np.isfinite(grad), grad, 0.0)
-        return float(f[0]), grad
+        return _value_grad(data, prior, s, z, h)
+
+    def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
+        f, grad = fg(z[None, :])
+        return float(f[0]), grad[0]
+
+    def descend(z: np.ndarray) -> tuple[np.ndarray, float, str, int]:
+        res = optimize.minimize(
+            fun, z, jac=True, method="BFGS", options={"gtol": gtol, "maxiter": MAX_ITER}
+        )
+        # BFGS stops with "precision loss" when the line search cannot improve further
+        # on an objective that is flat to rounding: a minimum if the gradient is small
+        flat = res.status == 2 and np.max(np.abs(res.jac)) < 100 * gtol
+        status = "ok" if res.success or flat else f"not converged: {res.message}"
+        return np.asarray(res.x, dtype=np.float64), float(res.fun), status, int(res.nit)
 
     f_start, _ = fun(z0)
     if not math.isfinite(f_start):
@@ -423,17 +550,25 @@ def fit_subject(
             n_iter=0,
             n_eval=count[0],
         )
-    res = optimize.minimize(
-        fun, z0, jac=True, method="BFGS", options={"gtol": gtol, "maxiter": MAX_ITER}
-    )
-    z = np.asarray(res.x, dtype=np.float64)
-    status = "ok"
-    # BFGS stops with "precision loss" when the line search cannot improve further on
-    # an objective that is flat to rounding: a minimum if the gradient is small
-    flat = res.status == 2 and np.max(np.abs(res.jac)) < 100 * gtol
-    if not res.success and not flat:
-        status = f"not converged: {res.message}"
+    z, ofv, status, n_iter = descend(z0)
     hz = _hessian(data, prior, s, z)
+    count[0] += 1
+    n_starts = 1
+    eig = np.linalg.eigvalsh(hz) if np.all(np.isfinite(hz)) else np.array([-np.inf])
+    if multistart and (status != "ok" or eig[0] < 2.0 - NONCONVEX_TOL):
+        starts = START_RADIUS * _steps(k)
+        n_starts += starts.shape[0]
+        zs, fs, it, _ = _explore(fg, starts, EXPLORE_GTOL, MAX_ITER)
+        n_iter += it
+        fs = np.where(np.isfinite(fs), fs, np.inf)
+        best = int(np.argmin(fs))
+        if fs[best] < ofv - IMPROVEMENT:
+            z2, ofv2, status2, it = descend(zs[best])
+            n_iter += it
+            if ofv2 < ofv - IMPROVEMENT:
+                z, ofv, status = z2, ofv2, status2
+                hz = _hessian(data, prior, s, z)
+                count[0] += 1
     eta = prior.chol @ z
     try:
         cz = 2.0 * np.linalg.inv(hz)
@@ -445,12 +580,13 @@ def fit_subject(
             status = "hessian not positive definite at the estimate"
     return SubjectFit(
         eta=eta,
-        ofv=float(res.fun),
+        ofv=ofv,
         covariance=cov,
         se=np.sqrt(np.diag(cov)),
         status=status,
-        n_iter=int(res.nit),
-        n_eval=count[0] + 1,
+        n_iter=n_iter,
+        n_eval=count[0],
+        n_starts=n_starts,
     )
 
 
@@ -462,7 +598,7 @@ class CohortFit:
     ----------
     table : DataFrame
         One row per subject in file order: ``ID``, ``ofv``, ``status``, ``n_iter``,
-        ``n_eval``, ``n_obs``, then ``eta_<P>`` and ``se_<P>`` for each parameter with
+        ``n_eval``, ``n_starts``, ``n_obs``, then ``eta_<P>`` and ``se_<P>`` for each parameter with
         a random effect.
     shrinkage : dict of str to float
         NONMEM's eta-shrinkage of each random effect, ``1 - SD(eta_hat) / sqrt(OMEGA_ii)``
@@ -508,6 +644,7 @@ def fit_cohort(
         "status": np.array([f.status for f in fits], dtype=object),
         "n_iter": np.array([f.n_iter for f in fits], dtype=np.int64),
         "n_eval": np.array([f.n_eval for f in fits], dtype=np.int64),
+        "n_starts": np.array([f.n_starts for f in fits], dtype=np.int64),
         "n_obs": n_obs.astype(np.int64),
     }
     eta = np.array([f.eta for f in fits]).reshape(len(fits), prior.k)
