@@ -15,7 +15,14 @@ from vtrial.study.config import load_study
 from vtrial.analysis.design import summary_tables
 from vtrial.population.design import is_twin
 from vtrial.errors import ConfigError
-from vtrial.run.stages import PLOT_KINDS, page_tables, report_groups, results_sha256, shard_name
+from vtrial.run.stages import (
+    PLOT_KINDS,
+    needs_twins,
+    page_tables,
+    report_groups,
+    results_sha256,
+    shard_name,
+)
 from vtrial.analysis.success import table_names as success_tables
 from vtrial.run.twin_stage import check_twins
 
@@ -75,6 +82,9 @@ TWIN_PART = f"{RESULTS}/twins/{{shard}}.parquet"
 TWIN_PARTS = expand(TWIN_PART, shard=SHARDS) if TWINS_FIT else []
 TWIN_SUMMARY = f"{RESULTS}/summary/twins.parquet"
 TWIN_SUMMARIES = [TWIN_SUMMARY] if TWINS_FIT else []
+# population.dataset.parameters: twins: the population (so every simulate shard) takes
+# each subject's random effects from the twins of every shard
+TWIN_PARAMETERS = needs_twins(STUDY)
 # trial design tables: individual effects (twin crossover), parameter draws (uncertainty)
 TWIN = is_twin(STUDY)
 DESIGN_SUMMARY = {name: f"{RESULTS}/summary/{name}.parquet" for name in summary_tables(STUDY)}
