@@ -35,7 +35,7 @@ def test_a_study_without_a_dataset_is_refused(tmp_path: Path) -> None:
     study = load_study(ROOT / "config" / "config.yaml")
     problems = twin_problems(study)
     assert [p.where for p in problems] == ["population.dataset"]
-    with pytest.raises(ConfigError, match="give population.dataset"):
+    with pytest.raises(ConfigError, match=r"give population\.dataset"):
         fit_twins(study)
 
 
