@@ -4,8 +4,9 @@ twins`` with ``doses: arms``), on 4 patients of the vancomycin example
 replicate's parameters are the typical values times exp of the MAP estimate (replicate
 0) or of a draw from the Laplace posterior reproduced here from the stored estimate and
 covariance; one twin's concentration under the loading arm is the closed form; the
-tables are bit-identical with 1 or 2 shards; bad inputs are named and a failed fit is
-not simulated."""
+tables are bit-identical with 1 or 2 shards (and the manifest, verify and recompute
+cover them); bad inputs are named and a failed fit is not simulated; under their own
+records (doses: recorded) the MAP twins predict the levels as the estimator does."""
 
 from __future__ import annotations
 
@@ -265,3 +266,28 @@ def test_the_example_is_a_valid_counterfactual_study() -> None:
     assert ex.population.dataset is not None
     assert ex.population.dataset.parameters == "twins"
     assert ex.size == 40
+
+
+def test_with_recorded_doses_replicate_0_predicts_the_levels_as_the_estimator(
+    study: Study, twins: pd.DataFrame, tmp_path: Path
+) -> None:
+    """The same twins simulated under their own records: replicate 0's predictions of
+    the recorded levels are the estimator's predictions at the MAP estimates."""
+    from vtrial.estimation.map import predict
+    from vtrial.run.twins import twin_cohort
+
+    d = cut_data(tmp_path)
+    del d["arms"]
+    d["population"]["dataset"]["doses"] = "recorded"
+    d["study"].update(design="parallel", control_arm=None)
+    d["simulation"]["end"] = 168
+    d["endpoints"] = {}
+    d["outputs"]["observations"] = {"outputs": ["CP"]}
+    recorded = study_from_dict(d, source="rec.yaml", base_dir=tmp_path)
+    pop = sample_population(recorded, twins=twins)
+    obs = simulate_chunk(recorded, pop[pop["replicate"] == 0].reset_index(drop=True))[3]
+    data, prior = twin_cohort(recorded)
+    eta = twins[[f"eta_{p}" for p in prior.names]].to_numpy()
+    for s in range(len(IDS)):
+        f = predict(data, prior, s, eta[s][None, :])[0]
+        np.testing.assert_allclose(obs[obs["patient_id"] == s + 1]["ipred"], f, rtol=1e-12)
