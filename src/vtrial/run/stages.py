@@ -178,13 +178,14 @@ def run_sample_population(
             )
         table = read_parts(twins)
         extra["twins"] = {"parts": len(twins), "content_sha256": table_hash(table)}
-        failed = table.loc[table["status"] != "ok"]
+        failed = table.loc[table["status"] != "ok", ["ID", "status"]]
         if len(failed):
             log.warning(
                 "twins: %d subject(s) without a usable fit are not simulated (NaN random "
-                "effects and parameters, solver_status invalid_initial), ID: status: %s",
+                "effects and parameters, solver_status invalid_initial), ID: status: %s%s",
                 len(failed),
-                "; ".join(f"{i}: {s}" for i, s in failed[["ID", "status"]].itertuples(False)),
+                "; ".join(f"{i}: {s}" for i, s in failed.head(20).itertuples(index=False)),
+                f" and {len(failed) - 20} more" if len(failed) > 20 else "",
             )
     pop = sample_population(study, candidates=candidates, twins=table)
     accepted = acceptance_record(study, candidates)
