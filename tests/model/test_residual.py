@@ -323,8 +323,8 @@ def test_residual_error_without_observations_refused() -> None:
     data = _observed_data()
     del data["outputs"]["observations"]
     assert _problems(data) == [
-        "obs.yaml: model.residual_error: applies to outputs.observations, which is not set, "
-        "got entries ['ANC', 'CP']"
+        "obs.yaml: model.residual_error: applies to outputs.observations (and to the twins' "
+        "estimator, outputs.twins), neither is set, got entries ['ANC', 'CP']"
     ]
 
 

@@ -31,11 +31,11 @@ def test_vancomycin_patients_are_estimated() -> None:
         assert np.all(row.se > 0)
 
 
-def test_a_study_without_recorded_doses_is_refused(tmp_path: Path) -> None:
+def test_a_study_without_a_dataset_is_refused(tmp_path: Path) -> None:
     study = load_study(ROOT / "config" / "config.yaml")
     problems = twin_problems(study)
-    assert [p.where for p in problems] == ["population.dataset.doses"]
-    with pytest.raises(ConfigError, match="doses: recorded"):
+    assert [p.where for p in problems] == ["population.dataset"]
+    with pytest.raises(ConfigError, match=r"give population\.dataset"):
         fit_twins(study)
 
 

@@ -103,11 +103,20 @@ def test_twins_identical_across_shards_workers_and_chunks(
     monkeypatch.setattr(twin_stage, "TASK_SUBJECTS", 3)
     two = twin_stage.estimate_twins(one, threads=2)
     assert table_hash(two) == table_hash(table1)
-    # the estimator's own cohort fit, and the summary's shrinkage is the cohort's
+    # the estimator's own cohort fit (the stage adds each fit's Laplace covariance), and
+    # the summary's shrinkage is the cohort's
     fit = fit_twins(one)
     pd.testing.assert_frame_equal(
-        fit.table, table1, check_dtype=False, check_index_type=False, check_exact=True
+        fit.table,
+        table1[list(fit.table.columns)],
+        check_dtype=False,
+        check_index_type=False,
+        check_exact=True,
     )
+    names = ("CL", "V1", "V2")
+    for f, (_, row) in zip(fit.fits, table1.iterrows(), strict=True):
+        lower = [row[f"cov_{names[i]}_{names[j]}"] for i in range(3) for j in range(i + 1)]
+        assert lower == [f.covariance[i, j] for i in range(3) for j in range(i + 1)]
     summary = pd.read_parquet(summary1).set_index("parameter")
     assert summary["shrinkage"].to_dict() == fit.shrinkage
     assert (summary["n_subjects"] == len(IDS)).all()
@@ -138,6 +147,7 @@ def test_a_shard_is_written_whole_or_not_at_all(
         *twin_stage.TWIN_COLUMNS,
         *(f"eta_{p}" for p in ("CL", "V1", "V2")),
         *(f"se_{p}" for p in ("CL", "V1", "V2")),
+        *("cov_CL_CL", "cov_V1_CL", "cov_V1_V1", "cov_V2_CL", "cov_V2_V1", "cov_V2_V2"),
     ]
     assert str(table["ID"].dtype) == "int64"
 
@@ -221,8 +231,7 @@ def test_twins_without_a_dataset_are_refused_before_anything_is_written(
     [problem] = info.value.problems
     assert (problem.file, problem.where) == (str(path), "outputs.twins")
     assert problem.message.endswith(
-        "it needs population.dataset with doses: recorded, got no population.dataset "
-        "(the patients are sampled)"
+        "it needs population.dataset, got no population.dataset (the patients are sampled)"
     )
     out = tmp_path / "fit"
     assert main(["twin", "fit", str(path), "--out", str(out)]) == 1

@@ -45,3 +45,22 @@ def test_twins_stage_runs_in_the_workflow(tmp_path: Path) -> None:
     assert table_hash(summary) == table_hash(twin_summary(loaded, expected))
     assert (out / "summary" / "twins.csv").exists()
     assert "twins shard 1: 4 subjects" in (out / "logs" / "twins" / "part-00001.log").read_text()
+
+
+def test_the_population_of_twins_waits_for_every_twins_part(tmp_path: Path) -> None:
+    """population.dataset.parameters: twins: sample_population (so every simulate job)
+    needs the twins of every shard (a dry run: the plan, nothing computed)."""
+    from tests.run.test_twin_counterfactual import cut
+
+    study = cut(tmp_path).source
+    cmd = snakemake_cmd(tmp_path, Path(study), "-n", cores=2, config=["shards=2"])
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    jobs = out.split("\n[")  # one block per planned job
+    [sampling] = [j for j in jobs if "Sampling" in j]
+    twins = [f"results/cf-cut/twins/part-0000{s}.parquet" for s in (0, 1)]
+    assert all(part in sampling for part in twins), sampling
+    simulate = [j for j in jobs if "Simulating shard" in j]
+    assert len(simulate) == 2
+    assert all("results/cf-cut/population.parquet" in j for j in simulate)

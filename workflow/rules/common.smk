@@ -15,7 +15,14 @@ from vtrial.study.config import load_study
 from vtrial.analysis.design import summary_tables
 from vtrial.population.design import is_twin
 from vtrial.errors import ConfigError
-from vtrial.run.stages import PLOT_KINDS, page_tables, report_groups, results_sha256, shard_name
+from vtrial.run.stages import (
+    PLOT_KINDS,
+    needs_twins,
+    page_tables,
+    report_groups,
+    results_sha256,
+    shard_name,
+)
 from vtrial.analysis.success import table_names as success_tables
 from vtrial.run.twin_stage import check_twins, twin_threads
 
@@ -78,6 +85,9 @@ TWIN_SUMMARIES = [TWIN_SUMMARY] if TWINS_FIT else []
 # threads of a twins job: its local Dask workers; one when its shard is small enough to
 # be estimated in the job's process (or the workers are elsewhere)
 TWIN_WORKERS = twin_threads(STUDY) if TWINS_FIT else 1
+# population.dataset.parameters: twins: the population (so every simulate shard) takes
+# each subject's random effects from the twins of every shard
+TWIN_PARAMETERS = needs_twins(STUDY)
 # trial design tables: individual effects (twin crossover), parameter draws (uncertainty)
 TWIN = is_twin(STUDY)
 DESIGN_SUMMARY = {name: f"{RESULTS}/summary/{name}.parquet" for name in summary_tables(STUDY)}

@@ -1,4 +1,6 @@
 rule sample_population:
+    input:
+        **({"twins": TWIN_PARTS} if TWIN_PARAMETERS else {}),
     output:
         population=POPULATION,
         summary=POPULATION_SUMMARY,

@@ -11,4 +11,5 @@ if __name__ == "__main__":
         load_study(sm.params.study, overrides=sm.params.overrides),
         sm.output.population,
         summary=sm.output.summary,
+        twins=sm.input.get("twins"),  # only with population.dataset.parameters: twins
     )

@@ -27,6 +27,7 @@ responders are).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,28 @@ PREDICTOR_COLUMNS = (
     "p_value",
     "spearman_rho",
     "spearman_p",
+)
+#: columns of ``summary/subject_effects.parquet`` (twins of real patients, one row per
+#: patient, arm and endpoint)
+SUBJECT_EFFECT_COLUMNS = (
+    "ID",
+    "patient_id",
+    "twin_status",
+    "arm",
+    "control",
+    "endpoint",
+    "kind",
+    "better",
+    "margin",
+    "map",
+    "n_draws",
+    "n_excluded",
+    "mean",
+    "sd",
+    *(f"p{p}" for p in PERCENTILES),
+    "frac_benefit",
+    "frac_no_change",
+    "frac_harm",
 )
 _KEYS = ["replicate", "patient_id"]
 
@@ -391,3 +414,143 @@ def _frame(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
         elif c != "replicate":
             df[c] = df[c].astype(np.float64)
     return df
+
+
+def subject_effects(
+    patients: pd.DataFrame,
+    population: pd.DataFrame,
+    *,
+    arms: Sequence[str],
+    control: str,
+    endpoints: Mapping[str, EffectOptions],
+    kinds: Mapping[str, str],
+) -> pd.DataFrame:
+    """Each real patient's individual effects with their uncertainty: the twins of a
+    dataset's subjects (``population.dataset.parameters: twins``) in a twin crossover,
+    replicate 0 the MAP twins, each other replicate a draw from every twin's posterior
+    (:mod:`vtrial.population.twin_draws`).
+
+    Parameters
+    ----------
+    patients, population : DataFrame
+        The patients and population tables of the study (every replicate); the
+        population gives each patient's ``ID`` and ``twin_status``.
+    arms, control, endpoints, kinds
+        As :func:`individual_effects`.
+
+    Returns
+    -------
+    DataFrame
+        One row per (patient, arm but the control, continuous or responder endpoint),
+        patients in ``patient_id`` order, then arms and endpoints in study order;
+        columns :data:`SUBJECT_EFFECT_COLUMNS`: ``map`` (``d = y(arm) - y(control)`` of
+        the MAP twin, replicate 0; NaN if either solve failed), over the draws
+        (replicates 1, 2, ...) ``n_draws`` (valid pairs), ``n_excluded`` (a failed
+        solve or a non-finite value in either arm), ``mean``, ``sd`` (ddof 1),
+        percentiles ``p5 … p95`` of ``d`` and the posterior probabilities
+        ``frac_benefit``, ``frac_no_change``, ``frac_harm`` (endpoint keys ``better``
+        and ``margin``, as in :func:`effect_shares`); NaN without draws.
+
+    Raises
+    ------
+    DataError
+        If a patient lacks a row for an arm or a replicate, or `control` is not one of
+        `arms`.
+    """
+    pairs = paired_arms(patients, arms=arms, control=control)
+    ctrl = pairs.control
+    replicate = ctrl.index.get_level_values("replicate").to_numpy(dtype=np.int64)
+    patient = ctrl.index.get_level_values("patient_id").to_numpy(dtype=np.int64)
+    reps, row = np.unique(replicate, return_inverse=True)
+    pids, col = np.unique(patient, return_inverse=True)
+    if reps.size * pids.size != replicate.size or reps[0] != 0:
+        raise DataError(
+            f"patients: every patient needs a row in every replicate from 0, got "
+            f"{replicate.size} rows of {pids.size} patients and replicates {reps.tolist()[:5]}"
+        )
+    first = population.drop_duplicates(_KEYS).set_index(_KEYS)
+    first = first.loc[first.index.get_level_values("replicate") == int(reps[0])]
+    first = first.droplevel("replicate").reindex(pids)
+    ids = first["ID"].astype(str).to_numpy(dtype=object)
+    status = (
+        first["twin_status"].astype(str).to_numpy(dtype=object)
+        if "twin_status" in first
+        else np.full(pids.size, "", dtype=object)
+    )
+    names = [k for k in endpoints if kinds.get(k) in ("continuous", "binary")]
+    frames = []
+    for arm in pairs.arms:
+        for name in names:
+            ep = endpoints[name]
+            d_all, valid = pairs.differences(arm, name)
+            grid = np.full((reps.size, pids.size), np.nan)
+            grid[row[valid], col[valid]] = d_all[valid]
+            ok = np.zeros((reps.size, pids.size), dtype=bool)
+            ok[row, col] = valid
+            frames.append(_subject_rows(grid, ok, ep, arm, name, kinds[name]))
+    n_cells = len(frames)
+    out: dict[str, Any] = {
+        "ID": np.tile(ids, n_cells),
+        "patient_id": np.tile(pids, n_cells),
+        "twin_status": np.tile(status, n_cells),
+        "control": np.full(pids.size * n_cells, control, dtype=object),
+    }
+    for key in SUBJECT_EFFECT_COLUMNS:
+        if key not in out:
+            out[key] = np.concatenate([f[key] for f in frames]) if frames else []
+    # patient-major: each patient's arms and endpoints together, in study order
+    order = np.lexsort((np.repeat(np.arange(n_cells), pids.size), np.tile(pids, n_cells)))
+    df = pd.DataFrame(out, columns=list(SUBJECT_EFFECT_COLUMNS)).iloc[order]
+    df = df.reset_index(drop=True)
+    for c in ("n_draws", "n_excluded", "patient_id"):
+        df[c] = df[c].astype(np.int64)
+    for c in ("ID", "twin_status", "arm", "control", "endpoint", "kind", "better"):
+        df[c] = pd.Series([str(v) for v in df[c]], dtype=object)
+    return df
+
+
+def _subject_rows(
+    grid: np.ndarray, ok: np.ndarray, ep: EffectOptions, arm: str, endpoint: str, kind: str
+) -> dict[str, np.ndarray]:
+    """The columns of :func:`subject_effects` for one (arm, endpoint): ``grid`` holds
+    the effects ``(replicates, patients)`` (NaN where not valid), ``ok`` the valid pairs."""
+    n_pat = grid.shape[1]
+    draws, valid = grid[1:], ok[1:]
+    n = valid.sum(axis=0)
+    margin = float(ep.margin)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN
+        mean = np.nanmean(draws, axis=0) if draws.shape[0] else np.full(n_pat, np.nan)
+        sd = np.nanstd(draws, axis=0, ddof=1) if draws.shape[0] else np.full(n_pat, np.nan)
+        q = (
+            np.nanpercentile(draws, PERCENTILES, axis=0)
+            if draws.shape[0]
+            else np.full((len(PERCENTILES), n_pat), np.nan)
+        )
+        up = (draws > margin).sum(axis=0) / n
+        down = (draws < -margin).sum(axis=0) / n
+        same = (np.abs(draws) <= margin).sum(axis=0) / n
+    sd = np.where(n > 1, sd, np.nan)
+    if ep.better == "higher":
+        benefit, harm = up, down
+    elif ep.better == "lower":
+        benefit, harm = down, up
+    else:
+        benefit = harm = np.full(n_pat, np.nan)
+    cols: dict[str, np.ndarray] = {
+        "arm": np.full(n_pat, arm, dtype=object),
+        "endpoint": np.full(n_pat, endpoint, dtype=object),
+        "kind": np.full(n_pat, kind, dtype=object),
+        "better": np.full(n_pat, ep.better or "", dtype=object),
+        "margin": np.full(n_pat, margin),
+        "map": np.where(ok[0], grid[0], np.nan),
+        "n_draws": n.astype(np.int64),
+        "n_excluded": (~valid).sum(axis=0).astype(np.int64),
+        "mean": np.where(n > 0, mean, np.nan),
+        "sd": sd,
+    }
+    cols.update({f"p{p}": np.where(n > 0, q[i], np.nan) for i, p in enumerate(PERCENTILES)})
+    cols["frac_benefit"] = np.where(n > 0, benefit, np.nan).astype(np.float64)
+    cols["frac_no_change"] = np.where(n > 0, same, np.nan).astype(np.float64)
+    cols["frac_harm"] = np.where(n > 0, harm, np.nan).astype(np.float64)
+    return cols

@@ -1,9 +1,12 @@
 """``outputs.twins``: the study asks for the twins of its dataset's subjects.
 
 With ``outputs.twins`` the workflow adds a ``twins`` stage: every subject of
-``population.dataset`` (recorded doses) gets its random effects estimated from its own
+``population.dataset`` gets its random effects estimated from its own recorded doses and
 observations (:mod:`vtrial.estimation.map`), shard by shard, into
-``twins/part-NNNNN.parquet``, and ``summary/twins.parquet`` sums them up. This module
+``twins/part-NNNNN.parquet``, and ``summary/twins.parquet`` sums them up. The estimate
+always reads the dataset's records, whatever the study simulates: the records
+themselves (``doses: recorded``) or the study's arms (``doses: arms``: counterfactual
+regimens, with ``parameters: twins`` the twins themselves). This module
 holds the section's typed form and the checks the study loader makes; what the
 estimator needs beyond them (random effects, a residual error of every observed
 output, observation records with a likelihood) is checked by
@@ -256,8 +259,9 @@ class TwinOutput:
 
 def twin_output_problems(d: Mapping[str, Any], model: Model | None = None) -> list[tuple[str, str]]:
     """Problems of ``outputs.twins`` in a study (schema-valid, defaults filled): twins
-    are estimated from recorded doses and observations, so the study needs
-    ``population.dataset`` with ``doses: recorded``; each forecast candidate is a
+    are estimated from a dataset's recorded doses and observations, so the study needs
+    ``population.dataset`` (its ``doses`` say what the study simulates, the records or
+    the arms, not what is estimated); each forecast candidate is a
     regimen the model can take (an infusion no longer than its interval, a route the
     model has a compartment for), and each target reads a metric the forecast gives
     (``trough``, ``peak``, ``auc_24`` of a model with ``CP``, a model output, or
@@ -271,18 +275,13 @@ def twin_output_problems(d: Mapping[str, Any], model: Model | None = None) -> li
     if spec is None:
         return []
     out: list[tuple[str, str]] = []
-    ds = d["population"].get("dataset")
-    got = None
-    if ds is None:
-        got = "no population.dataset (the patients are sampled)"
-    elif ds.get("doses") != "recorded":
-        got = f"population.dataset.doses: {ds.get('doses')!r}"
-    if got is not None:
+    if d["population"].get("dataset") is None:
         out.append(
             (
                 "outputs.twins",
                 "twins are estimated from each subject's recorded doses and observations: "
-                f"it needs population.dataset with doses: recorded, got {got}",
+                "it needs population.dataset, got no population.dataset (the patients are "
+                "sampled)",
             )
         )
     fc = spec.get("forecast") or {}

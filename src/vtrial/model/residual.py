@@ -455,10 +455,13 @@ def observation_problems(
         bad("model.residual_error" + (f".{where}" if where else ""), msg)
     obs = d["outputs"].get("observations")
     if obs is None:
-        if res:
+        # the twins' estimator (outputs.twins) reads the residual error of the dataset's
+        # observations: the likelihood of each subject's levels
+        if res and "twins" not in d["outputs"]:
             bad(
                 "model.residual_error",
-                f"applies to outputs.observations, which is not set, got entries {sorted(res)}",
+                "applies to outputs.observations (and to the twins' estimator, "
+                f"outputs.twins), neither is set, got entries {sorted(res)}",
             )
         return out
     here = "outputs.observations"

@@ -20,9 +20,13 @@ Individual parameters (``parameters``): ``iiv`` (the study's covariate models an
 random effects, the default), ``typical`` (covariate models only, no random effects),
 ``fit`` (the covariate models and each subject's ETAs from the ``.phi`` file of
 ``model.from_fit``: the fit's individual parameters, as NONMEM's POSTHOC step gives
-them) or ``table`` (a table of individual values with an ``ID`` column, e.g. empirical Bayes
-estimates, whose columns named like model parameters replace them; the other
-parameters take their typical values).
+them), ``twins`` (the covariate models and each subject's random effects as the study's
+own twins stage, ``outputs.twins``, estimates them from the subject's recorded doses and
+observations: the MAP estimate in replicate 0, a draw from its Laplace posterior in
+each other replicate, :mod:`vtrial.population.twin_draws`) or ``table`` (a table of
+individual values with an ``ID`` column, e.g. empirical Bayes estimates, whose columns
+named like model parameters replace them; the other parameters take their typical
+values).
 
 :class:`DatasetSource` is the typed section, :func:`load_subjects` reads (and caches)
 the dataset and the parameters table and reports their problems, and
@@ -63,7 +67,7 @@ __all__ = [
 #: where a dataset population's doses come from
 DOSES = ("recorded", "arms")
 #: where a dataset population's individual parameters come from
-PARAMETER_SOURCES = ("iiv", "typical", "fit", "table")
+PARAMETER_SOURCES = ("iiv", "typical", "fit", "twins", "table")
 #: the arm of ``doses: recorded`` without an ``arm_column``
 RECORDED_ARM = "recorded"
 _WHERE = "population.dataset"
@@ -86,7 +90,7 @@ class DatasetSource:
     arm_column : str or None
         Dataset column naming each subject's arm.
     parameters : str
-        ``iiv``, ``typical``, ``fit`` or ``table`` (:data:`PARAMETER_SOURCES`).
+        ``iiv``, ``typical``, ``fit``, ``twins`` or ``table`` (:data:`PARAMETER_SOURCES`).
     table : str or None
         The parameters table (``parameters: table``), relative to the study file.
     """

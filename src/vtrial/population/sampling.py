@@ -28,6 +28,7 @@ from vtrial.population.covariates import covariate_sampler
 from vtrial.population.dataset import arm_labels, fit_etas, subject_covariates
 from vtrial.population.derived import derive_covariates
 from vtrial.population.design import allocate, twin_rows
+from vtrial.population.twin_draws import subject_estimates, twin_draws
 from vtrial.population.uncertainty import (
     covariance_root,
     omega_matrix,
@@ -168,7 +169,10 @@ def apply_effect(value: np.ndarray, effect: np.ndarray, dist: str) -> np.ndarray
 
 
 def sample_population(
-    study: PopulationStudy, *, candidates: list[int] | None = None
+    study: PopulationStudy,
+    *,
+    candidates: list[int] | None = None,
+    twins: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Sample the whole virtual population (every replicate).
 
@@ -197,6 +201,10 @@ def sample_population(
         Receives the number of candidates examined per replicate (``size`` each
         without criteria); the acceptance rate of replicate r is
         ``size / candidates[r]``.
+    twins : DataFrame, optional
+        The twins table of every dataset subject (the twins stage's parts in shard
+        order, :mod:`vtrial.run.twin_stage`): required with
+        ``population.dataset.parameters: twins``, see :func:`dataset_population`.
 
     Returns
     -------
@@ -210,7 +218,7 @@ def sample_population(
         value before inter-occasion variability).
     """
     if study.population.dataset is not None:
-        return dataset_population(study)
+        return dataset_population(study, twins=twins)
     frames = []
     sampler = covariate_sampler(study)
     arm_names = np.asarray(study.arm_names, dtype=object)
@@ -234,13 +242,27 @@ def sample_population(
     return pd.concat(frames, ignore_index=True)
 
 
-def dataset_population(study: PopulationStudy) -> pd.DataFrame:
+def dataset_population(
+    study: PopulationStudy, *, twins: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The population of ``population.dataset``: one patient per subject (per subject and
     arm for a twin crossover) in dataset order, every replicate; see
     :mod:`vtrial.population.dataset`.
 
     Columns as :func:`sample_population`'s, with ``ID`` (the subject's ID as text) after
-    ``arm_index``, and the subjects' baseline covariates (first record).
+    ``arm_index``, and the subjects' baseline covariates (first record). With
+    ``parameters: twins`` the random effects are those of the subjects' twins
+    (``twins``: the twins stage's table, every subject in file order): in replicate 0
+    the MAP estimates, in each other replicate a draw from their Laplace posteriors
+    (:mod:`vtrial.population.twin_draws`), and ``twin_status`` (the fit's status) follows
+    ``ID``; a subject whose fit is not ``ok`` has NaN random effects and parameters.
+
+    Raises
+    ------
+    ValueError
+        ``parameters: twins`` without ``twins``.
+    DataError
+        A twins table that does not hold every subject once, in file order.
     """
     subjects = study.subjects
     spec = study.population.dataset
@@ -260,6 +282,14 @@ def dataset_population(study: PopulationStudy) -> pd.DataFrame:
         labels = arm_labels(ds, spec.arm_column)
         column_arms = np.asarray([study.arm_names.index(x) for x in labels], dtype=np.int16)
     random = spec.parameters == "iiv"
+    estimates = None
+    if spec.parameters == "twins":
+        if twins is None:
+            raise ValueError(
+                "population.dataset.parameters: 'twins' needs the twins table of the "
+                "dataset's subjects (the twins stage's parts, outputs.twins)"
+            )
+        estimates = subject_estimates(twins, ds.subjects, study.variability.omega_names)
     frames = []
     for r in range(study.replicates):
         params, etas = individual_parameters(study, covs, r, random=random, categories=cats)
@@ -272,6 +302,13 @@ def dataset_population(study: PopulationStudy) -> pd.DataFrame:
                 etas[str(name)] = found[name].to_numpy(dtype=np.float64)
                 params[str(name)] = apply_effect(
                     params[str(name)], etas[str(name)], study.variability.distribution(str(name))
+                )
+        if estimates is not None:
+            drawn = twin_draws(estimates, study.seed, r)
+            for j, name in enumerate(estimates.names):
+                etas[name] = drawn[:, j]
+                params[name] = apply_effect(
+                    params[name], drawn[:, j], study.variability.distribution(name)
                 )
         if subjects.table is not None:
             params.update(
@@ -290,6 +327,8 @@ def dataset_population(study: PopulationStudy) -> pd.DataFrame:
             "arm_index": arm_idx,
             "ID": ids,
         }
+        if estimates is not None:
+            cols["twin_status"] = estimates.status
         cols.update(covs)
         cols.update({f"eta_{k}": v for k, v in etas.items()})
         cols.update(params)

@@ -190,14 +190,15 @@ def simulate_patients(
     -------
     patients : DataFrame
         One row per patient: ``replicate, patient_id, arm, solver_status, n_steps``,
-        exposure ``cmax`` (mg/L), ``tmax`` (h), ``auc`` (mg·h/L, 0 to the end of the
-        simulation), ``ctrough`` (mg/L, just before the last dose), then for each
-        adverse event ``ae_<E>_grade`` (0-5, null if the solve failed),
-        ``ae_<E>_worst`` (nadir or peak of its output; for ``probabilities`` the
-        worst P(grade >= 1), see :mod:`vtrial.trial.adverse`), ``ae_<E>_time_grade3`` (h,
-        NaN if none or for a drawn grade), then one column per endpoint (float;
-        responders 0/1; ``best_response`` an ordered categorical CR/PR/SD/PD, null
-        if undefined, see :mod:`vtrial.trial.recist`).
+        ``solver``, ``twin_status`` (only with ``population.dataset.parameters: twins``: the
+        fit's status; a patient without an ``ok`` fit is not simulated), exposure ``cmax``
+        (mg/L), ``tmax`` (h), ``auc`` (mg·h/L, 0 to the end of the simulation), ``ctrough``
+        (mg/L, just before the last dose), then for each adverse event ``ae_<E>_grade``
+        (0-5, null if the solve failed), ``ae_<E>_worst`` (nadir or peak of its output; for
+        ``probabilities`` the worst P(grade >= 1), see :mod:`vtrial.trial.adverse`),
+        ``ae_<E>_time_grade3`` (h, NaN if none or for a drawn grade), then one column per
+        endpoint (float; responders 0/1; ``best_response`` an ordered categorical
+        CR/PR/SD/PD, null if undefined, see :mod:`vtrial.trial.recist`).
     timecourse : DataFrame
         Long format: ``replicate, patient_id, arm, time`` and the stored outputs
         (float32), for the patients selected by ``outputs.timecourse.patients``.
@@ -218,6 +219,8 @@ def simulate_patients(
         "n_steps": res.nsteps.astype(np.int32),
         "solver": labels(res.method, METHODS),
     }
+    if "twin_status" in pop:  # population.dataset.parameters: twins (not ok: not simulated)
+        cols["twin_status"] = pop["twin_status"].to_numpy(dtype=object)
     # ---- exposure
     exp_out = study.exposure.output
     if exp_out == PK_CONCENTRATION and (model.pk_compartments is not None or model.ode_exposure):

@@ -1,6 +1,8 @@
 """``vtrial.run_study``: a whole study in this process, for notebooks and small studies.
 
-The same code path as the workflow, without Snakemake, Dask or files: the population
+The same code path as the workflow, without Snakemake, Dask or files: the twins of a
+study with ``population.dataset.parameters: twins``
+(:func:`vtrial.run.twin_stage.estimate_twins`), the population
 (:func:`vtrial.population.sampling.sample_population`), the patients in chunks of
 ``execution.chunk_size`` (:func:`vtrial.run.chunk.simulate_chunk`, the Dask task's
 function), the band sketches merged as the simulate and aggregate stages merge them,
@@ -25,7 +27,8 @@ from vtrial.analysis.design import design_tables
 from vtrial.analysis.popsummary import population_summary
 from vtrial.population.sampling import sample_population
 from vtrial.run.chunk import simulate_chunk
-from vtrial.run.stages import DOSES_SCHEMA, OBSERVATION_SCHEMA, log, summaries
+from vtrial.run.stages import DOSES_SCHEMA, OBSERVATION_SCHEMA, log, needs_twins, summaries
+from vtrial.run.twin_stage import estimate_twins
 from vtrial.study.config import Study, deep_merge, load_study, study_from_dict
 
 __all__ = ["StudyResult", "run_study"]
@@ -45,6 +48,10 @@ class StudyResult:
     summary : dict of str to DataFrame
         The tables of ``summary/`` by name (``exposure``, ``efficacy``, ``safety``,
         ``bands``, ``population``, and those the design and success criteria add).
+    twins : DataFrame
+        With ``population.dataset.parameters: twins``, the twins table the population
+        was drawn from (the twins stage's parts, every subject in file order,
+        :func:`vtrial.run.twin_stage.estimate_twins`); empty otherwise.
     """
 
     study: Study
@@ -54,6 +61,7 @@ class StudyResult:
     observations: pd.DataFrame
     doses: pd.DataFrame
     summary: dict[str, pd.DataFrame] = field(default_factory=dict)
+    twins: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def run_study(
@@ -107,7 +115,10 @@ def run_study(
     for warning in study.warnings:
         log.warning("%s", warning)
     candidates: list[int] = []
-    pop = _as_stored(sample_population(study, candidates=candidates))
+    twins = None
+    if needs_twins(study):  # the twins stage, in this process
+        twins = estimate_twins(study, execution={"chunk_size": study.execution["chunk_size"]})
+    pop = _as_stored(sample_population(study, candidates=candidates, twins=twins))
     chunk = int(study.execution["chunk_size"])
     parts = [
         simulate_chunk(study, pop.iloc[a : a + chunk].reset_index(drop=True), threads=threads)
@@ -131,6 +142,7 @@ def run_study(
         ),
         doses=_as_stored(pd.concat([p[4] for p in parts], ignore_index=True), DOSES_SCHEMA),
         summary={k: _as_stored(v) for k, v in tables.items()},
+        twins=twins if twins is not None else pd.DataFrame(),
     )
 
 

@@ -133,8 +133,19 @@ def _meta(study: Study, **extra: Any) -> dict[str, Any]:
     )
 
 
+def needs_twins(study: Study) -> bool:
+    """Whether the population takes its random effects from the twins stage
+    (``population.dataset.parameters: twins``)."""
+    ds = study.population.dataset
+    return ds is not None and ds.parameters == "twins"
+
+
 def run_sample_population(
-    study: Study, out: str | Path, *, summary: str | Path | None = None
+    study: Study,
+    out: str | Path,
+    *,
+    summary: str | Path | None = None,
+    twins: Sequence[str | Path] | None = None,
 ) -> int:
     """Stage 1: sample the population and write ``population.parquet``; return rows.
 
@@ -142,15 +153,43 @@ def run_sample_population(
     replicate, :func:`vtrial.analysis.popsummary.acceptance_record`) goes to the log and to the
     footer metadata (key ``population``). ``summary`` (``summary/population.parquet``,
     with a CSV copy beside it) gets :func:`vtrial.analysis.popsummary.population_summary`.
+    ``twins``: every part file of the twins stage, in shard order (required with
+    ``population.dataset.parameters: twins``; the footer records their number and the
+    content hash of their table, key ``twins``).
+
+    Raises
+    ------
+    DataError
+        ``parameters: twins`` without the twins parts, or parts that do not hold every
+        subject once, in file order.
     """
     t0 = time.perf_counter()
     started = _utc_now()
     for warning in study.warnings:
         log.warning("%s", warning)
     candidates: list[int] = []
-    pop = sample_population(study, candidates=candidates)
+    table = None
+    extra: dict[str, Any] = {}
+    if needs_twins(study):
+        if not twins:
+            raise DataError(
+                "population.dataset.parameters: 'twins' needs the twins stage's part files "
+                "(twins/part-NNNNN.parquet of every shard); run the twins stage first"
+            )
+        table = read_parts(twins)
+        extra["twins"] = {"parts": len(twins), "content_sha256": table_hash(table)}
+        failed = table.loc[table["status"] != "ok", ["ID", "status"]]
+        if len(failed):
+            log.warning(
+                "twins: %d subject(s) without a usable fit are not simulated (NaN random "
+                "effects and parameters, solver_status invalid_initial), ID: status: %s%s",
+                len(failed),
+                "; ".join(f"{i}: {s}" for i, s in failed.head(20).itertuples(index=False)),
+                f" and {len(failed) - 20} more" if len(failed) > 20 else "",
+            )
+    pop = sample_population(study, candidates=candidates, twins=table)
     accepted = acceptance_record(study, candidates)
-    meta = _meta(study, stage="sample_population", population=accepted, started=started)
+    meta = _meta(study, stage="sample_population", population=accepted, started=started, **extra)
     write_parquet(pop, out, meta=meta, row_group_size=POPULATION_ROW_GROUP)
     log.info(
         "sampled %d patients (%d replicate(s) x %d) in %.2f s",
@@ -510,6 +549,7 @@ TABLE_TITLES = {
     "success": "Probability of success",
     "individual_effects": "Individual treatment effects",
     "individual_predictors": "Covariates predicting the individual effects",
+    "subject_effects": "Each patient's twin: individual effects with their uncertainty",
     "uncertainty": "Parameter draws per replicate (uncertainty)",
     "twins": "Twins of the dataset's subjects (MAP estimates by random effect)",
 }

@@ -1,8 +1,9 @@
 """The twins stage: every dataset subject's twin estimated in shards, each shard in
 chunks on Dask (``outputs.twins``), and ``vtrial twin fit``.
 
-A study with ``outputs.twins`` (and ``population.dataset`` with ``doses: recorded``)
-gets, besides its simulation, one ``twins`` job per shard (``execution.shards``; shard
+A study with ``outputs.twins`` (and ``population.dataset``: the twins are estimated
+from each subject's recorded doses and observations, whether the study simulates the
+records or its arms) gets one ``twins`` job per shard (``execution.shards``; shard
 ``i`` estimates the contiguous range of subjects :func:`vtrial.run.stages.shard_rows`
 gives it, in file order) and a ``twins_summary`` job:
 
@@ -10,7 +11,10 @@ gives it, in file order) and a ``twins_summary`` job:
   of :data:`TWIN_COLUMNS` (``ID``, the objective ``ofv`` at the estimate, ``status``
   (``ok`` or what went wrong), ``n_iter``, ``n_eval``, ``n_obs``), then ``eta_<P>`` and
   ``se_<P>`` of each parameter with a random effect
-  (:class:`vtrial.estimation.map.CohortFit`);
+  (:class:`vtrial.estimation.map.CohortFit`), then the lower triangle of each
+  subject's Laplace covariance ``C`` (the posterior ``N(eta_hat, C)``), ``cov_<P>_<Q>``
+  row by row (:func:`vtrial.population.twin_draws.covariance_columns`; NaN when the
+  Hessian is not positive definite);
 - ``summary/twins.parquet`` (and ``.csv``): one row per random effect,
   :func:`twin_summary` over every shard's subjects (the eta-shrinkage of the whole
   cohort, not of a shard).
@@ -23,6 +27,11 @@ they take).
 A subject's estimate depends only on its own records (:mod:`vtrial.estimation.map`),
 and the summary is computed from the table in file order, so every table is
 bit-identical whatever the number of shards, workers or chunks.
+
+With ``population.dataset.parameters: twins`` the population stage reads every
+shard's table (the workflow makes ``sample_population`` wait for all twins jobs, and
+every simulate job waits for the population) and simulates the twins under the
+study's arms or records (:mod:`vtrial.population.twin_draws`).
 
 What keeps a study from estimating (:func:`vtrial.run.twins.twin_problems`) is
 reported, every problem at once, before anything is estimated or written: by the
@@ -46,6 +55,7 @@ import pyarrow as pa
 from vtrial.errors import ConfigError, DataError, Problem, ResourceError
 from vtrial.estimation.map import CohortData, Prior, fit_cohort, shrinkage
 from vtrial.infra.progress import Progress
+from vtrial.population.twin_draws import covariance_columns
 from vtrial.run.io import provenance, read_parts, write_parquet, write_text
 from vtrial.run.parallel import dask_client, in_completion_order
 from vtrial.run.stages import shard_name, shard_rows
@@ -96,8 +106,8 @@ def check_twins(study: Study) -> None:
     Raises
     ------
     ConfigError
-        Every problem of :func:`vtrial.run.twins.twin_problems` (no dataset with
-        recorded doses, no random effect, an observed output without residual error,
+        Every problem of :func:`vtrial.run.twins.twin_problems` (no dataset, no random
+        effect, inter-occasion variability, an observed output without residual error,
         observation records without a likelihood), naming the key or the dataset's row.
     """
     problems = twin_problems(study)
@@ -108,7 +118,7 @@ def check_twins(study: Study) -> None:
 def _subject_ids(study: Study) -> np.ndarray:
     subjects = study.subjects
     if subjects is None or subjects.dataset is None:
-        check_twins(study)  # raises: no dataset with recorded doses
+        check_twins(study)  # raises: no dataset
     assert subjects is not None
     assert subjects.dataset is not None
     return subjects.dataset.subjects
@@ -176,7 +186,9 @@ def subject_indices(study: Study, ids: Sequence[Any]) -> list[int]:
 def twin_schema(study: Study) -> pa.Schema:
     """Arrow schema of a twins table (fixed, also when a shard has no subject): the
     columns of :data:`TWIN_COLUMNS` (``ID`` typed as the dataset's IDs), then
-    ``eta_<P>`` and ``se_<P>`` (float64) in the order of ``model.iiv.omega``."""
+    ``eta_<P>`` and ``se_<P>`` (float64) in the order of ``model.iiv.omega``, then the
+    Laplace covariance's lower triangle ``cov_<P>_<Q>`` (float64,
+    :func:`vtrial.population.twin_draws.covariance_columns`)."""
     ids = _subject_ids(study)
     names = twin_prior(study).names
     return pa.schema(
@@ -189,14 +201,20 @@ def twin_schema(study: Study) -> pa.Schema:
             ("n_obs", pa.int64()),
             *[(f"eta_{n}", pa.float64()) for n in names],
             *[(f"se_{n}", pa.float64()) for n in names],
+            *[(c, pa.float64()) for c in covariance_columns(names)],
         ]
     )
 
 
 def _fit_chunk(cohort: tuple[CohortData, Prior], subjects: Sequence[int]) -> pd.DataFrame:
-    """Dask task: the twins of some subjects (:func:`vtrial.estimation.map.fit_cohort`)."""
+    """Dask task: the twins of some subjects (:func:`vtrial.estimation.map.fit_cohort`),
+    with the lower triangle of each one's Laplace covariance."""
     data, prior = cohort
-    return fit_cohort(data, prior, subjects=list(subjects)).table
+    fit = fit_cohort(data, prior, subjects=list(subjects))
+    rows, cols = np.tril_indices(prior.k)
+    lower = np.array([f.covariance[rows, cols] for f in fit.fits]).reshape(len(fit.fits), -1)
+    names = covariance_columns(prior.names)
+    return fit.table.assign(**{c: lower[:, j] for j, c in enumerate(names)})
 
 
 def _local(execution: Mapping[str, Any]) -> bool:

@@ -1,12 +1,17 @@
 """Twins of real patients: each dataset subject's random effects estimated from their
 own observations (MAP), under the study's population model as the prior.
 
-A study with ``population.dataset`` (``doses: recorded``) says everything the
-estimator needs (:mod:`vtrial.estimation.map`):
+A study with ``population.dataset`` says everything the estimator needs
+(:mod:`vtrial.estimation.map`); the estimate reads the dataset's records whatever the
+study simulates (``doses: recorded``: the records themselves; ``doses: arms``: the
+study's arms, e.g. the twins under counterfactual regimens with ``parameters:
+twins``):
 
+- the **doses**: the dataset's dose records (never the study's arms);
 - the **prior**: the model's typical values with their covariate models (covariates
   that change from record to record change the typical values on each occasion,
-  exactly as when the study simulates the records), ``model.iiv`` (OMEGA and each
+  exactly as when the study simulates the records, with ``population.dataset
+  .interpolation``), ``model.iiv`` (OMEGA and each
   parameter's distribution), the nominal THETA (``study.uncertainty`` is not drawn);
 - the **observations**: the dataset's ``EVID 0`` records with ``MDV 0``, or ``BLQ 1``
   (Beal's M3), of the observed outputs (``outputs.observations.outputs``, or the
@@ -69,22 +74,23 @@ def _observed(study: Study) -> list[str]:
 
 
 def twin_problems(study: Study, dataset: Dataset | None = None) -> list[Problem]:
-    """What keeps ``study`` from estimating twins (empty if nothing): no dataset with
-    recorded doses, no random effects, an observed output without residual error, and
+    """What keeps ``study`` from estimating twins (empty if nothing): no dataset, no
+    random effects, inter-occasion variability (which the estimator does not model), an
+    observed output without residual error, and
     the dataset's observation records that give no likelihood (a missing ``DV``, a
     ``DVID`` naming no observed output, a ``DV <= 0`` under exponential error, a BLQ
     record without a limit); those of ``dataset`` instead of the study's when given
     (new records of a twin's update, :mod:`vtrial.run.twin_state`)."""
     src = study.source
     spec = study.population.dataset
-    if spec is None or not study.recorded:
+    if spec is None:
         return [
             Problem(
                 src,
-                "population.dataset.doses",
+                "population.dataset",
                 "twins are estimated from each subject's recorded doses and observations: "
-                "give population.dataset with doses: recorded, got "
-                f"{getattr(spec, 'doses', None)!r}",
+                "give population.dataset (a NONMEM-style dataset), got none (the patients "
+                "are sampled)",
             )
         ]
     out: list[Problem] = []
@@ -92,6 +98,15 @@ def twin_problems(study: Study, dataset: Dataset | None = None) -> list[Problem]
         out.append(
             Problem(
                 src, "model.iiv", "no parameter has a random effect: there is nothing to estimate"
+            )
+        )
+    if study.variability.iov:
+        out.append(
+            Problem(
+                src,
+                "model.iov",
+                "the twins' estimator does not model inter-occasion variability: leave "
+                "model.iov out to estimate twins",
             )
         )
     observed = _observed(study)

@@ -65,8 +65,10 @@ from vtrial.study.dataset import (
     dataset_inputs,
     fill_dataset_defaults,
     fit_problems,
+    record_problems,
     recorded_problems,
     study_subjects,
+    twin_parameter_problems,
 )
 from vtrial.study.execution import execution_problems
 from vtrial.study.fit import fit_files, load_fit, stand_in, with_fit
@@ -526,12 +528,13 @@ def study_from_dict(
     if fit_found:  # the other keys are checked with the mapped names
         eff = stand_in(full, model)
     problems += _semantic_problems(eff, model, source, base_dir=base, subjects=subjects)
-    if (
-        subjects is not None
-        and model is not None
-        and full["population"]["dataset"]["doses"] == "recorded"
-    ):
-        problems += recorded_problems(eff, model, subjects, source)
+    if subjects is not None and model is not None:
+        if full["population"]["dataset"]["doses"] == "recorded":
+            problems += recorded_problems(eff, model, subjects, source)
+        elif "twins" in full["outputs"]:  # the twins' estimator simulates the records
+            problems += record_problems(model, subjects)
+    if subjects is not None:
+        problems += twin_parameter_problems(full, source)
     if subjects is not None and full["population"]["dataset"]["parameters"] == "fit":
         problems += fit_problems(full, fit, subjects, source)
     # trial design and parameter uncertainty (their modules import this one)

@@ -42,9 +42,11 @@ __all__ = [
     "dataset_inputs",
     "fill_dataset_defaults",
     "fit_problems",
+    "record_problems",
     "recorded_arms",
     "recorded_problems",
     "study_subjects",
+    "twin_parameter_problems",
 ]
 
 #: population keys that sample covariates, which a dataset's subjects already have
@@ -217,18 +219,16 @@ def fill_dataset_defaults(d: dict[str, Any], subjects: Subjects) -> None:
             d.setdefault("simulation", {}).setdefault("end", max(last, 1.0))
 
 
-def recorded_problems(
-    d: Mapping[str, Any], model: Model, subjects: Subjects, source: str
-) -> list[Problem]:
-    """Problems of simulating a study's subjects as recorded (``doses: recorded``)."""
+def record_problems(model: Model, subjects: Subjects) -> list[Problem]:
+    """Problems of simulating the dataset's records themselves (what the engine does
+    with recorded doses, and what the twins' estimator does with any study's dataset):
+    events the engine does not simulate (:func:`vtrial.data.records.unsupported_problems`,
+    lag against ``II``) and resets (EVID 3, 4), naming row, line and column."""
     ds = subjects.dataset
     if ds is None:
         return []
-    out: list[Problem] = []
-    routes = dose_routes(model)
     r = ds.records
-    terms = dose_terms(model, ds, subjects.table)
-    out += unsupported_problems(ds, routes, terms)
+    out = unsupported_problems(ds, dose_routes(model), dose_terms(model, ds, subjects.table))
     evid = r["EVID"].to_numpy()
     resets = np.flatnonzero(np.isin(evid, (3, 4)))
     if resets.size:
@@ -238,6 +238,50 @@ def recorded_problems(
         )
         found = [(int(r["REC"].to_numpy()[i]) - 1, rule, int(evid[i])) for i in resets]
         out += cell_problems(ds.name, ds.first_line, ds.columns.get("EVID", "EVID"), found)
+    return out
+
+
+def twin_parameter_problems(d: Mapping[str, Any], source: str) -> list[Problem]:
+    """Problems of ``population.dataset.parameters: twins`` (study data, defaults
+    filled): the random effects come from the study's own twins stage, so it needs
+    ``outputs.twins``; the twins' posteriors are conditional on the model's typical
+    values, so ``study.uncertainty`` (other typical values and OMEGA per replicate)
+    does not apply."""
+    ds = d["population"].get("dataset") or {}
+    if ds.get("parameters") != "twins":
+        return []
+    out: list[Problem] = []
+    if (d.get("outputs") or {}).get("twins") is None:
+        out.append(
+            Problem(
+                source,
+                "population.dataset.parameters",
+                "'twins' takes each subject's random effects from the study's twins stage: "
+                "add outputs.twins (e.g. outputs.twins: {method: map}), got no outputs.twins",
+            )
+        )
+    if d["study"].get("uncertainty") is not None:
+        out.append(
+            Problem(
+                source,
+                "study.uncertainty",
+                "with population.dataset.parameters: twins the replicates draw each twin's "
+                "posterior, which is conditional on the model's typical values and OMEGA: "
+                "leave study.uncertainty out",
+            )
+        )
+    return out
+
+
+def recorded_problems(
+    d: Mapping[str, Any], model: Model, subjects: Subjects, source: str
+) -> list[Problem]:
+    """Problems of simulating a study's subjects as recorded (``doses: recorded``)."""
+    ds = subjects.dataset
+    if ds is None:
+        return []
+    out = record_problems(model, subjects)
+    r = ds.records
     end = float(d["simulation"]["end"])
     last = float(r["TIME"].max()) if len(r) else 0.0
     if last > end:
