@@ -9,8 +9,8 @@ gives it, in file order) and a ``twins_summary`` job:
 
 - ``twins/part-NNNNN.parquet``: one row per subject, in file order, with the columns
   of :data:`TWIN_COLUMNS` (``ID``, the objective ``ofv`` at the estimate, ``status``
-  (``ok`` or what went wrong), ``n_iter``, ``n_eval``, ``n_obs``), then ``eta_<P>`` and
-  ``se_<P>`` of each parameter with a random effect
+  (``ok`` or what went wrong), ``n_iter``, ``n_eval``, ``n_starts``, ``n_obs``), then
+  ``eta_<P>`` and ``se_<P>`` of each parameter with a random effect
   (:class:`vtrial.estimation.map.CohortFit`), then the lower triangle of each
   subject's Laplace covariance ``C`` (the posterior ``N(eta_hat, C)``), ``cov_<P>_<Q>``
   row by row (:func:`vtrial.population.twin_draws.covariance_columns`; NaN when the
@@ -85,7 +85,7 @@ log = logging.getLogger("vtrial")
 #: subject (about 50 ms for the vancomycin example), so a task of 32 takes seconds
 TASK_SUBJECTS = 32
 #: columns of a twins table before ``eta_<P>`` and ``se_<P>`` of each random effect
-TWIN_COLUMNS = ("ID", "ofv", "status", "n_iter", "n_eval", "n_obs")
+TWIN_COLUMNS = ("ID", "ofv", "status", "n_iter", "n_eval", "n_starts", "n_obs")
 #: columns of ``summary/twins.parquet`` (one row per random effect)
 SUMMARY_COLUMNS = (
     "parameter",
@@ -198,6 +198,7 @@ def twin_schema(study: Study) -> pa.Schema:
             ("status", pa.string()),
             ("n_iter", pa.int64()),
             ("n_eval", pa.int64()),
+            ("n_starts", pa.int64()),
             ("n_obs", pa.int64()),
             *[(f"eta_{n}", pa.float64()) for n in names],
             *[(f"se_{n}", pa.float64()) for n in names],
