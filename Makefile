@@ -12,12 +12,13 @@ CORES ?= 2
 STUDY ?= config/config.yaml
 SNAKEMAKE_ARGS ?=
 
-.PHONY: help setup run test lint bench report report-check clean
+.PHONY: help setup run test test-workflow lint bench report report-check clean
 
 help:
 	@echo "make run    - set up and run the default study end to end (local Dask cluster)"
 	@echo "make test   - set up and run the test suite"
 	@echo "make lint   - ruff check, ruff format --check, snakemake --lint, mypy src, layer contracts"
+	@echo "make test-workflow - the end-to-end Snakemake tests (CI runs them too)"
 	@echo "make bench  - benchmark harness"
 	@echo "make report - Snakemake HTML report of the default study"
 	@echo "make report-check - render that report in headless Chromium, screenshot every view"
@@ -45,7 +46,11 @@ run: $(RUN_STAMP)
 # two test processes (one per core): most of a cold run is compiling each test model's
 # kernel once (numba), which parallelises; a test file's tests stay in one process
 test: setup
-	$(BIN)/pytest -n $(CORES) --dist loadfile
+	$(BIN)/pytest -n $(CORES) --dist loadfile -m "not workflow"
+
+# the end-to-end Snakemake runs (tests marked `workflow`); CI runs them after `make test`
+test-workflow: setup
+	$(BIN)/pytest -n $(CORES) --dist loadfile -m workflow
 
 lint: setup
 	$(BIN)/ruff check .
