@@ -115,10 +115,11 @@ EXPLORE_GTOL = 1e-3
 #: a minimum found by the multi-start replaces the first one when it is lower by more
 #: than this (objective units); two minima closer than this are the same estimate
 IMPROVEMENT = 1e-6
-#: an exploring start stops where the first estimate's quadratic model puts it within
-#: this of the first estimate's objective (and its objective is within twice this):
-#: in the first estimate's basin, about one posterior SD from it
-JOIN = 0.5
+#: an exploring start stops in the first estimate's basin: where the first estimate's
+#: quadratic model puts it less than this above the first objective (the squared
+#: distance in posterior SDs of the Laplace approximation: within one SD) and its
+#: objective is less than twice this above
+JOIN = 1.0
 #: the largest step of one exploration iteration (prior SDs)
 MAX_STEP = 1.0
 
@@ -553,9 +554,15 @@ def fit_subject(
         count[0] += 1
         return _value_grad(data, prior, s, z, h)
 
+    last: list[Any] = [None, 0.0, None]  # the latest point, its objective and gradient
+
     def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
+        # BFGS evaluates its start again, which the check below has just evaluated
+        if last[0] is not None and np.array_equal(z, last[0]):
+            return last[1], last[2].copy()
         f, grad = fg(z[None, :])
-        return float(f[0]), grad[0]
+        last[:] = [z.copy(), float(f[0]), grad[0]]
+        return float(f[0]), grad[0].copy()
 
     def descend(z: np.ndarray) -> tuple[np.ndarray, float, str, int]:
         res = optimize.minimize(
