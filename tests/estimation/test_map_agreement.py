@@ -425,3 +425,24 @@ def test_the_multistart_leaves_a_local_minimum() -> None:
     assert ref_ofv == pytest.approx(7.41497, abs=1e-4)
     assert fit.ofv == pytest.approx(ref_ofv, abs=1e-7)
     np.testing.assert_array_less(np.abs(fit.eta - ref_eta), AGREE * np.sqrt(np.diag(case.omega)))
+
+
+#: observations of profile 528 of the Michaelis-Menten case (the 1,000-profile seed):
+#: BFGS stops on precision loss at the minimum with a gradient of 1.6e-4, the ODE
+#: solver's error in the differences (the Newton step from there: 7e-5 prior SDs)
+FLAT_Y = [4.717931309158001, 6.330469510868599, 2.9385175063983224, 9.089097762639225]
+FLAT_Y += [6.1060919196549275, 1.4361037643666543]
+#: the reference's minimum of that profile (:func:`_reference_map`)
+FLAT_ETA = [0.24370697960253676, -0.13705125979745458, -0.32978296739767327]
+
+
+def test_a_minimum_flat_to_the_solver_error_is_converged() -> None:
+    case = CASES["michaelis_menten_combined"]
+    y = np.array(FLAT_Y)
+    blq = np.zeros(y.size, dtype=bool)
+    data, prior = _cohort(case, [y], [blq])
+    fit = fit_subject(data, prior, 0)
+    assert fit.ok, fit.status
+    assert fit.ofv == pytest.approx(6.237116830720087, abs=1e-8)
+    assert fit.ofv == pytest.approx(_reference_ofv(case, fit.eta, y, blq), abs=1e-8)
+    np.testing.assert_array_less(np.abs(fit.eta - FLAT_ETA), AGREE * np.sqrt(np.diag(case.omega)))
