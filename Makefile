@@ -18,7 +18,7 @@ help:
 	@echo "make run    - set up and run the default study end to end (local Dask cluster)"
 	@echo "make test   - set up and run the test suite"
 	@echo "make lint   - ruff check, ruff format --check, snakemake --lint, mypy src, layer contracts"
-	@echo "make test-workflow - the end-to-end Snakemake tests (CI runs them too)"
+	@echo "make test-workflow - the end-to-end runs: workflows, benchmark harness (CI runs them too)"
 	@echo "make bench  - benchmark harness"
 	@echo "make report - Snakemake HTML report of the default study"
 	@echo "make report-check - render that report in headless Chromium, screenshot every view"
@@ -48,7 +48,8 @@ run: $(RUN_STAMP)
 test: setup
 	$(BIN)/pytest -n $(CORES) --dist loadfile -m "not workflow"
 
-# the end-to-end Snakemake runs (tests marked `workflow`); CI runs them after `make test`
+# the end-to-end runs (tests marked `workflow`: Snakemake workflows, the benchmark
+# harness); CI runs them after `make test`
 test-workflow: setup
 	$(BIN)/pytest -n $(CORES) --dist loadfile -m workflow
 

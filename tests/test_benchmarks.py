@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "benchmarks" / "run.py"
 ERROR_KEYS = ("cmax", "auc", "nadir", "traj", "worst")
 
-pytestmark = pytest.mark.filterwarnings("error")
+# end to end (benchmark scripts in subprocesses, one through Snakemake): make test-workflow
+pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.workflow]
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,10 @@ import inspect
 import logging
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import pandas as pd
 import pytest
@@ -170,7 +172,10 @@ def test_generated_kernel_is_cached() -> None:
     )
     simulate(model, pd.DataFrame({"CL": [5.0]}), {"route": "oral", "dose": 10}, [1.0, 2.0])
     key = kernel_key(kernel_source(model))
-    index = list((codegen.cache_dir() / "__pycache__").glob(f"kernel_{key}.simulate_batch-*.nbi"))
+    # beside the kernel's source, or under NUMBA_CACHE_DIR (numba mirrors the source's
+    # folder there) when that is set
+    where = Path(numba.config.CACHE_DIR) if numba.config.CACHE_DIR else codegen.cache_dir()
+    index = list(where.rglob(f"kernel_{key}.simulate_batch-*.nbi"))
     assert len(index) == 1
 
 
