@@ -287,6 +287,15 @@ _SCALAR_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+_DTYPE = {a.dtype: np.dtype(a.dtype) for a in KERNEL_ARGS}
+
+
+def _where(arg: KernelArg) -> str:
+    """An argument as its errors name it (built only for an error: the estimator calls
+    the kernel thousands of times per second)."""
+    return f"kernel argument {arg.name!r} {arg.shape_text} {arg.dtype}"
+
+
 class KernelArgumentError(VtrialError, TypeError):
     """An argument for the kernel is missing, unknown or not as declared."""
 
@@ -324,33 +333,36 @@ def kernel_args(
     out = []
     for arg in KERNEL_ARGS:
         value = values[arg.name]
-        where = f"kernel argument {arg.name!r} {arg.shape_text} {arg.dtype}"
         if arg.ndim == 0:
             # exactly these types: numba compiles others (bool, an IntEnum member,
             # float32) as a different kernel signature
             if type(value) not in _SCALAR_TYPES[arg.dtype]:
                 raise KernelArgumentError(
-                    f"{where}: must be a scalar of type "
+                    f"{_where(arg)}: must be a scalar of type "
                     f"{' or '.join(t.__name__ for t in _SCALAR_TYPES[arg.dtype])}, "
                     f"got {type(value).__name__} {value!r}"
                 )
             out.append(value)
             continue
         if not isinstance(value, np.ndarray):
-            raise KernelArgumentError(f"{where}: must be an ndarray, got {type(value).__name__}")
-        if value.dtype != np.dtype(arg.dtype):
-            raise KernelArgumentError(f"{where}: got dtype {value.dtype}")
+            raise KernelArgumentError(
+                f"{_where(arg)}: must be an ndarray, got {type(value).__name__}"
+            )
+        if value.dtype != _DTYPE[arg.dtype]:
+            raise KernelArgumentError(f"{_where(arg)}: got dtype {value.dtype}")
         if value.ndim != arg.ndim:
-            raise KernelArgumentError(f"{where}: got {value.ndim} dimensions {value.shape}")
+            raise KernelArgumentError(f"{_where(arg)}: got {value.ndim} dimensions {value.shape}")
         for axis, (sym, size) in enumerate(zip(arg.shape, value.shape, strict=True)):
             if isinstance(sym, int):
                 if size != sym:
-                    raise KernelArgumentError(f"{where}: axis {axis} must be {sym}, got {size}")
+                    raise KernelArgumentError(
+                        f"{_where(arg)}: axis {axis} must be {sym}, got {size}"
+                    )
                 continue
             first = seen.setdefault(sym, (size, f"argument {arg.name!r}"))
             if first[0] != size:
                 raise KernelArgumentError(
-                    f"{where}: axis {axis} ({sym}) has size {size}, but {sym} is {first[0]} "
+                    f"{_where(arg)}: axis {axis} ({sym}) has size {size}, but {sym} is {first[0]} "
                     f"for {first[1]}"
                 )
         out.append(value)
